@@ -1,0 +1,76 @@
+"""A small client for Airflow 3's public REST API (``/api/v2``).
+
+Used by ``streamfit stack up|status`` (health, version), by the tests, and by the ingest service
+to announce data arrival as asset events. Tokens come from ``POST /auth/token`` (SimpleAuthManager).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+
+class AirflowAPIError(RuntimeError):
+    """Airflow's API refused or failed a request; the message carries its status and answer."""
+
+
+class AirflowClient:
+    def __init__(self, base_url: str, username: str, password: str | None,
+                 timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._token: str | None = None
+        self._token_at = 0.0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def health(self) -> dict[str, Any]:
+        """``/api/v2/monitor/health``: metadatabase, scheduler, triggerer, dag_processor."""
+        resp = self._http.get("/api/v2/monitor/health")
+        resp.raise_for_status()
+        return resp.json()  # type: ignore[no-any-return]
+
+    def healthy(self) -> bool:
+        body = self.health()
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((body.get(p) or {}).get("status") == "healthy" for p in parts)
+
+    def _auth_headers(self) -> dict[str, str]:
+        # Tokens last 24 h by default; renew hourly so a long-running ingest never holds a stale one.
+        if self._token is None or time.monotonic() - self._token_at > 3600:
+            if not self._password:
+                raise AirflowAPIError(
+                    "no Airflow password: set STREAMFIT_AIRFLOW_PASSWORD, or start the local stack "
+                    "(`streamfit stack up`), which generates one"
+                )
+            resp = self._http.post(
+                "/auth/token", json={"username": self._username, "password": self._password}
+            )
+            if resp.status_code >= 400:
+                raise AirflowAPIError(
+                    f"Airflow refused the login of {self._username!r} ({resp.status_code}): "
+                    "check STREAMFIT_AIRFLOW_USERNAME / STREAMFIT_AIRFLOW_PASSWORD"
+                )
+            self._token = resp.json()["access_token"]
+            self._token_at = time.monotonic()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._http.request(method, path, headers=self._auth_headers(), **kwargs)
+        if resp.status_code >= 400:
+            raise AirflowAPIError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def version(self) -> str:
+        return str(self.request("GET", "/api/v2/version")["version"])

@@ -1,0 +1,66 @@
+"""Kafka client configuration shared by every streamfit producer, consumer and admin client.
+
+One place sets the bootstrap servers, client ids and the durability settings (acks=all plus
+idempotence on producers), so the ingest service, the replay producer and the tests agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import TopicAlreadyExistsError
+
+from streamfit.settings import Settings
+
+
+def client_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    return {"bootstrap_servers": settings.bootstrap_servers.split(","), "client_id": client_id}
+
+
+def producer(settings: Settings, client_id: str = "streamfit-producer",
+             **overrides: Any) -> KafkaProducer:
+    """A durable producer: every write acknowledged by all in-sync replicas, no duplicates on retry."""
+    config: dict[str, Any] = {
+        **client_config(settings, client_id),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "compression_type": None,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def consumer(settings: Settings, group_id: str | None, client_id: str = "streamfit-consumer",
+             **overrides: Any) -> KafkaConsumer:
+    """A consumer that never auto-commits: offsets are committed only after the work is durable."""
+    config: dict[str, Any] = {
+        **client_config(settings, client_id),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+    }
+    config.update(overrides)
+    return KafkaConsumer(**config)
+
+
+def admin(settings: Settings, client_id: str = "streamfit-admin") -> KafkaAdminClient:
+    return KafkaAdminClient(**client_config(settings, client_id), request_timeout_ms=30000)
+
+
+def ensure_topic(settings: Settings, name: str, partitions: int,
+                 configs: dict[str, str] | None = None) -> bool:
+    """Create ``name`` if missing (True if created). Existing topics are left as they are."""
+    client = admin(settings)
+    try:
+        client.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": 1,
+                    "configs": configs or {}}},
+            wait_for_metadata=True,
+        )
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        client.close()

@@ -1,0 +1,99 @@
+"""Versioned Cassandra schema migrations: ``streamfit db migrate``.
+
+Run by ``make demo``, by the test session and by the ingest service at start-up. Each migration
+has a version and idempotent statements (``IF NOT EXISTS``); applied versions are recorded in
+``<keyspace>.schema_migrations`` with a checksum, so an edited, already-applied migration is
+refused instead of silently diverging. Tables other processes read (predictions) change only
+through a new migration here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cassandra.cluster import Session
+
+from streamfit.settings import Settings
+
+
+class MigrationError(RuntimeError):
+    """The recorded schema disagrees with the code; the message says how to proceed."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256("\n".join(self.statements).encode()).hexdigest()[:16]
+
+
+# Statements are templates on {ks}. Append new migrations; never edit an applied one.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "stack self-check table", (
+        """CREATE TABLE IF NOT EXISTS {ks}.stack_checks (
+               check_id text PRIMARY KEY,
+               written_at timestamp,
+               payload text
+           )""",
+    )),
+)
+
+
+def _ensure_keyspace(session: Session, settings: Settings) -> None:
+    ks = settings.keyspace
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {settings.replication_cql()}"
+    )
+    session.execute(
+        f"""CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (
+                version int PRIMARY KEY,
+                description text,
+                checksum text,
+                applied_at timestamp
+            )"""
+    )
+
+
+def applied_versions(session: Session, keyspace: str) -> dict[int, str]:
+    rows = session.execute(f"SELECT version, checksum FROM {keyspace}.schema_migrations")
+    return {row.version: row.checksum for row in rows}
+
+
+def migrate(session: Session, settings: Settings,
+            migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply every migration not yet recorded, in order. Returns the versions applied now."""
+    ks = settings.keyspace
+    _ensure_keyspace(session, settings)
+    done = applied_versions(session, ks)
+    for migration in migrations:
+        recorded = done.get(migration.version)
+        if recorded is not None and recorded != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.version} ({migration.description}) was changed after it "
+                f"was applied to keyspace {ks}: add a new migration instead of editing it"
+            )
+    applied = []
+    for migration in migrations:
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            # Schema changes must reach agreement before the next statement uses them.
+            session.execute(statement.format(ks=ks), timeout=60)
+        session.execute(
+            f"INSERT INTO {ks}.schema_migrations (version, description, checksum, applied_at) "
+            "VALUES (%s, %s, %s, %s)",
+            (migration.version, migration.description, migration.checksum, datetime.now(UTC)),
+        )
+        applied.append(migration.version)
+    return applied
+
+
+def current_version(session: Session, keyspace: str) -> int:
+    versions = applied_versions(session, keyspace)
+    return max(versions) if versions else 0

@@ -1,0 +1,203 @@
+"""The one typed settings object of a streamfit process.
+
+Read once at start-up (``get_settings()``) by the CLI, the ingest workers, the DAG tasks and the
+tests. Every field can be set through an environment variable ``STREAMFIT_<FIELD>`` (upper case) or
+a ``.env`` file in the working directory; unknown ``STREAMFIT_*`` keys are rejected so that a typo
+fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The project checkout (the parent of this package). The local stack keeps its state below it.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Port = int
+
+
+class SettingsError(ValueError):
+    """The settings (environment / .env) are invalid; the message says which and how to fix it."""
+
+
+def _check_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{value} is not a TCP port; use a number from 1 to 65535")
+    return value
+
+
+class Settings(BaseSettings):
+    """streamfit configuration. Env var = ``STREAMFIT_`` + field name in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMFIT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- local stack -------------------------------------------------------------------------
+    home: Path = Field(
+        default=PROJECT_ROOT / ".streamfit",
+        description="State directory of the local stack: data, logs, pids and the jar cache.",
+    )
+    kafka_version: str = Field(default="4.4.0", description="Kafka (kafka_2.13) version from Maven.")
+    kafka_port: Port = Field(default=9092, description="Local Kafka broker (PLAINTEXT) port.")
+    kafka_controller_port: Port = Field(default=9093, description="Local KRaft controller port.")
+    kafka_heap: str = Field(default="512m", description="Kafka JVM heap (-Xms/-Xmx).")
+    cassandra_version: str = Field(default="5.0.9", description="cassandra-all version from Maven.")
+    cassandra_port: Port = Field(default=9042, description="Local Cassandra native (CQL) port.")
+    cassandra_storage_port: Port = Field(default=7000, description="Local Cassandra storage port.")
+    cassandra_heap: str = Field(default="1G", description="Cassandra JVM heap (-Xms/-Xmx).")
+    airflow_port: Port = Field(default=8080, description="Local Airflow API server / UI port.")
+    airflow_database_url: str | None = Field(
+        default=None,
+        description="Airflow metadata DB (SQLAlchemy URL). Empty: SQLite in the state directory. "
+        "Postgres: postgresql+psycopg2://user:pass@host/db.",
+    )
+    airflow_parallelism: int = Field(default=4, ge=1, description="Airflow task slots.")
+    startup_timeout_s: float = Field(
+        default=180.0, gt=0, description="How long `stack up` waits for each service."
+    )
+
+    # --- clients (default: the local stack) ---------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Kafka bootstrap servers. Empty: the local stack's broker."
+    )
+    cassandra_hosts: str | None = Field(
+        default=None,
+        description="Comma-separated Cassandra contact points. Empty: the local stack's node.",
+    )
+    cassandra_username: str | None = Field(default=None, description="Cassandra user (optional).")
+    cassandra_password: SecretStr | None = Field(default=None, description="Cassandra password.")
+    cassandra_local_dc: str = Field(default="datacenter1", description="Local data centre.")
+    airflow_url: str | None = Field(
+        default=None, description="Airflow API base URL. Empty: the local stack's API server."
+    )
+    airflow_username: str = Field(default="admin", description="Airflow API user.")
+    airflow_password: SecretStr | None = Field(
+        default=None,
+        description="Airflow API password. Empty: read the local stack's generated password.",
+    )
+
+    # --- schema ------------------------------------------------------------------------------
+    keyspace: str = Field(default="streamfit", description="Cassandra keyspace.")
+    replication_strategy: Literal["SimpleStrategy", "NetworkTopologyStrategy"] = Field(
+        default="SimpleStrategy",
+        description="Keyspace replication class: SimpleStrategy locally, "
+        "NetworkTopologyStrategy on real clusters.",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor (SimpleStrategy)."
+    )
+    replication_dcs: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per-DC replication for NetworkTopologyStrategy, JSON: {"dc1": 3}.',
+    )
+
+    @field_validator("kafka_port", "kafka_controller_port", "cassandra_port",
+                     "cassandra_storage_port", "airflow_port")
+    @classmethod
+    def _ports(cls, value: int) -> int:
+        return _check_port(value)
+
+    @field_validator("keyspace")
+    @classmethod
+    def _keyspace(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum() or not value[0].isalpha() or len(value) > 48:
+            raise ValueError(
+                f"{value!r} is not a valid keyspace name: use letters, digits and _, "
+                "starting with a letter, at most 48 characters"
+            )
+        return value
+
+    @field_validator("kafka_heap", "cassandra_heap")
+    @classmethod
+    def _heap(cls, value: str) -> str:
+        if not (value[:-1].isdigit() and value[-1] in "mMgG"):
+            raise ValueError(f"{value!r} is not a JVM heap size; write e.g. 512m or 1G")
+        return value
+
+    @field_validator("home")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _replication(self) -> Settings:
+        if self.replication_strategy == "NetworkTopologyStrategy" and not self.replication_dcs:
+            raise ValueError(
+                "replication_strategy=NetworkTopologyStrategy needs STREAMFIT_REPLICATION_DCS, "
+                'e.g. {"dc1": 3}'
+            )
+        ports = [self.kafka_port, self.kafka_controller_port, self.cassandra_port,
+                 self.cassandra_storage_port, self.airflow_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"the local stack's ports must all differ, got {ports}")
+        return self
+
+    # --- derived -----------------------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def contact_points(self) -> list[str]:
+        if self.cassandra_hosts:
+            return [h.strip() for h in self.cassandra_hosts.split(",") if h.strip()]
+        return ["127.0.0.1"]
+
+    @property
+    def airflow_api_url(self) -> str:
+        return (self.airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
+
+    def replication_cql(self) -> str:
+        """The keyspace replication map, as CQL."""
+        if self.replication_strategy == "SimpleStrategy":
+            return f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
+        dcs = ", ".join(f"'{dc}': {rf}" for dc, rf in sorted(self.replication_dcs.items()))
+        return f"{{'class': 'NetworkTopologyStrategy', {dcs}}}"
+
+
+def _unknown_env_keys() -> list[str]:
+    """STREAMFIT_* variables that name no setting (pydantic-settings would silently ignore them)."""
+    known = {f"STREAMFIT_{name.upper()}" for name in Settings.model_fields}
+    problems = []
+    for key in sorted(k for k in os.environ if k.upper().startswith("STREAMFIT_")):
+        if key.upper() in known:
+            continue
+        close = difflib.get_close_matches(key.upper(), known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see the settings table in README.md"
+        problems.append(f"  {key}: not a streamfit setting{hint}")
+    return problems
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, translating validation errors into one clear message."""
+    unknown = _unknown_env_keys()
+    if unknown:
+        raise SettingsError("invalid streamfit settings:\n" + "\n".join(unknown))
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"STREAMFIT_{field.upper()}" if err["loc"] else "STREAMFIT_*"
+            lines.append(f"  {env}: {err['msg']}")
+        raise SettingsError("invalid streamfit settings:\n" + "\n".join(lines)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, validated once."""
+    return load_settings()

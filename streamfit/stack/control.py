@@ -1,0 +1,131 @@
+"""``streamfit stack up | down | status``: run the real services on loopback, without Docker.
+
+``up`` is idempotent: running processes are reused and nothing is re-formatted. It returns only
+when every service answers real requests (Kafka metadata, Cassandra ``system.local`` bootstrapped,
+Airflow API health). ``down`` sends SIGTERM to each process group and waits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psutil
+
+from streamfit.settings import Settings
+from streamfit.stack.process import ProcessSpec, StackError, Supervisor, wait_until
+from streamfit.stack.services import Service, all_services
+
+SERVICE_NAMES = ("cassandra", "kafka", "airflow")
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    service: str
+    component: str
+    pid: int | None
+    rss_mb: float | None
+    healthy: bool
+    version: str
+    ports: tuple[int, ...]
+    log: str
+
+
+def supervisor(settings: Settings) -> Supervisor:
+    return Supervisor(settings.home / "run", settings.home / "logs")
+
+
+def _select(settings: Settings, only: Iterable[str] | None) -> list[Service]:
+    services = all_services(settings)
+    names = list(only) if only else list(SERVICE_NAMES)
+    unknown = [n for n in names if n not in services]
+    if unknown:
+        raise StackError(f"unknown service(s) {unknown}; choose from {', '.join(SERVICE_NAMES)}")
+    return [services[n] for n in SERVICE_NAMES if n in names]
+
+
+def _tree_rss_mb(proc: psutil.Process) -> float | None:
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+    except psutil.Error:
+        return None
+
+
+def up(settings: Settings, only: Iterable[str] | None = None,
+       on_event: Callable[[str], None] = lambda _msg: None) -> dict[str, float]:
+    """Start what is not running and wait until all selected services are usable.
+
+    Returns, per service, the seconds it took to become ready (0 for reused ones).
+    """
+    sup = supervisor(settings)
+    services = _select(settings, only)
+    to_start: list[tuple[Service, list[ProcessSpec]]] = []
+    for svc in services:
+        missing = [c for c in svc.components if sup.process(c) is None]
+        if not missing:
+            on_event(f"{svc.name}: already running, reused")
+            continue
+        # A partly running service (one Airflow component died) gets only its missing parts.
+        to_start.append((svc, [spec for spec in svc.prepare() if spec.name in missing]))
+    for _svc, specs in to_start:  # fail before starting anything if a port is taken
+        for spec in specs:
+            sup.check_ports(spec)
+    started_at = time.monotonic()
+    procs: dict[str, list[psutil.Process]] = {}
+    for svc, specs in to_start:
+        on_event(f"{svc.name}: starting {', '.join(s.name for s in specs)}")
+        procs[svc.name] = [sup.start(spec) for spec in specs]
+    took: dict[str, float] = {}
+    for svc in services:
+        wait_until(svc.ready, settings.startup_timeout_s, f"{svc.name} did not become ready",
+                   alive=procs.get(svc.name, ()), log=sup.log_file(svc.components[0]))
+        took[svc.name] = time.monotonic() - started_at if svc.name in procs else 0.0
+        on_event(f"{svc.name}: ready")
+    return took
+
+
+def down(settings: Settings, only: Iterable[str] | None = None,
+         on_event: Callable[[str], None] = lambda _msg: None) -> list[str]:
+    """Stop the selected services (SIGTERM, wait, SIGKILL leftovers). Returns what was stopped."""
+    sup = supervisor(settings)
+    stopped = []
+    # Airflow first (its tasks may talk to Kafka/Cassandra), Cassandra last.
+    for svc in reversed(_select(settings, only)):
+        for component in reversed(svc.components):
+            if sup.stop(component, timeout=90.0):
+                stopped.append(component)
+                on_event(f"{component}: stopped")
+    return stopped
+
+
+def status(settings: Settings, only: Iterable[str] | None = None) -> list[ComponentStatus]:
+    sup = supervisor(settings)
+    rows = []
+    for svc in _select(settings, only):
+        procs = {c: sup.process(c) for c in svc.components}
+        healthy = False
+        version = "-"
+        if any(procs.values()):
+            try:
+                healthy = bool(svc.ready())
+                version = svc.version() if healthy else "-"
+            except Exception:  # noqa: BLE001 - any failure means "not healthy" here
+                healthy = False
+        for component, proc in procs.items():
+            rows.append(ComponentStatus(
+                service=svc.name, component=component,
+                pid=proc.pid if proc else None,
+                rss_mb=_tree_rss_mb(proc) if proc else None,
+                healthy=healthy and proc is not None, version=version,
+                ports=svc.ports if component == svc.components[0] else (),
+                log=str(sup.log_file(component)),
+            ))
+    return rows
+
+
+def running(settings: Settings, service: str) -> bool:
+    svc = all_services(settings)[service]
+    sup = supervisor(settings)
+    return all(sup.process(c) is not None for c in svc.components)

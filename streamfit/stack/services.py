@@ -1,0 +1,338 @@
+"""The three services of the local stack: Kafka (KRaft), Cassandra and Airflow.
+
+Each service knows how to prepare itself (jars, config, one-time formatting), which processes to
+run, and when it is actually usable. ``streamfit.stack.control`` starts and stops them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from string import Template
+
+from streamfit.airflow_api import AirflowClient
+from streamfit.settings import PROJECT_ROOT, Settings
+from streamfit.stack.maven import install_jars
+from streamfit.stack.process import ProcessSpec, StackError, port_open
+
+CONF_DIR = Path(__file__).parent / "conf"
+
+# JDK 17 module flags from upstream Cassandra's conf/jvm17-server.options: without them 5.0 fails
+# at start with IllegalAccessException.
+CASSANDRA_JDK17_FLAGS = [
+    "-Djdk.attach.allowAttachSelf=true",
+    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports", "java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports", "jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-exports", "jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
+    "--add-exports", "jdk.attach/sun.tools.attach=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens", "jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens", "java.base/java.io=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens", "jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens", "java.base/java.util=ALL-UNNAMED",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
+]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _render(template: str, **values: object) -> str:
+    return Template((CONF_DIR / template).read_text()).substitute(
+        {k: str(v) for k, v in values.items()}
+    )
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    return str(Path(java_home) / "bin" / "java") if java_home else "java"
+
+
+class Service(ABC):
+    """One service of the stack; ``components`` are the names of its processes."""
+
+    name: str
+    components: tuple[str, ...]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home / self.name
+
+    @property
+    @abstractmethod
+    def ports(self) -> tuple[int, ...]: ...
+
+    @abstractmethod
+    def prepare(self) -> list[ProcessSpec]:
+        """Install and configure (idempotently); return the processes to start."""
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """True once the service answers real requests."""
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+
+class KafkaService(Service):
+    name = "kafka"
+    components = ("kafka",)
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.settings.kafka_port, self.settings.kafka_controller_port)
+
+    def prepare(self) -> list[ProcessSpec]:
+        s = self.settings
+        lib = install_jars("kafka", "kafka.version", s.kafka_version, s.home / "cache")
+        data = self.home / "data"
+        props = _write(self.home / "config" / "server.properties", _render(
+            "kafka-server.properties", port=s.kafka_port,
+            controller_port=s.kafka_controller_port, data_dir=data))
+        log4j = _write(self.home / "config" / "log4j2.properties",
+                       (CONF_DIR / "kafka-log4j2.properties").read_text())
+        jvm = [_java(), f"-Xms{s.kafka_heap}", f"-Xmx{s.kafka_heap}", "-server",
+               "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+               "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+               f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
+        if not (data / "meta.properties").exists():
+            self._format(jvm, props)
+        return [ProcessSpec("kafka", [*jvm, "kafka.Kafka", str(props)], ports=self.ports)]
+
+    def _format(self, jvm: list[str], props: Path) -> None:
+        """Format the KRaft storage once, with a cluster id generated and kept for this home."""
+        id_file = self.home / "cluster.id"
+        if not id_file.exists():
+            # URL-safe base64 of 16 random bytes, unpadded; a leading '-' would read as an option.
+            while True:
+                cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+                if not cluster_id.startswith("-"):
+                    break
+            _write(id_file, cluster_id + "\n")
+        cluster_id = id_file.read_text().strip()
+        cmd = [*jvm, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+               "-c", str(props), "--ignore-formatted"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        if proc.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.kafka_port):
+            return False
+        from kafka import KafkaAdminClient  # local: keeps `streamfit --help` fast
+
+        admin = KafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers.split(","),
+                                 request_timeout_ms=5000)
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        finally:
+            admin.close()
+
+    def version(self) -> str:
+        return self.settings.kafka_version
+
+
+class CassandraService(Service):
+    name = "cassandra"
+    components = ("cassandra",)
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.settings.cassandra_port, self.settings.cassandra_storage_port)
+
+    def prepare(self) -> list[ProcessSpec]:
+        s = self.settings
+        lib = install_jars("cassandra", "cassandra.version", s.cassandra_version, s.home / "cache")
+        data = self.home / "data"
+        auth = s.cassandra_username is not None
+        yaml = _write(self.home / "conf" / "cassandra.yaml", _render(
+            "cassandra.yaml", storage_port=s.cassandra_storage_port, native_port=s.cassandra_port,
+            data_dir=data,
+            authenticator="PasswordAuthenticator" if auth else "AllowAllAuthenticator",
+            authorizer="CassandraAuthorizer" if auth else "AllowAllAuthorizer"))
+        logback = _write(self.home / "conf" / "logback.xml",
+                         (CONF_DIR / "cassandra-logback.xml").read_text())
+        jamm = next(lib.glob("jamm-*.jar"), None)
+        argv = [
+            _java(), f"-Xms{s.cassandra_heap}", f"-Xmx{s.cassandra_heap}", "-Xss256k",
+            "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
+            "-XX:G1RSetUpdatingPauseTimePercent=5", "-XX:MaxGCPauseMillis=300",
+            "-XX:+AlwaysPreTouch", "-XX:+HeapDumpOnOutOfMemoryError",
+            *CASSANDRA_JDK17_FLAGS,
+            *([f"-javaagent:{jamm}"] if jamm else []),
+            "-Djava.net.preferIPv4Stack=true",
+            f"-Dcassandra.config=file://{yaml}",
+            "-Dcassandra-foreground=yes",
+            f"-Dcassandra.storagedir={data}",
+            f"-Dcassandra.logdir={s.home / 'logs'}",
+            f"-Dlogback.configurationFile={logback}",
+            # single node: no gossip to settle, no saved ring, no wait before creating roles
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.load_ring_state=false",
+            "-Dcassandra.superuser_setup_delay_ms=0",
+            "-cp", f"{lib}/*",
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+        return [ProcessSpec("cassandra", argv, ports=self.ports)]
+
+    def _query_local(self) -> tuple[str, str] | None:
+        from streamfit.cassandra import connect
+
+        logging.getLogger("cassandra").setLevel(logging.CRITICAL)  # retries are expected here
+        with connect(self.settings, keyspace=None, connect_timeout=3) as session:
+            row = session.execute("SELECT bootstrapped, release_version FROM system.local").one()
+        return (row.bootstrapped, row.release_version) if row else None
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.cassandra_port):
+            return False
+        local = self._query_local()
+        return local is not None and local[0] == "COMPLETED"
+
+    def version(self) -> str:
+        local = self._query_local()
+        return local[1] if local else "?"
+
+
+class AirflowService(Service):
+    name = "airflow"
+    components = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                  "airflow-triggerer")
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.settings.airflow_port,)
+
+    @property
+    def password_file(self) -> Path:
+        return self.home / "passwords.json"
+
+    def password(self) -> str | None:
+        if self.settings.airflow_password is not None:
+            return self.settings.airflow_password.get_secret_value()
+        try:
+            return json.loads(self.password_file.read_text()).get(self.settings.airflow_username)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def _secrets(self) -> dict[str, str]:
+        """Keys every Airflow component must share (a per-process random JWT key breaks tasks)."""
+        path = self.home / "secrets.json"
+        if not path.exists():
+            from cryptography.fernet import Fernet
+
+            _write(path, json.dumps({
+                "jwt_secret": secrets.token_urlsafe(32),
+                "api_secret_key": secrets.token_urlsafe(32),
+                "fernet_key": Fernet.generate_key().decode(),
+            }))
+            path.chmod(0o600)
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+    def env(self) -> dict[str, str]:
+        """The environment of every Airflow process (and of `airflow` CLI calls in tests)."""
+        s = self.settings
+        keys = self._secrets()
+        db = s.airflow_database_url or f"sqlite:///{self.home / 'airflow.db'}"
+        base = f"http://127.0.0.1:{s.airflow_port}"
+        venv_bin = str(Path(sys.executable).parent)
+        return {
+            "AIRFLOW_HOME": str(self.home),
+            # Airflow's subprocesses call `airflow` by name.
+            "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(s.airflow_parallelism),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(s.airflow_port),
+            "AIRFLOW__API__BASE_URL": base,
+            "AIRFLOW__API__WORKERS": "1",
+            # Must match the API port, or every task fails with "Connection refused".
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{s.airflow_username}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.password_file),
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+            "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+            # New DAG files and asset changes are picked up within seconds, not minutes.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        }
+
+    def prepare(self) -> list[ProcessSpec]:
+        s = self.settings
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not self.password_file.exists():
+            password = (s.airflow_password.get_secret_value() if s.airflow_password
+                        else secrets.token_urlsafe(12))
+            _write(self.password_file, json.dumps({s.airflow_username: password}))
+            self.password_file.chmod(0o600)
+        env = self.env()
+        airflow = str(Path(sys.executable).parent / "airflow")
+        log = s.home / "logs" / "airflow-db-migrate.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as fh:
+            proc = subprocess.run([airflow, "db", "migrate"], env={**os.environ, **env},  # noqa: S603
+                                  stdout=fh, stderr=subprocess.STDOUT, check=False)
+        if proc.returncode != 0:
+            raise StackError(f"`airflow db migrate` failed (exit {proc.returncode}); see {log}")
+        return [
+            ProcessSpec("airflow-api-server", [airflow, "api-server", "--host", "127.0.0.1",
+                                               "--port", str(s.airflow_port), "--workers", "1"],
+                        ports=self.ports, env=env, cwd=self.home),
+            ProcessSpec("airflow-scheduler", [airflow, "scheduler"], env=env, cwd=self.home),
+            ProcessSpec("airflow-dag-processor", [airflow, "dag-processor"], env=env,
+                        cwd=self.home),
+            ProcessSpec("airflow-triggerer", [airflow, "triggerer"], env=env, cwd=self.home),
+        ]
+
+    def client(self) -> AirflowClient:
+        return AirflowClient(self.settings.airflow_api_url, self.settings.airflow_username,
+                             self.password(), timeout=5.0)
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.airflow_port):
+            return False
+        with self.client() as client:
+            return client.healthy()
+
+    def version(self) -> str:
+        with self.client() as client:
+            return client.version()
+
+
+def all_services(settings: Settings) -> dict[str, Service]:
+    # Cassandra first: it boots slowest, so it gets the head start.
+    return {svc.name: svc for svc in (CassandraService(settings), KafkaService(settings),
+                                      AirflowService(settings))}
