@@ -214,16 +214,13 @@ def db_migrate() -> None:
 @handle_errors
 def selfcheck() -> None:
     """Round trip through the real services: a Kafka message and a Cassandra row read back."""
-    from streamfit.selfcheck import SelfCheckFailed, cassandra_round_trip, kafka_round_trip
+    from streamfit.selfcheck import run_selfcheck
 
     settings = _settings()
     table = Table(title="round trip")
     for col in ("service", "where", "sent", "read back", "ms"):
         table.add_column(col)
-    for name, check in (("kafka", kafka_round_trip), ("cassandra", cassandra_round_trip)):
-        result = check(settings)
-        if result.received != result.sent:
-            raise SelfCheckFailed(f"{name}: read back {result.received!r}, sent {result.sent!r}")
+    for name, result in zip(("kafka", "cassandra"), run_selfcheck(settings), strict=True):
         table.add_row(name, result.where, result.sent, result.received, f"{result.millis:.0f}")
     console.print(table)
     console.print("[green]round trip OK[/]: Kafka and Cassandra returned what was written")

@@ -78,3 +78,13 @@ def cassandra_round_trip(settings: Settings) -> RoundTrip:
                               "was not read back")
     return RoundTrip(payload, row.payload, f"{settings.keyspace}.stack_checks",
                      (time.perf_counter() - start) * 1000)
+
+
+def run_selfcheck(settings: Settings) -> list[RoundTrip]:
+    """Both round trips; raises SelfCheckFailed unless each read back exactly what it wrote."""
+    results = [kafka_round_trip(settings), cassandra_round_trip(settings)]
+    for result in results:
+        if result.received != result.sent:
+            raise SelfCheckFailed(
+                f"{result.where}: read back {result.received!r}, sent {result.sent!r}")
+    return results

@@ -191,9 +191,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            env = f"STREAMFIT_{field.upper()}" if err["loc"] else "STREAMFIT_*"
-            lines.append(f"  {env}: {err['msg']}")
+            field = str(err["loc"][0]).upper() if err["loc"] else "*"
+            env = field if field.startswith("STREAMFIT_") else f"STREAMFIT_{field}"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "not a streamfit setting (found in .env); see the settings table in README.md"
+            lines.append(f"  {env}: {msg}")
         raise SettingsError("invalid streamfit settings:\n" + "\n".join(lines)) from None
 
 

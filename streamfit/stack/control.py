@@ -61,17 +61,19 @@ def up(settings: Settings, only: Iterable[str] | None = None,
     """
     sup = supervisor(settings)
     services = _select(settings, only)
-    to_start: list[tuple[Service, list[ProcessSpec]]] = []
+    missing: dict[str, list[str]] = {}
     for svc in services:
-        missing = [c for c in svc.components if sup.process(c) is None]
-        if not missing:
+        missing[svc.name] = [c for c in svc.components if sup.process(c) is None]
+        if not missing[svc.name]:
             on_event(f"{svc.name}: already running, reused")
-            continue
+        elif len(missing[svc.name]) == len(svc.components):
+            # Fail before installing or starting anything if a port is taken.
+            sup.check_ports(ProcessSpec(svc.name, (), ports=svc.ports))
+    to_start: list[tuple[Service, list[ProcessSpec]]] = [
         # A partly running service (one Airflow component died) gets only its missing parts.
-        to_start.append((svc, [spec for spec in svc.prepare() if spec.name in missing]))
-    for _svc, specs in to_start:  # fail before starting anything if a port is taken
-        for spec in specs:
-            sup.check_ports(spec)
+        (svc, [spec for spec in svc.prepare() if spec.name in missing[svc.name]])
+        for svc in services if missing[svc.name]
+    ]
     started_at = time.monotonic()
     procs: dict[str, list[psutil.Process]] = {}
     for svc, specs in to_start:

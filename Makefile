@@ -1,0 +1,73 @@
+# streamfit: two commands matter. `make demo` runs the main job; `make test` runs the whole suite.
+# Both install everything they need into .venv/ (pinned by requirements.lock) on a fresh machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench clean
+
+demo: install
+	$(BIN)/streamfit stack up
+	$(BIN)/streamfit db migrate
+	$(BIN)/streamfit selfcheck
+
+test: install tools
+	$(BIN)/pytest
+
+install: prereqs $(STAMP)
+
+$(STAMP):
+	@rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "uv==$(UV_VERSION)"
+	# exactly the locked versions, then streamfit itself without re-resolving
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+prereqs:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "streamfit needs Python >= 3.11 (set PYTHON=python3.11)")'
+	@command -v java >/dev/null || { echo "JDK 17 is missing: apt-get install openjdk-17-jdk-headless"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven 3 is missing: apt-get install maven"; exit 1; }
+
+# Tools the tests use besides Python packages: docker-compose 1.29 validates docker-compose.yaml
+# without a Docker engine (Debian's package).
+tools:
+	@command -v docker-compose >/dev/null || { \
+	  echo "installing docker-compose (Debian package) to validate docker-compose.yaml"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-compose >/dev/null; }
+
+# Re-pin after changing dependencies in pyproject.toml.
+lock:
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+lint: install
+	$(BIN)/ruff check streamfit ingest features training scoring dags tests bench
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+e2e: install
+	$(BIN)/pytest tests/e2e
+
+stack-up: install
+	$(BIN)/streamfit stack up
+
+stack-down:
+	$(BIN)/streamfit stack down
+
+stack-status:
+	$(BIN)/streamfit stack status
+
+clean:
+	-$(BIN)/streamfit stack down
+	rm -rf .streamfit $(VENV)

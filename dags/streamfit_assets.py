@@ -1,0 +1,14 @@
+"""The one registry of streamfit's Airflow assets. DAG files import their schedules and outlets
+from here; nothing else defines an asset.
+
+The names and URIs come from ``streamfit.catalog`` so that processes outside Airflow (the ingest
+service announcing new data) use exactly the same identities without importing ``dags/``.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+from streamfit import catalog
+
+RAW_EVENTS = Asset(name=catalog.RAW_EVENTS.name, uri=catalog.RAW_EVENTS.uri, group="streamfit")

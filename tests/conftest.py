@@ -1,0 +1,81 @@
+"""Shared fixtures. Integration and e2e tests run against the real services: the session starts
+whatever part of the local stack is not running, and stops only what it started."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from streamfit.settings import Settings, get_settings
+
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(TESTS).parts
+        if parts[0] == "integration":
+            item.add_marker(pytest.mark.integration)
+        elif parts[0] == "e2e":
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def stack(base_settings: Settings) -> Iterator[Settings]:
+    """The running local stack; started here if needed, and then stopped here at the end."""
+    from streamfit.stack import control
+
+    started = [name for name in control.SERVICE_NAMES
+               if not control.running(base_settings, name)]
+    if started:
+        control.up(base_settings, started)
+    yield base_settings
+    if started:
+        ours: set[int] = set()
+        for row in control.status(base_settings, started):
+            if row.pid:
+                proc = psutil.Process(row.pid)
+                ours |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+        control.down(base_settings, started)
+        # `stack down` must leave no process of ours: nothing the stack started may survive.
+        survivors = [pid for pid in ours if _alive(pid)]
+        survivors += [p.pid for p in psutil.process_iter(["cmdline"])
+                      if str(base_settings.home) in " ".join(p.info["cmdline"] or [])]
+        assert not survivors, f"processes left after stack down: {survivors}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def topic_name() -> str:
+    """A fresh topic name per test (created by the test with the partitions it needs)."""
+    return f"test.{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def keyspace_settings(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings pointing at a fresh keyspace for this test module, migrated, dropped afterwards."""
+    from streamfit.cassandra import connect
+    from streamfit.schema import migrate
+
+    name = f"t_{request.module.__name__.rsplit('.', 1)[-1][:24]}_{uuid.uuid4().hex[:8]}"
+    settings = stack.model_copy(update={"keyspace": name})
+    with connect(settings, keyspace=None) as session:
+        migrate(session, settings)
+    yield settings
+    with connect(settings, keyspace=None) as session:
+        session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=60)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from streamfit.airflow_api import AirflowAPIError, AirflowClient
+from streamfit.settings import Settings
+from streamfit.stack.services import AirflowService
+
+
+@pytest.fixture
+def airflow(stack: Settings):
+    with AirflowService(stack).client() as client:
+        yield client
+
+
+def test_api_health_and_version(airflow: AirflowClient) -> None:
+    body = airflow.health()
+    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
+        assert body[part]["status"] == "healthy", body
+    assert airflow.version().startswith("3.3.")
+
+
+def test_wrong_password_gives_a_clear_error(stack: Settings) -> None:
+    with AirflowClient(stack.airflow_api_url, stack.airflow_username, "wrong") as client, \
+            pytest.raises(AirflowAPIError, match="refused the login"):
+        client.version()
+
+
+def _wait_for_dag(airflow: AirflowClient, dag_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return airflow.request("GET", f"/api/v2/dags/{dag_id}")
+        except AirflowAPIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def test_dag_processor_parsed_our_dags_without_errors(airflow: AirflowClient) -> None:
+    dag = _wait_for_dag(airflow, "check_stack")
+    assert dag["is_paused"] is False  # unpaused at creation
+    errors = airflow.request("GET", "/api/v2/importErrors")
+    assert errors["total_entries"] == 0, errors["import_errors"]
+
+
+def test_a_task_really_runs_and_reaches_kafka_and_cassandra(airflow: AirflowClient) -> None:
+    """Proves scheduler, executor and execution API (its URL must match the API port) agree."""
+    _wait_for_dag(airflow, "check_stack")
+    run = airflow.request("POST", "/api/v2/dags/check_stack/dagRuns", json={"logical_date": None})
+    run_id = run["dag_run_id"]
+    deadline = time.monotonic() + 240
+    state = run["state"]
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(2)
+        state = airflow.request("GET", f"/api/v2/dags/check_stack/dagRuns/{run_id}")["state"]
+    assert state == "success"
+    xcom = airflow.request(
+        "GET", f"/api/v2/dags/check_stack/dagRuns/{run_id}/taskInstances/round_trip/"
+        "xcomEntries/return_value")
+    value = xcom["value"]
+    assert any(k.startswith("streamfit.selfcheck[0]@") for k in value), value

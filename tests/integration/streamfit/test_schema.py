@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from streamfit.cassandra import connect
+from streamfit.schema import MIGRATIONS, Migration, MigrationError, current_version, migrate
+from streamfit.settings import Settings
+
+
+@pytest.fixture
+def fresh_keyspace(stack: Settings):
+    settings = stack.model_copy(update={"keyspace": f"t_mig_{uuid.uuid4().hex[:10]}"})
+    with connect(settings, keyspace=None) as session:
+        yield settings, session
+        session.execute(f"DROP KEYSPACE IF EXISTS {settings.keyspace}", timeout=60)
+
+
+def test_migrate_is_idempotent_and_records_the_version(fresh_keyspace) -> None:
+    settings, session = fresh_keyspace
+    assert migrate(session, settings) == [m.version for m in MIGRATIONS]
+    assert migrate(session, settings) == []
+    assert current_version(session, settings.keyspace) == MIGRATIONS[-1].version
+    ks = session.cluster.metadata.keyspaces[settings.keyspace]
+    assert ks.replication_strategy.replication_factor_info.all_replicas == 1
+    assert "stack_checks" in ks.tables
+
+
+def test_new_migrations_apply_on_top(fresh_keyspace) -> None:
+    settings, session = fresh_keyspace
+    migrate(session, settings)
+    extra = Migration(999, "test table", ("CREATE TABLE IF NOT EXISTS {ks}.t999 (k int PRIMARY KEY)",))
+    assert migrate(session, settings, (*MIGRATIONS, extra)) == [999]
+    assert current_version(session, settings.keyspace) == 999
+
+
+def test_an_edited_applied_migration_is_refused(fresh_keyspace) -> None:
+    settings, session = fresh_keyspace
+    migrate(session, settings)
+    first = MIGRATIONS[0]
+    edited = Migration(first.version, first.description, (*first.statements, "SELECT 1"))
+    with pytest.raises(MigrationError, match="add a new migration"):
+        migrate(session, settings, (edited, *MIGRATIONS[1:]))
+
+
+def test_write_and_read_a_row(keyspace_settings: Settings) -> None:
+    from streamfit.selfcheck import cassandra_round_trip
+
+    result = cassandra_round_trip(keyspace_settings)
+    assert result.received == result.sent
+    assert result.where == f"{keyspace_settings.keyspace}.stack_checks"

@@ -1,0 +1,46 @@
+"""The DAG folder imports without errors (no services needed: parsing must not touch them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from streamfit.settings import PROJECT_ROOT
+
+DAGS = PROJECT_ROOT / "dags"
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from airflow.dag_processing.dagbag import BundleDagBag
+
+        # the dag-processor puts the bundle (dags/) on sys.path; BundleDagBag does the same
+        yield BundleDagBag(dag_folder=DAGS, bundle_path=DAGS)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_no_import_errors(dagbag) -> None:
+    assert dagbag.import_errors == {}
+
+
+def test_expected_dags_are_defined(dagbag) -> None:
+    assert {"check_stack"} <= set(dagbag.dag_ids)
+
+
+def test_dag_ids_match_file_names(dagbag) -> None:
+    for dag_id, dag in dagbag.dags.items():
+        assert Path(dag.fileloc).stem == dag_id

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import pytest
+
+from streamfit.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("STREAMFIT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+
+
+def test_defaults_point_at_the_local_stack() -> None:
+    s = load_settings()
+    assert s.home == PROJECT_ROOT / ".streamfit"
+    assert s.bootstrap_servers == "127.0.0.1:9092"
+    assert s.contact_points == ["127.0.0.1"]
+    assert s.airflow_api_url == "http://127.0.0.1:8080"
+    assert s.replication_cql() == "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+
+
+def test_env_overrides_and_derived_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_KAFKA_PORT", "19092")
+    monkeypatch.setenv("STREAMFIT_CASSANDRA_HOSTS", "10.0.0.1, 10.0.0.2")
+    monkeypatch.setenv("STREAMFIT_HOME", "~/sf-state")
+    s = load_settings()
+    assert s.kafka_port == 19092
+    assert s.bootstrap_servers == "127.0.0.1:19092"
+    assert s.contact_points == ["10.0.0.1", "10.0.0.2"]
+    assert s.home.is_absolute() and s.home.name == "sf-state"
+
+
+def test_dotenv_file_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("STREAMFIT_KEYSPACE=from_dotenv\n")
+    assert load_settings().keyspace == "from_dotenv"
+
+
+def test_bad_port_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_KAFKA_PORT", "70000")
+    with pytest.raises(SettingsError, match="STREAMFIT_KAFKA_PORT.*not a TCP port"):
+        load_settings()
+
+
+def test_non_numeric_port_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_AIRFLOW_PORT", "eighty")
+    with pytest.raises(SettingsError, match="STREAMFIT_AIRFLOW_PORT"):
+        load_settings()
+
+
+def test_unknown_setting_is_rejected_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_KAFKA_PROT", "9092")
+    with pytest.raises(SettingsError, match="STREAMFIT_KAFKA_PROT.*did you mean STREAMFIT_KAFKA_PORT"):
+        load_settings()
+
+
+def test_unknown_key_in_dotenv_is_rejected(tmp_path) -> None:
+    (tmp_path / ".env").write_text("STREAMFIT_NOPE=1\n")
+    with pytest.raises(SettingsError, match="STREAMFIT_NOPE: not a streamfit setting"):
+        load_settings()
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings()
+    with pytest.raises(Exception, match="frozen"):
+        s.kafka_port = 1  # type: ignore[misc]
+
+
+def test_network_topology_needs_datacenters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_REPLICATION_STRATEGY", "NetworkTopologyStrategy")
+    with pytest.raises(SettingsError, match="STREAMFIT_REPLICATION_DCS"):
+        load_settings()
+    monkeypatch.setenv("STREAMFIT_REPLICATION_DCS", '{"dc2": 3, "dc1": 2}')
+    assert load_settings().replication_cql() == (
+        "{'class': 'NetworkTopologyStrategy', 'dc1': 2, 'dc2': 3}")
+
+
+def test_unknown_replication_class_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_REPLICATION_STRATEGY", "LocalStrategy")
+    with pytest.raises(SettingsError, match="STREAMFIT_REPLICATION_STRATEGY"):
+        load_settings()
+
+
+@pytest.mark.parametrize("name", ["1abc", "has-dash", "x" * 49, "drop table"])
+def test_bad_keyspace_names(name: str) -> None:
+    with pytest.raises(SettingsError, match="keyspace"):
+        load_settings(keyspace=name)
+
+
+def test_ports_must_differ() -> None:
+    with pytest.raises(SettingsError, match="must all differ"):
+        load_settings(kafka_port=9042)
+
+
+@pytest.mark.parametrize("heap", ["512", "1T", "big"])
+def test_bad_heap_sizes(heap: str) -> None:
+    with pytest.raises(SettingsError, match="heap"):
+        load_settings(kafka_heap=heap)
+
+
+def test_secrets_are_masked_in_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_CASSANDRA_PASSWORD", "hunter2")
+    s = load_settings()
+    assert isinstance(s, Settings)
+    assert "hunter2" not in s.model_dump_json()
+    assert "hunter2" not in repr(s)
+    assert s.cassandra_password is not None
+    assert s.cassandra_password.get_secret_value() == "hunter2"
