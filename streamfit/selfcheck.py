@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cassandra import InvalidRequest
 from kafka import TopicPartition
 
 from streamfit import kafka as kafka_io
@@ -66,17 +67,21 @@ def cassandra_round_trip(settings: Settings) -> RoundTrip:
     """Write one row to ``stack_checks`` and read it back by its key."""
     check_id = str(uuid.uuid4())
     payload = json.dumps({"check_id": check_id})
+    table = f"{settings.keyspace}.stack_checks"
     start = time.perf_counter()
-    with connect(settings) as session:
-        insert = session.prepare(
-            "INSERT INTO stack_checks (check_id, written_at, payload) VALUES (?, ?, ?)")
-        select = session.prepare("SELECT payload FROM stack_checks WHERE check_id = ?")
+    with connect(settings, keyspace=None) as session:
+        try:
+            insert = session.prepare(
+                f"INSERT INTO {table} (check_id, written_at, payload) VALUES (?, ?, ?)")
+        except InvalidRequest as exc:
+            raise SelfCheckFailed(
+                f"{table} does not exist ({exc}): run `streamfit db migrate` first") from None
+        select = session.prepare(f"SELECT payload FROM {table} WHERE check_id = ?")
         session.execute(insert, (check_id, datetime.now(UTC), payload))
         row = session.execute(select, (check_id,)).one()
     if row is None:
-        raise SelfCheckFailed(f"row {check_id} written to {settings.keyspace}.stack_checks "
-                              "was not read back")
-    return RoundTrip(payload, row.payload, f"{settings.keyspace}.stack_checks",
+        raise SelfCheckFailed(f"row {check_id} written to {table} was not read back")
+    return RoundTrip(payload, row.payload, table,
                      (time.perf_counter() - start) * 1000)
 
 

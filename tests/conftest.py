@@ -38,6 +38,12 @@ def stack(base_settings: Settings) -> Iterator[Settings]:
                if not control.running(base_settings, name)]
     if started:
         control.up(base_settings, started)
+    # The default keyspace is what DAG tasks use (their settings come from the environment).
+    from streamfit.cassandra import connect
+    from streamfit.schema import migrate
+
+    with connect(base_settings, keyspace=None) as session:
+        migrate(session, base_settings)
     yield base_settings
     if started:
         ours: set[int] = set()

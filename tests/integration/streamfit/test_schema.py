@@ -50,3 +50,11 @@ def test_write_and_read_a_row(keyspace_settings: Settings) -> None:
     result = cassandra_round_trip(keyspace_settings)
     assert result.received == result.sent
     assert result.where == f"{keyspace_settings.keyspace}.stack_checks"
+
+
+def test_selfcheck_on_an_unmigrated_keyspace_says_what_to_do(stack: Settings) -> None:
+    from streamfit.selfcheck import SelfCheckFailed, cassandra_round_trip
+
+    missing = stack.model_copy(update={"keyspace": f"t_none_{uuid.uuid4().hex[:8]}"})
+    with pytest.raises(SelfCheckFailed, match="run `streamfit db migrate`"):
+        cassandra_round_trip(missing)
