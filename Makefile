@@ -15,7 +15,7 @@ demo: install
 	$(BIN)/streamfit db migrate
 	$(BIN)/streamfit selfcheck
 
-test: install tools
+test: install tools lint
 	$(BIN)/pytest
 
 install: prereqs $(STAMP)
@@ -46,7 +46,7 @@ tools:
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
-lint: install
+lint: $(STAMP)
 	$(BIN)/ruff check streamfit ingest features training scoring dags tests bench
 	$(BIN)/mypy
 

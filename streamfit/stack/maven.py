@@ -1,7 +1,7 @@
 """Fetch a service's jars from Maven Central into the stack's jar cache (once per version).
 
 Triggered by ``streamfit stack up`` before Kafka or Cassandra first starts. The POMs ship in
-``streamfit/stack/maven/<service>/pom.xml``; the version comes from the settings.
+``streamfit/stack/poms/<service>/pom.xml``; the version comes from the settings.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamfit.stack.process import StackError
 
-POM_DIR = Path(__file__).parent / "maven"
+POM_DIR = Path(__file__).parent / "poms"
 
 
 def install_jars(service: str, version_property: str, version: str, cache_dir: Path) -> Path:

@@ -7,6 +7,7 @@ the process start time: a reused pid after a reboot is never mistaken for ours.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -150,10 +151,8 @@ class Supervisor:
             proc.terminate()
         _gone, alive = psutil.wait_procs(group, timeout=timeout)
         for leftover in alive:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 leftover.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(alive, timeout=10)
         self.pid_file(name).unlink(missing_ok=True)
         return True

@@ -43,7 +43,12 @@ def test_taken_port_error_names_port_and_holder(tmp_path: Path, listener) -> Non
 def test_start_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     sup = Supervisor(tmp_path / "run", tmp_path / "logs")
     # A parent that spawns a child and ignores nothing: both must be gone after stop().
-    script = "import subprocess,time,sys; subprocess.Popen([sys.executable,'-c','import time; time.sleep(600)']); print('up', flush=True); time.sleep(600)"
+    script = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
     proc = sup.start(ProcessSpec("sleeper", [sys.executable, "-c", script]))
     wait_until(lambda: "up" in sup.log_file("sleeper").read_text(), 10, "sleeper")
     wait_until(lambda: proc.children(), 10, "child")
