@@ -26,8 +26,14 @@ app = typer.Typer(help="streamfit: an event-driven ML pipeline on Kafka, Cassand
 stack_app = typer.Typer(help="Run the local stack (Kafka, Cassandra, Airflow) without Docker.",
                         no_args_is_help=True)
 db_app = typer.Typer(help="Cassandra schema.", no_args_is_help=True)
+produce_app = typer.Typer(help="Send events to Kafka.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Land events from Kafka in Cassandra.", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter topic.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
+app.add_typer(produce_app, name="produce")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(dlq_app, name="dlq")
 
 # Wide tables when piped (make demo, CI logs); the terminal's width when interactive.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -46,9 +52,12 @@ def _settings() -> Settings:
 
 def handle_errors(func: F) -> F:
     """Translate our narrow errors into a clear message and exit code, never a traceback."""
+    from ingest.producer import ProduceFailed
     from streamfit.airflow_api import AirflowAPIError
     from streamfit.cassandra import CassandraUnavailable
     from streamfit.schema import MigrationError
+    from kafka.errors import KafkaError
+
     from streamfit.selfcheck import SelfCheckFailed
     from streamfit.stack.process import StackError
 
@@ -57,7 +66,13 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (StackError, CassandraUnavailable, MigrationError, SelfCheckFailed,
-                AirflowAPIError) as exc:
+                AirflowAPIError, ProduceFailed) as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+        except KafkaError as exc:
+            err.print(f"[red]error:[/] Kafka: {exc}. Is Kafka running (`streamfit stack status`) "
+                      "and STREAMFIT_KAFKA_BOOTSTRAP_SERVERS right?")
+            raise typer.Exit(1) from None
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(1) from None
 
@@ -224,6 +239,211 @@ def selfcheck() -> None:
         table.add_row(name, result.where, result.sent, result.received, f"{result.millis:.0f}")
     console.print(table)
     console.print("[green]round trip OK[/]: Kafka and Cassandra returned what was written")
+
+
+def _progress(total: int | None, description: str) -> Any:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
+    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]:>10} ev/s"), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _run_produce(settings: Settings, events: Any, speed: float | None, total: int | None,
+                 label: str) -> Any:
+    from ingest.producer import send_events
+    from ingest.service import ensure_topics
+
+    ensure_topics(settings)
+    started = time.monotonic()
+    with _progress(total, label) as progress:
+        task = progress.add_task(label, total=total, rate="-")
+
+        def update(n: int) -> None:
+            rate = n / max(1e-9, time.monotonic() - started)
+            progress.update(task, completed=n, rate=f"{rate:,.0f}")
+
+        stats = send_events(settings, events, speed=speed, on_progress=update)
+    console.print(f"sent {stats.sent:,} events to {settings.events_topic} in {stats.seconds:.1f}s "
+                  f"({stats.rate:,.0f} ev/s); event time {stats.first_event_time} .. "
+                  f"{stats.last_event_time}")
+    return stats
+
+
+@produce_app.command("replay")
+@handle_errors
+def produce_replay(
+    dataset: Annotated[str, typer.Option(help="Data set of the domain to replay.")] = "nycflights13",
+    from_: Annotated[str | None, typer.Option("--from", help="First day (YYYY-MM-DD).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive (YYYY-MM-DD).")] = None,
+    speed: Annotated[float | None, typer.Option(
+        min=0.001, help="N x real time, by event time. Default: --max-speed.")] = None,
+    max_speed: Annotated[bool, typer.Option("--max-speed", help="As fast as possible.")] = False,
+    shift_to_now: Annotated[bool, typer.Option(
+        "--shift-to-now", help="Move event times so the first event is now.")] = False,
+    scale: Annotated[int, typer.Option(min=1, max=1000,
+                                       help="Clone the data K times with distinct ids.")] = 1,
+) -> None:
+    """Replay a data set as events, in event-time order."""
+    from datetime import date
+
+    from streamfit.domains import ReplayOptions, load_domain
+
+    if speed is not None and max_speed:
+        raise typer.BadParameter("give either --speed or --max-speed", param_hint="--speed")
+
+    def day(value: str | None, name: str) -> date | None:
+        if value is None:
+            return None
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a date; write YYYY-MM-DD",
+                                     param_hint=name) from None
+
+    start, end = day(from_, "--from"), day(to, "--to")
+    if start and end and end < start:
+        raise typer.BadParameter(f"--to {end} is before --from {start}", param_hint="--to")
+    settings = _settings()
+    try:
+        domain = load_domain(settings.domain)
+        events = domain.replay(dataset, ReplayOptions(start, end, scale, shift_to_now))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dataset") from None
+    _run_produce(settings, events, speed, None, f"replay {dataset}")
+
+
+@produce_app.command("file")
+@handle_errors
+def produce_file(
+    path: Annotated[str, typer.Argument(help="JSON lines, one event envelope per line.")],
+    speed: Annotated[float | None, typer.Option(min=0.001, help="N x real time.")] = None,
+) -> None:
+    """Send your own events from a JSON-lines file; invalid lines are reported and skipped."""
+    from pathlib import Path
+
+    from ingest.producer import read_jsonl
+    from streamfit.domains import load_domain
+
+    file = Path(path)
+    if not file.is_file():
+        raise typer.BadParameter(f"{path} is not a readable file", param_hint="PATH")
+    settings = _settings()
+    rejected: list[str] = []
+    events = read_jsonl(file, load_domain(settings.domain), settings.ingest_max_message_bytes,
+                        rejected)
+    _run_produce(settings, events, speed, None, f"file {file.name}")
+    for line in rejected[:20]:
+        err.print(f"[yellow]skipped[/] {line}")
+    if rejected:
+        err.print(f"{len(rejected)} invalid line(s) skipped")
+        raise typer.Exit(2)
+
+
+@ingest_app.command("run")
+@handle_errors
+def ingest_run(
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes "
+                                                "(default STREAMFIT_INGEST_WORKERS).")] = None,
+) -> None:
+    """Run the ingest service until SIGTERM/SIGINT (Ctrl-C): Kafka -> Cassandra, DLQ, ledger."""
+    import logging
+
+    from ingest.service import IngestService
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
+    n = workers or settings.ingest_workers
+    console.print(f"ingest: {n} worker(s), group {settings.ingest_group}, topic "
+                  f"{settings.events_topic} -> {settings.keyspace}.raw_events; Ctrl-C stops")
+    IngestService(settings, n, on_event=lambda m: console.print(f"[dim]{m}[/]")).run()
+
+
+@ingest_app.command("status")
+@handle_errors
+def ingest_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    sample_s: Annotated[float, typer.Option(min=0.0, max=60.0,
+                                            help="Seconds between two samples for rates.")] = 2.0,
+) -> None:
+    """Lag per partition of the ingest group and the current landing rate."""
+    from ingest.status import group_status
+
+    settings = _settings()
+    status = group_status(settings, sample_s)
+    if as_json:
+        print(json.dumps(status, indent=2))
+        return
+    table = Table(title=f"ingest group {settings.ingest_group} on {settings.events_topic}")
+    for col in ("partition", "committed", "end", "lag"):
+        table.add_column(col, justify="right")
+    for row in status["partitions"]:
+        table.add_row(str(row["partition"]), str(row["committed"]), str(row["end"]),
+                      str(row["lag"]))
+    console.print(table)
+    console.print(f"total lag {status['lag']:,}; committing {status['rate']:,.0f} ev/s; "
+                  f"dead letters {status['dead_letters']:,}")
+
+
+@ingest_app.command("signal")
+@handle_errors
+def ingest_signal() -> None:
+    """Send the data-arrival signal now for whatever landed since the last one."""
+    from ingest.signal import ArrivalSignaller
+    from streamfit.cassandra import connect
+
+    settings = _settings()
+    with connect(settings) as session:
+        signaller = ArrivalSignaller(settings, session)
+        try:
+            extra = signaller.tick(force=True)
+        finally:
+            signaller.close()
+    console.print(json.dumps(extra, indent=2) if extra else "nothing new landed since the last "
+                  "signal")
+
+
+@dlq_app.command("list")
+@handle_errors
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 50,
+    pending: Annotated[bool, typer.Option("--pending", help="Only those not replayed yet.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
+    """Show dead letters: source, reason and the start of the original bytes."""
+    from ingest.dlq import list_dead_letters
+
+    settings = _settings()
+    letters = list_dead_letters(settings, limit, pending_only=pending)
+    if as_json:
+        print(json.dumps([{"offset": d.offset, "source": d.source, "reason": d.reason,
+                           "detail": d.headers.get("dlq.detail"),
+                           "value": (d.value or b"").decode("utf-8", "replace")}
+                          for d in letters], indent=2))
+        return
+    table = Table(title=f"dead letters in {settings.dead_letter_topic}")
+    for col in ("offset", "source", "reason", "detail", "value"):
+        table.add_column(col, overflow="fold")
+    for d in letters:
+        table.add_row(str(d.offset), d.source, d.reason, d.headers.get("dlq.detail", ""),
+                      (d.value or b"")[:80].decode("utf-8", "replace"))
+    console.print(table)
+
+
+@dlq_app.command("replay")
+@handle_errors
+def dlq_replay(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would happen.")] = False,
+) -> None:
+    """Re-submit the dead letters that pass validation now; keep the others pending."""
+    from ingest.dlq import replay_dead_letters
+
+    result = replay_dead_letters(_settings(), dry_run=dry_run)
+    console.print(f"read {result.read}, re-submitted {result.resubmitted}, still invalid "
+                  f"{result.still_invalid} {result.reasons or ''}{' (dry run)' if dry_run else ''}")
 
 
 @app.command("settings")

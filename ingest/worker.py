@@ -1,0 +1,263 @@
+"""One ingest worker: a kafka-python consumer that lands events in Cassandra, at least once.
+
+Started by ``streamfit ingest run`` (one process per worker, all in one consumer group). For each
+poll:
+
+1. decode every message at the edge (``ingest.envelope``); refused ones go to the dead-letter
+   topic with the original bytes and the reason in headers, and the DLQ producer is flushed;
+2. write the valid events to ``raw_events`` (idempotent keys, bounded concurrency);
+3. write one ledger row per Kafka partition of the batch;
+4. only then commit the batch's offsets.
+
+If Cassandra (or the DLQ) fails, the worker pauses fetching, keeps its group membership alive
+and retries with exponential backoff; it never commits past a failed write. Partitions revoked
+meanwhile are dropped from the pending batch (their new owner re-reads them). On SIGTERM/SIGINT
+it finishes the batch in flight, commits and closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from ingest import metrics
+from ingest.envelope import Envelope, Rejection, decode
+from ingest.store import IngestStore, LedgerEntry, WriteFailed, bucket_of
+from streamfit import kafka as kafka_io
+from streamfit.cassandra import connect
+from streamfit.domains import Domain, load_domain
+from streamfit.settings import Settings
+
+log = logging.getLogger("streamfit.ingest")
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Batch:
+    """What one poll returned, decoded, per partition."""
+
+    records: dict[TopicPartition, list[Any]]
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    rejected: list[tuple[Any, Rejection]] = field(default_factory=list)
+
+    def drop(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self.records.pop(tp, None)
+        kept = {(tp.topic, tp.partition) for tp in self.records}
+        self.rows = [r for r in self.rows if (r[8], r[9]) in kept]
+        self.rejected = [(rec, why) for rec, why in self.rejected
+                         if (rec.topic, rec.partition) in kept]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.records.values())
+
+
+def decode_batch(records: dict[TopicPartition, list[Any]], domain: Domain, max_bytes: int,
+                 now: datetime) -> Batch:
+    batch = Batch(records)
+    for tp, msgs in records.items():
+        for msg in msgs:
+            result = decode(msg.value, domain, max_bytes, now)
+            if isinstance(result, Rejection):
+                batch.rejected.append((msg, result))
+                continue
+            batch.rows.append(_row(result, tp, msg.offset, now))
+    return batch
+
+
+def _row(e: Envelope, tp: TopicPartition, offset: int, now: datetime) -> tuple[object, ...]:
+    # Column order of ingest.store.INSERT_RAW; index 8/9 (topic, partition) used by Batch.drop.
+    return (e.event_date, bucket_of(e.entity_key), e.event_type, e.event_time, e.event_id,
+            e.entity_key, e.schema_version, e.payload_json, tp.topic, tp.partition, offset, now)
+
+
+def ledger_entries(batch: Batch, worker: str, now: datetime) -> list[LedgerEntry]:
+    per_tp_rows: dict[tuple[str, int], list[tuple[object, ...]]] = defaultdict(list)
+    for row in batch.rows:
+        per_tp_rows[(row[8], row[9])].append(row)  # type: ignore[index]
+    rejected: dict[tuple[str, int], int] = defaultdict(int)
+    for rec, _why in batch.rejected:
+        rejected[(rec.topic, rec.partition)] += 1
+    entries = []
+    for tp, msgs in batch.records.items():
+        if not msgs:
+            continue
+        rows = per_tp_rows.get((tp.topic, tp.partition), [])
+        times = [r[3] for r in rows]
+        entries.append(LedgerEntry(
+            topic=tp.topic, partition=tp.partition,
+            first_offset=msgs[0].offset, last_offset=msgs[-1].offset,
+            rows=len(rows), dead_lettered=rejected.get((tp.topic, tp.partition), 0),
+            min_event_time=min(times) if times else None,  # type: ignore[type-var]
+            max_event_time=max(times) if times else None,  # type: ignore[type-var]
+            event_dates=frozenset(r[0] for r in rows),  # type: ignore[misc]
+            landed_at=now, worker=worker))
+    return entries
+
+
+def dead_letter_headers(msg: Any, why: Rejection, now: datetime) -> list[tuple[str, bytes]]:
+    return [
+        ("dlq.reason", why.reason.encode()),
+        ("dlq.detail", why.detail.encode("utf-8", "replace")[:2000]),
+        ("dlq.source.topic", msg.topic.encode()),
+        ("dlq.source.partition", str(msg.partition).encode()),
+        ("dlq.source.offset", str(msg.offset).encode()),
+        ("dlq.failed_at", now.isoformat().encode()),
+    ]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: IngestWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Called inside poll(). Everything landed before was committed already; a batch still
+        # retrying loses these partitions and must not commit them.
+        self.worker.revoked |= set(revoked)
+        log.info("worker %s: partitions revoked %s", self.worker.name, sorted(revoked))
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.worker.revoked -= set(assigned)
+        log.info("worker %s: partitions assigned %s", self.worker.name, sorted(assigned))
+
+
+class IngestWorker:
+    def __init__(self, settings: Settings, index: int) -> None:
+        self.settings = settings
+        self.name = f"{os.uname().nodename}-w{index}-{os.getpid()}"
+        self.index = index
+        self.stopping = False
+        self.revoked: set[TopicPartition] = set()
+        self.domain = load_domain(settings.domain)
+
+    def stop(self, *_args: object) -> None:
+        self.stopping = True
+
+    def run(self, consumer_factory: Callable[[], KafkaConsumer] | None = None) -> None:
+        s = self.settings
+        consumer = (consumer_factory or self._consumer)()
+        producer = kafka_io.producer(s, client_id=f"streamfit-dlq-{self.index}",
+                                     max_request_size=max(1048576, s.ingest_max_message_bytes * 4))
+        consumer.subscribe([s.events_topic], listener=_Rebalance(self))
+        try:
+            with connect(s) as session:
+                store = IngestStore(session, s.keyspace, s.ingest_write_concurrency)
+                while not self.stopping:
+                    polled = consumer.poll(timeout_ms=500, max_records=s.ingest_batch_size)
+                    if polled:
+                        self.land(consumer, producer, store, polled)
+                    metrics.observe_lag(consumer)
+        finally:
+            producer.close(timeout=10)
+            consumer.close(autocommit=False)
+            log.info("worker %s: closed", self.name)
+
+    def _consumer(self) -> KafkaConsumer:
+        s = self.settings
+        return kafka_io.consumer(
+            s, group_id=s.ingest_group, client_id=f"streamfit-ingest-{self.index}",
+            max_poll_records=s.ingest_batch_size,
+            # Poison messages bigger than our limit are still fetched (then dead-lettered).
+            max_partition_fetch_bytes=max(1048576, s.ingest_max_message_bytes * 4))
+
+    def land(self, consumer: KafkaConsumer, producer: KafkaProducer, store: IngestStore,
+             polled: dict[TopicPartition, list[Any]]) -> bool:
+        """Land one polled batch; True once committed. Retries until done, revoked or stopped."""
+        now = datetime.now(UTC)
+        batch = decode_batch(polled, self.domain, self.settings.ingest_max_message_bytes, now)
+        metrics.CONSUMED.inc(len(batch))
+        attempt = 0
+        paused = False
+        try:
+            while True:
+                if self.revoked:
+                    batch.drop(self.revoked)
+                if not batch.records:
+                    return False
+                try:
+                    started = time.perf_counter()
+                    self._dead_letter(producer, batch, now)
+                    store.write_events(batch.rows)
+                    store.write_ledger(self.settings.ingest_group,
+                                       ledger_entries(batch, self.name, now))
+                    metrics.WRITE_LATENCY.observe(time.perf_counter() - started)
+                    break
+                except (WriteFailed, KafkaError, OSError) as exc:
+                    attempt += 1
+                    metrics.WRITE_FAILURES.inc()
+                    if self.stopping:
+                        log.warning("worker %s: stopping with an unlanded batch (%s); its offsets "
+                                    "stay uncommitted and will be redelivered", self.name, exc)
+                        return False
+                    delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 8))
+                    log.warning("worker %s: landing failed (attempt %d: %s); pausing fetch, "
+                                "retry in %.1fs", self.name, attempt, exc, delay)
+                    if not paused:
+                        consumer.pause(*consumer.assignment())
+                        paused = True
+                    self._sleep_in_group(consumer, delay)
+            return self._commit(consumer, batch)
+        finally:
+            if paused:
+                consumer.resume(*consumer.assignment())
+
+    def _dead_letter(self, producer: KafkaProducer, batch: Batch, now: datetime) -> None:
+        if not batch.rejected:
+            return
+        topic = self.settings.dead_letter_topic
+        futures = [producer.send(topic, key=msg.key, value=msg.value,
+                                 headers=dead_letter_headers(msg, why, now))
+                   for msg, why in batch.rejected]
+        producer.flush(timeout=30)
+        for fut in futures:
+            fut.get(timeout=30)  # raises if the DLQ write failed: then nothing is committed
+        for _msg, why in batch.rejected:
+            metrics.DEAD_LETTERED.labels(reason=why.reason).inc()
+        log.info("worker %s: %d message(s) dead-lettered to %s", self.name,
+                 len(batch.rejected), topic)
+
+    def _sleep_in_group(self, consumer: KafkaConsumer, seconds: float) -> None:
+        """Wait while polling the (paused) consumer, so the group keeps this member."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stopping:
+            consumer.poll(timeout_ms=min(500, int((deadline - time.monotonic()) * 1000) + 1))
+
+    def _commit(self, consumer: KafkaConsumer, batch: Batch) -> bool:
+        offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1)
+                   for tp, msgs in batch.records.items() if msgs and tp not in self.revoked}
+        try:
+            consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # Rebalanced meanwhile: the writes stand (idempotent); the new owner re-reads.
+            log.warning("worker %s: commit failed after landing (%s); batch will be redelivered",
+                        self.name, exc)
+            return False
+        metrics.LANDED.inc(len(batch.rows))
+        return True
+
+
+def worker_main(settings: Settings, index: int) -> None:
+    """Entry point of a worker process."""
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
+    worker = IngestWorker(settings, index)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    if settings.ingest_metrics_port:
+        metrics.serve(settings.ingest_metrics_port + index)
+    worker.run()
+

