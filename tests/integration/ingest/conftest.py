@@ -1,0 +1,89 @@
+"""Real Kafka + Cassandra fixtures for the ingest service: a topic, group and keyspace per test."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+
+import pytest
+from kafka import TopicPartition
+from kafka.admin import OffsetSpec
+
+from ingest.service import IngestService, ensure_topics
+from ingest.store import IngestStore
+from streamfit import kafka as kafka_io
+from streamfit.cassandra import connect
+from streamfit.settings import Settings
+
+
+@pytest.fixture
+def ingest_settings(keyspace_settings: Settings) -> Settings:
+    tag = uuid.uuid4().hex[:10]
+    settings = keyspace_settings.model_copy(update={
+        "events_topic": f"t.events.{tag}", "ingest_group": f"t-ingest-{tag}",
+        "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 500,
+    })
+    ensure_topics(settings)
+    return settings
+
+
+@contextmanager
+def running_ingest(settings: Settings, workers: int = 2) -> Iterator[IngestService]:
+    """The real ingest service (worker processes) in a background thread of the test."""
+    events: list[str] = []
+    service = IngestService(settings, workers, on_event=events.append)
+    thread = threading.Thread(target=service.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        thread.join(120)
+        assert not thread.is_alive(), "ingest service did not stop"
+
+
+def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    admin = kafka_io.admin(settings)
+    try:
+        topic = topic or settings.events_topic
+        meta = admin.describe_topics([topic])
+        specs = {TopicPartition(topic, p["partition_index"]): OffsetSpec.LATEST
+                 for t in meta for p in t["partitions"]}
+        return {tp.partition: o.offset for tp, o in admin.list_partition_offsets(specs).items()}
+    finally:
+        admin.close()
+
+
+def committed(settings: Settings) -> dict[int, int]:
+    admin = kafka_io.admin(settings)
+    try:
+        got = admin.list_group_offsets(settings.ingest_group).get(settings.ingest_group, {})
+        return {tp.partition: om.offset for tp, om in got.items()
+                if tp.topic == settings.events_topic}
+    finally:
+        admin.close()
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_caught_up(settings: Settings, timeout: float = 180) -> None:
+    ends = end_offsets(settings)
+    wait_for(lambda: all(committed(settings).get(p, 0) >= e for p, e in ends.items()),
+             timeout, f"group {settings.ingest_group} to commit up to {ends}")
+
+
+def landed_ids(settings: Settings, days: set[date]) -> list[str]:
+    with connect(settings) as session:
+        store = IngestStore(session, settings.keyspace)
+        return [eid for d in sorted(days) for _t, eid in store.event_ids_of_day(d)]
