@@ -17,7 +17,7 @@ Envelope, version 1 (JSON object, UTF-8)::
 
 from __future__ import annotations
 
-import json
+import orjson
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -67,13 +67,13 @@ def decode(raw: bytes | None, domain: Domain, max_bytes: int,
         return Rejection("oversize", f"{len(raw)} bytes is over the {max_bytes}-byte limit "
                          "(STREAMFIT_INGEST_MAX_MESSAGE_BYTES); split the event or raise the limit")
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")  # strict check first: orjson would only say "invalid JSON"
     except UnicodeDecodeError as exc:
         return Rejection("bad_encoding", f"not UTF-8 ({exc.reason} at byte {exc.start}); "
                          "encode the JSON as UTF-8")
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         return Rejection("not_json", f"not valid JSON ({exc}); send one JSON object per message")
     if not isinstance(doc, dict):
         return Rejection("not_object", f"the JSON is a {_type_name(doc)}, not an object with "
@@ -133,10 +133,10 @@ def decode(raw: bytes | None, domain: Domain, max_bytes: int,
     return Envelope(
         event_id=doc["event_id"], event_type=event_type, event_time=event_time,
         entity_key=doc["entity_key"], schema_version=version,
-        payload_json=json.dumps(doc["payload"], separators=(",", ":"), sort_keys=True),
+        payload_json=orjson.dumps(doc["payload"], option=orjson.OPT_SORT_KEYS).decode(),
     )
 
 
 def encode(event: dict[str, object]) -> bytes:
     """The wire form of an envelope dict (compact UTF-8 JSON)."""
-    return json.dumps(event, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(event)

@@ -49,7 +49,8 @@ def make_cluster(settings: Settings, connect_timeout: float = 10.0,
     return Cluster(
         contact_points=settings.contact_points,
         port=settings.cassandra_port,
-        protocol_version=5,
+        # v4, not v5: the driver frames v5 in pure-Python checksummed segments (~25% slower here).
+        protocol_version=4,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
         connect_timeout=connect_timeout,
