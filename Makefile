@@ -68,6 +68,11 @@ stack-down:
 stack-status:
 	$(BIN)/streamfit stack status
 
+# Benchmarks print figures measured side by side in one run (needs the stack: `make stack-up`).
+bench: install
+	$(BIN)/streamfit stack up
+	$(BIN)/python bench/ingest.py --json bench/results/ingest.json
+
 clean:
 	-$(BIN)/streamfit stack down
 	rm -rf .streamfit $(VENV)

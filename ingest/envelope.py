@@ -17,10 +17,10 @@ Envelope, version 1 (JSON object, UTF-8)::
 
 from __future__ import annotations
 
-import orjson
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import orjson
 from pydantic import ValidationError
 
 from streamfit.domains import Domain

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cassandra.cluster import Session
-from kafka import TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.errors import CoordinatorNotAvailableError, GroupIdNotFoundError
 
 from ingest.store import IngestStore, LedgerEntry
 from streamfit import catalog
@@ -80,7 +81,7 @@ class ArrivalSignaller:
             f"INSERT INTO {ks}.ingest_signals (signal_day, signal_id, asset, rows, extra, "
             "airflow_event_id) VALUES (?, ?, ?, ?, ?, ?)")
         self._client = client
-        self._admin = None
+        self._admin: KafkaAdminClient | None = None
         self._last_sent = float("-inf")
 
     def close(self) -> None:
@@ -99,7 +100,12 @@ class ArrivalSignaller:
     def committed(self) -> dict[int, int]:
         if self._admin is None:
             self._admin = kafka_io.admin(self.settings, client_id="streamfit-signaller")
-        groups = self._admin.list_group_offsets(self.settings.ingest_group)
+        admin = self._admin
+        try:
+            groups = admin.list_group_offsets(self.settings.ingest_group)
+        except (CoordinatorNotAvailableError, GroupIdNotFoundError):
+            return {}  # the group has not committed anything yet: nothing can be pending
+
         offsets: dict[TopicPartition, Any] = groups.get(self.settings.ingest_group, {})
         return {tp.partition: om.offset for tp, om in offsets.items()
                 if tp.topic == self.settings.events_topic and om.offset is not None

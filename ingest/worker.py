@@ -95,13 +95,13 @@ def ledger_entries(batch: Batch, worker: str, now: datetime) -> list[LedgerEntry
         if not msgs:
             continue
         rows = per_tp_rows.get((tp.topic, tp.partition), [])
-        times = [r[3] for r in rows]
+        times: list[datetime] = [r[3] for r in rows]  # type: ignore[misc]
         entries.append(LedgerEntry(
             topic=tp.topic, partition=tp.partition,
             first_offset=msgs[0].offset, last_offset=msgs[-1].offset,
             rows=len(rows), dead_lettered=rejected.get((tp.topic, tp.partition), 0),
-            min_event_time=min(times) if times else None,  # type: ignore[type-var]
-            max_event_time=max(times) if times else None,  # type: ignore[type-var]
+            min_event_time=min(times) if times else None,
+            max_event_time=max(times) if times else None,
             event_dates=frozenset(r[0] for r in rows),  # type: ignore[misc]
             landed_at=now, worker=worker))
     return entries

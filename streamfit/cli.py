@@ -52,12 +52,12 @@ def _settings() -> Settings:
 
 def handle_errors(func: F) -> F:
     """Translate our narrow errors into a clear message and exit code, never a traceback."""
+    from kafka.errors import KafkaError
+
     from ingest.producer import ProduceFailed
     from streamfit.airflow_api import AirflowAPIError
     from streamfit.cassandra import CassandraUnavailable
     from streamfit.schema import MigrationError
-    from kafka.errors import KafkaError
-
     from streamfit.selfcheck import SelfCheckFailed
     from streamfit.stack.process import StackError
 
@@ -242,8 +242,7 @@ def selfcheck() -> None:
 
 
 def _progress(total: int | None, description: str) -> Any:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]:>10} ev/s"), TimeElapsedColumn(),
@@ -356,6 +355,7 @@ def ingest_run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("cassandra").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     n = workers or settings.ingest_workers
     console.print(f"ingest: {n} worker(s), group {settings.ingest_group}, topic "
                   f"{settings.events_topic} -> {settings.keyspace}.raw_events; Ctrl-C stops")

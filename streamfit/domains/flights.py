@@ -177,8 +177,9 @@ def _weather_events(weather: pd.DataFrame) -> pd.DataFrame:
 
 def _clone_payload(payload: dict[str, Any], suffix: str, shift: timedelta) -> dict[str, Any]:
     out = dict(payload)
-    if suffix:
-        out["flight_id" if "flight_id" in payload else "origin"] += suffix
+    if suffix and "flight_id" in payload:
+        # Weather clones keep their real airport code (the entity key alone tells them apart).
+        out["flight_id"] += suffix
     if shift:
         for key in ("scheduled_departure", "actual_departure", "actual_arrival", "observed_at"):
             if key in out:

