@@ -51,8 +51,8 @@ from streamfit.settings import Settings, get_settings  # noqa: E402
 def committed_total(settings: Settings) -> int:
     admin = kafka_io.admin(settings)
     try:
-        got = admin.list_group_offsets(settings.ingest_group).get(settings.ingest_group, {})
-        return sum(om.offset for tp, om in got.items() if tp.topic == settings.events_topic)
+        return sum(kafka_io.committed_offsets(admin, settings.ingest_group,
+                                              settings.events_topic).values())
     finally:
         admin.close()
 

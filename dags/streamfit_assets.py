@@ -12,3 +12,6 @@ from airflow.sdk import Asset
 from streamfit import catalog
 
 RAW_EVENTS = Asset(name=catalog.RAW_EVENTS.name, uri=catalog.RAW_EVENTS.uri, group="streamfit")
+FEATURES = Asset(name=catalog.FEATURES.name, uri=catalog.FEATURES.uri, group="streamfit")
+MODEL = Asset(name=catalog.MODEL.name, uri=catalog.MODEL.uri, group="streamfit")
+PREDICTIONS = Asset(name=catalog.PREDICTIONS.name, uri=catalog.PREDICTIONS.uri, group="streamfit")

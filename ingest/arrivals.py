@@ -18,4 +18,13 @@ def summarize_arrivals(settings: Settings, extras: list[dict[str, Any]]) -> dict
     with connect(settings) as session:
         store = IngestStore(session, settings.keyspace)
         landed = {d: store.count_day(date.fromisoformat(d)) for d in dates}
-    return {"signals": len(extras), "signalled_rows": signalled_rows, "rows_by_date": landed}
+    groups: dict[str, int] = {}
+    for extra in extras:
+        group = str(extra.get("consumer_group", "?"))
+        groups[group] = groups.get(group, 0) + int(extra.get("rows", 0))
+    group_dates: dict[str, list[str]] = {}
+    for extra in extras:
+        group = str(extra.get("consumer_group", "?"))
+        group_dates[group] = sorted(set(group_dates.get(group, [])) | set(extra.get("event_dates", [])))
+    return {"signals": len(extras), "signalled_rows": signalled_rows, "rows_by_date": landed,
+            "rows_by_group": groups, "dates_by_group": group_dates}

@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cassandra.cluster import Session
-from kafka import KafkaAdminClient, TopicPartition
-from kafka.errors import CoordinatorNotAvailableError, GroupIdNotFoundError
+from kafka import KafkaAdminClient
 
 from ingest.store import IngestStore, LedgerEntry
 from streamfit import catalog
@@ -100,16 +99,8 @@ class ArrivalSignaller:
     def committed(self) -> dict[int, int]:
         if self._admin is None:
             self._admin = kafka_io.admin(self.settings, client_id="streamfit-signaller")
-        admin = self._admin
-        try:
-            groups = admin.list_group_offsets(self.settings.ingest_group)
-        except (CoordinatorNotAvailableError, GroupIdNotFoundError):
-            return {}  # the group has not committed anything yet: nothing can be pending
-
-        offsets: dict[TopicPartition, Any] = groups.get(self.settings.ingest_group, {})
-        return {tp.partition: om.offset for tp, om in offsets.items()
-                if tp.topic == self.settings.events_topic and om.offset is not None
-                and om.offset >= 0}
+        return kafka_io.committed_offsets(self._admin, self.settings.ingest_group,
+                                          self.settings.events_topic)
 
     def pending(self) -> Pending:
         s = self.settings

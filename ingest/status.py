@@ -14,9 +14,7 @@ from streamfit.settings import Settings
 
 
 def _committed(admin: Any, settings: Settings) -> dict[int, int]:
-    offsets = admin.list_group_offsets(settings.ingest_group).get(settings.ingest_group, {})
-    return {tp.partition: om.offset for tp, om in offsets.items()
-            if tp.topic == settings.events_topic and om.offset is not None and om.offset >= 0}
+    return kafka_io.committed_offsets(admin, settings.ingest_group, settings.events_topic)
 
 
 def _ends(admin: Any, topic: str, partitions: list[int]) -> dict[int, int]:

@@ -156,6 +156,13 @@ class IngestStore:
                     r.landed_at, r.worker))
         return entries
 
+    def read_payloads(self, day: date, event_type: str) -> list[str]:
+        """Payload JSON of every event of one type and event date (RAW_BUCKETS reads, concurrent)."""
+        results = execute_concurrent(
+            self.session, [(self._select_day_type, (day, b, event_type)) for b in range(RAW_BUCKETS)],
+            concurrency=RAW_BUCKETS, raise_on_first_error=True, results_generator=False)
+        return [row.payload for _ok, rows in results for row in rows]
+
     def count_day(self, day: date) -> int:
         """Rows landed for one event date (RAW_BUCKETS partition reads)."""
         return sum(self.session.execute(self._count_partition, (day, b)).one()[0]

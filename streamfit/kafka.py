@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import CoordinatorNotAvailableError, GroupIdNotFoundError, TopicAlreadyExistsError
 
 from streamfit.settings import Settings
 
@@ -64,3 +64,17 @@ def ensure_topic(settings: Settings, name: str, partitions: int,
         return False
     finally:
         client.close()
+
+
+def committed_offsets(client: KafkaAdminClient, group: str, topic: str) -> dict[int, int]:
+    """Partition -> committed offset of ``group`` on ``topic`` ({} before its first commit).
+
+    On a fresh cluster the group coordinator (the __consumer_offsets topic) may not exist yet:
+    that also means "nothing committed", not an error.
+    """
+    try:
+        offsets = client.list_group_offsets(group).get(group, {})
+    except (CoordinatorNotAvailableError, GroupIdNotFoundError):
+        return {}
+    return {tp.partition: om.offset for tp, om in offsets.items()
+            if tp.topic == topic and om.offset is not None and om.offset >= 0}

@@ -96,6 +96,24 @@ MIGRATIONS: tuple[Migration, ...] = (
                PRIMARY KEY ((signal_day), signal_id)
            ) WITH CLUSTERING ORDER BY (signal_id DESC)""",
     )),
+    Migration(3, "flight features", (
+        # One partition per scheduled-departure date: an incremental rebuild rewrites exactly
+        # the partitions of the dates it was told about.
+        """CREATE TABLE IF NOT EXISTS {ks}.flight_features (
+               sched_date date,
+               flight_id text,
+               scheduled_departure timestamp,
+               carrier text,
+               origin text,
+               dest text,
+               features map<text, double>,
+               arr_delay double,
+               label boolean,
+               feature_version int,
+               built_at timestamp,
+               PRIMARY KEY ((sched_date), flight_id)
+           )""",
+    )),
 )
 
 

@@ -61,9 +61,7 @@ def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
 def committed(settings: Settings) -> dict[int, int]:
     admin = kafka_io.admin(settings)
     try:
-        got = admin.list_group_offsets(settings.ingest_group).get(settings.ingest_group, {})
-        return {tp.partition: om.offset for tp, om in got.items()
-                if tp.topic == settings.events_topic}
+        return kafka_io.committed_offsets(admin, settings.ingest_group, settings.events_topic)
     finally:
         admin.close()
 

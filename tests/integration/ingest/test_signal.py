@@ -17,18 +17,17 @@ from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wa
 DOMAIN = load_domain("flights")
 
 
-def _runs_for_group(client: AirflowClient, group: str) -> list[tuple[dict, list[dict]]]:
-    """summarize_arrivals runs whose triggering asset events came from this ingest group."""
+def _summaries_for_group(client: AirflowClient, group: str) -> list[tuple[dict, dict]]:
+    """(run, summary) of finished summarize_arrivals runs that counted this ingest group."""
     runs = client.request("GET", "/api/v2/dags/summarize_arrivals/dagRuns",
-                          params={"limit": 100, "order_by": "-run_after"})["dag_runs"]
+                          params={"limit": 100, "state": "success"})["dag_runs"]
     found = []
     for run in runs:
-        events = client.request(
+        xcom = client.request(
             "GET", f"/api/v2/dags/summarize_arrivals/dagRuns/{run['dag_run_id']}/"
-            "upstreamAssetEvents")["asset_events"]
-        mine = [e for e in events if (e.get("extra") or {}).get("consumer_group") == group]
-        if mine:
-            found.append((run, mine))
+            "taskInstances/count_landed/xcomEntries/return_value")["value"]
+        if group in xcom.get("rows_by_group", {}):
+            found.append((run, xcom))
     return found
 
 
@@ -37,20 +36,23 @@ def test_replay_triggers_the_raw_events_dag_through_the_scheduler(
     s = ingest_settings
     events = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 5, 1), date(2013, 5, 1))))
     send_events(s, events)
+
+    def announced(client: AirflowClient) -> int:
+        return sum(x["rows_by_group"][s.ingest_group]
+                   for _, x in _summaries_for_group(client, s.ingest_group))
+
     with AirflowService(s).client() as client:
         with running_ingest(s, workers=2):
             wait_caught_up(s)
-            wait_for(lambda: any(r["state"] == "success"
-                                 for r, _ in _runs_for_group(client, s.ingest_group)),
-                     240, "summarize_arrivals to be run by the scheduler and succeed")
-        runs = _runs_for_group(client, s.ingest_group)
-    assert all(run["run_type"] == "asset_triggered" for run, _ in runs)
-    extras = [e["extra"] for _, evs in runs for e in evs]
+            wait_for(lambda: announced(client) >= len(events), 240,
+                     "summarize_arrivals runs, started by the scheduler, to count every row")
+        found = _summaries_for_group(client, s.ingest_group)
+    assert all(run["run_type"] == "asset_triggered" for run, _ in found)
+    # every landed row was announced exactly once (no loss, no double count) ...
+    assert sum(x["rows_by_group"][s.ingest_group] for _, x in found) == len(events)
+    # ... with the event dates it touched
     days = {e["event_time"][:10] for e in events}
-    assert set().union(*(set(x["event_dates"]) for x in extras)) == days
-    # every landed row was announced exactly once across the signals (no loss, no double count)
-    assert sum(x["rows"] for x in extras) == len(events)
-    assert all(set(x["offsets"]) == {s.events_topic} for x in extras)
+    assert set().union(*(x["dates_by_group"][s.ingest_group] for _, x in found)) == days
 
 
 def test_no_signal_is_lost_while_airflow_is_unreachable(ingest_settings: Settings) -> None:

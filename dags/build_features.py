@@ -1,0 +1,41 @@
+"""``build_features``: rebuild flight features when raw events land.
+
+Scheduled on the ``raw_events`` asset. The triggering asset events' ``extra`` (from the ingest
+ledger) names the event dates that received data; only the feature partitions those dates affect
+are rebuilt (``features.build.run_build``, also ``streamfit features build``). Emits the
+``features`` asset with the rebuilt dates in its ``extra``.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+from streamfit_assets import FEATURES, RAW_EVENTS
+
+
+@dag(
+    dag_id="build_features",
+    schedule=[RAW_EVENTS],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["streamfit", "features"],
+    doc_md=__doc__,
+)
+def build_features() -> None:
+    @task(outlets=[FEATURES], retries=3, retry_delay=pendulum.duration(seconds=10),
+          retry_exponential_backoff=True)
+    def rebuild(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
+        from features.build import run_build
+        from streamfit.settings import get_settings
+
+        dates = {d for events in (triggering_asset_events or {}).values() for e in events
+                 for d in (e.extra or {}).get("event_dates", [])}
+        summary = run_build(get_settings(), sorted(dates))
+        outlet_events[FEATURES].extra = summary
+        return summary
+
+    rebuild()
+
+
+build_features()
