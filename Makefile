@@ -14,6 +14,7 @@ demo: install
 	$(BIN)/streamfit stack up
 	$(BIN)/streamfit db migrate
 	$(BIN)/streamfit selfcheck
+	$(BIN)/streamfit demo --from 2013-01-01 --to 2013-01-07
 
 test: install tools lint
 	$(BIN)/pytest

@@ -173,6 +173,18 @@ def measure_latency(settings: Settings, rate: float, seconds: float, sample_ever
     return latencies
 
 
+def driver_facts() -> dict[str, object]:
+    """Is the driver running compiled (Cython) and on libev? Both matter several-fold."""
+    import cassandra.cluster
+    import kafka.record.util
+
+    from streamfit.cassandra import CONNECTION_CLASS
+
+    return {"driver_compiled": cassandra.cluster.__file__.endswith(".so"),
+            "driver_event_loop": CONNECTION_CLASS.__name__ if CONNECTION_CLASS else "default",
+            "kafka_crc32c_c": kafka.record.util._crc32c.__module__ != "kafka.record._crc32c"}
+
+
 def cleanup(base: Settings, keyspaces: list[str], topics: list[str]) -> None:
     with connect(base, keyspace=None) as session:
         for ks in keyspaces:
@@ -284,6 +296,7 @@ def main() -> None:
         "latency_rate_ev_s": args.latency_rate, "latency_samples": len(lat),
         "latency_p50_ms": round(q[49] * 1000, 1), "latency_p99_ms": round(q[98] * 1000, 1),
         "worker_peak_rss_mib": round(peak_rss), "produce_ev_s": round(stats.rate),
+        **driver_facts(),
     }
     print()
     print("| figure | value |\n|---|---|")

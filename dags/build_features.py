@@ -26,12 +26,17 @@ def build_features() -> None:
     @task(outlets=[FEATURES], retries=3, retry_delay=pendulum.duration(seconds=10),
           retry_exponential_backoff=True)
     def rebuild(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
-        from features.build import run_build
+        from features.build import run_from_signals
         from streamfit.settings import get_settings
 
-        dates = {d for events in (triggering_asset_events or {}).values() for e in events
-                 for d in (e.extra or {}).get("event_dates", [])}
-        summary = run_build(get_settings(), sorted(dates))
+        extras = [e.extra or {} for events in (triggering_asset_events or {}).values()
+                  for e in events]
+        summary = run_from_signals(get_settings(), extras)
+        if not summary["flights"]:
+            # Nothing was rebuilt: emit no features event (training and scoring stay idle).
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"no flights to build for {summary['dates']}")
         outlet_events[FEATURES].extra = summary
         return summary
 

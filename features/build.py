@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from cassandra.cluster import Session
@@ -31,6 +32,12 @@ INSERT_FEATURES = """
 INSERT INTO {ks}.flight_features (sched_date, flight_id, scheduled_departure, carrier, origin,
                                   dest, features, arr_delay, label, feature_version, built_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT_PARTITION = """
+INSERT INTO {ks}.feature_partitions (feature_set, sched_date, flights, labelled, sources, built_at)
+VALUES ('flights', ?, ?, ?, ?, ?)"""
+SELECT_PARTITIONS = """
+SELECT sched_date, flights, labelled, sources FROM {ks}.feature_partitions
+WHERE feature_set = 'flights'"""
 SELECT_FEATURES = """
 SELECT flight_id, scheduled_departure, carrier, origin, dest, features, arr_delay, label
 FROM {ks}.flight_features WHERE sched_date = ?"""
@@ -58,6 +65,8 @@ class FeatureStore:
         self.raw = IngestStore(session, keyspace)
         self._insert = session.prepare(INSERT_FEATURES.format(ks=keyspace))
         self._select = session.prepare(SELECT_FEATURES.format(ks=keyspace))
+        self._insert_partition = session.prepare(INSERT_PARTITION.format(ks=keyspace))
+        self._partitions = session.prepare(SELECT_PARTITIONS.format(ks=keyspace))
 
     def _frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
         rows = [json.loads(p) for d in days for p in self.raw.read_payloads(d, event_type)]
@@ -81,7 +90,15 @@ class FeatureStore:
         weather = self._frame([day - timedelta(days=1), day], "weather_observed")
         return sched, arrived, weather
 
-    def build_day(self, day: date, planes: pd.DataFrame) -> BuildResult:
+    def partitions(self) -> pd.DataFrame:
+        """The built scheduled dates (one small partition): flights, labelled, sources."""
+        rows = list(self.session.execute(self._partitions))
+        return pd.DataFrame([{"sched_date": _to_date(r.sched_date), "flights": r.flights,
+                              "labelled": r.labelled, "sources": json.loads(r.sources or "{}")}
+                             for r in rows])
+
+    def build_day(self, day: date, planes: pd.DataFrame,
+                  sources: dict[str, Any] | None = None) -> BuildResult:
         flights, history, weather = self.inputs(day)
         if flights.empty:
             return BuildResult(day, 0, 0)
@@ -106,6 +123,8 @@ class FeatureStore:
                                                concurrency=64, raise_on_first_error=True)
         assert all(ok for ok, _ in results)
         labelled = sum(1 for p in params if p[8] is not None)
+        self.session.execute(self._insert_partition, (day, len(params), labelled,
+                                                      json.dumps(sources or {}), now))
         return BuildResult(day, len(params), labelled)
 
     def read_day(self, day: date) -> pd.DataFrame:
@@ -132,8 +151,12 @@ def planes_reference() -> pd.DataFrame:
 
 
 def run_build(settings: Settings, event_dates: Iterable[str | date] = (),
-              days: Iterable[date] = ()) -> dict[str, object]:
-    """Rebuild the feature partitions that these event dates (or explicit days) affect."""
+              days: Iterable[date] = (), sources: dict[str, Any] | None = None
+              ) -> dict[str, object]:
+    """Rebuild the feature partitions that these event dates (or explicit days) affect.
+
+    ``sources`` (Kafka offsets per topic/partition from the triggering signals) is recorded per
+    built date as lineage."""
     from streamfit.cassandra import connect
 
     todo = sorted(set(dates_to_rebuild(event_dates)) | set(days))
@@ -142,10 +165,27 @@ def run_build(settings: Settings, event_dates: Iterable[str | date] = (),
     with connect(settings) as session:
         store = FeatureStore(session, settings.keyspace)
         for day in todo:
-            results.append(store.build_day(day, planes))
+            results.append(store.build_day(day, planes, sources))
             log.info("features %s: %d flights, %d labelled", day, results[-1].flights,
                      results[-1].labelled)
     built = [r for r in results if r.flights]
     return {"dates": [r.day.isoformat() for r in built],
             "flights": sum(r.flights for r in built),
             "labelled": sum(r.labelled for r in built), "feature_version": FEATURE_VERSION}
+
+
+def _to_date(value: object) -> date:
+    return value.date() if hasattr(value, "date") else date.fromisoformat(str(value))  # type: ignore[union-attr]
+
+
+def run_from_signals(settings: Settings, extras: list[dict[str, Any]]) -> dict[str, object]:
+    """What ``build_features`` does with its triggering raw-events signals: rebuild the dates
+    they name, record their Kafka offsets as lineage, pass on the newest event time."""
+    from ingest.signal import merge_offsets
+
+    dates = sorted({d for x in extras for d in x.get("event_dates", [])})
+    summary = run_build(settings, dates, sources=merge_offsets(x.get("offsets") or {}
+                                                               for x in extras))
+    stamps = [x["max_event_time"] for x in extras if x.get("max_event_time")]
+    summary["max_event_time"] = max(stamps) if stamps else None
+    return summary

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,13 +44,24 @@ class Pending:
         return sum(e.rows for e in self.entries)
 
 
+Offsets = dict[str, dict[str, list[int]]]  # topic -> partition -> [first, last]
+
+
+def merge_offsets(ranges: Iterable[Offsets]) -> Offsets:
+    """Union of offset ranges per topic and partition (lineage of a set of batches)."""
+    merged: Offsets = {}
+    for offsets in ranges:
+        for topic, parts in offsets.items():
+            for partition, (lo, hi) in parts.items():
+                cur = merged.setdefault(topic, {}).get(str(partition), [lo, hi])
+                merged[topic][str(partition)] = [min(cur[0], lo), max(cur[1], hi)]
+    return merged
+
+
 def summarise(entries: list[LedgerEntry], group: str) -> dict[str, Any]:
     """The ``extra`` of the asset event: what landed, where it came from, which days it touched."""
-    offsets: dict[str, dict[str, list[int]]] = {}
-    for e in entries:
-        per_topic = offsets.setdefault(e.topic, {})
-        lo, hi = per_topic.get(str(e.partition), [e.first_offset, e.last_offset])
-        per_topic[str(e.partition)] = [min(lo, e.first_offset), max(hi, e.last_offset)]
+    offsets = merge_offsets({e.topic: {str(e.partition): [e.first_offset, e.last_offset]}}
+                            for e in entries)
     times = [t for e in entries for t in (e.min_event_time, e.max_event_time) if t is not None]
     return {
         "rows": sum(e.rows for e in entries),

@@ -34,6 +34,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(produce_app, name="produce")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(dlq_app, name="dlq")
+features_app = typer.Typer(help="Flight features in Cassandra.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
 
 # Wide tables when piped (make demo, CI logs); the terminal's width when interactive.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -50,31 +54,42 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def handle_errors(func: F) -> F:
-    """Translate our narrow errors into a clear message and exit code, never a traceback."""
-    from kafka.errors import KafkaError
-
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Our narrow exception classes (imported only when something failed: keeps start-up fast)."""
     from ingest.producer import ProduceFailed
+    from scoring.batch import NoChampion
     from streamfit.airflow_api import AirflowAPIError
     from streamfit.cassandra import CassandraUnavailable
+    from streamfit.demo import DemoFailed
     from streamfit.schema import MigrationError
     from streamfit.selfcheck import SelfCheckFailed
     from streamfit.stack.process import StackError
+    from training.registry import ModelIntegrityError, ModelNotFound
+
+    return (StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
+            ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed)
+
+
+def handle_errors(func: F) -> F:
+    """Translate our narrow errors into a clear message and exit code, never a traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (StackError, CassandraUnavailable, MigrationError, SelfCheckFailed,
-                AirflowAPIError, ProduceFailed) as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
-        except KafkaError as exc:
-            err.print(f"[red]error:[/] Kafka: {exc}. Is Kafka running (`streamfit stack status`) "
-                      "and STREAMFIT_KAFKA_BOOTSTRAP_SERVERS right?")
-            raise typer.Exit(1) from None
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            from kafka.errors import KafkaError
+
+            if isinstance(exc, _known_errors()):
+                err.print(f"[red]error:[/] {exc}")
+                raise typer.Exit(1) from None
+            if isinstance(exc, KafkaError):
+                err.print(f"[red]error:[/] Kafka: {exc}. Is Kafka running (`streamfit stack "
+                          "status`) and STREAMFIT_KAFKA_BOOTSTRAP_SERVERS right?")
+                raise typer.Exit(1) from None
+            raise
 
     return wrapper  # type: ignore[return-value]
 
@@ -444,6 +459,218 @@ def dlq_replay(
     result = replay_dead_letters(_settings(), dry_run=dry_run)
     console.print(f"read {result.read}, re-submitted {result.resubmitted}, still invalid "
                   f"{result.still_invalid} {result.reasons or ''}{' (dry run)' if dry_run else ''}")
+
+
+def _parse_day(value: str, name: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date; write YYYY-MM-DD",
+                                 param_hint=name) from None
+
+
+@features_app.command("build")
+@handle_errors
+def features_build(
+    day: Annotated[list[str] | None, typer.Option("--date", help="Scheduled date (repeatable).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First date of a range.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last date of a range (inclusive).")] = None,
+) -> None:
+    """Build (or rebuild) the features of scheduled dates: --date D ... or --from D --to D."""
+    from datetime import timedelta
+
+    from features.build import run_build
+
+    days = [_parse_day(d, "--date") for d in day or []]
+    if from_ or to:
+        if not (from_ and to):
+            raise typer.BadParameter("give both --from and --to", param_hint="--from")
+        lo, hi = _parse_day(from_, "--from"), _parse_day(to, "--to")
+        if hi < lo:
+            raise typer.BadParameter(f"--to {hi} is before --from {lo}", param_hint="--to")
+        if (hi - lo).days > 3660:
+            raise typer.BadParameter("a range of at most ten years", param_hint="--to")
+        days += [lo + timedelta(days=i) for i in range((hi - lo).days + 1)]
+    if not days:
+        raise typer.BadParameter("name the dates: --date D (repeatable) or --from D --to D",
+                                 param_hint="--date")
+    summary = run_build(_settings(), days=days)
+    console.print(f"built {summary['flights']:,} flights ({summary['labelled']:,} labelled) for "
+                  f"{len(summary['dates'])} date(s)")  # type: ignore[arg-type]
+
+
+@app.command("train")
+@handle_errors
+def train(
+    end: Annotated[str | None, typer.Option(help="Last scheduled date of the window.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Train even without new data.")] = False,
+) -> None:
+    """Train a candidate; it becomes champion only if it beats the current one."""
+    from training.train import train_and_maybe_promote
+
+    result = train_and_maybe_promote(_settings(), _parse_day(end, "--end") if end else None,
+                                     force=force)
+    console.print(f"{result.status}: {result.reason}")
+    if result.version:
+        console.print(f"version {result.version} "
+                      f"{'promoted to champion' if result.promoted else 'kept as challenger'}; "
+                      + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()
+                                  if k in ("roc_auc", "naive_roc_auc", "pr_auc", "brier")))
+
+
+@app.command("score")
+@handle_errors
+def score(
+    day: Annotated[list[str], typer.Option("--date", help="Scheduled date to score (repeatable).")],
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="Only flights departing after this time (ISO-8601 with zone).")] = None,
+) -> None:
+    """Score the flights of scheduled dates with the champion; write predictions to Cassandra."""
+    from datetime import datetime
+
+    from scoring.batch import score_dates
+
+    when = None
+    if as_of:
+        try:
+            when = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise typer.BadParameter(f"{as_of!r} is not an ISO-8601 time",
+                                     param_hint="--as-of") from None
+        if when.tzinfo is None:
+            raise typer.BadParameter("give a time zone, e.g. 2013-06-01T12:00:00Z",
+                                     param_hint="--as-of")
+    result = score_dates(_settings(), [_parse_day(d, "--date") for d in day], when)
+    console.print(f"scored {result.scored:,} flights of {', '.join(result.dates) or 'no date'} "
+                  f"with model v{result.model_version}")
+
+
+def _registry_session() -> Any:
+    from streamfit.cassandra import connect
+
+    return connect(_settings())
+
+
+@models_app.command("list")
+@handle_errors
+def models_list() -> None:
+    """Every registered version with its metrics and aliases."""
+    from training.registry import Registry
+
+    with _registry_session() as session:
+        registry = Registry(session, _settings().keyspace)
+        aliases = {v: a for a, v in registry.aliases().items()}
+        table = Table(title="model registry")
+        for col in ("version", "alias", "algorithm", "created", "window", "ROC AUC", "naive AUC"):
+            table.add_column(col)
+        for v in registry.versions():
+            table.add_row(str(v.version), aliases.get(v.version, ""), v.algorithm,
+                          f"{v.created_at:%Y-%m-%d %H:%M}",
+                          f"{v.train_window['start']}..{v.train_window['end']}",
+                          f"{v.metrics.get('roc_auc', float('nan')):.4f}",
+                          f"{v.metrics.get('naive_roc_auc', float('nan')):.4f}")
+    console.print(table)
+
+
+@models_app.command("show")
+@handle_errors
+def models_show(version: Annotated[int | None, typer.Argument(min=1)] = None) -> None:
+    """One version (default: the champion): params, metrics, window, lineage, decisions."""
+    from training.registry import Registry
+
+    with _registry_session() as session:
+        registry = Registry(session, _settings().keyspace)
+        version = version or registry.aliases().get("champion")
+        found = [v for v in registry.versions() if v.version == version]
+        if not found:
+            raise typer.BadParameter(f"no model version {version}; see `streamfit models list`")
+        v = found[0]
+        console.print_json(json.dumps({"version": v.version, "algorithm": v.algorithm,
+                                       "params": v.params, "metrics": v.metrics,
+                                       "train_window": v.train_window, "lineage": v.lineage,
+                                       "sha256": v.sha256}, default=str))
+        for d in registry.decisions(10):
+            console.print(f"{d.decided_at:%Y-%m-%d %H:%M} v{d.candidate} vs v{d.champion}: "
+                          f"{'promoted' if d.promoted else 'not promoted'} ({d.reason})")
+
+
+@models_app.command("promote")
+@handle_errors
+def models_promote(version: Annotated[int, typer.Argument(min=1)]) -> None:
+    """Make VERSION the champion by hand (recorded as a decision)."""
+    from training.registry import Registry
+
+    with _registry_session() as session:
+        registry = Registry(session, _settings().keyspace)
+        if version not in {v.version for v in registry.versions()}:
+            raise typer.BadParameter(f"no model version {version}; see `streamfit models list`")
+        registry.load(version)  # refuse a corrupted artifact before it serves
+        previous = registry.aliases().get("champion")
+        registry.set_alias("champion", version)
+        registry.record_decision(version, previous, "manual", float("nan"), None, 0.0, True,
+                                 "promoted by hand")
+    console.print(f"champion is now v{version} (was v{previous})")
+
+
+@models_app.command("rollback")
+@handle_errors
+def models_rollback() -> None:
+    """Make the previous champion the champion again."""
+    from training.registry import Registry
+
+    with _registry_session() as session:
+        registry = Registry(session, _settings().keyspace)
+        current = registry.aliases().get("champion")
+        earlier = [d.champion for d in registry.decisions(100)
+                   if d.promoted and d.candidate == current and d.champion]
+        if not earlier:
+            raise typer.BadParameter("no earlier champion to roll back to")
+        registry.load(earlier[0])
+        registry.set_alias("champion", earlier[0])
+        registry.record_decision(earlier[0], current, "manual", float("nan"), None, 0.0, True,
+                                 f"rollback from v{current}")
+    console.print(f"champion rolled back from v{current} to v{earlier[0]}")
+
+
+@app.command("demo")
+@handle_errors
+def demo(
+    from_: Annotated[str, typer.Option("--from", help="First day to replay.")] = "2013-01-01",
+    to: Annotated[str, typer.Option("--to", help="Last day to replay.")] = "2013-01-07",
+) -> None:
+    """The main job on the running stack: replay -> ingest -> ledger -> Airflow triggered."""
+    from datetime import UTC, datetime
+
+    from ingest.store import IngestStore
+    from streamfit.cassandra import connect
+    from streamfit.demo import run_demo, wait_for_dag
+    from streamfit.stack.services import AirflowService
+
+    start, end = _parse_day(from_, "--from"), _parse_day(to, "--to")
+    if end < start:
+        raise typer.BadParameter(f"--to {end} is before --from {start}", param_hint="--to")
+    settings = _settings()
+    since = datetime.now(UTC).isoformat()
+    run_demo(settings, start, end, lambda m: console.print(m))
+    with connect(settings) as session:
+        store = IngestStore(session, settings.keyspace)
+        table = Table(title=f"rows in {settings.keyspace}.raw_events per event date")
+        table.add_column("event date")
+        table.add_column("rows", justify="right")
+        from datetime import timedelta
+
+        day = start - timedelta(days=1)
+        while day <= end + timedelta(days=1):
+            table.add_row(day.isoformat(), f"{store.count_day(day):,}")
+            day += timedelta(days=1)
+    console.print(table)
+    with AirflowService(settings).client() as client:
+        for dag_id in ("summarize_arrivals", "build_features"):
+            run = wait_for_dag(client, dag_id, since)
+            console.print(f"Airflow ran [bold]{dag_id}[/] by itself ({run['run_type']}): "
+                          f"{run['state']}")
 
 
 @app.command("settings")

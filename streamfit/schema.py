@@ -114,6 +114,89 @@ MIGRATIONS: tuple[Migration, ...] = (
                PRIMARY KEY ((sched_date), flight_id)
            )""",
     )),
+    Migration(4, "feature partition log, model registry", (
+        # What was built per scheduled date, and from which Kafka offsets: the lineage source.
+        """CREATE TABLE IF NOT EXISTS {ks}.feature_partitions (
+               feature_set text,
+               sched_date date,
+               flights int,
+               labelled int,
+               sources text,
+               built_at timestamp,
+               PRIMARY KEY ((feature_set), sched_date)
+           )""",
+        # One small partition per model family; a version row carries its artifact (skops bytes,
+        # SHA-256), metrics and lineage, written in one INSERT ... IF NOT EXISTS.
+        """CREATE TABLE IF NOT EXISTS {ks}.model_versions (
+               model text,
+               version int,
+               created_at timestamp,
+               algorithm text,
+               params text,
+               metrics text,
+               features text,
+               train_window text,
+               lineage text,
+               artifact blob,
+               sha256 text,
+               PRIMARY KEY ((model), version)
+           ) WITH CLUSTERING ORDER BY (version DESC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.model_aliases (
+               model text,
+               alias text,
+               version int,
+               updated_at timestamp,
+               PRIMARY KEY ((model), alias)
+           )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.model_promotions (
+               model text,
+               decided_at timestamp,
+               candidate int,
+               champion int,
+               metric text,
+               candidate_score double,
+               champion_score double,
+               tolerance double,
+               promoted boolean,
+               reason text,
+               PRIMARY KEY ((model), decided_at)
+           ) WITH CLUSTERING ORDER BY (decided_at DESC)""",
+    )),
+    Migration(5, "predictions (public contract: change only through new migrations)", (
+        # The latest prediction of a flight: one partition, one row.
+        """CREATE TABLE IF NOT EXISTS {ks}.predictions_latest (
+               flight_id text PRIMARY KEY,
+               sched_date date,
+               scheduled_departure timestamp,
+               carrier text,
+               origin text,
+               dest text,
+               probability double,
+               model_version int,
+               scored_at timestamp
+           )""",
+        # Every flight of a scheduled date with its latest prediction, for analytics.
+        """CREATE TABLE IF NOT EXISTS {ks}.predictions_by_date (
+               sched_date date,
+               flight_id text,
+               scheduled_departure timestamp,
+               carrier text,
+               origin text,
+               dest text,
+               probability double,
+               model_version int,
+               scored_at timestamp,
+               PRIMARY KEY ((sched_date), flight_id)
+           )""",
+        # History: one row per flight and model version (a rerun overwrites its own row).
+        """CREATE TABLE IF NOT EXISTS {ks}.predictions_history (
+               flight_id text,
+               model_version int,
+               probability double,
+               scored_at timestamp,
+               PRIMARY KEY ((flight_id), model_version)
+           ) WITH CLUSTERING ORDER BY (model_version DESC)""",
+    )),
 )
 
 

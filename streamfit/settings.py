@@ -117,6 +117,19 @@ class Settings(BaseSettings):
     signal_max_rows: int = Field(
         default=100000, ge=1, description="...unless this many landed rows are waiting.")
 
+    # --- training ----------------------------------------------------------------------------
+    train_days: int = Field(default=60, ge=7, le=3650,
+                            description="Trailing window of scheduled dates used for training.")
+    holdout_days: int = Field(default=7, ge=1, le=365,
+                              description="Most recent days of the window kept as the holdout.")
+    min_new_rows: int = Field(default=500, ge=0,
+                              description="Skip a retrain unless this many new labelled flights.")
+    promotion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = Field(
+        default="roc_auc", description="Metric of the promotion gate (on the same fresh holdout).")
+    promotion_tolerance: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="A challenger must beat the champion by more than this to be promoted.")
+
     # --- schema ------------------------------------------------------------------------------
     keyspace: str = Field(default="streamfit", description="Cassandra keyspace.")
     replication_strategy: Literal["SimpleStrategy", "NetworkTopologyStrategy"] = Field(

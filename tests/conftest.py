@@ -85,3 +85,17 @@ def keyspace_settings(stack: Settings, request: pytest.FixtureRequest) -> Iterat
     yield settings
     with connect(settings, keyspace=None) as session:
         session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=60)
+
+
+@pytest.fixture
+def fresh_keyspace_settings(stack: Settings) -> Iterator[Settings]:
+    """Like keyspace_settings, but a keyspace of its own for every test."""
+    from streamfit.cassandra import connect
+    from streamfit.schema import migrate
+
+    settings = stack.model_copy(update={"keyspace": f"t_fn_{uuid.uuid4().hex[:12]}"})
+    with connect(settings, keyspace=None) as session:
+        migrate(session, settings)
+    yield settings
+    with connect(settings, keyspace=None) as session:
+        session.execute(f"DROP KEYSPACE IF EXISTS {settings.keyspace}", timeout=60)

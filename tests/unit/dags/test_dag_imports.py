@@ -38,7 +38,9 @@ def test_no_import_errors(dagbag) -> None:
 
 
 def test_expected_dags_are_defined(dagbag) -> None:
-    assert {"check_stack", "summarize_arrivals", "build_features"} <= set(dagbag.dag_ids)
+    assert {"check_stack", "summarize_arrivals", "build_features", "train_model",
+            "score_batch"} <= set(
+        dagbag.dag_ids)
 
 
 def test_dag_ids_match_file_names(dagbag) -> None:

@@ -77,3 +77,21 @@ def test_plane_and_calendar_features() -> None:
     assert (feats["sched_hour"], feats["month"], feats["day_of_week"]) == (12, 3, T0.dayofweek)
     assert list(build_features(_flights(1), _history([], []), WEATHER, PLANES).columns) == [
         "flight_id", *feature_names()]
+
+
+def test_event_dates_map_to_the_feature_dates_they_affect() -> None:
+    from datetime import date
+
+    from features.build import dates_to_rebuild
+
+    # event date E holds schedules of E+1's flights and arrivals/weather of E
+    assert dates_to_rebuild(["2013-03-01", "2013-03-02"]) == [
+        date(2013, 3, 1), date(2013, 3, 2), date(2013, 3, 3)]
+
+
+def test_offset_ranges_merge_per_topic_and_partition() -> None:
+    from ingest.signal import merge_offsets
+
+    merged = merge_offsets([{"t": {"0": [10, 19], "1": [0, 4]}}, {"t": {"0": [20, 29]}},
+                            {"u": {"0": [5, 5]}}])
+    assert merged == {"t": {"0": [10, 29], "1": [0, 4]}, "u": {"0": [5, 5]}}

@@ -1,0 +1,89 @@
+"""Training, the promotion gate and the registry against the real Cassandra."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pytest
+from sklearn.dummy import DummyClassifier
+
+from features.build import INSERT_FEATURES, INSERT_PARTITION
+from features.pointintime import feature_names
+from streamfit.cassandra import connect
+from streamfit.settings import Settings
+from training.registry import ModelIntegrityError, Registry
+from training.train import train_and_maybe_promote
+
+START = date(2013, 3, 1)
+
+
+def _write_features(settings: Settings, days: int, per_day: int = 150, seed: int = 0) -> None:
+    """Synthetic labelled features where the route delay rate really predicts delays."""
+    rng = np.random.default_rng(seed)
+    names = feature_names()
+    with connect(settings) as session:
+        ins = session.prepare(INSERT_FEATURES.format(ks=settings.keyspace))
+        part = session.prepare(INSERT_PARTITION.format(ks=settings.keyspace))
+        for d in range(days):
+            day = START + timedelta(days=d)
+            for i in range(per_day):
+                values = {n: float(rng.uniform()) for n in names}
+                late = bool(rng.uniform() < 0.1 + 0.7 * values["late_rate_route_28d"])
+                when = datetime(day.year, day.month, day.day, 6, tzinfo=UTC) + timedelta(minutes=i)
+                session.execute(ins, (day, f"F{d}-{i}", when, "UA", "EWR", "ORD", values,
+                                      30.0 if late else 0.0, late, 1, datetime.now(UTC)))
+            session.execute(part, (day, per_day, per_day,
+                                   json.dumps({"t": {"0": [d * 100, d * 100 + 99]}}),
+                                   datetime.now(UTC)))
+
+
+@pytest.fixture
+def trained(fresh_keyspace_settings: Settings) -> Settings:
+    s = fresh_keyspace_settings.model_copy(update={"train_days": 30, "holdout_days": 5,
+                                             "min_new_rows": 100})
+    _write_features(s, 30)
+    return s
+
+
+def test_first_model_becomes_champion_with_metrics_and_lineage(trained: Settings) -> None:
+    result = train_and_maybe_promote(trained)
+    assert result.status == "registered" and result.promoted and result.version == 1
+    assert result.metrics["roc_auc"] > 0.6  # it learned the planted signal
+    assert result.metrics["roc_auc"] > result.metrics["naive_roc_auc"] - 0.05
+    with connect(trained) as session:
+        registry = Registry(session, trained.keyspace)
+        assert registry.aliases()["champion"] == 1
+        [v] = registry.versions()
+        assert v.train_window["end"] == (START + timedelta(days=29)).isoformat()
+        assert v.lineage["kafka_offsets"]["t"]["0"] == [0, 2999]
+        assert v.features == feature_names()
+        model = registry.load(1)
+        assert model.predict_proba(np.zeros((1, len(feature_names())))).shape == (1, 2)
+
+        # too little new data: the retrain is skipped and says why
+        skipped = train_and_maybe_promote(trained)
+        assert skipped.status == "skipped" and "new labelled flights" in skipped.reason
+
+        # a deliberately worse model is registered as challenger, not promoted
+        worse = train_and_maybe_promote(trained, force=True, pool=lambda: [
+            ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
+        assert worse.status == "registered" and not worse.promoted
+        assert registry.aliases() == {"champion": 1, "challenger": 2}
+        decision = registry.decisions(1)[0]
+        assert decision.candidate == 2 and decision.champion == 1 and not decision.promoted
+        assert decision.candidate_score < decision.champion_score
+
+
+def test_a_corrupted_artifact_is_refused_on_load(trained: Settings) -> None:
+    train_and_maybe_promote(trained)
+    with connect(trained) as session:
+        row = session.execute("SELECT artifact FROM model_versions WHERE model = 'flight_delay' "
+                              "AND version = 1").one()
+        blob = bytearray(row.artifact)
+        blob[len(blob) // 2] ^= 0xFF
+        session.execute("UPDATE model_versions SET artifact = %s WHERE model = 'flight_delay' "
+                        "AND version = 1", (bytes(blob),))
+        with pytest.raises(ModelIntegrityError, match="does not match"):
+            Registry(session, trained.keyspace).load(1)

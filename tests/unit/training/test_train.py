@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.train import calibration_error, gate, score, time_split
+
+
+def test_gate_promotes_only_a_real_improvement() -> None:
+    assert gate("roc_auc", 0.70, None, 0.0)[0]
+    assert gate("roc_auc", 0.71, 0.70, 0.005)[0]
+    assert not gate("roc_auc", 0.70, 0.70, 0.0)[0]
+    assert not gate("roc_auc", 0.704, 0.70, 0.005)[0]
+    assert gate("log_loss", 0.40, 0.45, 0.0)[0]  # lower is better
+    assert not gate("brier", 0.20, 0.19, 0.0)[0]
+
+
+def test_calibration_error_is_zero_for_calibrated_and_large_for_wrong() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=200_000)
+    y = (rng.uniform(size=p.size) < p).astype(int)
+    assert calibration_error(y, p) < 0.01
+    assert calibration_error(y, 1 - p) > 0.3
+
+
+def test_score_reports_every_metric() -> None:
+    y = np.array([0, 1, 0, 1, 1, 0])
+    m = score(y, np.array([0.1, 0.9, 0.2, 0.8, 0.7, 0.3]))
+    assert m["roc_auc"] == pytest.approx(1.0)
+    assert set(m) == {"roc_auc", "pr_auc", "log_loss", "brier", "calibration_error"}
+
+
+def test_time_split_keeps_the_most_recent_days_for_holdout() -> None:
+    days = pd.date_range("2013-03-01", periods=10, freq="D", tz="UTC")
+    frame = pd.DataFrame({"scheduled_departure": np.repeat(days, 3) + pd.Timedelta(hours=9),
+                          "label": 0})
+    train, holdout = time_split(frame, 3)
+    assert pd.to_datetime(train["scheduled_departure"]).max() < \
+        pd.to_datetime(holdout["scheduled_departure"]).min()
+    assert pd.to_datetime(holdout["scheduled_departure"]).dt.day.unique().tolist() == [8, 9, 10]

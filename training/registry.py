@@ -1,0 +1,136 @@
+"""The model registry in Cassandra: versions, aliases (champion/challenger) and promotions.
+
+Used by ``training.train`` (register, promotion gate), scoring (load the champion) and
+``streamfit models list|show|promote|rollback``. Artifacts are stored with skops, which does not
+execute arbitrary code on load, and each carries a SHA-256 that is checked before loading.
+
+A version row is written in one INSERT that carries the artifact, metrics and lineage, so a
+crashed training leaves either a complete version or none; aliases change only afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cassandra.cluster import Session
+
+REGISTRY_PARTITION = "flight_delay"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A stored artifact does not match its recorded SHA-256, or holds untrusted types."""
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: int
+    created_at: datetime
+    algorithm: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    features: list[str]
+    train_window: dict[str, str]
+    lineage: dict[str, Any]
+    sha256: str
+
+
+def serialize(model: Any) -> tuple[bytes, str]:
+    import skops.io as sio
+
+    blob = sio.dumps(model)
+    return blob, hashlib.sha256(blob).hexdigest()
+
+
+def deserialize(blob: bytes, sha256: str) -> Any:
+    """Load an artifact after checking its digest; only scikit-learn/numpy/scipy types allowed."""
+    import skops.io as sio
+
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != sha256:
+        raise ModelIntegrityError(f"artifact digest {digest[:12]}… does not match the recorded "
+                                  f"{sha256[:12]}…: the artifact was altered; refusing to load it")
+    untrusted = sio.get_untrusted_types(data=blob)
+    bad = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy."))]
+    if bad:
+        raise ModelIntegrityError(f"artifact holds types outside scikit-learn/numpy: {bad}")
+    return sio.loads(blob, trusted=untrusted)
+
+
+class Registry:
+    def __init__(self, session: Session, keyspace: str) -> None:
+        ks = keyspace
+        self.session = session
+        self._insert = session.prepare(
+            f"INSERT INTO {ks}.model_versions (model, version, created_at, algorithm, params, "
+            "metrics, features, train_window, lineage, artifact, sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")
+        self._versions = session.prepare(
+            f"SELECT version, created_at, algorithm, params, metrics, features, train_window, "
+            f"lineage, sha256 FROM {ks}.model_versions WHERE model = ?")
+        self._artifact = session.prepare(
+            f"SELECT artifact, sha256 FROM {ks}.model_versions WHERE model = ? AND version = ?")
+        self._set_alias = session.prepare(
+            f"INSERT INTO {ks}.model_aliases (model, alias, version, updated_at) "
+            "VALUES (?, ?, ?, ?)")
+        self._aliases = session.prepare(
+            f"SELECT alias, version FROM {ks}.model_aliases WHERE model = ?")
+        self._decision = session.prepare(
+            f"INSERT INTO {ks}.model_promotions (model, decided_at, candidate, champion, metric, "
+            "candidate_score, champion_score, tolerance, promoted, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        self._decisions = session.prepare(
+            f"SELECT decided_at, candidate, champion, metric, candidate_score, champion_score, "
+            f"tolerance, promoted, reason FROM {ks}.model_promotions WHERE model = ? LIMIT ?")
+
+    def versions(self) -> list[ModelVersion]:
+        return [ModelVersion(r.version, r.created_at, r.algorithm, json.loads(r.params),
+                             json.loads(r.metrics), json.loads(r.features),
+                             json.loads(r.train_window), json.loads(r.lineage), r.sha256)
+                for r in self.session.execute(self._versions, (REGISTRY_PARTITION,))]
+
+    def register(self, model: Any, algorithm: str, params: dict[str, Any],
+                 metrics: dict[str, float], features: list[str], train_window: dict[str, str],
+                 lineage: dict[str, Any]) -> int:
+        """Store a new version (next number, claimed with a lightweight transaction)."""
+        blob, digest = serialize(model)
+        for _attempt in range(20):
+            version = max((v.version for v in self.versions()), default=0) + 1
+            applied = self.session.execute(self._insert, (
+                REGISTRY_PARTITION, version, datetime.now(UTC), algorithm, json.dumps(params),
+                json.dumps(metrics), json.dumps(features), json.dumps(train_window),
+                json.dumps(lineage, default=str), blob, digest)).was_applied
+            if applied:
+                return version
+        raise RuntimeError("could not claim a model version number after 20 attempts")
+
+    def load(self, version: int) -> Any:
+        row = self.session.execute(self._artifact, (REGISTRY_PARTITION, version)).one()
+        if row is None:
+            raise ModelNotFound(f"model version {version} does not exist")
+        return deserialize(row.artifact, row.sha256)
+
+    def aliases(self) -> dict[str, int]:
+        return {r.alias: r.version for r in self.session.execute(self._aliases,
+                                                                 (REGISTRY_PARTITION,))}
+
+    def set_alias(self, alias: str, version: int) -> None:
+        self.session.execute(self._set_alias, (REGISTRY_PARTITION, alias, version,
+                                               datetime.now(UTC)))
+
+    def record_decision(self, candidate: int, champion: int | None, metric: str,
+                        candidate_score: float, champion_score: float | None, tolerance: float,
+                        promoted: bool, reason: str) -> None:
+        self.session.execute(self._decision, (
+            REGISTRY_PARTITION, datetime.now(UTC), candidate, champion, metric, candidate_score,
+            champion_score, tolerance, promoted, reason))
+
+    def decisions(self, limit: int = 20) -> list[Any]:
+        return list(self.session.execute(self._decisions, (REGISTRY_PARTITION, limit)))

@@ -1,0 +1,212 @@
+"""Train a flight-delay model and promote it only if it beats the champion: ``streamfit train``.
+
+Triggered by the ``train_model`` DAG (scheduled on the ``features`` asset) or the CLI. Steps:
+
+1. training set: labelled rows of the feature tables over ``STREAMFIT_TRAIN_DAYS`` scheduled dates
+   ending at the newest labelled date; skipped (and logged) when fewer than
+   ``STREAMFIT_MIN_NEW_ROWS`` labelled flights are newer than the champion's window;
+2. time-based split: the last ``STREAMFIT_HOLDOUT_DAYS`` days are the holdout;
+3. candidates chosen by time-series cross-validation on the rest: a HistGradientBoostingClassifier
+   (small grid) against a logistic-regression baseline;
+4. metrics on the holdout (ROC AUC, PR AUC, log loss, Brier, calibration error) next to the naive
+   baseline, the route's trailing delay rate;
+5. register the version; the gate compares it with the champion on the same fresh holdout.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.model_selection import TimeSeriesSplit
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from features.pointintime import feature_names
+
+log = logging.getLogger("streamfit.training")
+
+HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
+HGB_GRID = [
+    {"learning_rate": 0.1, "max_leaf_nodes": 15, "max_iter": 150},
+    {"learning_rate": 0.05, "max_leaf_nodes": 31, "max_iter": 250},
+]
+NAIVE_FEATURE = "late_rate_route_28d"
+
+
+@dataclass
+class TrainResult:
+    status: str  # "skipped" | "registered"
+    reason: str
+    version: int | None = None
+    promoted: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+    champion: int | None = None
+
+
+def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: |observed rate - mean prediction| weighted over bins."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            total += mask.mean() * abs(y[mask].mean() - p[mask].mean())
+    return float(total)
+
+
+def score(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p)),
+            "log_loss": float(log_loss(y, p, labels=[0, 1])), "brier": float(brier_score_loss(y, p)),
+            "calibration_error": calibration_error(y, p)}
+
+
+def time_split(frame: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    frame = frame.sort_values("scheduled_departure")
+    cut = pd.to_datetime(frame["scheduled_departure"], utc=True).max().normalize() - \
+        pd.Timedelta(days=holdout_days - 1)
+    when = pd.to_datetime(frame["scheduled_departure"], utc=True)
+    return frame[when < cut], frame[when >= cut]
+
+
+def candidates() -> list[tuple[str, dict[str, Any], Any]]:
+    out: list[tuple[str, dict[str, Any], Any]] = [
+        ("HistGradientBoostingClassifier", params,
+         HistGradientBoostingClassifier(random_state=0, **params)) for params in HGB_GRID]
+    out.append(("LogisticRegression", {"C": 1.0},
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                              LogisticRegression(C=1.0, max_iter=500))))
+    return out
+
+
+def choose(train: pd.DataFrame, folds: int = 3, pool: Any = None
+           ) -> tuple[str, dict[str, Any], Any, float]:
+    """Pick the candidate with the best mean ROC AUC over time-ordered CV folds; refit on all."""
+    x = train[feature_names()].to_numpy(dtype=float)
+    y = train["label"].to_numpy(dtype=int)
+    best: tuple[str, dict[str, Any], Any, float] | None = None
+    for name, params, model in (pool or candidates)():
+        aucs = []
+        for fit_idx, val_idx in TimeSeriesSplit(n_splits=folds).split(x):
+            if len(set(y[val_idx])) < 2:
+                continue
+            model.fit(x[fit_idx], y[fit_idx])
+            aucs.append(roc_auc_score(y[val_idx], model.predict_proba(x[val_idx])[:, 1]))
+        cv = float(np.mean(aucs)) if aucs else float("nan")
+        log.info("candidate %s %s: CV ROC AUC %.4f", name, params, cv)
+        if best is None or cv > best[3]:
+            best = (name, params, model, cv)
+    assert best is not None
+    name, params, model, cv = best
+    model.fit(x, y)
+    return name, params, model, cv
+
+
+def predict(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    return model.predict_proba(frame[feature_names()].to_numpy(dtype=float))[:, 1]
+
+
+def gate(metric: str, candidate: float, champion: float | None, tolerance: float
+         ) -> tuple[bool, str]:
+    """Promote only when the candidate beats the champion by more than ``tolerance``."""
+    if champion is None:
+        return True, "no champion yet"
+    better = candidate - champion if HIGHER_IS_BETTER[metric] else champion - candidate
+    if better > tolerance:
+        return True, f"{metric} {candidate:.4f} beats champion {champion:.4f} by {better:.4f}"
+    return False, (f"{metric} {candidate:.4f} does not beat champion {champion:.4f} by more "
+                   f"than {tolerance}")
+
+
+def window_dates(end: date, days: int) -> list[date]:
+    return [end - timedelta(days=i) for i in range(days - 1, -1, -1)]
+
+
+def load_window(store: Any, dates: list[date]) -> pd.DataFrame:
+    frames = [store.read_day(d) for d in dates]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[frame["label"].notna()].assign(label=lambda f: f["label"].astype(int))
+
+
+def lineage_of(partitions: pd.DataFrame, dates: list[date]) -> dict[str, Any]:
+    """Kafka offset ranges of the ingest batches that fed these feature dates."""
+    from ingest.signal import merge_offsets
+
+    rows = partitions[partitions["sched_date"].isin(dates)] if len(partitions) else partitions
+    merged = merge_offsets(rows["sources"] if len(rows) else [])
+    return {"kafka_offsets": merged, "feature_dates": [d.isoformat() for d in dates]}
+
+
+def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool = False,
+                            pool: Any = None) -> TrainResult:
+    """The whole training step (DAG task and CLI). Returns what happened, never half-registers."""
+    from features.build import FeatureStore
+    from streamfit.cassandra import connect
+    from training.registry import Registry
+
+    with connect(settings) as session:
+        store = FeatureStore(session, settings.keyspace)
+        registry = Registry(session, settings.keyspace)
+        parts = store.partitions()
+        labelled = parts[parts["labelled"] > 0] if len(parts) else parts
+        if labelled.empty:
+            return TrainResult("skipped", "no labelled features yet")
+        end = end or max(labelled["sched_date"])
+        dates = window_dates(end, settings.train_days)
+        aliases = registry.aliases()
+        champion = aliases.get("champion")
+        versions = {v.version: v for v in registry.versions()}
+        if champion is not None and not force:
+            last_end = date.fromisoformat(versions[champion].train_window["end"])
+            new_rows = int(labelled[labelled["sched_date"] > last_end]["labelled"].sum())
+            if new_rows < settings.min_new_rows:
+                reason = (f"only {new_rows} new labelled flights since the champion's window "
+                          f"(ends {last_end}); need {settings.min_new_rows}")
+                log.info("retrain skipped: %s", reason)
+                return TrainResult("skipped", reason, champion=champion)
+        frame = load_window(store, dates)
+        train, holdout = time_split(frame, settings.holdout_days)
+        if len(train) < 200 or holdout["label"].nunique() < 2:
+            return TrainResult("skipped", f"too little data: {len(train)} training rows, "
+                               f"{len(holdout)} holdout rows", champion=champion)
+        name, params, model, cv = choose(train, pool=pool)
+        y = holdout["label"].to_numpy(dtype=int)
+        metrics = score(y, predict(model, holdout))
+        naive = score(y, holdout[NAIVE_FEATURE].to_numpy(dtype=float))
+        metrics.update({f"naive_{k}": v for k, v in naive.items()})
+        metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
+                        "holdout_rows": float(len(holdout))})
+        window = {"start": dates[0].isoformat(), "end": end.isoformat(),
+                  "holdout_start": str(pd.to_datetime(holdout["scheduled_departure"],
+                                                      utc=True).min().date())}
+        version = registry.register(model, name, params, metrics, feature_names(), window,
+                                    lineage_of(parts, dates))
+        metric = settings.promotion_metric
+        champ_score = None
+        if champion is not None:
+            champ_model = registry.load(champion)
+            champ_score = score(y, predict(champ_model, holdout))[metric]
+        promoted, reason = gate(metric, metrics[metric], champ_score,
+                                settings.promotion_tolerance)
+        registry.record_decision(version, champion, metric, metrics[metric], champ_score,
+                                 settings.promotion_tolerance, promoted, reason)
+        if promoted:
+            registry.set_alias("champion", version)
+        else:
+            registry.set_alias("challenger", version)
+        log.info("model v%d (%s): %s; %s", version, name, metrics, reason)
+        return TrainResult("registered", reason, version, promoted, metrics,
+                           version if promoted else champion)
