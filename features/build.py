@@ -74,14 +74,17 @@ class FeatureStore:
 
     def inputs(self, day: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """Flights departing ``day``, the arrival history before it, and the weather."""
-        sched = self._frame([day - timedelta(days=1)], "flight_scheduled")
+        sched = _latest_per_flight(self._frame([day - timedelta(days=1)], "flight_scheduled"),
+                                   "scheduled_departure")
         if not sched.empty:
             dep = pd.to_datetime(sched["scheduled_departure"], utc=True)
             sched = sched[dep.dt.date == day]
         past = [day - timedelta(days=i) for i in range(HISTORY_DAYS + 1)]
-        arrived = self._frame(past, "flight_arrived")
+        arrived = _latest_per_flight(self._frame(past, "flight_arrived"), "actual_arrival")
         if not arrived.empty:
-            known = self._frame([d - timedelta(days=1) for d in past], "flight_scheduled")
+            known = _latest_per_flight(
+                self._frame([d - timedelta(days=1) for d in past], "flight_scheduled"),
+                "scheduled_departure")
             arrived = arrived.merge(
                 known[["flight_id", "carrier", "origin", "dest", "scheduled_departure"]],
                 on="flight_id", how="inner")
@@ -189,3 +192,11 @@ def run_from_signals(settings: Settings, extras: list[dict[str, Any]]) -> dict[s
     stamps = [x["max_event_time"] for x in extras if x.get("max_event_time")]
     summary["max_event_time"] = max(stamps) if stamps else None
     return summary
+
+
+def _latest_per_flight(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:
+    """One event per flight: a re-sent or corrected event (another event_id) must not count
+    twice; the one with the latest time wins."""
+    if frame.empty:
+        return frame
+    return frame.sort_values(time_col).drop_duplicates("flight_id", keep="last")

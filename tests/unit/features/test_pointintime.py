@@ -74,7 +74,7 @@ def test_changing_a_flights_own_actuals_leaves_its_features_unchanged() -> None:
 def test_plane_and_calendar_features() -> None:
     feats = build_features(_flights(1), _history([], []), WEATHER, PLANES).iloc[0]
     assert (feats["plane_year"], feats["plane_seats"], feats["plane_engines"]) == (2004, 55, 2)
-    assert (feats["sched_hour"], feats["month"], feats["day_of_week"]) == (12, 3, T0.dayofweek)
+    assert (feats["sched_hour"], feats["month"], feats["day_of_week"]) == (12, 3, T0.day_of_week)
     assert list(build_features(_flights(1), _history([], []), WEATHER, PLANES).columns) == [
         "flight_id", *feature_names()]
 
@@ -95,3 +95,13 @@ def test_offset_ranges_merge_per_topic_and_partition() -> None:
     merged = merge_offsets([{"t": {"0": [10, 19], "1": [0, 4]}}, {"t": {"0": [20, 29]}},
                             {"u": {"0": [5, 5]}}])
     assert merged == {"t": {"0": [10, 29], "1": [0, 4]}, "u": {"0": [5, 5]}}
+
+
+def test_a_resent_event_counts_once() -> None:
+    from features.build import _latest_per_flight
+
+    frame = pd.DataFrame({"flight_id": ["A", "A", "B"], "arr_delay": [5.0, 50.0, 1.0],
+                          "actual_arrival": ["2013-01-01T10:00Z", "2013-01-01T11:00Z",
+                                             "2013-01-01T09:00Z"]})
+    out = _latest_per_flight(frame, "actual_arrival").set_index("flight_id")
+    assert len(out) == 2 and out.loc["A", "arr_delay"] == 50.0
