@@ -27,10 +27,10 @@ def build_features() -> None:
           retry_exponential_backoff=True)
     def rebuild(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
         from features.build import run_from_signals
+        from streamfit.catalog import event_extras
         from streamfit.settings import get_settings
 
-        extras = [e.extra or {} for events in (triggering_asset_events or {}).values()
-                  for e in events]
+        extras = event_extras(triggering_asset_events)
         summary = run_from_signals(get_settings(), extras)
         if not summary["flights"]:
             # Nothing was rebuilt: emit no features event (training and scoring stay idle).

@@ -30,10 +30,10 @@ def score_batch() -> None:
           retry_exponential_backoff=True)
     def score(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
         from scoring.batch import score_dates, scoring_dates
+        from streamfit.catalog import event_extras
         from streamfit.settings import get_settings
 
-        extras = [e.extra or {} for events in (triggering_asset_events or {}).values()
-                  for e in events]
+        extras = event_extras(triggering_asset_events)
         dates, as_of = scoring_dates(extras)
         result = score_dates(get_settings(), dates, as_of)
         summary = {"model_version": result.model_version, "dates": result.dates,

@@ -25,9 +25,10 @@ def summarize_arrivals() -> None:
     @task(retries=2, retry_delay=pendulum.duration(seconds=10), retry_exponential_backoff=True)
     def count_landed(triggering_asset_events=None) -> dict[str, object]:  # noqa: ANN001
         from ingest.arrivals import summarize_arrivals as summarize
+        from streamfit.catalog import event_extras
         from streamfit.settings import get_settings
 
-        extras = [e.extra for events in (triggering_asset_events or {}).values() for e in events]
+        extras = event_extras(triggering_asset_events)
         return summarize(get_settings(), extras)
 
     count_landed()

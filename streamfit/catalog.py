@@ -5,6 +5,7 @@ and by the processes that announce asset events through Airflow's REST API (inge
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,3 +18,10 @@ RAW_EVENTS = AssetId("raw_events", "cassandra://streamfit/raw_events")
 FEATURES = AssetId("features", "cassandra://streamfit/flight_features")
 MODEL = AssetId("model", "cassandra://streamfit/model_registry/champion")
 PREDICTIONS = AssetId("predictions", "cassandra://streamfit/predictions")
+
+
+def event_extras(triggering_asset_events: Any) -> list[dict[str, Any]]:
+    """The ``extra`` dicts of every asset event that triggered a DAG run (task context value)."""
+    if not triggering_asset_events:
+        return []
+    return [dict(e.extra or {}) for group in triggering_asset_events.values() for e in group]
