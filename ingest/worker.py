@@ -239,8 +239,9 @@ class IngestWorker:
                    for tp, msgs in batch.records.items() if msgs and tp not in self.revoked}
         try:
             consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # Rebalanced meanwhile: the writes stand (idempotent); the new owner re-reads.
+        except (CommitFailedError, KafkaError) as exc:
+            # Rebalanced (or the coordinator moved) meanwhile: the writes stand (idempotent) and
+            # the uncommitted offsets are simply read again, by us or the partition's new owner.
             log.warning("worker %s: commit failed after landing (%s); batch will be redelivered",
                         self.name, exc)
             return False

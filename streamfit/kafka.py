@@ -6,10 +6,17 @@ idempotence on producers), so the ingest service, the replay producer and the te
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import CoordinatorNotAvailableError, GroupIdNotFoundError, TopicAlreadyExistsError
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    GroupIdNotFoundError,
+    NotCoordinatorError,
+    TopicAlreadyExistsError,
+)
 
 from streamfit.settings import Settings
 
@@ -69,12 +76,21 @@ def ensure_topic(settings: Settings, name: str, partitions: int,
 def committed_offsets(client: KafkaAdminClient, group: str, topic: str) -> dict[int, int]:
     """Partition -> committed offset of ``group`` on ``topic`` ({} before its first commit).
 
-    On a fresh cluster the group coordinator (the __consumer_offsets topic) may not exist yet:
-    that also means "nothing committed", not an error.
+    On a fresh cluster the group coordinator (the __consumer_offsets topic) may not exist yet or
+    may still be moving: retried briefly, then read as "nothing committed yet". Every caller
+    polls, so the next call sees the real offsets.
     """
-    try:
-        offsets = client.list_group_offsets(group).get(group, {})
-    except (CoordinatorNotAvailableError, GroupIdNotFoundError):
-        return {}
+    offsets: dict[Any, Any] = {}
+    for attempt in range(6):
+        try:
+            offsets = client.list_group_offsets(group).get(group, {})
+            break
+        except GroupIdNotFoundError:
+            return {}
+        except (CoordinatorNotAvailableError, NotCoordinatorError,
+                CoordinatorLoadInProgressError):
+            if attempt == 5:
+                return {}
+            time.sleep(0.2 * 2**attempt)
     return {tp.partition: om.offset for tp, om in offsets.items()
             if tp.topic == topic and om.offset is not None and om.offset >= 0}
