@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from cassandra.cluster import Session
-from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
+from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 #: Buckets per event day. Part of the table's key layout: changing it needs a data migration.
@@ -95,15 +95,15 @@ class IngestStore:
     def _prepare(self, cql: str) -> PreparedStatement:
         return self.session.prepare(cql.format(ks=self.keyspace))
 
-    def _run(self, statement: PreparedStatement, params: Sequence[tuple[object, ...]]) -> None:
-        if not params:
+    def _execute(self, statements: Sequence[tuple[object, tuple[object, ...]]], what: str) -> None:
+        """Run statements with bounded concurrency; raise WriteFailed if any of them failed."""
+        if not statements:
             return
-        results = execute_concurrent_with_args(
-            self.session, statement, params, concurrency=self.concurrency,
-            raise_on_first_error=False, results_generator=False)
+        results = execute_concurrent(self.session, statements, concurrency=self.concurrency,
+                                     raise_on_first_error=False, results_generator=False)
         failures = [result for ok, result in results if not ok]
         if failures:
-            raise WriteFailed(f"{len(failures)} of {len(params)} writes failed; first: "
+            raise WriteFailed(f"{len(failures)} of {len(statements)} {what} failed; first: "
                               f"{type(failures[0]).__name__}: {failures[0]}")
 
     def write_events(self, rows: Sequence[tuple[object, ...]]) -> None:
@@ -116,28 +116,20 @@ class IngestStore:
         groups: dict[tuple[object, object], list[tuple[object, ...]]] = {}
         for row in rows:
             groups.setdefault((row[0], row[1]), []).append(row)
-        statements = []
+        statements: list[tuple[object, tuple[object, ...]]] = []
         for group in groups.values():
             for i in range(0, len(group), ROWS_PER_BATCH):
                 batch = BatchStatement(batch_type=BatchType.UNLOGGED)
                 for row in group[i:i + ROWS_PER_BATCH]:
                     batch.add(self._insert_raw, row)
                 statements.append((batch, ()))
-        if not statements:
-            return
-        results = execute_concurrent(self.session, statements, concurrency=self.concurrency,
-                                     raise_on_first_error=False, results_generator=False)
-        failures = [result for ok, result in results if not ok]
-        if failures:
-            raise WriteFailed(f"{len(failures)} of {len(statements)} batch writes failed; first: "
-                              f"{type(failures[0]).__name__}: {failures[0]}")
+        self._execute(statements, "batch writes")
 
     def write_ledger(self, group: str, entries: Iterable[LedgerEntry]) -> None:
-        self._run(self._insert_ledger, [
-            (group, e.topic, e.partition, e.first_offset // LEDGER_OFFSET_BUCKET, e.first_offset,
-             e.last_offset, e.rows, e.dead_lettered, e.min_event_time, e.max_event_time,
-             set(e.event_dates), e.landed_at, e.worker)
-            for e in entries])
+        self._execute([(self._insert_ledger, (
+            group, e.topic, e.partition, e.first_offset // LEDGER_OFFSET_BUCKET, e.first_offset,
+            e.last_offset, e.rows, e.dead_lettered, e.min_event_time, e.max_event_time,
+            set(e.event_dates), e.landed_at, e.worker)) for e in entries], "ledger writes")
 
     def ledger_from(self, group: str, topic: str, partition: int, first_offset: int,
                     upto: int) -> list[LedgerEntry]:
