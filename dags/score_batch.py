@@ -29,13 +29,18 @@ def score_batch() -> None:
     @task(outlets=[PREDICTIONS], retries=2, retry_delay=pendulum.duration(seconds=30),
           retry_exponential_backoff=True)
     def score(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
-        from scoring.batch import score_dates, scoring_dates
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from scoring.batch import NoChampion, score_dates, scoring_dates
         from streamfit.catalog import event_extras
         from streamfit.settings import get_settings
 
         extras = event_extras(triggering_asset_events)
         dates, as_of = scoring_dates(extras)
-        result = score_dates(get_settings(), dates, as_of)
+        try:
+            result = score_dates(get_settings(), dates, as_of)
+        except NoChampion as exc:  # nothing to score with until a model exists
+            raise AirflowSkipException(str(exc)) from None
         summary = {"model_version": result.model_version, "dates": result.dates,
                    "scored": result.scored}
         outlet_events[PREDICTIONS].extra = summary
