@@ -20,7 +20,7 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 
 from features.pointintime import LATE_MINUTES, WINDOWS, build_features, feature_names
-from ingest.store import IngestStore
+from ingest.store import IngestStore, cql_date
 from streamfit.settings import Settings
 
 log = logging.getLogger("streamfit.features")
@@ -99,7 +99,7 @@ class FeatureStore:
     def partitions(self) -> pd.DataFrame:
         """The built scheduled dates (one small partition): flights, labelled, sources."""
         rows = list(self.session.execute(self._partitions))
-        return pd.DataFrame([{"sched_date": _to_date(r.sched_date), "flights": r.flights,
+        return pd.DataFrame([{"sched_date": cql_date(r.sched_date), "flights": r.flights,
                               "labelled": r.labelled, "sources": json.loads(r.sources or "{}")}
                              for r in rows])
 
@@ -178,10 +178,6 @@ def run_build(settings: Settings, event_dates: Iterable[str | date] = (),
     return {"dates": [r.day.isoformat() for r in built],
             "flights": sum(r.flights for r in built),
             "labelled": sum(r.labelled for r in built), "feature_version": FEATURE_VERSION}
-
-
-def _to_date(value: object) -> date:
-    return value.date() if hasattr(value, "date") else date.fromisoformat(str(value))  # type: ignore[union-attr]
 
 
 def run_from_signals(settings: Settings, extras: list[dict[str, Any]]) -> dict[str, object]:

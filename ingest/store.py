@@ -144,7 +144,7 @@ class IngestStore:
                 entries.append(LedgerEntry(
                     topic, partition, r.first_offset, r.last_offset, r.rows, r.dead_lettered,
                     r.min_event_time, r.max_event_time,
-                    frozenset(_cql_date(d) for d in (r.event_dates or ())),
+                    frozenset(cql_date(d) for d in (r.event_dates or ())),
                     r.landed_at, r.worker))
         return entries
 
@@ -169,6 +169,6 @@ class IngestStore:
         return out
 
 
-def _cql_date(value: object) -> date:
+def cql_date(value: object) -> date:
     """cassandra.util.Date -> datetime.date."""
     return value.date() if hasattr(value, "date") else date.fromisoformat(str(value))
