@@ -84,10 +84,15 @@ class FeatureStore:
         # their arrival is this date's label. Features still see only arrivals before departure.
         past = [day + timedelta(days=1) - timedelta(days=i) for i in range(HISTORY_DAYS + 2)]
         arrived = _latest_per_flight(self._frame(past, "flight_arrived"), "actual_arrival")
+        known = pd.DataFrame()
         if not arrived.empty:
             known = _latest_per_flight(
                 self._frame([d - timedelta(days=1) for d in past], "flight_scheduled"),
                 "scheduled_departure")
+        if known.empty:
+            # Arrivals whose schedules never landed (a stream joined mid-way) carry no history.
+            arrived = pd.DataFrame()
+        else:
             arrived = arrived.merge(
                 known[["flight_id", "carrier", "origin", "dest", "scheduled_departure"]],
                 on="flight_id", how="inner")

@@ -52,3 +52,22 @@ def test_replayed_weeks_become_features_a_champion_and_predictions(
 
     scored = score_dates(s, [END])
     assert scored.model_version == 1 and scored.scored == built[END][0]
+
+
+def test_arrivals_without_their_schedules_build_nothing_and_do_not_fail(
+        fresh_keyspace_settings: Settings) -> None:
+    """A stream joined mid-way: arrivals landed, their schedule events never did."""
+    from datetime import UTC, datetime
+
+    from ingest.store import IngestStore, bucket_of
+
+    s = fresh_keyspace_settings
+    when = datetime(2013, 2, 10, 15, tzinfo=UTC)
+    payload = ('{"flight_id":"UA1-EWR-20130210","actual_arrival":"2013-02-10T15:00:00Z",'
+               '"arr_delay":5.0,"air_time":60.0}')
+    with connect(s) as session:
+        IngestStore(session, s.keyspace).write_events([
+            (when.date(), bucket_of("UA1-EWR-20130210"), "flight_arrived", when, "e1",
+             "UA1-EWR-20130210", 1, payload, "t", 0, 0, when)])
+    summary = run_build(s, days=[date(2013, 2, 10), date(2013, 2, 11)])
+    assert summary["flights"] == 0 and summary["dates"] == []
