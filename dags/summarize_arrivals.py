@@ -11,6 +11,8 @@ import pendulum
 from airflow.sdk import dag, task
 from streamfit_assets import RAW_EVENTS
 
+from streamfit.alerts import on_task_failure
+
 
 @dag(
     dag_id="summarize_arrivals",
@@ -22,7 +24,8 @@ from streamfit_assets import RAW_EVENTS
     doc_md=__doc__,
 )
 def summarize_arrivals() -> None:
-    @task(retries=2, retry_delay=pendulum.duration(seconds=10), retry_exponential_backoff=True)
+    @task(retries=2, retry_delay=pendulum.duration(seconds=10), retry_exponential_backoff=True,
+          on_failure_callback=on_task_failure)
     def count_landed(triggering_asset_events=None) -> dict[str, object]:  # noqa: ANN001
         from ingest.arrivals import summarize_arrivals as summarize
         from streamfit.catalog import event_extras

@@ -1,8 +1,9 @@
 """``train_model``: retrain when features change; promote only a better model.
 
-Scheduled on the ``features`` asset. Runs ``training.train.train_and_maybe_promote`` (also
-``streamfit train``): it skips (and logs why) when too little new labelled data arrived, and emits
-the ``model`` asset only when the champion changed.
+Scheduled on the ``features`` asset. Runs ``training.train.train_for_events``, which is
+``train_and_maybe_promote`` (also ``streamfit train``) for each keyspace the feature events name: it
+skips (and logs why) when too little new labelled data arrived, and emits the ``model`` asset only
+when a champion changed, with the new version and the dates to rescore in its ``extra``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 from streamfit_assets import FEATURES, MODEL
+
+from streamfit.alerts import on_task_failure
 
 
 @dag(
@@ -23,20 +26,20 @@ from streamfit_assets import FEATURES, MODEL
 )
 def train_model() -> None:
     @task(outlets=[MODEL], retries=2, retry_delay=pendulum.duration(seconds=30),
-          retry_exponential_backoff=True)
-    def train(outlet_events=None) -> dict[str, object]:  # noqa: ANN001
+          retry_exponential_backoff=True, on_failure_callback=on_task_failure)
+    def train(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
+        from streamfit.catalog import event_extras
         from streamfit.settings import get_settings
-        from training.train import train_and_maybe_promote
+        from training.train import train_for_events
 
-        result = train_and_maybe_promote(get_settings())
-        outlet_events[MODEL].extra = {"version": result.version, "promoted": result.promoted,
-                                      "champion": result.champion}
-        if not result.promoted:
-            # Nothing changed for consumers of the model asset: emit no event.
+        summary = train_for_events(get_settings(), event_extras(triggering_asset_events))
+        if not summary["by_keyspace"]:
+            # No champion changed: emit no model event (scoring runs on the features event).
             from airflow.sdk.exceptions import AirflowSkipException
 
-            raise AirflowSkipException(result.reason)
-        return {"version": result.version, "metrics": result.metrics}
+            raise AirflowSkipException(f"no promotion: {summary['skipped']}")
+        outlet_events[MODEL].extra = summary
+        return summary
 
     train()
 

@@ -198,6 +198,18 @@ def run_from_signals(settings: Settings, extras: list[dict[str, Any]]) -> dict[s
     return summary
 
 
+def run_for_events(settings: Settings, extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``build_features`` task: ``run_from_signals`` for each keyspace the triggering
+    raw-events signals name (``streamfit.catalog.for_each_keyspace``)."""
+    from streamfit.catalog import for_each_keyspace
+
+    def step(s: Settings, group: list[dict[str, Any]]) -> dict[str, object] | str:
+        summary = run_from_signals(s, group)
+        return summary if summary["flights"] else "no scheduled flights in the dates named"
+
+    return for_each_keyspace(settings, extras, step)
+
+
 def _latest_per_flight(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:
     """One event per flight: a re-sent or corrected event (another event_id) must not count
     twice; the one with the latest time wins."""

@@ -58,11 +58,13 @@ def merge_offsets(ranges: Iterable[Offsets]) -> Offsets:
     return merged
 
 
-def summarise(entries: list[LedgerEntry], group: str) -> dict[str, Any]:
+def summarise(entries: list[LedgerEntry], group: str, keyspace: str) -> dict[str, Any]:
     """The ``extra`` of the asset event: what landed, where it came from, which days it touched."""
     offsets = merge_offsets({e.topic: {str(e.partition): [e.first_offset, e.last_offset]}}
                             for e in entries)
-    times = [t for e in entries for t in (e.min_event_time, e.max_event_time) if t is not None]
+    # Cassandra returns naive UTC datetimes: say UTC explicitly in the extra.
+    times = [t if t.tzinfo else t.replace(tzinfo=UTC)
+             for e in entries for t in (e.min_event_time, e.max_event_time) if t is not None]
     return {
         "rows": sum(e.rows for e in entries),
         "dead_lettered": sum(e.dead_lettered for e in entries),
@@ -72,6 +74,7 @@ def summarise(entries: list[LedgerEntry], group: str) -> dict[str, Any]:
         "min_event_time": min(times).isoformat() if times else None,
         "max_event_time": max(times).isoformat() if times else None,
         "consumer_group": group,
+        "keyspace": keyspace,
     }
 
 
@@ -141,7 +144,7 @@ class ArrivalSignaller:
                or time.monotonic() - self._last_sent >= s.signal_interval_s)
         if not due:
             return None
-        extra = summarise(pending.entries, s.ingest_group)
+        extra = summarise(pending.entries, s.ingest_group, s.keyspace)
         event_id = None
         if pending.rows:
             # Raises while Airflow is down: the state does not advance, the next tick retries.

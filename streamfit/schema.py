@@ -197,6 +197,34 @@ MIGRATIONS: tuple[Migration, ...] = (
                PRIMARY KEY ((flight_id), model_version)
            ) WITH CLUSTERING ORDER BY (model_version DESC)""",
     )),
+    Migration(6, "model monitoring: training reference, scoring runs, realised performance", (
+        # The training reference (feature profiles, holdout curves) travels in the version row,
+        # written in the same INSERT as the artifact.
+        "ALTER TABLE {ks}.model_versions ADD IF NOT EXISTS reference text",
+        """CREATE TABLE IF NOT EXISTS {ks}.scoring_runs (
+               model text,
+               scored_at timestamp,
+               model_version int,
+               dates list<text>,
+               rows int,
+               predictions text,
+               drift text,
+               max_psi double,
+               PRIMARY KEY ((model), scored_at)
+           ) WITH CLUSTERING ORDER BY (scored_at DESC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.model_performance (
+               model text,
+               model_version int,
+               sched_date date,
+               flights int,
+               late int,
+               mean_probability double,
+               roc_auc double,
+               brier double,
+               evaluated_at timestamp,
+               PRIMARY KEY ((model), model_version, sched_date)
+           ) WITH CLUSTERING ORDER BY (model_version DESC, sched_date DESC)""",
+    )),
 )
 
 

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
         default=0.0, ge=0.0, le=1.0,
         description="A challenger must beat the champion by more than this to be promoted.")
 
+    # --- scoring and alerts ------------------------------------------------------------------
+    alert_webhook_url: str | None = Field(
+        default=None, description="POST a JSON alert here when a pipeline task fails for good "
+        "(e.g. a Slack-compatible incoming webhook). Empty: alerts are only logged.")
+
     # --- schema ------------------------------------------------------------------------------
     keyspace: str = Field(default="streamfit", description="Cassandra keyspace.")
     replication_strategy: Literal["SimpleStrategy", "NetworkTopologyStrategy"] = Field(

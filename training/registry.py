@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,8 @@ class ModelVersion:
     train_window: dict[str, str]
     lineage: dict[str, Any]
     sha256: str
+    #: training reference for monitoring: feature profiles, holdout ROC/calibration curves
+    reference: dict[str, Any] = field(default_factory=dict)
 
 
 def serialize(model: Any) -> tuple[bytes, str]:
@@ -70,11 +72,11 @@ class Registry:
         self.session = session
         self._insert = session.prepare(
             f"INSERT INTO {ks}.model_versions (model, version, created_at, algorithm, params, "
-            "metrics, features, train_window, lineage, artifact, sha256) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")
+            "metrics, features, train_window, lineage, artifact, sha256, reference) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")
         self._versions = session.prepare(
             f"SELECT version, created_at, algorithm, params, metrics, features, train_window, "
-            f"lineage, sha256 FROM {ks}.model_versions WHERE model = ?")
+            f"lineage, sha256, reference FROM {ks}.model_versions WHERE model = ?")
         self._artifact = session.prepare(
             f"SELECT artifact, sha256 FROM {ks}.model_versions WHERE model = ? AND version = ?")
         self._set_alias = session.prepare(
@@ -93,12 +95,13 @@ class Registry:
     def versions(self) -> list[ModelVersion]:
         return [ModelVersion(r.version, r.created_at, r.algorithm, json.loads(r.params),
                              json.loads(r.metrics), json.loads(r.features),
-                             json.loads(r.train_window), json.loads(r.lineage), r.sha256)
+                             json.loads(r.train_window), json.loads(r.lineage), r.sha256,
+                             json.loads(r.reference or "{}"))
                 for r in self.session.execute(self._versions, (REGISTRY_PARTITION,))]
 
     def register(self, model: Any, algorithm: str, params: dict[str, Any],
                  metrics: dict[str, float], features: list[str], train_window: dict[str, str],
-                 lineage: dict[str, Any]) -> int:
+                 lineage: dict[str, Any], reference: dict[str, Any] | None = None) -> int:
         """Store a new version (next number, claimed with a lightweight transaction)."""
         blob, digest = serialize(model)
         for _attempt in range(20):
@@ -106,7 +109,8 @@ class Registry:
             applied = self.session.execute(self._insert, (
                 REGISTRY_PARTITION, version, datetime.now(UTC), algorithm, json.dumps(params),
                 json.dumps(metrics), json.dumps(features), json.dumps(train_window),
-                json.dumps(lineage, default=str), blob, digest)).was_applied
+                json.dumps(lineage, default=str), blob, digest,
+                json.dumps(reference or {}))).was_applied
             if applied:
                 return version
         raise RuntimeError("could not claim a model version number after 20 attempts")

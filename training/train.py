@@ -150,6 +150,38 @@ def lineage_of(partitions: pd.DataFrame, dates: list[date]) -> dict[str, Any]:
     return {"kafka_offsets": merged, "feature_dates": [d.isoformat() for d in dates]}
 
 
+def reference_of(train: pd.DataFrame, y_holdout: np.ndarray, p_holdout: np.ndarray
+                 ) -> dict[str, Any]:
+    """What monitoring compares later runs with: the training distribution of every feature,
+    and the holdout's ROC curve, calibration and prediction distribution (for the report)."""
+    from scoring.monitoring import calibration_bins, prediction_summary, reference_profiles, roc_points
+
+    return {"features": reference_profiles(train, feature_names()),
+            "holdout": {"roc": roc_points(y_holdout, p_holdout),
+                        "calibration": calibration_bins(y_holdout, p_holdout),
+                        "predictions": prediction_summary(p_holdout)}}
+
+
+def train_for_events(settings: Any, extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``train_model`` task: retrain each keyspace whose features the triggering events
+    name. A keyspace appears in the result only when its champion changed; the result carries
+    the feature dates and newest event time on, so the new champion rescores them."""
+    from streamfit.catalog import for_each_keyspace
+
+    def step(s: Any, group: list[dict[str, Any]]) -> dict[str, Any] | str:
+        result = train_and_maybe_promote(s)
+        if not result.promoted:
+            return f"{result.status}: {result.reason}"
+        stamps = [str(x["max_event_time"]) for x in group if x.get("max_event_time")]
+        return {"version": result.version, "champion": result.champion,
+                "roc_auc": result.metrics.get("roc_auc"),
+                "naive_roc_auc": result.metrics.get("naive_roc_auc"),
+                "dates": sorted({d for x in group for d in x.get("dates") or []}),
+                "max_event_time": max(stamps) if stamps else None}
+
+    return for_each_keyspace(settings, extras, step)
+
+
 def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool = False,
                             pool: Any = None) -> TrainResult:
     """The whole training step (DAG task and CLI). Returns what happened, never half-registers."""
@@ -184,7 +216,8 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
                                f"{len(holdout)} holdout rows", champion=champion)
         name, params, model, cv = choose(train, pool=pool)
         y = holdout["label"].to_numpy(dtype=int)
-        metrics = score(y, predict(model, holdout))
+        p_holdout = predict(model, holdout)
+        metrics = score(y, p_holdout)
         naive = score(y, holdout[NAIVE_FEATURE].to_numpy(dtype=float))
         metrics.update({f"naive_{k}": v for k, v in naive.items()})
         metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
@@ -193,7 +226,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
                   "holdout_start": str(pd.to_datetime(holdout["scheduled_departure"],
                                                       utc=True).min().date())}
         version = registry.register(model, name, params, metrics, feature_names(), window,
-                                    lineage_of(parts, dates))
+                                    lineage_of(parts, dates), reference_of(train, y, p_holdout))
         metric = settings.promotion_metric
         champ_score = None
         if champion is not None:

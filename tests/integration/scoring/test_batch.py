@@ -59,5 +59,8 @@ def test_scoring_dates_follow_the_triggering_events() -> None:
                                    "max_event_time": "2013-03-01T12:00:00+00:00"}])
     assert dates == [date(2013, 3, 1), date(2013, 3, 2)]
     assert as_of == datetime(2013, 3, 1, 12, tzinfo=UTC)
+    # a time without a zone (Cassandra hands back naive UTC) is UTC, not a TypeError later
+    _, naive = scoring_dates([{"dates": ["2013-03-01"], "max_event_time": "2013-03-01T12:00:00"}])
+    assert naive == datetime(2013, 3, 1, 12, tzinfo=UTC)
     dates, _ = scoring_dates([], today=date(2013, 5, 1))
     assert dates == [date(2013, 5, 1), date(2013, 5, 2)]

