@@ -10,6 +10,7 @@ overwrites the same rows.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -50,6 +51,8 @@ class ScoreResult:
     scored: int
     #: matured dates evaluated: {date: {model version: flights}}
     evaluated: dict[str, dict[int, float]] = field(default_factory=dict)
+    #: seconds spent reading features, predicting and writing predictions
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class PredictionWriter:
@@ -93,8 +96,11 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         writer = PredictionWriter(session, settings.keyspace)
         scored_at = datetime.now(UTC)
         done, total, frames = [], 0, []
+        clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
         for day in sorted(set(dates)):
+            t = time.perf_counter()
             frame = store.read_day(day)
+            clock["read"] += time.perf_counter() - t
             if frame.empty:
                 continue
             if as_of is not None:
@@ -102,8 +108,12 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
                 frame = frame[departs > pd.Timestamp(as_of)]
             if frame.empty:
                 continue
+            t = time.perf_counter()
             frame = frame.assign(probability=predict(model, frame))
+            clock["predict"] += time.perf_counter() - t
+            t = time.perf_counter()
             writer.write(day, frame, champion, scored_at)
+            clock["write"] += time.perf_counter() - t
             done.append(day.isoformat())
             total += len(frame)
             frames.append(frame)
@@ -120,7 +130,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
                 matured[day.isoformat()] = {v: m["flights"] for v, m in result.items()}
         log.info("scored %d flights of %s with model v%d; evaluated %s", total, done, champion,
                  matured)
-        return ScoreResult(champion, done, total, matured)
+        return ScoreResult(champion, done, total, matured, clock)
 
 
 def score_for_events(settings: Settings, extras: list[dict[str, Any]]) -> dict[str, Any]:

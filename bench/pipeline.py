@@ -1,0 +1,292 @@
+"""Pipeline benchmarks: freshness through Airflow, incremental feature rebuilds, scoring.
+
+    .venv/bin/python bench/pipeline.py [--part freshness|rebuild|scoring|all] [--rounds 5]
+                                       [--year-days 364] [--json FILE]
+
+Needs the local stack (`streamfit stack up`); every part works in keyspaces and topics of its
+own and drops them afterwards. Figures measured side by side in one run:
+
+(a) freshness: a pipeline is seeded with two weeks (model v1, predictions); then, per round, one
+    more event date is produced with the ingest service running, and Airflow's scheduler does
+    the rest. Per round: producing -> landed and committed; signal -> first build_features start
+    (trigger latency); the build_features, train_model and score_batch task times; and producing
+    -> the last new prediction once the pipeline is quiet. p50 over the rounds.
+(b) incremental rebuild: features for one new event date on top of a year of raw events, against
+    a full rebuild of the year (the same functions the DAG runs, called directly).
+(c) scoring throughput: rows/s of ``score_dates`` over a month, with reading, predicting and
+    writing timed separately, against the bare-driver ceiling of the same writes (prepared
+    statements, execute_concurrent, tuples built up front).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from features.build import run_build  # noqa: E402
+from ingest.producer import send_events  # noqa: E402
+from ingest.service import IngestService, ensure_topics  # noqa: E402
+from ingest.signal import ArrivalSignaller  # noqa: E402
+from ingest.status import group_status  # noqa: E402
+from scoring.batch import INSERT_BY_DATE, INSERT_HISTORY, INSERT_LATEST, score_dates  # noqa: E402
+from streamfit import kafka as kafka_io  # noqa: E402
+from streamfit.cassandra import connect  # noqa: E402
+from streamfit.demo import events_of_days  # noqa: E402
+from streamfit.schema import migrate  # noqa: E402
+from streamfit.settings import Settings, get_settings  # noqa: E402
+from streamfit.stack.services import AirflowService  # noqa: E402
+from training.train import train_and_maybe_promote  # noqa: E402
+
+PIPELINE = ("build_features", "train_model", "score_batch")
+SEED_FIRST = date(2013, 3, 1)
+SEED_DAYS = 14
+
+
+def fresh(base: Settings, name: str) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    s = base.model_copy(update={"keyspace": f"bench_{name}_{tag}",
+                                "events_topic": f"bench.{name}.{tag}",
+                                "ingest_group": f"bench-{name}-{tag}", "ingest_metrics_port": 0})
+    with connect(s, keyspace=None) as session:
+        migrate(session, s)
+    ensure_topics(s)
+    return s
+
+
+def cleanup(s: Settings) -> None:
+    with connect(s, keyspace=None) as session:
+        session.execute(f"DROP KEYSPACE IF EXISTS {s.keyspace}", timeout=120)
+    admin = kafka_io.admin(s)
+    try:
+        admin.delete_topics([s.events_topic, s.events_topic + ".dlq"])
+    finally:
+        admin.close()
+
+
+def caught_up(s: Settings) -> bool:
+    rows = group_status(s, 0)["partitions"]
+    return bool(rows) and all(r["committed"] >= r["end"] for r in rows)
+
+
+def wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+class Ingest:
+    """The real ingest service in a background thread."""
+
+    def __init__(self, s: Settings) -> None:
+        self.service = IngestService(s, s.ingest_workers, on_event=lambda _m: None)
+        self.thread = threading.Thread(target=self.service.run,
+                                       kwargs={"install_signals": False}, daemon=True)
+
+    def __enter__(self) -> Ingest:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.stop()
+        self.thread.join(120)
+
+
+def _t(stamp: str | None) -> float:
+    return datetime.fromisoformat(stamp).timestamp() if stamp else float("nan")
+
+
+def busy(client: Any) -> bool:
+    for dag_id in PIPELINE:
+        for state in ("queued", "running"):
+            if client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                              params={"state": state, "limit": 1})["total_entries"]:
+                return True
+    return False
+
+
+def signal_times(s: Settings, after: float) -> list[float]:
+    from cassandra.util import datetime_from_uuid1
+
+    with connect(s) as session:
+        rows = session.execute("SELECT signal_id, rows FROM ingest_signals WHERE signal_day = %s",
+                               (datetime.now(UTC).date(),))
+        return sorted(t for t in (datetime_from_uuid1(r.signal_id).replace(tzinfo=UTC).timestamp()
+                                  for r in rows if r.rows) if t >= after)
+
+
+def freshness(base: Settings, rounds: int) -> dict[str, Any]:
+    s = fresh(base, "fresh").model_copy(update={"signal_interval_s": 2.0})
+    try:
+        with AirflowService(s).client() as client:
+            # seed: two weeks, announced at once, until v1 scored the next day
+            last = SEED_FIRST + timedelta(days=SEED_DAYS - 1)
+            send_events(s, events_of_days(s, SEED_FIRST, last))
+            quiet = s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})
+            with Ingest(quiet):
+                wait(lambda: caught_up(s), 600, "the seed to land")
+            since = datetime.now(UTC).isoformat()
+            with connect(s) as session:
+                signaller = ArrivalSignaller(s, session)
+                signaller.tick(force=True)
+                signaller.close()
+            wait(lambda: any(r.summary for r in client.pipeline_runs("score_batch", since,
+                                                                      s.keyspace)),
+                 900, "the seeded pipeline to score")
+            wait(lambda: not busy(client), 600, "Airflow to be idle")
+            print(f"seeded {SEED_DAYS} days; rounds follow", flush=True)
+            results = []
+            with Ingest(s):
+                for i in range(rounds):
+                    day = last + timedelta(days=1 + i)
+                    events = events_of_days(s, day, day)
+                    since = datetime.now(UTC).isoformat()
+                    t0 = time.time()
+                    send_events(s, events)
+                    wait(lambda: caught_up(s), 300, "the day to land")
+                    landed = time.time() - t0
+                    time.sleep(s.signal_interval_s + 1)  # the trailing signal goes out
+                    wait(lambda: not busy(client) and caught_up(s), 900, "the pipeline")
+                    time.sleep(6)  # asset events queued by the last run turn into runs
+                    wait(lambda: not busy(client), 900, "the pipeline to be quiet")
+                    runs = {d: client.pipeline_runs(d, since, s.keyspace) for d in PIPELINE}
+                    score_runs = [r for r in runs["score_batch"] if r.summary]
+                    signals = signal_times(s, t0)
+                    builds = sorted(runs["build_features"], key=lambda r: _t(r.start_date))
+                    stage = {d: sum(_t(r.end_date) - _t(r.start_date) for r in runs[d]
+                                    if r.start_date and r.end_date) for d in PIPELINE}
+                    row = {
+                        "day": day.isoformat(), "events": len(events),
+                        "landing_s": landed,
+                        "trigger_s": (_t(builds[0].start_date) - signals[0]
+                                      if builds and signals else float("nan")),
+                        "features_s": stage["build_features"], "train_s": stage["train_model"],
+                        "score_s": stage["score_batch"],
+                        "end_to_end_s": max(_t(r.end_date) for r in score_runs) - t0
+                        if score_runs else float("nan"),
+                        "runs": {d: len(runs[d]) for d in PIPELINE},
+                        "retrained": any(r.summary for r in runs["train_model"]) or None,
+                    }
+                    results.append(row)
+                    print(json.dumps(row), flush=True)
+        keys = ["landing_s", "trigger_s", "features_s", "train_s", "score_s", "end_to_end_s"]
+        return {"rounds": results,
+                "p50": {k: statistics.median(r[k] for r in results) for k in keys}}
+    finally:
+        cleanup(s)
+
+
+def year_of_data(base: Settings, days: int) -> tuple[Settings, date]:
+    s = fresh(base, "year").model_copy(update={"signal_interval_s": 3600.0})
+    first = date(2013, 1, 1)
+    last = first + timedelta(days=days - 1)
+    t0 = time.time()
+    events = events_of_days(s, first, last)
+    send_events(s, events)
+    with Ingest(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
+        wait(lambda: caught_up(s), 1800, "a year to land")
+    print(f"landed {len(events):,} events of {first}..{last} in {time.time() - t0:.0f}s",
+          flush=True)
+    return s, last
+
+
+def rebuild(s: Settings, last: date) -> dict[str, Any]:
+    """Full rebuild of every scheduled date so far, then one new event date incrementally."""
+    days = [date(2013, 1, 1) + timedelta(days=i) for i in range((last - date(2013, 1, 1)).days + 2)]
+    t0 = time.perf_counter()
+    full = run_build(s, days=days)
+    full_s = time.perf_counter() - t0
+    new_day = last + timedelta(days=1)
+    events = events_of_days(s, new_day, new_day)
+    send_events(s, events)
+    with Ingest(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
+        wait(lambda: caught_up(s), 300, "the new day to land")
+    t0 = time.perf_counter()
+    inc = run_build(s, event_dates=[new_day])
+    inc_s = time.perf_counter() - t0
+    return {"full_s": full_s, "full_dates": len(full["dates"]), "full_flights": full["flights"],
+            "incremental_s": inc_s, "incremental_dates": inc["dates"],
+            "incremental_flights": inc["flights"], "ratio": inc_s / full_s}
+
+
+def scoring(s: Settings, last: date, days: int = 30) -> dict[str, Any]:
+    from cassandra.concurrent import execute_concurrent
+
+    trained = train_and_maybe_promote(s, force=True)
+    dates = [last - timedelta(days=days - 1 - i) for i in range(days)]
+    t0 = time.perf_counter()
+    ours = score_dates(s, dates)
+    total_s = time.perf_counter() - t0
+    # the ceiling: the same three writes per row, prepared, tuples built before the clock starts
+    with connect(s) as session:
+        rows = list(session.execute(
+            "SELECT sched_date, flight_id, scheduled_departure, carrier, origin, dest, "
+            "probability FROM predictions_by_date WHERE sched_date IN %s",
+            (tuple(dates),)))
+        latest = session.prepare(INSERT_LATEST.format(ks=s.keyspace))
+        by_date = session.prepare(INSERT_BY_DATE.format(ks=s.keyspace))
+        history = session.prepare(INSERT_HISTORY.format(ks=s.keyspace))
+        now = datetime.now(UTC)
+        statements: list[Any] = []
+        for r in rows:
+            common = (r.scheduled_departure, r.carrier, r.origin, r.dest, r.probability, 99, now)
+            statements += [(latest, (r.flight_id, r.sched_date, *common)),
+                           (by_date, (r.sched_date, r.flight_id, *common)),
+                           (history, (r.flight_id, 99, r.probability, now))]
+        t0 = time.perf_counter()
+        execute_concurrent(session, statements, concurrency=64, raise_on_first_error=True,
+                           results_generator=False)
+        bare_s = time.perf_counter() - t0
+    n = ours.scored
+    return {"model_version": trained.version, "roc_auc": trained.metrics.get("roc_auc"),
+            "naive_roc_auc": trained.metrics.get("naive_roc_auc"),
+            "rows": n, "total_s": total_s, "timings": ours.timings,
+            "rows_per_s": n / total_s, "predict_rows_per_s": n / ours.timings["predict"],
+            "write_rows_per_s": n / ours.timings["write"],
+            "bare_write_rows_per_s": len(rows) / bare_s,
+            "write_vs_bare": (n / ours.timings["write"]) / (len(rows) / bare_s),
+            "metrics": trained.metrics}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=["freshness", "rebuild", "scoring", "all"], default="all")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--year-days", type=int, default=364)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    base = get_settings()
+    figures: dict[str, Any] = {"machine": "2 shared cores, 24 GB; Kafka, Cassandra and Airflow "
+                               "co-located", "when": datetime.now(UTC).isoformat()}
+    if args.part in ("rebuild", "scoring", "all"):
+        s, last = year_of_data(base, args.year_days)
+        try:
+            if args.part in ("rebuild", "all"):
+                figures["rebuild"] = rebuild(s, last)
+                print(json.dumps(figures["rebuild"]), flush=True)
+            if args.part in ("scoring", "all"):
+                figures["scoring"] = scoring(s, last)
+                print(json.dumps(figures["scoring"], default=str), flush=True)
+        finally:
+            cleanup(s)
+    if args.part in ("freshness", "all"):
+        figures["freshness"] = freshness(base, args.rounds)
+        print(json.dumps(figures["freshness"]["p50"]), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
