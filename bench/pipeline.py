@@ -107,15 +107,6 @@ def _t(stamp: str | None) -> float:
     return datetime.fromisoformat(stamp).timestamp() if stamp else float("nan")
 
 
-def busy(client: Any) -> bool:
-    for dag_id in PIPELINE:
-        for state in ("queued", "running"):
-            if client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                              params={"state": state, "limit": 1})["total_entries"]:
-                return True
-    return False
-
-
 def signal_times(s: Settings, after: float) -> list[float]:
     from cassandra.util import datetime_from_uuid1
 
@@ -144,7 +135,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
             wait(lambda: any(r.summary for r in client.pipeline_runs("score_batch", since,
                                                                       s.keyspace)),
                  900, "the seeded pipeline to score")
-            wait(lambda: not busy(client), 600, "Airflow to be idle")
+            wait(lambda: not client.pipeline_busy(PIPELINE), 600, "Airflow to be idle")
             print(f"seeded {SEED_DAYS} days; rounds follow", flush=True)
             results = []
             with Ingest(s):
@@ -157,9 +148,9 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                     wait(lambda: caught_up(s), 300, "the day to land")
                     landed = time.time() - t0
                     time.sleep(s.signal_interval_s + 1)  # the trailing signal goes out
-                    wait(lambda: not busy(client) and caught_up(s), 900, "the pipeline")
+                    wait(lambda: not client.pipeline_busy(PIPELINE) and caught_up(s), 900, "the pipeline")
                     time.sleep(6)  # asset events queued by the last run turn into runs
-                    wait(lambda: not busy(client), 900, "the pipeline to be quiet")
+                    wait(lambda: not client.pipeline_busy(PIPELINE), 900, "the pipeline to be quiet")
                     runs = {d: client.pipeline_runs(d, since, s.keyspace) for d in PIPELINE}
                     score_runs = [r for r in runs["score_batch"] if r.summary]
                     signals = signal_times(s, t0)

@@ -251,7 +251,7 @@ class IngestWorker:
 
 def worker_main(settings: Settings, index: int) -> None:
     """Entry point of a worker process."""
-    logging.basicConfig(level=logging.INFO,
+    logging.basicConfig(level=settings.log_level,
                         format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("cassandra").setLevel(logging.ERROR)

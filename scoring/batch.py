@@ -90,7 +90,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         if champion is None:
             raise NoChampion("no champion model yet: train one first (`streamfit train`)")
         model = registry.load(champion)  # digest-checked: a corrupted artifact never scores
-        reference = next((v.reference for v in registry.versions() if v.version == champion), {})
+        version = next(v for v in registry.versions() if v.version == champion)
         store = FeatureStore(session, settings.keyspace)
         monitor = MonitoringStore(session, settings.keyspace)
         writer = PredictionWriter(session, settings.keyspace)
@@ -109,7 +109,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
             if frame.empty:
                 continue
             t = time.perf_counter()
-            frame = frame.assign(probability=predict(model, frame))
+            frame = frame.assign(probability=predict(model, frame, version.features))
             clock["predict"] += time.perf_counter() - t
             t = time.perf_counter()
             writer.write(day, frame, champion, scored_at)
@@ -119,7 +119,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
             frames.append(frame)
         if frames:
             scored = pd.concat(frames, ignore_index=True)
-            psi = drift(reference.get("features", {}), scored)
+            psi = drift(version.reference.get("features", {}), scored)
             monitor.record_run(ScoringRun(scored_at, champion, done, total,
                                           prediction_summary(scored["probability"].to_numpy()),
                                           psi, max(psi.values(), default=0.0)))

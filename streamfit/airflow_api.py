@@ -97,6 +97,15 @@ class AirflowClient:
                                     "order_by": "-timestamp"})
         return body.get("asset_events", [])  # type: ignore[no-any-return]
 
+    def pipeline_busy(self, dag_ids: tuple[str, ...]) -> bool:
+        """Whether any of these DAGs has a queued or running run."""
+        for dag_id in dag_ids:
+            for state in ("queued", "running"):
+                if self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                                params={"state": state, "limit": 1})["total_entries"]:
+                    return True
+        return False
+
     def pipeline_runs(self, dag_id: str, since: str, keyspace: str) -> list[PipelineRun]:
         """Finished runs of a streamfit pipeline DAG created after ``since`` that concern
         ``keyspace``: runs whose result names it, and skipped runs whose skip reason does."""

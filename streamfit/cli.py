@@ -367,7 +367,7 @@ def ingest_run(
     from ingest.service import IngestService
 
     settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("cassandra").setLevel(logging.ERROR)
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -53,7 +53,9 @@ def _caught_up(settings: Settings) -> tuple[int, int]:
 
 @contextmanager
 def ingest_running(settings: Settings, say: Say) -> Iterator[IngestService]:
-    service = IngestService(settings, settings.ingest_workers, on_event=lambda m: say(f"  {m}"))
+    # The story is told by this command; the workers only speak up about problems.
+    quiet = settings.model_copy(update={"log_level": "WARNING"})
+    service = IngestService(quiet, settings.ingest_workers, on_event=lambda m: say(f"  {m}"))
     thread = threading.Thread(target=service.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     try:
@@ -99,7 +101,7 @@ def watch(client: AirflowClient, settings: Settings, since: str, say: Say,
                     seen.add(run.run_id)
                     say(f"  Airflow ran [bold]{dag_id}[/] by itself ({run.run_type}): "
                         f"{run.state}{_brief(run)}")
-        if done(runs):
+        if done(runs) and not client.pipeline_busy(PIPELINE):
             return runs
         if time.monotonic() > deadline:
             raise DemoFailed(f"Airflow did not finish the pipeline within {timeout_s:.0f}s; "

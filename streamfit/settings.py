@@ -131,6 +131,8 @@ class Settings(BaseSettings):
         description="A challenger must beat the champion by more than this to be promoted.")
 
     # --- scoring and alerts ------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of streamfit processes (ingest workers, CLI).")
     alert_webhook_url: str | None = Field(
         default=None, description="POST a JSON alert here when a pipeline task fails for good "
         "(e.g. a Slack-compatible incoming webhook). Empty: alerts are only logged.")

@@ -30,7 +30,7 @@ from sklearn.model_selection import TimeSeriesSplit
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from features.pointintime import feature_names
+from features.pointintime import model_features
 
 log = logging.getLogger("streamfit.training")
 
@@ -92,7 +92,7 @@ def candidates() -> list[tuple[str, dict[str, Any], Any]]:
 def choose(train: pd.DataFrame, folds: int = 3, pool: Any = None
            ) -> tuple[str, dict[str, Any], Any, float]:
     """Pick the candidate with the best mean ROC AUC over time-ordered CV folds; refit on all."""
-    x = train[feature_names()].to_numpy(dtype=float)
+    x = train[model_features()].to_numpy(dtype=float)
     y = train["label"].to_numpy(dtype=int)
     best: tuple[str, dict[str, Any], Any, float] | None = None
     for name, params, model in (pool or candidates)():
@@ -112,8 +112,11 @@ def choose(train: pd.DataFrame, folds: int = 3, pool: Any = None
     return name, params, model, cv
 
 
-def predict(model: Any, frame: pd.DataFrame) -> np.ndarray:
-    return model.predict_proba(frame[feature_names()].to_numpy(dtype=float))[:, 1]
+def predict(model: Any, frame: pd.DataFrame, features: list[str] | None = None) -> np.ndarray:
+    """Probabilities of a late arrival; ``features`` is the list the model was trained on (its
+    registry version's), so older versions keep working when the feature set changes."""
+    names = features or model_features()
+    return model.predict_proba(frame.reindex(columns=names).to_numpy(dtype=float))[:, 1]
 
 
 def gate(metric: str, candidate: float, champion: float | None, tolerance: float
@@ -156,7 +159,7 @@ def reference_of(train: pd.DataFrame, y_holdout: np.ndarray, p_holdout: np.ndarr
     and the holdout's ROC curve, calibration and prediction distribution (for the report)."""
     from scoring.monitoring import calibration_bins, prediction_summary, reference_profiles, roc_points
 
-    return {"features": reference_profiles(train, feature_names()),
+    return {"features": reference_profiles(train, model_features()),
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
                         "calibration": calibration_bins(y_holdout, p_holdout),
                         "predictions": prediction_summary(p_holdout)}}
@@ -225,13 +228,14 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
         window = {"start": dates[0].isoformat(), "end": end.isoformat(),
                   "holdout_start": str(pd.to_datetime(holdout["scheduled_departure"],
                                                       utc=True).min().date())}
-        version = registry.register(model, name, params, metrics, feature_names(), window,
+        version = registry.register(model, name, params, metrics, model_features(), window,
                                     lineage_of(parts, dates), reference_of(train, y, p_holdout))
         metric = settings.promotion_metric
         champ_score = None
         if champion is not None:
             champ_model = registry.load(champion)
-            champ_score = score(y, predict(champ_model, holdout))[metric]
+            champ_score = score(y, predict(champ_model, holdout,
+                                           versions[champion].features))[metric]
         promoted, reason = gate(metric, metrics[metric], champ_score,
                                 settings.promotion_tolerance)
         registry.record_decision(version, champion, metric, metrics[metric], champ_score,

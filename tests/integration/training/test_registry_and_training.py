@@ -10,7 +10,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 
 from features.build import INSERT_FEATURES, INSERT_PARTITION
-from features.pointintime import feature_names
+from features.pointintime import feature_names, model_features
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
 from training.registry import ModelIntegrityError, Registry
@@ -58,9 +58,9 @@ def test_first_model_becomes_champion_with_metrics_and_lineage(trained: Settings
         [v] = registry.versions()
         assert v.train_window["end"] == (START + timedelta(days=29)).isoformat()
         assert v.lineage["kafka_offsets"]["t"]["0"] == [0, 2999]
-        assert v.features == feature_names()
+        assert v.features == model_features()
         model = registry.load(1)
-        assert model.predict_proba(np.zeros((1, len(feature_names())))).shape == (1, 2)
+        assert model.predict_proba(np.zeros((1, len(model_features())))).shape == (1, 2)
 
         # too little new data: the retrain is skipped and says why
         skipped = train_and_maybe_promote(trained)

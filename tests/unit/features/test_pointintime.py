@@ -106,3 +106,12 @@ def test_a_resent_event_counts_once() -> None:
                                              "2013-01-01T09:00Z"]})
     out = _latest_per_flight(frame, "actual_arrival").set_index("flight_id")
     assert len(out) == 2 and out.loc["A", "arr_delay"] == 50.0
+
+
+def test_models_are_not_fed_features_that_only_tell_the_time() -> None:
+    from features.pointintime import model_features
+
+    used = model_features()
+    assert set(used) < set(feature_names())
+    assert not [n for n in used if n.startswith("n_")] and "day_of_year" not in used
+    assert {"late_rate_route_28d", "wx_visib", "plane_seats", "sched_hour"} <= set(used)
