@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 import pandas as pd
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
@@ -27,6 +29,8 @@ log = logging.getLogger("streamfit.features")
 
 FEATURE_VERSION = 1
 HISTORY_DAYS = max(w.days for w in WINDOWS.values()) + 1
+#: One date's window: HISTORY_DAYS + 2 event dates of arrivals and of schedules, two of weather.
+CACHED_PARTITIONS = 2 * (HISTORY_DAYS + 4) + 4
 
 INSERT_FEATURES = """
 INSERT INTO {ks}.flight_features (sched_date, flight_id, scheduled_departure, carrier, origin,
@@ -68,10 +72,24 @@ class FeatureStore:
         self._select = session.prepare(SELECT_FEATURES.format(ks=keyspace))
         self._insert_partition = session.prepare(INSERT_PARTITION.format(ks=keyspace))
         self._partitions = session.prepare(SELECT_PARTITIONS.format(ks=keyspace))
+        self._cache: OrderedDict[tuple[date, str], list[dict[str, Any]]] = OrderedDict()
+
+    def _payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
+        """Parsed payloads of one raw partition. Consecutive dates share most of their window
+        (a full rebuild asked each partition ~60 times), so a small LRU of parsed partitions
+        keeps it to about one read each; memory stays bounded by CACHED_PARTITIONS."""
+        key = (day, event_type)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        rows = [orjson.loads(p) for p in self.raw.read_payloads(day, event_type)]
+        self._cache[key] = rows
+        if len(self._cache) > CACHED_PARTITIONS:
+            self._cache.popitem(last=False)
+        return rows
 
     def _frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
-        rows = [json.loads(p) for d in days for p in self.raw.read_payloads(d, event_type)]
-        return pd.DataFrame(rows)
+        return pd.DataFrame([row for d in days for row in self._payloads(d, event_type)])
 
     def inputs(self, day: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """Flights departing ``day``, the arrival history before it, and the weather."""
