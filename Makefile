@@ -14,7 +14,7 @@ demo: install
 	$(BIN)/streamfit stack up
 	$(BIN)/streamfit db migrate
 	$(BIN)/streamfit selfcheck
-	$(BIN)/streamfit demo --from 2013-01-01 --to 2013-01-07
+	$(BIN)/streamfit demo --from 2013-01-01 --weeks 3 --more-days 7
 
 test: install tools lint
 	$(BIN)/pytest
@@ -73,6 +73,7 @@ stack-status:
 bench: install
 	$(BIN)/streamfit stack up
 	$(BIN)/python bench/ingest.py --json bench/results/ingest.json
+	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
 
 clean:
 	-$(BIN)/streamfit stack down

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from features.build import run_build  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
 from ingest.service import IngestService, ensure_topics  # noqa: E402
-from ingest.signal import ArrivalSignaller  # noqa: E402
+from ingest.signal import signal_now  # noqa: E402
 from ingest.status import group_status  # noqa: E402
 from scoring.batch import INSERT_BY_DATE, INSERT_HISTORY, INSERT_LATEST, score_dates  # noqa: E402
 from streamfit import kafka as kafka_io  # noqa: E402
@@ -128,10 +128,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
             with Ingest(quiet):
                 wait(lambda: caught_up(s), 600, "the seed to land")
             since = datetime.now(UTC).isoformat()
-            with connect(s) as session:
-                signaller = ArrivalSignaller(s, session)
-                signaller.tick(force=True)
-                signaller.close()
+            signal_now(s)
             wait(lambda: any(r.summary for r in client.pipeline_runs("score_batch", since,
                                                                       s.keyspace)),
                  900, "the seeded pipeline to score")

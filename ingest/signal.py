@@ -161,3 +161,16 @@ class ArrivalSignaller:
             log.info("signalled %s: %d rows, dates %s", catalog.RAW_EVENTS.name, pending.rows,
                      extra["event_dates"])
         return extra
+
+
+def signal_now(settings: Settings) -> dict[str, Any] | None:
+    """Announce whatever landed since the last signal, now (``streamfit ingest signal``);
+    returns the signal's ``extra``, or None when nothing new landed."""
+    from streamfit.cassandra import connect
+
+    with connect(settings) as session:
+        signaller = ArrivalSignaller(settings, session)
+        try:
+            return signaller.tick(force=True)
+        finally:
+            signaller.close()

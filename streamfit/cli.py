@@ -407,16 +407,9 @@ def ingest_status(
 @handle_errors
 def ingest_signal() -> None:
     """Send the data-arrival signal now for whatever landed since the last one."""
-    from ingest.signal import ArrivalSignaller
-    from streamfit.cassandra import connect
+    from ingest.signal import signal_now
 
-    settings = _settings()
-    with connect(settings) as session:
-        signaller = ArrivalSignaller(settings, session)
-        try:
-            extra = signaller.tick(force=True)
-        finally:
-            signaller.close()
+    extra = signal_now(_settings())
     console.print(json.dumps(extra, indent=2) if extra else "nothing new landed since the last "
                   "signal")
 

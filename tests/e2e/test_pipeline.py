@@ -21,7 +21,7 @@ import pytest
 from features.build import dates_to_rebuild
 from ingest.producer import send_events
 from ingest.service import ensure_topics
-from ingest.signal import ArrivalSignaller
+from ingest.signal import signal_now
 from scoring.monitoring import MonitoringStore
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
@@ -82,12 +82,7 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
     with running_ingest(unreachable, workers=2):
         wait_caught_up(s)
     since = datetime.now(UTC).isoformat()
-    with connect(s) as session:
-        signaller = ArrivalSignaller(s, session)
-        try:
-            extra = signaller.tick(force=True)
-        finally:
-            signaller.close()
+    extra = signal_now(s)
     assert extra is not None and extra["rows"] == len(first) and extra["keyspace"] == s.keyspace
 
     with AirflowService(s).client() as client:
