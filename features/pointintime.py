@@ -116,6 +116,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     # weather: latest observation at or before the scheduled hour, per origin
     w = weather.copy()
     w["observed_at"] = _utc(w["observed_at"])
+    # merge_asof wants the same dtype on both sides: an empty weather frame has object columns
+    w["origin"] = w["origin"].astype(f["origin"].dtype)
     left = f[["origin", "scheduled_departure"]].reset_index()
     left["hour"] = left["scheduled_departure"].dt.floor("h")
     wx = pd.merge_asof(left.sort_values("hour"), w.sort_values("observed_at"),

@@ -115,3 +115,11 @@ def test_models_are_not_fed_features_that_only_tell_the_time() -> None:
     assert set(used) < set(feature_names())
     assert not [n for n in used if n.startswith("n_")] and "day_of_year" not in used
     assert {"late_rate_route_28d", "wx_visib", "plane_seats", "sched_hour"} <= set(used)
+
+
+def test_a_day_without_any_weather_yet_builds_with_missing_weather() -> None:
+    """Seen in a full rebuild: an empty weather frame (object dtype) broke merge_asof."""
+    empty = pd.DataFrame(columns=["origin", "observed_at"])
+    feats = build_features(_flights(), _history([], []), empty, PLANES)
+    assert len(feats) == 3 and feats["wx_temp"].isna().all()
+    assert (feats["plane_seats"] == 55).all()
