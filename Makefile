@@ -74,6 +74,7 @@ bench: install
 	$(BIN)/streamfit stack up
 	$(BIN)/python bench/ingest.py --json bench/results/ingest.json
 	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
+	$(BIN)/python bench/serving.py --json bench/results/serving.json
 
 clean:
 	-$(BIN)/streamfit stack down

@@ -98,6 +98,11 @@ class FeatureStore:
         if not sched.empty:
             dep = pd.to_datetime(sched["scheduled_departure"], utc=True)
             sched = sched[dep.dt.date == day]
+        return (sched, *self.context(day))
+
+    def context(self, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """What the features of any flight departing ``day`` may draw on: the arrival history
+        (with each arrival's schedule) and the weather of that day and the one before."""
         # Arrivals up to the next event date: evening departures land after midnight UTC, and
         # their arrival is this date's label. Features still see only arrivals before departure.
         past = [day + timedelta(days=1) - timedelta(days=i) for i in range(HISTORY_DAYS + 2)]
@@ -117,7 +122,7 @@ class FeatureStore:
             arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"],
                                                    utc=True).dt.hour
         weather = self._frame([day - timedelta(days=1), day], "weather_observed")
-        return sched, arrived, weather
+        return arrived, weather
 
     def partitions(self) -> pd.DataFrame:
         """The built scheduled dates (one small partition): flights, labelled, sources."""

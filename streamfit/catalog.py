@@ -69,7 +69,7 @@ def for_each_keyspace(settings: Any, extras: list[dict[str, Any]],
     done: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for keyspace, group in sorted(groups.items()):
-        if not _valid_keyspace(keyspace) or keyspace not in existing:
+        if not valid_keyspace(keyspace) or keyspace not in existing:
             skipped[keyspace] = "no such keyspace (run `streamfit db migrate` for it)"
             log.warning("skipping keyspace %r: it does not exist", keyspace)
             continue
@@ -81,5 +81,5 @@ def for_each_keyspace(settings: Any, extras: list[dict[str, Any]],
     return {"by_keyspace": done, "skipped": skipped}
 
 
-def _valid_keyspace(name: str) -> bool:
+def valid_keyspace(name: str) -> bool:
     return bool(name) and name.replace("_", "").isalnum() and name[0].isalpha() and len(name) <= 48

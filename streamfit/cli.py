@@ -8,6 +8,7 @@ settings) or 1 (a service failed).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ features_app = typer.Typer(help="Flight features in Cassandra.", no_args_is_help
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
+predictions_app = typer.Typer(help="Read predictions from Cassandra.", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
 
 # Wide tables when piped (make demo, CI logs); the terminal's width when interactive.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -58,6 +61,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     """Our narrow exception classes (imported only when something failed: keeps start-up fast)."""
     from ingest.producer import ProduceFailed
     from scoring.batch import NoChampion
+    from scoring.client import BadPageToken
+    from scoring.ondemand import TransientError
     from streamfit.airflow_api import AirflowAPIError
     from streamfit.cassandra import CassandraUnavailable
     from streamfit.demo import DemoFailed
@@ -67,7 +72,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from training.registry import ModelIntegrityError, ModelNotFound
 
     return (StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
-            ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed)
+            ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed,
+            TransientError, BadPageToken)
 
 
 def handle_errors(func: F) -> F:
@@ -519,11 +525,28 @@ def score(
     day: Annotated[list[str], typer.Option("--date", help="Scheduled date to score (repeatable).")],
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Only flights departing after this time (ISO-8601 with zone).")] = None,
+    transient: Annotated[bool, typer.Option(
+        "--transient", help="Train a throw-away model for this request instead of using the "
+        "champion; store its predictions under a request id (never registered).")] = False,
 ) -> None:
     """Score the flights of scheduled dates with the champion; write predictions to Cassandra."""
     from datetime import datetime
 
     from scoring.batch import score_dates
+
+    if transient:
+        import uuid
+
+        from scoring.ondemand import run_transient
+
+        summary = run_transient(_settings(), uuid.uuid4().hex,
+                                [_parse_day(d, "--date") for d in day])
+        console.print(f"transient request {summary['request_id']}: {summary['scored']:,} flights "
+                      f"scored by a {summary['algorithm']} trained on "
+                      f"{summary['train_window']['start']}..{summary['train_window']['end']} "
+                      f"(holdout ROC AUC {summary['metrics']['roc_auc']:.4f}); the model was "
+                      "discarded")
+        return
 
     when = None
     if as_of:
@@ -727,6 +750,93 @@ def _print_predictions(settings: Any, day: Any, limit: int) -> None:
         table.add_row(r.flight_id, f"{r.scheduled_departure:%H:%M}", f"{r.origin}-{r.dest}",
                       f"{r.probability:.3f}", f"v{r.model_version}")
     console.print(table)
+
+
+@predictions_app.command("get")
+@handle_errors
+def predictions_get(
+    flight_id: Annotated[str, typer.Argument(help="e.g. UA1545-EWR-20130101")],
+    history: Annotated[bool, typer.Option("--history", help="Also every model's prediction.")
+                       ] = False,
+) -> None:
+    """The latest prediction of one flight."""
+    from scoring.client import PredictionClient
+
+    with PredictionClient.open(_settings()) as client:
+        found = client.latest(flight_id)
+        if found is None:
+            err.print(f"no prediction for flight {flight_id!r} (check the id, e.g. with "
+                      "`streamfit predictions list --date D`)")
+            raise typer.Exit(1)
+        console.print_json(json.dumps(found.as_dict()))
+        if history:
+            for h in client.history(flight_id):
+                when = f"{h.scored_at:%Y-%m-%d %H:%M:%S}"
+                console.print(f"v{h.model_version}: {h.probability:.4f} at {when}")
+
+
+@predictions_app.command("list")
+@handle_errors
+def predictions_list(
+    day: Annotated[str, typer.Option("--date", help="Scheduled date (UTC), YYYY-MM-DD.")],
+    carrier: Annotated[str | None, typer.Option("--carrier", help="Two-letter carrier code.")
+                       ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000,
+                                       help="At most this many rows.")] = 1000,
+) -> None:
+    """Predictions of one scheduled date (read page by page)."""
+    import csv
+
+    from scoring.client import PredictionClient
+
+    if fmt not in ("table", "json", "csv"):
+        raise typer.BadParameter(f"{fmt!r}: choose table, json or csv", param_hint="--format")
+    if carrier is not None and not re.fullmatch(r"[A-Z0-9]{2}", carrier):
+        raise typer.BadParameter(f"{carrier!r} is not a carrier code like UA or 9E",
+                                 param_hint="--carrier")
+    when = _parse_day(day, "--date")
+    rows: list[dict[str, Any]] = []
+    with PredictionClient.open(_settings()) as client:
+        token = None
+        while len(rows) < limit:
+            page = client.for_date(when, carrier, min(1000, limit - len(rows)), token)
+            rows += [p.as_dict() for p in page.items]
+            token = page.next_token
+            if token is None:
+                break
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["flight_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table = Table(title=f"predictions for {when}" + (f", carrier {carrier}" if carrier else ""))
+        for col in ("flight", "departs (UTC)", "route", "probability", "model", "scored at"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["flight_id"], r["scheduled_departure"][11:16],
+                          f"{r['origin']}-{r['dest']}", f"{r['probability']:.3f}",
+                          f"v{r['model_version']}", r["scored_at"][:19])
+        console.print(table)
+    if not rows:
+        err.print(f"no predictions for {when}; batch scoring writes them (`streamfit score`)")
+
+
+@app.command("serve")
+@handle_errors
+def serve() -> None:
+    """Start the predictions HTTP API (STREAMFIT_API_HOST:STREAMFIT_API_PORT; docs at /docs)."""
+    import uvicorn
+
+    from scoring.api import create_app
+
+    settings = _settings()
+    console.print(f"serving http://{settings.api_host}:{settings.api_port} (docs at /docs)"
+                  + ("; API key required" if settings.api_key else ""))
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level="warning")
 
 
 @app.command("settings")

@@ -225,6 +225,21 @@ MIGRATIONS: tuple[Migration, ...] = (
                PRIMARY KEY ((model), model_version, sched_date)
            ) WITH CLUSTERING ORDER BY (model_version DESC, sched_date DESC)""",
     )),
+    Migration(7, "transient-model predictions (kept a week)", (
+        # One partition per request; the static columns describe the throw-away model.
+        """CREATE TABLE IF NOT EXISTS {ks}.transient_predictions (
+               request_id text,
+               flight_id text,
+               sched_date date,
+               probability double,
+               scored_at timestamp,
+               algorithm text STATIC,
+               train_window text STATIC,
+               metrics text STATIC,
+               finished_at timestamp STATIC,
+               PRIMARY KEY ((request_id), flight_id)
+           ) WITH default_time_to_live = 604800""",
+    )),
 )
 
 

