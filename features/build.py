@@ -34,7 +34,8 @@ CACHED_PARTITIONS = 2 * (HISTORY_DAYS + 4) + 4
 
 INSERT_FEATURES = """
 INSERT INTO {ks}.flight_features (sched_date, flight_id, scheduled_departure, carrier, origin,
-                                  dest, features, arr_delay, label, feature_version, built_at)
+                                  dest, feature_values, arr_delay, label, feature_version,
+                                  built_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_PARTITION = """
 INSERT INTO {ks}.feature_partitions (feature_set, sched_date, flights, labelled, sources, built_at)
@@ -43,7 +44,8 @@ SELECT_PARTITIONS = """
 SELECT sched_date, flights, labelled, sources FROM {ks}.feature_partitions
 WHERE feature_set = 'flights'"""
 SELECT_FEATURES = """
-SELECT flight_id, scheduled_departure, carrier, origin, dest, features, arr_delay, label
+SELECT flight_id, scheduled_departure, carrier, origin, dest, feature_values, features,
+       arr_delay, label
 FROM {ks}.flight_features WHERE sched_date = ?"""
 
 
@@ -166,7 +168,9 @@ class FeatureStore:
         if not rows:
             return pd.DataFrame()
         names = feature_names()
-        data = pd.DataFrame([{n: (r.features or {}).get(n, float("nan")) for n in names}
+        # feature_values (migration 8) replaced the non-frozen `features` map of older rows
+        data = pd.DataFrame([{n: (r.feature_values or r.features or {}).get(n, float("nan"))
+                              for n in names}
                              for r in rows])
         meta = pd.DataFrame({"flight_id": [r.flight_id for r in rows],
                              "scheduled_departure": [r.scheduled_departure for r in rows],

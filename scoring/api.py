@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         cluster = make_cluster(s)
         session = cluster.connect(s.keyspace)
-        state.update(session=session, client=PredictionClient(session, s.keyspace),
+        key = s.api_key.get_secret_value().encode() if s.api_key else None
+        state.update(session=session, client=PredictionClient(session, s.keyspace, key),
                      champion=ChampionCache(session, s.keyspace, s.api_champion_refresh_s),
                      store=FeatureStore(session, s.keyspace), planes=planes_reference())
         try:

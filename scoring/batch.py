@@ -40,6 +40,11 @@ INSERT INTO {ks}.predictions_history (flight_id, model_version, probability, sco
 VALUES (?, ?, ?, ?)"""
 
 
+#: Rows of one predictions_by_date partition per unlogged batch (small enough to stay well
+#: under Cassandra's batch size warning threshold).
+BY_DATE_BATCH = 40
+
+
 class NoChampion(RuntimeError):
     """There is no champion model yet: train one first (`streamfit train`)."""
 
@@ -64,14 +69,24 @@ class PredictionWriter:
         self._history = session.prepare(INSERT_HISTORY.format(ks=keyspace))
 
     def write(self, day: date, frame: pd.DataFrame, version: int, scored_at: datetime) -> None:
-        statements: list[tuple[Any, tuple[object, ...]]] = []
+        from cassandra.query import BatchStatement, BatchType
+
+        statements: list[Any] = []
+        by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
         for r in frame.itertuples(index=False):
             when = pd.Timestamp(r.scheduled_departure).to_pydatetime()
             common = (when, r.carrier, r.origin, r.dest, float(r.probability), version, scored_at)
             statements.append((self._latest, (r.flight_id, day, *common)))
-            statements.append((self._by_date, (day, r.flight_id, *common)))
             statements.append((self._history, (r.flight_id, version, float(r.probability),
                                                scored_at)))
+            # One date is one partition of predictions_by_date: its rows travel in unlogged
+            # batches (one request and one mutation per batch, as ingest does for raw events).
+            by_date.add(self._by_date, (day, r.flight_id, *common))
+            if len(by_date) >= BY_DATE_BATCH:
+                statements.append((by_date, ()))
+                by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
+        if len(by_date):
+            statements.append((by_date, ()))
         execute_concurrent(self.session, statements, concurrency=self.concurrency,
                            raise_on_first_error=True, results_generator=False)
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from cassandra import InvalidRequest, ProtocolException
 from cassandra.cluster import Session
 
 from streamfit.settings import Settings
@@ -89,10 +90,14 @@ def _prediction(r: Any) -> Prediction:
 
 
 class PredictionClient:
-    def __init__(self, session: Session, keyspace: str) -> None:
+    def __init__(self, session: Session, keyspace: str, token_key: bytes | None = None) -> None:
         ks = keyspace
         self.session = session
         self.keyspace = keyspace
+        # Page tokens carry Cassandra's paging state with an HMAC over it and the query. A
+        # forged or corrupted paging state must never reach Cassandra: the driver treats the
+        # protocol error as a broken connection and marks the node down for every caller.
+        self._token_key = token_key or hashlib.sha256(f"streamfit-page:{ks}".encode()).digest()
         self._latest = session.prepare(
             f"SELECT {COLUMNS} FROM {ks}.predictions_latest WHERE flight_id = ?")
         self._by_date = session.prepare(
@@ -126,17 +131,28 @@ class PredictionClient:
         statement = self._by_date_carrier if carrier else self._by_date
         bound = statement.bind((day, carrier) if carrier else (day,))
         bound.fetch_size = page_size
-        state = _decode_token(page_token) if page_token else None
-        try:
-            result = self.session.execute(bound, paging_state=state)
-        except (InvalidRequest, ProtocolException) as exc:
-            if state is None:
-                raise
-            raise BadPageToken(f"page token was refused ({type(exc).__name__}): pass next_token "
-                               "back unchanged, with the same date and carrier") from None
+        scope = f"{day.isoformat()}|{carrier or ''}".encode()
+        state = self._open(page_token, scope) if page_token else None
+        result = self.session.execute(bound, paging_state=state)
         items = [_prediction(r) for r in result.current_rows]
         token = result.paging_state
-        return Page(items, base64.urlsafe_b64encode(token).decode() if token else None)
+        return Page(items, self._seal(token, scope) if token else None)
+
+    def _seal(self, state: bytes, scope: bytes) -> str:
+        mac = hmac.new(self._token_key, scope + b"|" + state, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac + state).decode()
+
+    def _open(self, token: str, scope: bytes) -> bytes:
+        try:
+            raw = base64.urlsafe_b64decode(token.encode())
+        except (binascii.Error, ValueError):
+            raw = b""
+        mac, state = raw[:16], raw[16:]
+        expected = hmac.new(self._token_key, scope + b"|" + state, hashlib.sha256).digest()[:16]
+        if not state or not hmac.compare_digest(mac, expected):
+            raise BadPageToken("page token is not valid for this query: pass next_token back "
+                               "unchanged, with the same date and carrier")
+        return state
 
     def history(self, flight_id: str) -> list[HistoryEntry]:
         return [HistoryEntry(r.model_version, r.probability, _utc(r.scored_at))
@@ -152,13 +168,3 @@ class PredictionClient:
         v = next(v for v in registry.versions() if v.version == version)
         return ChampionInfo(v.version, v.algorithm, _utc(v.created_at), v.train_window,
                             v.metrics, v.features)
-
-
-def _decode_token(token: str) -> bytes:
-    try:
-        raw = base64.urlsafe_b64decode(token.encode())
-    except (binascii.Error, ValueError):
-        raise BadPageToken("page token is not valid: pass next_token back unchanged") from None
-    if not raw:
-        raise BadPageToken("page token is empty: pass next_token back unchanged")
-    return raw

@@ -728,6 +728,11 @@ def demo(
     _print_predictions(settings, story["predicted_day"], 10)
     console.print("[bold]5. the report[/]")
     report(None)
+    console.print("[bold]6. asking the HTTP API (`streamfit serve`)[/]")
+    from streamfit.demo import query_api
+
+    for line in query_api(settings, story["predicted_day"]):
+        console.print(f"  {line}")
     console.print(f"first {weeks} weeks: {story['first']['events']:,} events to predictions in "
                   f"{story['first']['seconds']:.0f}s; {more_days} more days: "
                   f"{story['more']['events']:,} events to new predictions in "

@@ -156,3 +156,52 @@ def run_story(settings: Settings, first: date, weeks: int, more_days: int, say: 
                        "retrained": [r.state for r in runs["train_model"]]}
         out["predicted_day"] = more_last + timedelta(days=1)
     return out
+
+
+def query_api(settings: Settings, day: date) -> list[str]:
+    """Start ``streamfit serve``, ask it for a stored prediction and an on-demand score, stop it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    from streamfit.cassandra import connect
+
+    with connect(settings) as session:
+        row = session.execute("SELECT flight_id, carrier, origin, dest, scheduled_departure "
+                              "FROM predictions_by_date WHERE sched_date = %s LIMIT 1",
+                              (day,)).one()
+    if row is None:
+        return [f"no predictions for {day} to ask about"]
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    server = subprocess.Popen(  # noqa: S603 - our own CLI
+        [str(Path(sys.executable).parent / "streamfit"), "serve"], env=dict(os.environ),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    headers = ({"X-API-Key": settings.api_key.get_secret_value()} if settings.api_key else {})
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    health = http.get("/health").json()
+                    break
+                except httpx.TransportError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        why = server.stderr.read() if server.stderr else ""
+                        raise DemoFailed(f"the API did not start: {why}") from None
+                    time.sleep(0.5)
+            stored = http.get(f"/predictions/{row.flight_id}").json()
+            flight = {"flight_id": row.flight_id, "carrier": row.carrier, "origin": row.origin,
+                      "dest": row.dest, "scheduled_departure":
+                      row.scheduled_departure.replace(tzinfo=UTC).isoformat()}
+            scored = http.post("/score", json={"flights": [flight]}).json()
+    finally:
+        server.terminate()
+        server.wait(30)
+    return [f"GET  {url}/health -> champion v{health['champion']}",
+            f"GET  /predictions/{row.flight_id} -> {stored['probability']:.3f} "
+            f"(v{stored['model_version']}, scored {stored['scored_at'][:19]})",
+            f"POST /score {row.flight_id} -> {scored['predictions'][0]['probability']:.3f} "
+            f"(v{scored['model_version']}, features computed now from the raw events)"]

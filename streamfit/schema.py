@@ -240,6 +240,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                PRIMARY KEY ((request_id), flight_id)
            ) WITH default_time_to_live = 604800""",
     )),
+    Migration(8, "flight features as one frozen cell (no tombstone per rebuild)", (
+        # Overwriting a non-frozen map writes a range tombstone first: a date rebuilt after
+        # every signal piled up tombstones (warnings at ~1,000 per partition read). A frozen
+        # map is one cell, replaced in place. The old column stays for rows built before.
+        "ALTER TABLE {ks}.flight_features ADD IF NOT EXISTS feature_values "
+        "frozen<map<text, double>>",
+    )),
 )
 
 
