@@ -164,7 +164,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                         "end_to_end_s": max(_t(r.end_date) for r in score_runs) - t0
                         if score_runs else float("nan"),
                         "runs": {d: len(runs[d]) for d in PIPELINE},
-                        "retrained": any(r.summary for r in runs["train_model"]) or None,
+                        "promoted": any(r.summary for r in runs["train_model"]),
                     }
                     results.append(row)
                     print(json.dumps(row), flush=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,27 +69,38 @@ def dates_to_rebuild(event_dates: Iterable[str | date]) -> list[date]:
 
 
 class FeatureStore:
-    def __init__(self, session: Session, keyspace: str) -> None:
+    def __init__(self, session: Session, keyspace: str, cache_ttl_s: float | None = None) -> None:
+        """``cache_ttl_s``: how long a parsed raw partition may be reused. None (a build run,
+        which is short): for the whole run. A long-lived reader (the API) passes a few seconds,
+        so data that lands later is seen."""
         self.session = session
         self.raw = IngestStore(session, keyspace)
         self._insert = session.prepare(INSERT_FEATURES.format(ks=keyspace))
         self._select = session.prepare(SELECT_FEATURES.format(ks=keyspace))
         self._insert_partition = session.prepare(INSERT_PARTITION.format(ks=keyspace))
         self._partitions = session.prepare(SELECT_PARTITIONS.format(ks=keyspace))
-        self._cache: OrderedDict[tuple[date, str], list[dict[str, Any]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[date, str], tuple[float, list[dict[str, Any]]]] = \
+            OrderedDict()
+        self._ttl = cache_ttl_s
+        self._lock = threading.Lock()
 
     def _payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
         """Parsed payloads of one raw partition. Consecutive dates share most of their window
         (a full rebuild asked each partition ~60 times), so a small LRU of parsed partitions
         keeps it to about one read each; memory stays bounded by CACHED_PARTITIONS."""
         key = (day, event_type)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
+                self._cache.move_to_end(key)
+                return hit[1]
         rows = [orjson.loads(p) for p in self.raw.read_payloads(day, event_type)]
-        self._cache[key] = rows
-        if len(self._cache) > CACHED_PARTITIONS:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = (now, rows)
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHED_PARTITIONS:
+                self._cache.popitem(last=False)
         return rows
 
     def _frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:

@@ -120,7 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         key = s.api_key.get_secret_value().encode() if s.api_key else None
         state.update(session=session, client=PredictionClient(session, s.keyspace, key),
                      champion=ChampionCache(session, s.keyspace, s.api_champion_refresh_s),
-                     store=FeatureStore(session, s.keyspace), planes=planes_reference())
+                     # raw partitions reused for 10 s at most: new events are seen soon after
+                     store=FeatureStore(session, s.keyspace, cache_ttl_s=10.0),
+                     planes=planes_reference())
         try:
             yield
         finally:
