@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench clean
+.PHONY: chaos demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench clean
 
 demo: install
 	$(BIN)/streamfit stack up
@@ -59,6 +59,10 @@ integration: install
 
 e2e: install
 	$(BIN)/pytest tests/e2e
+
+# Fault-injection scenarios at full size (200k+ events, 30 s outages); `make test` runs them reduced.
+chaos: install
+	STREAMFIT_CHAOS_SIZE=full $(BIN)/pytest tests/chaos
 
 stack-up: install
 	$(BIN)/streamfit stack up

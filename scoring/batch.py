@@ -101,10 +101,11 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
 
     with connect(settings) as session:
         registry = Registry(session, settings.keyspace)
-        champion = registry.aliases().get("champion")
-        if champion is None:
+        # digest-checked: a corrupted artifact never scores; the previous champion does
+        loaded = registry.load_champion()
+        if loaded is None:
             raise NoChampion("no champion model yet: train one first (`streamfit train`)")
-        model = registry.load(champion)  # digest-checked: a corrupted artifact never scores
+        champion, model = loaded
         version = next(v for v in registry.versions() if v.version == champion)
         store = FeatureStore(session, settings.keyspace)
         monitor = MonitoringStore(session, settings.keyspace)

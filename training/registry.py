@@ -136,5 +136,28 @@ class Registry:
             REGISTRY_PARTITION, datetime.now(UTC), candidate, champion, metric, candidate_score,
             champion_score, tolerance, promoted, reason))
 
+    def load_champion(self) -> tuple[int, Any] | None:
+        """The champion, loaded; if its artifact fails the digest check, the champion before it
+        (and so on back through the promotions), so a corrupted artifact never stops scoring.
+        None when there is no champion."""
+        import logging
+
+        current = self.aliases().get("champion")
+        if current is None:
+            return None
+        order = [current]
+        for d in self.decisions(200):  # newest first: who was champion before each promotion
+            if d.promoted and d.candidate == order[-1] and d.champion and d.champion not in order:
+                order.append(d.champion)
+        for version in order:
+            try:
+                return version, self.load(version)
+            except ModelIntegrityError as exc:
+                logging.getLogger("streamfit.registry").error(
+                    "champion candidate v%d refused: %s; trying the previous champion", version,
+                    exc)
+        raise ModelIntegrityError(f"no champion artifact passes its digest check (tried "
+                                  f"{order}); retrain (`streamfit train --force`)")
+
     def decisions(self, limit: int = 20) -> list[Any]:
         return list(self.session.execute(self._decisions, (REGISTRY_PARTITION, limit)))

