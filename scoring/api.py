@@ -227,7 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              for v in registry.versions()[:100]]}
 
     @app.post("/transient", response_model=TransientAccepted, status_code=202,
-              dependencies=guarded)
+              dependencies=guarded, responses={503: {"description": "Airflow unreachable"}})
     def transient(body: TransientRequest) -> dict[str, Any]:
         """Ask for a model trained only for this request (run by the ``transient_score`` DAG);
         poll ``GET /transient/{request_id}`` for the predictions."""
@@ -235,15 +235,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, "give `dates` or `flights` to score")
         if len(body.flights) > s.api_max_flights:
             raise HTTPException(413, f"at most {s.api_max_flights} flights per request")
+        import httpx
+
+        from streamfit.airflow_api import AirflowAPIError
         from streamfit.stack.services import AirflowService
 
         request_id = uuid.uuid4().hex
         conf = {"request_id": request_id, "keyspace": s.keyspace,
                 "dates": [d.isoformat() for d in body.dates],
                 "flights": [f.model_dump(mode="json") for f in body.flights]}
-        with AirflowService(s).client() as client:
-            run = client.request("POST", "/api/v2/dags/transient_score/dagRuns",
-                                 json={"logical_date": None, "conf": conf})
+        try:
+            with AirflowService(s).client() as client:
+                run = client.request("POST", "/api/v2/dags/transient_score/dagRuns",
+                                     json={"logical_date": None, "conf": conf})
+        except (httpx.HTTPError, AirflowAPIError) as exc:
+            raise HTTPException(503, f"Airflow, which runs transient models, is not reachable "
+                                f"({type(exc).__name__}); try again later") from None
         return {"request_id": request_id, "dag_run_id": run["dag_run_id"]}
 
     @app.get("/transient/{request_id}", dependencies=guarded,

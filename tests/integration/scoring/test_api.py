@@ -44,10 +44,11 @@ def served(keyspace_settings: Settings) -> Settings:
     s = keyspace_settings.model_copy(update={
         "events_topic": f"t.api.{keyspace_settings.keyspace}", "ingest_metrics_port": 0,
         "ingest_group": f"t-api-{keyspace_settings.keyspace}", "train_days": 14,
-        "holdout_days": 4, "airflow_url": "http://127.0.0.1:9", "api_champion_refresh_s": 0.0})
+        "holdout_days": 4, "api_champion_refresh_s": 0.0})
     ensure_topics(s)
     send_events(s, events_of_days(s, FIRST, LAST))
-    with running_ingest(s, workers=2):
+    # no data-arrival signals: Airflow's DAGs stay out of this keyspace
+    with running_ingest(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"}), workers=2):
         wait_caught_up(s)
     run_build(s, days=[FIRST + timedelta(days=i) for i in range((NEXT - FIRST).days + 1)])
     assert train_and_maybe_promote(s).promoted
