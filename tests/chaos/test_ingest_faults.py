@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from kafka import KafkaProducer
@@ -80,7 +80,15 @@ def test_consumer_crash_random_sigkills(chaos_settings: Settings) -> None:
     events = _events(s, date(2013, 1, 1), 80 if FULL else 8)  # 200k+ at full size
     rnd = random.Random(7)
     kills = 0
-    producer = threading.Thread(target=send_events, args=(s, events), daemon=True)
+
+    def stream() -> None:  # a steady stream over ~20 s (reduced) / ~80 s (full), not one burst
+        chunks = 40 if FULL else 20
+        size = len(events) // chunks + 1
+        for i in range(0, len(events), size):
+            send_events(s, events[i:i + size])
+            time.sleep(1.0)
+
+    producer = threading.Thread(target=stream, daemon=True)
     with running_ingest(s, workers=2) as service:
         producer.start()
         while producer.is_alive() or sum(committed(s).values()) < sum(end_offsets(s).values()):
@@ -134,16 +142,27 @@ def test_kafka_broker_restart_midstream(chaos_settings: Settings) -> None:
 
     s = chaos_settings
     events = _events(s, date(2013, 6, 1), 10 if FULL else 3)
-    half = len(events) // 2
+    span = (datetime.fromisoformat(events[-1]["event_time"])
+            - datetime.fromisoformat(events[0]["event_time"])).total_seconds()
+    # one long-lived producer streams for ~25 s (paced by event time) across the restart
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            send_events(s, events, speed=span / 25)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    producer = threading.Thread(target=stream)
     with running_ingest(s, workers=2):
-        send_events(s, events[:half])
+        producer.start()
+        time.sleep(6)
         control.down(s, ["kafka"])
-        restarted = threading.Thread(target=lambda: (time.sleep(5), control.up(s, ["kafka"])))
-        restarted.start()
-        # the producer retries (idempotent, acks=all) until the broker is back
-        send_events(s, events[half:])
-        restarted.join()
+        time.sleep(5)
+        control.up(s, ["kafka"])
         back = time.monotonic()
+        producer.join(300)
+        assert not errors, errors  # the producer retried through the restart
         wait_caught_up(s, timeout=600)
         recovery = time.monotonic() - back
     lost, duplicated = _account(s, "3. Kafka broker restart", events, recovery)

@@ -45,7 +45,9 @@ def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
                 with AirflowService(s).client() as client:
                     runs = client.pipeline_runs("build_features", "2000-01-01T00:00:00Z",
                                                 s.keyspace)
-                return any(r.summary and day.isoformat() in r.summary["dates"] for r in runs)
+                # event date D brings the schedules of D+1: its features are what gets built
+                nxt = (day + timedelta(days=1)).isoformat()
+                return any(r.summary and nxt in r.summary["dates"] for r in runs)
 
             wait_for(built, 300, "build_features to run for the day that landed meanwhile")
             recovery = time.monotonic() - back
