@@ -62,7 +62,7 @@ e2e: install
 
 # Fault-injection scenarios at full size (200k+ events, 30 s outages); `make test` runs them reduced.
 chaos: install
-	STREAMFIT_CHAOS_SIZE=full $(BIN)/pytest tests/chaos
+	CHAOS_SIZE=full $(BIN)/pytest tests/chaos
 
 stack-up: install
 	$(BIN)/streamfit stack up

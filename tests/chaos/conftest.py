@@ -1,6 +1,6 @@
 """Fault-injection scenarios against the real services (issue 6).
 
-`make test` runs them at a reduced size; `make chaos` sets ``STREAMFIT_CHAOS_SIZE=full``. Each
+`make test` runs them at a reduced size; `make chaos` sets ``CHAOS_SIZE=full``. Each
 scenario adds one row to the report (events in, landed, dead-lettered, lost, duplicated, recovery
 time), printed at the end of the session and written to ``bench/results/chaos-<size>.json``.
 """
@@ -19,9 +19,9 @@ import pytest
 from ingest.service import ensure_topics
 from streamfit.settings import Settings
 
-SIZE = os.environ.get("STREAMFIT_CHAOS_SIZE", "reduced")
+SIZE = os.environ.get("CHAOS_SIZE", "reduced")
 if SIZE not in ("reduced", "full"):
-    raise pytest.UsageError("STREAMFIT_CHAOS_SIZE is `reduced` (default) or `full`")
+    raise pytest.UsageError("CHAOS_SIZE is `reduced` (default) or `full`")
 FULL = SIZE == "full"
 # full-size figures are kept with the other benchmark results; CI's reduced run stays out of git
 RESULTS = (Path(__file__).resolve().parents[2] / "bench" / "results" if FULL
