@@ -113,9 +113,10 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         scored_at = datetime.now(UTC)
         done, total, frames = [], 0, []
         clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
+        read: dict[date, pd.DataFrame] = {}  # evaluation below reuses what scoring read
         for day in sorted(set(dates)):
             t = time.perf_counter()
-            frame = store.read_day(day)
+            frame = read[day] = store.read_day(day)
             clock["read"] += time.perf_counter() - t
             if frame.empty:
                 continue
@@ -141,7 +142,8 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
                                           psi, max(psi.values(), default=0.0)))
         matured = {}
         for day in sorted(set(evaluate)):
-            result = monitor.evaluate(day, store.read_day(day))
+            labelled = read[day] if day in read else store.read_day(day)
+            result = monitor.evaluate(day, labelled)
             if result:
                 matured[day.isoformat()] = {v: m["flights"] for v, m in result.items()}
         log.info("scored %d flights of %s with model v%d; evaluated %s", total, done, champion,
