@@ -188,10 +188,14 @@ class IngestWorker:
                     return False
                 try:
                     started = time.perf_counter()
-                    self._dead_letter(producer, batch, now)
+                    # Dead letters go out first and are acknowledged while Cassandra writes
+                    # (they used to be flushed before the writes started); both are durable
+                    # before anything is committed.
+                    pending = self._send_dead_letters(producer, batch, now)
                     store.write_events(batch.rows)
                     store.write_ledger(self.settings.ingest_group,
                                        ledger_entries(batch, self.name, now))
+                    self._await_dead_letters(producer, batch, pending)
                     metrics.WRITE_LATENCY.observe(time.perf_counter() - started)
                     break
                 except (WriteFailed, KafkaError, OSError) as exc:
@@ -213,20 +217,25 @@ class IngestWorker:
             if paused:
                 consumer.resume(*consumer.assignment())
 
-    def _dead_letter(self, producer: KafkaProducer, batch: Batch, now: datetime) -> None:
-        if not batch.rejected:
-            return
+    def _send_dead_letters(self, producer: KafkaProducer, batch: Batch, now: datetime
+                           ) -> list[Any]:
         topic = self.settings.dead_letter_topic
         futures = [producer.send(topic, key=msg.key, value=msg.value,
                                  headers=dead_letter_headers(msg, why, now))
                    for msg, why in batch.rejected]
+        return futures  # the producer's I/O thread sends them while we write to Cassandra
+
+    def _await_dead_letters(self, producer: KafkaProducer, batch: Batch,
+                            futures: list[Any]) -> None:
+        if not futures:
+            return
         producer.flush(timeout=30)
         for fut in futures:
             fut.get(timeout=30)  # raises if the DLQ write failed: then nothing is committed
         for _msg, why in batch.rejected:
             metrics.DEAD_LETTERED.labels(reason=why.reason).inc()
         log.info("worker %s: %d message(s) dead-lettered to %s", self.name,
-                 len(batch.rejected), topic)
+                 len(batch.rejected), self.settings.dead_letter_topic)
 
     def _sleep_in_group(self, consumer: KafkaConsumer, seconds: float) -> None:
         """Wait while polling the (paused) consumer, so the group keeps this member."""

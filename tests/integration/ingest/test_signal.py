@@ -20,7 +20,8 @@ DOMAIN = load_domain("flights")
 def _summaries_for_group(client: AirflowClient, group: str) -> list[tuple[dict, dict]]:
     """(run, summary) of finished summarize_arrivals runs that counted this ingest group."""
     runs = client.request("GET", "/api/v2/dags/summarize_arrivals/dagRuns",
-                          params={"limit": 100, "state": "success"})["dag_runs"]
+                          params={"limit": 100, "state": "success",
+                                  "order_by": "-run_after"})["dag_runs"]
     found = []
     for run in runs:
         xcom = client.request(
