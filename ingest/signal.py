@@ -25,7 +25,7 @@ from typing import Any
 from cassandra.cluster import Session
 from kafka import KafkaAdminClient
 
-from ingest.store import IngestStore, LedgerEntry
+from ingest.store import IngestStore, LedgerEntry, as_utc
 from streamfit import catalog
 from streamfit import kafka as kafka_io
 from streamfit.airflow_api import AirflowClient
@@ -63,8 +63,8 @@ def summarise(entries: list[LedgerEntry], group: str, keyspace: str) -> dict[str
     offsets = merge_offsets({e.topic: {str(e.partition): [e.first_offset, e.last_offset]}}
                             for e in entries)
     # Cassandra returns naive UTC datetimes: say UTC explicitly in the extra.
-    times = [t if t.tzinfo else t.replace(tzinfo=UTC)
-             for e in entries for t in (e.min_event_time, e.max_event_time) if t is not None]
+    times = [as_utc(t) for e in entries for t in (e.min_event_time, e.max_event_time)
+             if t is not None]
     return {
         "rows": sum(e.rows for e in entries),
         "dead_lettered": sum(e.dead_lettered for e in entries),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
@@ -167,6 +167,11 @@ class IngestStore:
             out.extend((r.event_type, r.event_id)
                        for r in self.session.execute(self._select_partition, (day, b)))
         return out
+
+
+def as_utc(value: datetime) -> datetime:
+    """Cassandra hands timestamps back as naive UTC datetimes: make the zone explicit."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def cql_date(value: object) -> date:

@@ -21,6 +21,7 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 
 from features.build import FeatureStore
+from ingest.store import as_utc
 from streamfit.settings import Settings
 from training.registry import Registry
 from training.train import predict
@@ -180,12 +181,8 @@ def scoring_dates(extras: list[dict[str, Any]], today: date | None = None
     named = sorted({date.fromisoformat(str(d)) for x in extras for d in (x.get("dates") or [])})
     stamps = [str(x["max_event_time"]) for x in extras if x.get("max_event_time")]
     # Cassandra hands back naive UTC timestamps, so a time without a zone is UTC.
-    as_of = max(_utc(datetime.fromisoformat(t)) for t in stamps) if stamps else None
+    as_of = max(as_utc(datetime.fromisoformat(t)) for t in stamps) if stamps else None
     if named:
         return named, as_of
     today = today or datetime.now(UTC).date()
     return [today, today + timedelta(days=1)], datetime.now(UTC)
-
-
-def _utc(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -24,6 +24,7 @@ from typing import Any
 
 from cassandra.cluster import Session
 
+from ingest.store import as_utc, cql_date
 from streamfit.settings import Settings
 
 MAX_PAGE_SIZE = 1000
@@ -76,17 +77,9 @@ class ChampionInfo:
     features: list[str]
 
 
-def _utc(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _prediction(r: Any) -> Prediction:
-    from ingest.store import cql_date
-
-    return Prediction(r.flight_id, cql_date(r.sched_date), _utc(r.scheduled_departure), r.carrier,
-                      r.origin, r.dest, r.probability, r.model_version, _utc(r.scored_at))
+    return Prediction(r.flight_id, cql_date(r.sched_date), as_utc(r.scheduled_departure), r.carrier,
+                      r.origin, r.dest, r.probability, r.model_version, as_utc(r.scored_at))
 
 
 class PredictionClient:
@@ -155,7 +148,7 @@ class PredictionClient:
         return state
 
     def history(self, flight_id: str) -> list[HistoryEntry]:
-        return [HistoryEntry(r.model_version, r.probability, _utc(r.scored_at))
+        return [HistoryEntry(r.model_version, r.probability, as_utc(r.scored_at))
                 for r in self.session.execute(self._history, (flight_id,))]
 
     def champion(self) -> ChampionInfo | None:
@@ -166,5 +159,5 @@ class PredictionClient:
         if version is None:
             return None
         v = next(v for v in registry.versions() if v.version == version)
-        return ChampionInfo(v.version, v.algorithm, _utc(v.created_at), v.train_window,
+        return ChampionInfo(v.version, v.algorithm, as_utc(v.created_at), v.train_window,
                             v.metrics, v.features)

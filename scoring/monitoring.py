@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 from cassandra.cluster import Session
 
+from training.registry import REGISTRY_PARTITION
+
 #: Usual reading of the population stability index.
 PSI_STABLE, PSI_SHIFTED = 0.1, 0.25
-REGISTRY_PARTITION = "flight_delay"
 
 
 # --- pure statistics -----------------------------------------------------------------------

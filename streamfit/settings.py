@@ -175,7 +175,9 @@ class Settings(BaseSettings):
     @field_validator("keyspace")
     @classmethod
     def _keyspace(cls, value: str) -> str:
-        if not value.replace("_", "").isalnum() or not value[0].isalpha() or len(value) > 48:
+        from streamfit.catalog import valid_keyspace
+
+        if not valid_keyspace(value):
             raise ValueError(
                 f"{value!r} is not a valid keyspace name: use letters, digits and _, "
                 "starting with a letter, at most 48 characters"
