@@ -31,6 +31,10 @@ class CassandraUnavailable(RuntimeError):
     """No Cassandra node answered; the message says where we looked and what to do."""
 
 
+class CassandraAuthError(CassandraUnavailable):
+    """Cassandra answered but refused our login (or needs one and none is configured)."""
+
+
 def make_cluster(settings: Settings, connect_timeout: float = 10.0,
                  request_timeout: float = 20.0) -> Cluster:
     profile = ExecutionProfile(
@@ -63,6 +67,7 @@ def make_cluster(settings: Settings, connect_timeout: float = 10.0,
 def connect(settings: Settings, keyspace: str | None = "", connect_timeout: float = 10.0,
             request_timeout: float = 20.0) -> Iterator[Session]:
     """A session on ``keyspace`` (default: the settings' keyspace; None: no keyspace)."""
+    from cassandra import AuthenticationFailed
     from cassandra.cluster import NoHostAvailable
 
     cluster = make_cluster(settings, connect_timeout=connect_timeout,
@@ -71,6 +76,9 @@ def connect(settings: Settings, keyspace: str | None = "", connect_timeout: floa
         try:
             session = cluster.connect(settings.keyspace if keyspace == "" else keyspace)
         except NoHostAvailable as exc:
+            refused = [e for e in exc.errors.values() if isinstance(e, AuthenticationFailed)]
+            if refused:
+                raise CassandraAuthError(_auth_message(settings, refused[0])) from None
             raise CassandraUnavailable(
                 f"no Cassandra node answered at {settings.contact_points} port "
                 f"{settings.cassandra_port}: start the local stack with `streamfit stack up` or "
@@ -79,3 +87,16 @@ def connect(settings: Settings, keyspace: str | None = "", connect_timeout: floa
         yield session
     finally:
         cluster.shutdown()
+
+
+def _auth_message(settings: Settings, error: Exception) -> str:
+    # The server's reason names the user, never the password; we add which settings to fix.
+    where = f"Cassandra at {','.join(settings.contact_points)}:{settings.cassandra_port}"
+    reason = str(error).rsplit("message=", 1)[-1].strip('"\' ')
+    if not settings.cassandra_username:
+        return (f"{where} requires a login ({reason}): set STREAMFIT_CASSANDRA_USERNAME and "
+                "STREAMFIT_CASSANDRA_PASSWORD")
+    return (f"{where} refused user {settings.cassandra_username!r} ({reason}): check "
+            "STREAMFIT_CASSANDRA_USERNAME and STREAMFIT_CASSANDRA_PASSWORD. The local stack "
+            "creates this user at the first `stack up` with STREAMFIT_STACK_AUTH=true; later "
+            "changes of the password need ALTER ROLE")

@@ -66,6 +66,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from streamfit.airflow_api import AirflowAPIError
     from streamfit.cassandra import CassandraUnavailable
     from streamfit.demo import DemoFailed
+    from streamfit.kafka import KafkaAuthError
     from streamfit.schema import MigrationError
     from streamfit.selfcheck import SelfCheckFailed
     from streamfit.stack.process import StackError
@@ -73,7 +74,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
             ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed,
-            TransientError, BadPageToken)
+            TransientError, BadPageToken, KafkaAuthError)
 
 
 def handle_errors(func: F) -> F:

@@ -6,7 +6,11 @@ idempotence on producers), so the ingest service, the replay producer and the te
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -14,6 +18,7 @@ from kafka.errors import (
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     GroupIdNotFoundError,
+    KafkaTimeoutError,
     NotCoordinatorError,
     TopicAlreadyExistsError,
 )
@@ -21,8 +26,63 @@ from kafka.errors import (
 from streamfit.settings import Settings
 
 
+class KafkaAuthError(RuntimeError):
+    """The broker refused our SASL login; the message says which settings to check."""
+
+
+class _AuthFailures(logging.Handler):
+    """Catches the SASL failure kafka-python only logs (its bootstrap then just times out)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reason: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "SaslAuthenticationFailedError" in message and self.reason is None:
+            self.reason = message.rsplit("SaslAuthenticationFailedError:", 1)[-1].strip()
+
+
+@contextmanager
+def _login_explained(settings: Settings) -> Iterator[None]:
+    """Turn "Unable to bootstrap" after a refused login into a KafkaAuthError saying so."""
+    catcher = _AuthFailures()
+    logger = logging.getLogger("kafka.net.connection")
+    logger.addHandler(catcher)
+    try:
+        yield
+    except KafkaTimeoutError:
+        if catcher.reason is None:
+            raise
+        raise KafkaAuthError(
+            f"Kafka at {settings.bootstrap_servers} refused the SASL login of user "
+            f"{settings.kafka_username!r} ({catcher.reason}): check STREAMFIT_KAFKA_USERNAME, "
+            "STREAMFIT_KAFKA_PASSWORD and STREAMFIT_KAFKA_SASL_MECHANISM. The local stack "
+            "creates this user at `stack up` with STREAMFIT_STACK_AUTH=true") from None
+    finally:
+        logger.removeHandler(catcher)
+
+
+def _check_login(settings: Settings) -> None:
+    """With SASL, try the login first with a short bootstrap: a wrong password is reported in
+    about a second instead of after the clients' 30 s bootstrap timeout."""
+    if not settings.kafka_username:
+        return
+    with contextlib.suppress(KafkaTimeoutError), _login_explained(settings):
+        # no login failure seen (a slow or stopped broker): the real client waits as usual
+        KafkaAdminClient(**client_config(settings, "streamfit-login-check"),
+                         bootstrap_timeout_ms=3000).close()
+
+
 def client_config(settings: Settings, client_id: str) -> dict[str, Any]:
-    return {"bootstrap_servers": settings.bootstrap_servers.split(","), "client_id": client_id}
+    config: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers.split(","),
+                              "client_id": client_id}
+    if settings.kafka_username and settings.kafka_password:
+        config.update(security_protocol="SASL_PLAINTEXT",
+                      sasl_mechanism=settings.kafka_sasl_mechanism,
+                      sasl_plain_username=settings.kafka_username,
+                      sasl_plain_password=settings.kafka_password.get_secret_value())
+    return config
 
 
 def producer(settings: Settings, client_id: str = "streamfit-producer",
@@ -36,7 +96,9 @@ def producer(settings: Settings, client_id: str = "streamfit-producer",
         "compression_type": None,
     }
     config.update(overrides)
-    return KafkaProducer(**config)
+    _check_login(settings)
+    with _login_explained(settings):
+        return KafkaProducer(**config)
 
 
 def consumer(settings: Settings, group_id: str | None, client_id: str = "streamfit-consumer",
@@ -49,11 +111,17 @@ def consumer(settings: Settings, group_id: str | None, client_id: str = "streamf
         "auto_offset_reset": "earliest",
     }
     config.update(overrides)
-    return KafkaConsumer(**config)
+    _check_login(settings)
+    with _login_explained(settings):
+        return KafkaConsumer(**config)
 
 
-def admin(settings: Settings, client_id: str = "streamfit-admin") -> KafkaAdminClient:
-    return KafkaAdminClient(**client_config(settings, client_id), request_timeout_ms=30000)
+def admin(settings: Settings, client_id: str = "streamfit-admin",
+          request_timeout_ms: int = 30000) -> KafkaAdminClient:
+    _check_login(settings)
+    with _login_explained(settings):
+        return KafkaAdminClient(**client_config(settings, client_id),
+                                request_timeout_ms=request_timeout_ms)
 
 
 def ensure_topic(settings: Settings, name: str, partitions: int,

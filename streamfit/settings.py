@@ -22,6 +22,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Port = int
 
+#: The local Kafka broker's own SASL user (inter-broker logins and creating the client user).
+KAFKA_BROKER_USER = "streamfit-broker"
+
 
 class SettingsError(ValueError):
     """The settings (environment / .env) are invalid; the message says which and how to fix it."""
@@ -51,7 +54,8 @@ class Settings(BaseSettings):
         description="State directory of the local stack: data, logs, pids and the jar cache.",
     )
     kafka_version: str = Field(default="4.4.0", description="Kafka (kafka_2.13) version from Maven.")
-    kafka_port: Port = Field(default=9092, description="Local Kafka broker (PLAINTEXT) port.")
+    kafka_port: Port = Field(
+        default=9092, description="Local Kafka broker port (PLAINTEXT, or SASL_PLAINTEXT with logins).")
     kafka_controller_port: Port = Field(default=9093, description="Local KRaft controller port.")
     kafka_heap: str = Field(default="512m", description="Kafka JVM heap (-Xms/-Xmx).")
     cassandra_version: str = Field(default="5.0.9", description="cassandra-all version from Maven.")
@@ -65,6 +69,12 @@ class Settings(BaseSettings):
         "Postgres: postgresql+psycopg2://user:pass@host/db.",
     )
     airflow_parallelism: int = Field(default=4, ge=1, description="Airflow task slots.")
+    stack_auth: bool = Field(
+        default=False,
+        description="Run the local stack with logins: Cassandra's PasswordAuthenticator and Kafka "
+        "SASL/SCRAM. `stack up` creates the Cassandra and Kafka users below, which every client "
+        "then logs in as; all four credentials are required.",
+    )
     startup_timeout_s: float = Field(
         default=180.0, gt=0, description="How long `stack up` waits for each service."
     )
@@ -79,6 +89,11 @@ class Settings(BaseSettings):
     )
     cassandra_username: str | None = Field(default=None, description="Cassandra user (optional).")
     cassandra_password: SecretStr | None = Field(default=None, description="Cassandra password.")
+    kafka_username: str | None = Field(
+        default=None, description="Kafka SASL user. Set: clients use SASL_PLAINTEXT.")
+    kafka_password: SecretStr | None = Field(default=None, description="Kafka SASL password.")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="Kafka SASL mechanism of clients and the local stack.")
     cassandra_local_dc: str = Field(default="datacenter1", description="Local data centre.")
     airflow_url: str | None = Field(
         default=None, description="Airflow API base URL. Empty: the local stack's API server."
@@ -205,12 +220,33 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     @model_validator(mode="after")
-    def _replication(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.replication_strategy == "NetworkTopologyStrategy" and not self.replication_dcs:
             raise ValueError(
                 "replication_strategy=NetworkTopologyStrategy needs STREAMFIT_REPLICATION_DCS, "
                 'e.g. {"dc1": 3}'
             )
+        for service in ("cassandra", "kafka"):
+            user = getattr(self, f"{service}_username")
+            password = getattr(self, f"{service}_password")
+            if (user is None) != (password is None):
+                have, lack = (("USERNAME", "PASSWORD") if password is None
+                              else ("PASSWORD", "USERNAME"))
+                raise ValueError(f"STREAMFIT_{service.upper()}_{have} is set but "
+                                 f"STREAMFIT_{service.upper()}_{lack} is not; set both or neither")
+        if self.stack_auth and not (self.cassandra_username and self.kafka_username):
+            raise ValueError(
+                "STREAMFIT_STACK_AUTH=true needs the users the stack creates and every client "
+                "logs in as: set STREAMFIT_CASSANDRA_USERNAME, STREAMFIT_CASSANDRA_PASSWORD, "
+                "STREAMFIT_KAFKA_USERNAME and STREAMFIT_KAFKA_PASSWORD")
+        if self.stack_auth:
+            for name in ("cassandra_password", "kafka_password"):
+                if len(getattr(self, name).get_secret_value()) < 8:
+                    raise ValueError(f"STREAMFIT_{name.upper()} is shorter than 8 characters; "
+                                     "the stack's users need a real password")
+            if self.kafka_username == KAFKA_BROKER_USER:
+                raise ValueError(f"STREAMFIT_KAFKA_USERNAME {KAFKA_BROKER_USER!r} is the local "
+                                 "broker's own user; choose another name")
         ports = [self.kafka_port, self.kafka_controller_port, self.cassandra_port,
                  self.cassandra_storage_port, self.airflow_port]
         if len(set(ports)) != len(ports):

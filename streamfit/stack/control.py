@@ -83,6 +83,7 @@ def up(settings: Settings, only: Iterable[str] | None = None,
     for svc in services:
         wait_until(svc.ready, settings.startup_timeout_s, f"{svc.name} did not become ready",
                    alive=procs.get(svc.name, ()), log=sup.log_file(svc.components[0]))
+        svc.configure()
         took[svc.name] = time.monotonic() - started_at if svc.name in procs else 0.0
         on_event(f"{svc.name}: ready")
     return took

@@ -190,6 +190,8 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, interval:
         try:
             if check():
                 return
+        except StackError:
+            raise  # the check knows waiting cannot help
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"; kept for the report
             last_error = f" (last check: {type(exc).__name__}: {exc})"
         time.sleep(interval)

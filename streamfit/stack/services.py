@@ -7,6 +7,7 @@ run, and when it is actually usable. ``streamfit.stack.control`` starts and stop
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -17,12 +18,15 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from string import Template
 
+from pydantic import SecretStr
+
 from streamfit.airflow_api import AirflowClient
-from streamfit.settings import PROJECT_ROOT, Settings
+from streamfit.settings import KAFKA_BROKER_USER, PROJECT_ROOT, Settings
 from streamfit.stack.maven import install_jars
 from streamfit.stack.process import ProcessSpec, StackError, port_open
 
 CONF_DIR = Path(__file__).parent / "conf"
+log = logging.getLogger(__name__)
 
 # JDK 17 module flags from upstream Cassandra's conf/jvm17-server.options: without them 5.0 fails
 # at start with IllegalAccessException.
@@ -99,6 +103,9 @@ class Service(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
+    def configure(self) -> None:  # noqa: B027 - optional hook, most services need nothing
+        """Run once the service is ready (every `stack up`); idempotent. Default: nothing."""
+
 
 class KafkaService(Service):
     name = "kafka"
@@ -108,25 +115,70 @@ class KafkaService(Service):
     def ports(self) -> tuple[int, ...]:
         return (self.settings.kafka_port, self.settings.kafka_controller_port)
 
+    @property
+    def broker_secret_file(self) -> Path:
+        """The broker's own SCRAM password, generated when the storage is formatted."""
+        return self.home / "broker.secret"
+
     def prepare(self) -> list[ProcessSpec]:
         s = self.settings
         lib = install_jars("kafka", "kafka.version", s.kafka_version, s.home / "cache")
         data = self.home / "data"
-        props = _write(self.home / "config" / "server.properties", _render(
-            "kafka-server.properties", port=s.kafka_port,
-            controller_port=s.kafka_controller_port, data_dir=data))
         log4j = _write(self.home / "config" / "log4j2.properties",
                        (CONF_DIR / "kafka-log4j2.properties").read_text())
         jvm = [_java(), f"-Xms{s.kafka_heap}", f"-Xmx{s.kafka_heap}", "-server",
                "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
                "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
-        if not (data / "meta.properties").exists():
+        formatted = (data / "meta.properties").exists()
+        if s.stack_auth and formatted and not self.broker_secret_file.exists():
+            raise StackError(
+                f"the Kafka storage in {data} was formatted before streamfit created a broker "
+                "user, so STREAMFIT_STACK_AUTH cannot be turned on for it. Stop the stack and "
+                f"remove {self.home} (its topics are lost), or use a fresh STREAMFIT_HOME")
+        props = self._write_properties(data)
+        if not formatted:
             self._format(jvm, props)
         return [ProcessSpec("kafka", [*jvm, "kafka.Kafka", str(props)], ports=self.ports)]
 
+    def _write_properties(self, data: Path) -> Path:
+        s = self.settings
+        sasl = ""
+        if s.stack_auth:
+            # The broker logs in to itself as its own user; clients log in as theirs (configure()).
+            secret = self.broker_secret()
+            sasl = (
+                "# SASL/SCRAM on the client listener (STREAMFIT_STACK_AUTH=true).\n"
+                "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512\n"
+                f"sasl.mechanism.inter.broker.protocol={s.kafka_sasl_mechanism}\n"
+            ) + "".join(
+                f"listener.name.sasl_plaintext.{mech}.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{KAFKA_BROKER_USER}" password="{secret}";\n'
+                for mech in ("scram-sha-256", "scram-sha-512"))
+        props = self.home / "config" / "server.properties"
+        props.parent.mkdir(parents=True, exist_ok=True)
+        props.touch(mode=0o600)
+        props.chmod(0o600)  # may hold the broker's password
+        return _write(props, _render(
+            "kafka-server.properties", port=s.kafka_port, controller_port=s.kafka_controller_port,
+            data_dir=data, protocol="SASL_PLAINTEXT" if s.stack_auth else "PLAINTEXT", sasl=sasl))
+
+    def broker_secret(self) -> str:
+        path = self.broker_secret_file
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24) + "\n")
+        return path.read_text().strip()
+
     def _format(self, jvm: list[str], props: Path) -> None:
-        """Format the KRaft storage once, with a cluster id generated and kept for this home."""
+        """Format the KRaft storage once, with a cluster id generated and kept for this home.
+
+        The broker's own SCRAM user is always created: a home formatted in plaintext mode can
+        later run with STREAMFIT_STACK_AUTH=true (SCRAM users live in the metadata log, and only
+        a user that already exists can create others).
+        """
         id_file = self.home / "cluster.id"
         if not id_file.exists():
             # URL-safe base64 of 16 random bytes, unpadded; a leading '-' would read as an option.
@@ -136,23 +188,51 @@ class KafkaService(Service):
                     break
             _write(id_file, cluster_id + "\n")
         cluster_id = id_file.read_text().strip()
+        scram = [f"--add-scram={mech}=[name={KAFKA_BROKER_USER},password={self.broker_secret()}]"
+                 for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512")]
         cmd = [*jvm, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
-               "-c", str(props), "--ignore-formatted"]
+               "-c", str(props), "--ignore-formatted", *scram]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
 
+    def _broker_settings(self) -> Settings:
+        """Settings that log in as the broker's own user (before the client user exists)."""
+        if not self.settings.stack_auth:
+            return self.settings
+        return self.settings.model_copy(update={
+            "kafka_username": KAFKA_BROKER_USER, "kafka_password": SecretStr(self.broker_secret())})
+
     def ready(self) -> bool:
         if not port_open(self.settings.kafka_port):
             return False
-        from kafka import KafkaAdminClient  # local: keeps `streamfit --help` fast
+        from streamfit.kafka import admin  # local: keeps `streamfit --help` fast
 
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers.split(","),
-                                 request_timeout_ms=5000)
+        client = admin(self._broker_settings(), request_timeout_ms=5000)
         try:
-            return bool(admin.describe_cluster().get("brokers"))
+            return bool(client.describe_cluster().get("brokers"))
         finally:
-            admin.close()
+            client.close()
+
+    def configure(self) -> None:
+        """With STREAMFIT_STACK_AUTH: create (or update the password of) the client's user."""
+        s = self.settings
+        if not s.stack_auth or not (s.kafka_username and s.kafka_password):
+            return
+        from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
+
+        from streamfit.kafka import admin
+
+        mechanism = ScramMechanism[s.kafka_sasl_mechanism.replace("-", "_")]
+        client = admin(self._broker_settings())
+        try:
+            errors = client.alter_user_scram_credentials([UserScramCredentialUpsertion(
+                s.kafka_username, mechanism, s.kafka_password.get_secret_value())])
+        finally:
+            client.close()
+        if errors.get(s.kafka_username):
+            raise StackError(f"creating Kafka user {s.kafka_username!r} failed: "
+                             f"{errors[s.kafka_username]}")
 
     def version(self) -> str:
         return self.settings.kafka_version
@@ -170,7 +250,7 @@ class CassandraService(Service):
         s = self.settings
         lib = install_jars("cassandra", "cassandra.version", s.cassandra_version, s.home / "cache")
         data = self.home / "data"
-        auth = s.cassandra_username is not None
+        auth = s.stack_auth
         yaml = _write(self.home / "conf" / "cassandra.yaml", _render(
             "cassandra.yaml", storage_port=s.cassandra_storage_port, native_port=s.cassandra_port,
             data_dir=data,
@@ -201,23 +281,80 @@ class CassandraService(Service):
         ]
         return [ProcessSpec("cassandra", argv, ports=self.ports)]
 
-    def _query_local(self) -> tuple[str, str] | None:
+    def _query_local(self, settings: Settings | None = None) -> tuple[str, str] | None:
         from streamfit.cassandra import connect
 
         logging.getLogger("cassandra").setLevel(logging.CRITICAL)  # retries are expected here
-        with connect(self.settings, keyspace=None, connect_timeout=3) as session:
+        with connect(settings or self.settings, keyspace=None, connect_timeout=3) as session:
             row = session.execute("SELECT bootstrapped, release_version FROM system.local").one()
         return (row.bootstrapped, row.release_version) if row else None
 
     def ready(self) -> bool:
         if not port_open(self.settings.cassandra_port):
             return False
-        local = self._query_local()
+        from streamfit.cassandra import CassandraAuthError
+
+        try:
+            local = self._query_local()
+        except CassandraAuthError as exc:
+            if not self.settings.stack_auth or self.users_file.exists():
+                raise StackError(str(exc)) from None  # waiting will not fix a wrong password
+            # First start with logins on: our user does not exist yet. Cassandra creates the
+            # default superuser shortly after the port opens; the bootstrap logs in as it once.
+            with contextlib.suppress(CassandraAuthError):  # the default user is not there yet
+                self._bootstrap_user()
+            return False
         return local is not None and local[0] == "COMPLETED"
+
+    @property
+    def users_file(self) -> Path:
+        """Written once the stack's Cassandra user exists (then a refused login is final)."""
+        return self.home / "users.created"
+
+    def _bootstrap_user(self) -> None:
+        """Log in as the default superuser once and create the configured user, a superuser.
+
+        Runs only while the configured login is refused and before ``configure()`` disabled the
+        default user; after that a refused login is final (see ``ready``).
+        """
+        from streamfit.cassandra import connect
+
+        s = self.settings
+        assert s.cassandra_username and s.cassandra_password  # checked by Settings
+        default = s.model_copy(update={"cassandra_username": "cassandra",
+                                       "cassandra_password": SecretStr("cassandra")})
+        role = _quote_identifier(s.cassandra_username)
+        with connect(default, keyspace=None, connect_timeout=3) as session:
+            exists = session.execute("SELECT role FROM system_auth.roles WHERE role = %s",
+                                     (s.cassandra_username,)).one()
+            session.execute(f"{'ALTER' if exists else 'CREATE'} ROLE {role} WITH PASSWORD = %s "
+                            "AND LOGIN = true AND SUPERUSER = true",
+                            (s.cassandra_password.get_secret_value(),))
+        log.info("created Cassandra user %s", s.cassandra_username)
+
+    def configure(self) -> None:
+        """With STREAMFIT_STACK_AUTH: disable the well-known default superuser (cassandra/
+        cassandra), as the configured user; a superuser cannot demote itself."""
+        s = self.settings
+        if not s.stack_auth:
+            return
+        from streamfit.cassandra import connect
+
+        with connect(s, keyspace=None) as session:
+            default = session.execute(
+                "SELECT can_login FROM system_auth.roles WHERE role = 'cassandra'").one()
+            if s.cassandra_username != "cassandra" and default and default.can_login:
+                session.execute("ALTER ROLE cassandra WITH SUPERUSER = false AND LOGIN = false")
+                log.info("disabled Cassandra's default superuser")
+        _write(self.users_file, f"{s.cassandra_username}\n")
 
     def version(self) -> str:
         local = self._query_local()
         return local[1] if local else "?"
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 class AirflowService(Service):
@@ -292,7 +429,21 @@ class AirflowService(Service):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            **self._credentials_env(),
         }
+
+    def _credentials_env(self) -> dict[str, str]:
+        """The logins DAG tasks need, from the settings `stack up` ran with (which may come from
+        a .env file the tasks would not see: they run in the Airflow home)."""
+        s = self.settings
+        env = {"STREAMFIT_STACK_AUTH": str(s.stack_auth).lower(),
+               "STREAMFIT_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism}
+        for service in ("cassandra", "kafka"):
+            user, password = getattr(s, f"{service}_username"), getattr(s, f"{service}_password")
+            if user and password:
+                env[f"STREAMFIT_{service.upper()}_USERNAME"] = user
+                env[f"STREAMFIT_{service.upper()}_PASSWORD"] = password.get_secret_value()
+        return env
 
     def prepare(self) -> list[ProcessSpec]:
         s = self.settings

@@ -103,6 +103,7 @@ def test_bad_heap_sizes(heap: str) -> None:
 
 
 def test_secrets_are_masked_in_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_CASSANDRA_USERNAME", "app")
     monkeypatch.setenv("STREAMFIT_CASSANDRA_PASSWORD", "hunter2")
     s = load_settings()
     assert isinstance(s, Settings)
@@ -110,3 +111,52 @@ def test_secrets_are_masked_in_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hunter2" not in repr(s)
     assert s.cassandra_password is not None
     assert s.cassandra_password.get_secret_value() == "hunter2"
+
+
+@pytest.mark.parametrize("service", ["cassandra", "kafka"])
+def test_a_password_needs_its_user_and_the_other_way_round(
+        monkeypatch: pytest.MonkeyPatch, service: str) -> None:
+    monkeypatch.setenv(f"STREAMFIT_{service.upper()}_PASSWORD", "s3cret-pass")
+    with pytest.raises(SettingsError, match=f"STREAMFIT_{service.upper()}_USERNAME is not"):
+        load_settings()
+    monkeypatch.delenv(f"STREAMFIT_{service.upper()}_PASSWORD")
+    monkeypatch.setenv(f"STREAMFIT_{service.upper()}_USERNAME", "app")
+    with pytest.raises(SettingsError, match=f"STREAMFIT_{service.upper()}_PASSWORD is not"):
+        load_settings()
+
+
+def _auth_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    env = {"STACK_AUTH": "true", "CASSANDRA_USERNAME": "app", "CASSANDRA_PASSWORD": "long-enough-1",
+           "KAFKA_USERNAME": "app", "KAFKA_PASSWORD": "long-enough-2", **values}
+    for key, value in env.items():
+        if value:
+            monkeypatch.setenv(f"STREAMFIT_{key}", value)
+
+
+def test_stack_auth_takes_the_four_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    _auth_env(monkeypatch)
+    s = load_settings()
+    assert s.stack_auth and s.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    assert "long-enough" not in repr(s)
+
+
+def test_stack_auth_without_credentials_says_which(monkeypatch: pytest.MonkeyPatch) -> None:
+    _auth_env(monkeypatch, KAFKA_USERNAME="", KAFKA_PASSWORD="")
+    with pytest.raises(SettingsError, match="STREAMFIT_STACK_AUTH=true needs.*KAFKA_USERNAME"):
+        load_settings()
+
+
+def test_stack_auth_refuses_short_passwords_and_the_broker_user(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _auth_env(monkeypatch, KAFKA_PASSWORD="short")
+    with pytest.raises(SettingsError, match="KAFKA_PASSWORD is shorter than 8"):
+        load_settings()
+    _auth_env(monkeypatch, KAFKA_USERNAME="streamfit-broker")
+    with pytest.raises(SettingsError, match="the local broker's own user"):
+        load_settings()
+
+
+def test_unknown_sasl_mechanism_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_KAFKA_SASL_MECHANISM", "GSSAPI")
+    with pytest.raises(SettingsError, match="STREAMFIT_KAFKA_SASL_MECHANISM"):
+        load_settings()

