@@ -24,7 +24,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from features.build import run_build  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
-from ingest.service import IngestService, ensure_topics  # noqa: E402
+from ingest.service import ensure_topics, running_in_background  # noqa: E402
 from ingest.signal import signal_now  # noqa: E402
 from ingest.status import group_status  # noqa: E402
 from scoring.batch import INSERT_BY_DATE, INSERT_HISTORY, INSERT_LATEST, score_dates  # noqa: E402
@@ -86,23 +85,6 @@ def wait(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-class Ingest:
-    """The real ingest service in a background thread."""
-
-    def __init__(self, s: Settings) -> None:
-        self.service = IngestService(s, s.ingest_workers, on_event=lambda _m: None)
-        self.thread = threading.Thread(target=self.service.run,
-                                       kwargs={"install_signals": False}, daemon=True)
-
-    def __enter__(self) -> Ingest:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.service.stop()
-        self.thread.join(120)
-
-
 def _t(stamp: str | None) -> float:
     return datetime.fromisoformat(stamp).timestamp() if stamp else float("nan")
 
@@ -125,7 +107,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
             last = SEED_FIRST + timedelta(days=SEED_DAYS - 1)
             send_events(s, events_of_days(s, SEED_FIRST, last))
             quiet = s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})
-            with Ingest(quiet):
+            with running_in_background(quiet):
                 wait(lambda: caught_up(s), 600, "the seed to land")
             since = datetime.now(UTC).isoformat()
             signal_now(s)
@@ -135,7 +117,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
             wait(lambda: not client.pipeline_busy(PIPELINE), 600, "Airflow to be idle")
             print(f"seeded {SEED_DAYS} days; rounds follow", flush=True)
             results = []
-            with Ingest(s):
+            with running_in_background(s):
                 for i in range(rounds):
                     day = last + timedelta(days=1 + i)
                     events = events_of_days(s, day, day)
@@ -182,7 +164,7 @@ def year_of_data(base: Settings, days: int) -> tuple[Settings, date]:
     t0 = time.time()
     events = events_of_days(s, first, last)
     send_events(s, events)
-    with Ingest(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
+    with running_in_background(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
         wait(lambda: caught_up(s), 1800, "a year to land")
     print(f"landed {len(events):,} events of {first}..{last} in {time.time() - t0:.0f}s",
           flush=True)
@@ -198,7 +180,7 @@ def rebuild(s: Settings, last: date) -> dict[str, Any]:
     new_day = last + timedelta(days=1)
     events = events_of_days(s, new_day, new_day)
     send_events(s, events)
-    with Ingest(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
+    with running_in_background(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
         wait(lambda: caught_up(s), 300, "the new day to land")
     t0 = time.perf_counter()
     inc = run_build(s, event_dates=[new_day])

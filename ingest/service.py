@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 
 from streamfit import kafka as kafka_io
@@ -100,3 +102,26 @@ class IngestService:
                 log.error("worker %s did not stop in %.0fs; killing it", proc.name, timeout)
                 proc.kill()
                 proc.join(5)
+
+
+class IngestDidNotStop(RuntimeError):
+    """The background ingest service was still running after its stop timeout."""
+
+
+@contextmanager
+def running_in_background(settings: Settings, workers: int | None = None,
+                          on_event: Callable[[str], None] = lambda _m: None,
+                          stop_timeout_s: float = 120.0) -> Iterator[IngestService]:
+    """The ingest service (real worker processes) supervised from a thread of this process, for
+    as long as the block runs: the demo, the tests and the benchmarks land events this way."""
+    service = IngestService(settings, workers or settings.ingest_workers, on_event=on_event)
+    thread = threading.Thread(target=service.run, kwargs={"install_signals": False},
+                              name="streamfit-ingest", daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        thread.join(stop_timeout_s)
+    if thread.is_alive():
+        raise IngestDidNotStop(f"the ingest service did not stop within {stop_timeout_s:.0f}s")

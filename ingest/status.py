@@ -17,16 +17,41 @@ def _committed(admin: Any, settings: Settings) -> dict[int, int]:
     return kafka_io.committed_offsets(admin, settings.ingest_group, settings.events_topic)
 
 
+def _partitions(admin: Any, topic: str) -> list[int]:
+    return sorted(p["partition_index"] for t in admin.describe_topics([topic])
+                  for p in t.get("partitions", []))
+
+
 def _ends(admin: Any, topic: str, partitions: list[int]) -> dict[int, int]:
+    if not partitions:
+        return {}
     specs = {TopicPartition(topic, p): OffsetSpec.LATEST for p in partitions}
     return {tp.partition: ot.offset for tp, ot in admin.list_partition_offsets(specs).items()}
+
+
+def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    """Partition -> log end offset of ``topic`` (default: the events topic)."""
+    admin = kafka_io.admin(settings, client_id="streamfit-status")
+    try:
+        topic = topic or settings.events_topic
+        return _ends(admin, topic, _partitions(admin, topic))
+    finally:
+        admin.close()
+
+
+def committed(settings: Settings) -> dict[int, int]:
+    """Partition -> offset the ingest group committed on the events topic."""
+    admin = kafka_io.admin(settings, client_id="streamfit-status")
+    try:
+        return _committed(admin, settings)
+    finally:
+        admin.close()
 
 
 def group_status(settings: Settings, sample_s: float = 2.0) -> dict[str, Any]:
     admin = kafka_io.admin(settings, client_id="streamfit-status")
     try:
-        meta = admin.describe_topics([settings.events_topic])
-        partitions = sorted(p["partition_index"] for t in meta for p in t["partitions"])
+        partitions = _partitions(admin, settings.events_topic)
         first = _committed(admin, settings)
         started = time.monotonic()
         if sample_s:
@@ -35,9 +60,7 @@ def group_status(settings: Settings, sample_s: float = 2.0) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         ends = _ends(admin, settings.events_topic, partitions)
         dlq = settings.dead_letter_topic
-        dlq_meta = admin.describe_topics([dlq])
-        dlq_parts = [p["partition_index"] for t in dlq_meta for p in t.get("partitions", [])]
-        dead = sum(_ends(admin, dlq, dlq_parts).values()) if dlq_parts else 0
+        dead = sum(_ends(admin, dlq, _partitions(admin, dlq)).values())
     finally:
         admin.close()
     rows = [{"partition": p, "committed": second.get(p, 0), "end": ends.get(p, 0),

@@ -14,15 +14,14 @@ departed, and those are what the predictions are for.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ingest.producer import send_events
-from ingest.service import IngestService, ensure_topics
+from ingest.service import IngestService, ensure_topics, running_in_background
 from streamfit.airflow_api import AirflowClient, PipelineRun
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
@@ -51,18 +50,10 @@ def _caught_up(settings: Settings) -> tuple[int, int]:
     return sum(r["committed"] for r in rows), sum(r["end"] for r in rows)
 
 
-@contextmanager
-def ingest_running(settings: Settings, say: Say) -> Iterator[IngestService]:
+def ingest_running(settings: Settings, say: Say) -> AbstractContextManager[IngestService]:
     # The story is told by this command; the workers only speak up about problems.
     quiet = settings.model_copy(update={"log_level": "WARNING"})
-    service = IngestService(quiet, settings.ingest_workers, on_event=lambda m: say(f"  {m}"))
-    thread = threading.Thread(target=service.run, kwargs={"install_signals": False}, daemon=True)
-    thread.start()
-    try:
-        yield service
-    finally:
-        service.stop()
-        thread.join(120)
+    return running_in_background(quiet, on_event=lambda m: say(f"  {m}"))
 
 
 def land(settings: Settings, events: list[dict[str, Any]], say: Say, timeout_s: float) -> float:

@@ -2,55 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import date
 
-from kafka import TopicPartition
-from kafka.admin import OffsetSpec
-
-from ingest.service import IngestService
+from ingest.service import IngestService, running_in_background
+from ingest.status import committed, end_offsets
 from ingest.store import IngestStore
-from streamfit import kafka as kafka_io
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
 
 
-@contextmanager
-def running_ingest(settings: Settings, workers: int = 2) -> Iterator[IngestService]:
+def running_ingest(settings: Settings, workers: int = 2) -> AbstractContextManager[IngestService]:
     """The real ingest service (worker processes) in a background thread of the test."""
-    events: list[str] = []
-    service = IngestService(settings, workers, on_event=events.append)
-    thread = threading.Thread(target=service.run, kwargs={"install_signals": False}, daemon=True)
-    thread.start()
-    try:
-        yield service
-    finally:
-        service.stop()
-        thread.join(120)
-        assert not thread.is_alive(), "ingest service did not stop"
-
-
-def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
-    admin = kafka_io.admin(settings)
-    try:
-        topic = topic or settings.events_topic
-        meta = admin.describe_topics([topic])
-        specs = {TopicPartition(topic, p["partition_index"]): OffsetSpec.LATEST
-                 for t in meta for p in t["partitions"]}
-        return {tp.partition: o.offset for tp, o in admin.list_partition_offsets(specs).items()}
-    finally:
-        admin.close()
-
-
-def committed(settings: Settings) -> dict[int, int]:
-    admin = kafka_io.admin(settings)
-    try:
-        return kafka_io.committed_offsets(admin, settings.ingest_group, settings.events_topic)
-    finally:
-        admin.close()
+    return running_in_background(settings, workers)
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

