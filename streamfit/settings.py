@@ -141,6 +141,9 @@ class Settings(BaseSettings):
                               description="Skip a retrain unless this many new labelled flights.")
     promotion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = Field(
         default="roc_auc", description="Metric of the promotion gate (on the same fresh holdout).")
+    promotion_beat_naive: bool = Field(
+        default=False, description="A model must also beat the naive route-rate baseline on the "
+        "holdout to be promoted, the first one included (off: the first model always is).")
     promotion_tolerance: float = Field(
         default=0.0, ge=0.0, le=1.0,
         description="A challenger must beat the champion by more than this to be promoted.")

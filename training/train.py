@@ -119,12 +119,19 @@ def predict(model: Any, frame: pd.DataFrame, features: list[str] | None = None) 
     return model.predict_proba(frame.reindex(columns=names).to_numpy(dtype=float))[:, 1]
 
 
-def gate(metric: str, candidate: float, champion: float | None, tolerance: float
-         ) -> tuple[bool, str]:
-    """Promote only when the candidate beats the champion by more than ``tolerance``."""
+def gate(metric: str, candidate: float, champion: float | None, tolerance: float,
+         baseline: float | None = None) -> tuple[bool, str]:
+    """Promote only when the candidate beats the champion by more than ``tolerance`` and, when a
+    ``baseline`` is given (STREAMFIT_PROMOTION_BEAT_NAIVE), also beats that."""
+    def margin(other: float) -> float:
+        return candidate - other if HIGHER_IS_BETTER[metric] else other - candidate
+
+    if baseline is not None and margin(baseline) <= 0:
+        return False, (f"{metric} {candidate:.4f} does not beat the naive baseline "
+                       f"{baseline:.4f}")
     if champion is None:
         return True, "no champion yet"
-    better = candidate - champion if HIGHER_IS_BETTER[metric] else champion - candidate
+    better = margin(champion)
     if better > tolerance:
         return True, f"{metric} {candidate:.4f} beats champion {champion:.4f} by {better:.4f}"
     return False, (f"{metric} {candidate:.4f} does not beat champion {champion:.4f} by more "
@@ -236,8 +243,9 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             champ_model = registry.load(champion)
             champ_score = score(y, predict(champ_model, holdout,
                                            versions[champion].features))[metric]
+        baseline = metrics[f"naive_{metric}"] if settings.promotion_beat_naive else None
         promoted, reason = gate(metric, metrics[metric], champ_score,
-                                settings.promotion_tolerance)
+                                settings.promotion_tolerance, baseline)
         registry.record_decision(version, champion, metric, metrics[metric], champ_score,
                                  settings.promotion_tolerance, promoted, reason)
         if promoted:

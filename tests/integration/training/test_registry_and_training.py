@@ -87,3 +87,20 @@ def test_a_corrupted_artifact_is_refused_on_load(trained: Settings) -> None:
                         "AND version = 1", (bytes(blob),))
         with pytest.raises(ModelIntegrityError, match="does not match"):
             Registry(session, trained.keyspace).load(1)
+
+
+def _dummy() -> list[tuple[str, dict[str, str], DummyClassifier]]:
+    return [("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))]
+
+
+@pytest.mark.parametrize("beat_naive", [False, True])
+def test_the_first_model_must_beat_the_naive_baseline_when_asked(
+        trained: Settings, beat_naive: bool) -> None:
+    s = trained.model_copy(update={"promotion_beat_naive": beat_naive})
+    result = train_and_maybe_promote(s, pool=_dummy)  # ROC AUC 0.5: below the planted baseline
+    assert result.status == "registered" and result.promoted is not beat_naive
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace)
+        assert registry.aliases().get("champion") == (None if beat_naive else 1)
+        if beat_naive:
+            assert "does not beat the naive baseline" in registry.decisions(1)[0].reason

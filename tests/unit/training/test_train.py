@@ -16,6 +16,15 @@ def test_gate_promotes_only_a_real_improvement() -> None:
     assert not gate("brier", 0.20, 0.19, 0.0)[0]
 
 
+def test_gate_with_the_naive_baseline() -> None:
+    promoted, reason = gate("roc_auc", 0.59, None, 0.0, baseline=0.61)
+    assert not promoted and "naive baseline 0.6100" in reason  # the first model too
+    assert gate("roc_auc", 0.65, None, 0.0, baseline=0.61)[0]
+    assert not gate("roc_auc", 0.72, 0.70, 0.0, baseline=0.73)[0]
+    assert gate("log_loss", 0.40, 0.45, 0.0, baseline=0.42)[0]  # lower is better
+    assert not gate("log_loss", 0.43, 0.45, 0.0, baseline=0.42)[0]
+
+
 def test_calibration_error_is_zero_for_calibrated_and_large_for_wrong() -> None:
     rng = np.random.default_rng(0)
     p = rng.uniform(size=200_000)
