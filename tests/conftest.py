@@ -54,8 +54,9 @@ def stack(base_settings: Settings) -> Iterator[Settings]:
         control.down(base_settings, started)
         # `stack down` must leave no process of ours: nothing the stack started may survive.
         survivors = [pid for pid in ours if _alive(pid)]
-        survivors += [p.pid for p in psutil.process_iter(["cmdline"])
-                      if str(base_settings.home) in " ".join(p.info["cmdline"] or [])]
+        if set(started) == set(control.SERVICE_NAMES):  # else the others are still running
+            survivors += [p.pid for p in psutil.process_iter(["cmdline"])
+                          if str(base_settings.home) in " ".join(p.info["cmdline"] or [])]
         assert not survivors, f"processes left after stack down: {survivors}"
 
 

@@ -118,9 +118,14 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
             trained_at = _versions(s)[2].created_at.replace(tzinfo=UTC)
 
             def rescored() -> bool:
-                return any(r.summary and tomorrow.isoformat() in r.summary["dates"]
-                           and datetime.fromisoformat(r.end_date or "1970-01-01Z") > trained_at
-                           for r in client.pipeline_runs("score_batch", since, s.keyspace))
+                # A scoring run that overlapped the retrain may end after it with the old
+                # champion's predictions: wait until the day is predicted by the champion.
+                ran = any(r.summary and tomorrow.isoformat() in r.summary["dates"]
+                          and datetime.fromisoformat(r.end_date or "1970-01-01Z") > trained_at
+                          for r in client.pipeline_runs("score_batch", since, s.keyspace))
+                with connect(s) as session:
+                    champion = Registry(session, s.keyspace).aliases()["champion"]
+                return ran and {p.model_version for p in _predictions(s, tomorrow)} == {champion}
 
             wait_for(rescored, 300, "the scheduler to rescore after the retrain")
         runs = [r for d in PIPELINE for r in client.pipeline_runs(d, since, s.keyspace)]

@@ -32,6 +32,28 @@ def _summaries_for_group(client: AirflowClient, group: str) -> list[tuple[dict, 
     return found
 
 
+def _signaller_view(s: Settings) -> str:
+    """What the signaller works from, for a failure message: committed offsets, its state, the
+    ledger and the signals it recorded (a once-seen stall of several minutes left no trace)."""
+    from ingest.signal import ArrivalSignaller
+    from ingest.status import committed, end_offsets
+
+    with connect(s) as session:
+        state = list(session.execute(
+            "SELECT partition, signalled_upto FROM ingest_signal_state "
+            "WHERE consumer_group = %s AND topic = %s", (s.ingest_group, s.events_topic)))
+        signals = list(session.execute("SELECT signal_id, rows, extra FROM ingest_signals"))
+        fresh = ArrivalSignaller(s, session)
+        try:
+            pending = fresh.pending()
+        finally:
+            fresh.close()
+    return (f"end offsets {end_offsets(s)}; committed {committed(s)}; signal state "
+            f"{[(r.partition, r.signalled_upto) for r in state]}; recorded signals "
+            f"{[(r.rows, r.extra) for r in signals]}; a new signaller would send "
+            f"{pending.rows} rows up to {pending.upto}")
+
+
 def test_replay_triggers_the_raw_events_dag_through_the_scheduler(
         ingest_settings: Settings) -> None:
     s = ingest_settings
@@ -45,8 +67,11 @@ def test_replay_triggers_the_raw_events_dag_through_the_scheduler(
     with AirflowService(s).client() as client:
         with running_ingest(s, workers=2):
             wait_caught_up(s)
-            wait_for(lambda: announced(client) >= len(events), 240,
-                     "summarize_arrivals runs, started by the scheduler, to count every row")
+            try:
+                wait_for(lambda: announced(client) >= len(events), 240,
+                         "summarize_arrivals runs, started by the scheduler, to count every row")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{_signaller_view(s)}") from None
         found = _summaries_for_group(client, s.ingest_group)
     assert all(run["run_type"] == "asset_triggered" for run, _ in found)
     # every landed row was announced exactly once (no loss, no double count) ...
