@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from features.build import run_build
 from ingest.producer import send_events
@@ -84,11 +83,20 @@ def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Setting
     # 1. SIGKILL a training process mid-run (during cross-validation)
     env = {**os.environ, "STREAMFIT_KEYSPACE": s.keyspace, "STREAMFIT_TRAIN_DAYS": "21",
            "STREAMFIT_HOLDOUT_DAYS": "5"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamfit"), "train", "--force"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(6)  # imports, reading the window, fitting
-    assert proc.poll() is None, "training finished before it could be killed; kill it earlier"
+    # `streamfit train` with its log on stderr: the first candidate's cross-validation score
+    # means it is mid-run (more candidates, the refit and the registration are still to come).
+    # A fixed sleep was not enough: with byte-compiled dependencies it had already finished.
+    cli = ("import logging; logging.basicConfig(level=logging.INFO); "
+           "from streamfit.cli import app; app(['train', '--force'])")
+    proc = subprocess.Popen([sys.executable, "-c", cli], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "CV ROC AUC" in line:
+            break
+    assert proc.poll() is None, "training finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
+    proc.stderr.close()
     proc.wait(30)
     with connect(s) as session:
         registry = Registry(session, s.keyspace)
