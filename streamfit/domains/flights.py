@@ -26,7 +26,7 @@ from streamfit.domains import Domain, ReplayOptions
 
 if TYPE_CHECKING:
     # pandas is for the replay only: the ingest workers validate events without importing it
-    # (an import that took each worker ~1.5 s of CPU).
+    # (py-spy: up to 3.5 s of each worker's start went to importing it).
     import pandas as pd
 
 SCHEDULE_LEAD = timedelta(hours=24)
