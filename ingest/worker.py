@@ -149,7 +149,9 @@ class IngestWorker:
         s = self.settings
         consumer = (consumer_factory or self._consumer)()
         producer = kafka_io.producer(s, client_id=f"streamfit-dlq-{self.index}",
-                                     max_request_size=max(1048576, s.ingest_max_message_bytes * 4))
+                                     max_request_size=max(1048576, s.ingest_max_message_bytes * 4),
+                                     # several oversize dead letters per request, not one each
+                                     batch_size=max(16384, s.ingest_max_message_bytes * 4))
         consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         try:
             with connect(s) as session:
@@ -169,8 +171,9 @@ class IngestWorker:
         return kafka_io.consumer(
             s, group_id=s.ingest_group, client_id=f"streamfit-ingest-{self.index}",
             max_poll_records=s.ingest_batch_size,
-            # Poison messages bigger than our limit are still fetched (then dead-lettered).
-            max_partition_fetch_bytes=max(1048576, s.ingest_max_message_bytes * 4))
+            # Poison messages bigger than our limit are still fetched (then dead-lettered); 8 MiB
+            # per partition keeps a flood of them from cutting every fetch to a few messages.
+            max_partition_fetch_bytes=max(8 * 1048576, s.ingest_max_message_bytes * 4))
 
     def land(self, consumer: KafkaConsumer, producer: KafkaProducer, store: IngestStore,
              polled: dict[TopicPartition, list[Any]]) -> bool:
