@@ -61,6 +61,14 @@ CASSANDRA_JDK17_FLAGS = [
 ]
 
 
+def _write_private(path: Path, text: str) -> Path:
+    """Write a file only its owner can read: created 0600 before the secret goes in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    return _write(path, text)
+
+
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -156,20 +164,15 @@ class KafkaService(Service):
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="{KAFKA_BROKER_USER}" password="{secret}";\n'
                 for mech in ("scram-sha-256", "scram-sha-512"))
-        props = self.home / "config" / "server.properties"
-        props.parent.mkdir(parents=True, exist_ok=True)
-        props.touch(mode=0o600)
-        props.chmod(0o600)  # may hold the broker's password
-        return _write(props, _render(
+        # private: it may hold the broker's password
+        return _write_private(self.home / "config" / "server.properties", _render(
             "kafka-server.properties", port=s.kafka_port, controller_port=s.kafka_controller_port,
             data_dir=data, protocol="SASL_PLAINTEXT" if s.stack_auth else "PLAINTEXT", sasl=sasl))
 
     def broker_secret(self) -> str:
         path = self.broker_secret_file
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(24) + "\n")
+            _write_private(path, secrets.token_urlsafe(24) + "\n")
         return path.read_text().strip()
 
     def _format(self, jvm: list[str], props: Path) -> None:
@@ -384,12 +387,11 @@ class AirflowService(Service):
         if not path.exists():
             from cryptography.fernet import Fernet
 
-            _write(path, json.dumps({
+            _write_private(path, json.dumps({
                 "jwt_secret": secrets.token_urlsafe(32),
                 "api_secret_key": secrets.token_urlsafe(32),
                 "fernet_key": Fernet.generate_key().decode(),
             }))
-            path.chmod(0o600)
         return json.loads(path.read_text())  # type: ignore[no-any-return]
 
     def env(self) -> dict[str, str]:
@@ -451,8 +453,7 @@ class AirflowService(Service):
         if not self.password_file.exists():
             password = (s.airflow_password.get_secret_value() if s.airflow_password
                         else secrets.token_urlsafe(12))
-            _write(self.password_file, json.dumps({s.airflow_username: password}))
-            self.password_file.chmod(0o600)
+            _write_private(self.password_file, json.dumps({s.airflow_username: password}))
         env = self.env()
         airflow = str(Path(sys.executable).parent / "airflow")
         log = s.home / "logs" / "airflow-db-migrate.log"
