@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 
+from ingest.dlq import dlq_max_message_bytes
 from streamfit import kafka as kafka_io
 from streamfit.cassandra import connect
 from streamfit.schema import migrate
@@ -27,9 +28,11 @@ log = logging.getLogger("streamfit.ingest")
 
 def ensure_topics(settings: Settings) -> None:
     kafka_io.ensure_topic(settings, settings.events_topic, settings.events_partitions)
-    # Dead letters are kept for weeks: they wait for a fix and `streamfit dlq replay`.
+    # Dead letters are kept for weeks: they wait for a fix and `streamfit dlq replay`. The topic
+    # takes any message ingest may copy (up to its size limit, plus the dead-letter headers).
     kafka_io.ensure_topic(settings, settings.dead_letter_topic, 1,
-                          {"retention.ms": str(30 * 24 * 3600 * 1000)})
+                          {"retention.ms": str(30 * 24 * 3600 * 1000),
+                           "max.message.bytes": str(dlq_max_message_bytes(settings))})
 
 
 class IngestService:

@@ -4,7 +4,7 @@ Started by ``streamfit ingest run`` (one process per worker, all in one consumer
 poll:
 
 1. decode every message at the edge (``ingest.envelope``); refused ones go to the dead-letter
-   topic with the original bytes and the reason in headers, and the DLQ producer is flushed;
+   topic with the original bytes and the reason in headers (``ingest.dlq``);
 2. write the valid events to ``raw_events`` (idempotent keys, bounded concurrency);
 3. write one ledger row per Kafka partition of the batch;
 4. only then commit the batch's offsets.
@@ -32,6 +32,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ingest import metrics
+from ingest.dlq import dead_letter, dlq_max_message_bytes
 from ingest.envelope import Envelope, Rejection, decode
 from ingest.store import IngestStore, LedgerEntry, WriteFailed, bucket_of
 from streamfit import kafka as kafka_io
@@ -107,17 +108,6 @@ def ledger_entries(batch: Batch, worker: str, now: datetime) -> list[LedgerEntry
     return entries
 
 
-def dead_letter_headers(msg: Any, why: Rejection, now: datetime) -> list[tuple[str, bytes]]:
-    return [
-        ("dlq.reason", why.reason.encode()),
-        ("dlq.detail", why.detail.encode("utf-8", "replace")[:2000]),
-        ("dlq.source.topic", msg.topic.encode()),
-        ("dlq.source.partition", str(msg.partition).encode()),
-        ("dlq.source.offset", str(msg.offset).encode()),
-        ("dlq.failed_at", now.isoformat().encode()),
-    ]
-
-
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: IngestWorker) -> None:
         self.worker = worker
@@ -149,9 +139,9 @@ class IngestWorker:
         s = self.settings
         consumer = (consumer_factory or self._consumer)()
         producer = kafka_io.producer(s, client_id=f"streamfit-dlq-{self.index}",
-                                     max_request_size=max(1048576, s.ingest_max_message_bytes * 4),
-                                     # several oversize dead letters per request, not one each
-                                     batch_size=max(16384, s.ingest_max_message_bytes * 4))
+                                     max_request_size=dlq_max_message_bytes(s),
+                                     # many dead letters per request: a flood is thousands of them
+                                     batch_size=1048576)
         consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         try:
             with connect(s) as session:
@@ -223,8 +213,7 @@ class IngestWorker:
     def _send_dead_letters(self, producer: KafkaProducer, batch: Batch, now: datetime
                            ) -> list[Any]:
         topic = self.settings.dead_letter_topic
-        futures = [producer.send(topic, key=msg.key, value=msg.value,
-                                 headers=dead_letter_headers(msg, why, now))
+        futures = [producer.send(topic, key=msg.key, **dead_letter(msg, msg.value, why, now))
                    for msg, why in batch.rejected]
         return futures  # the producer's I/O thread sends them while we write to Cassandra
 

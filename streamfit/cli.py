@@ -59,6 +59,7 @@ def _settings() -> Settings:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Our narrow exception classes (imported only when something failed: keeps start-up fast)."""
+    from ingest.dlq import OriginalUnreadable
     from ingest.producer import ProduceFailed
     from scoring.batch import NoChampion
     from scoring.client import BadPageToken
@@ -74,7 +75,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
             ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed,
-            TransientError, BadPageToken, KafkaAuthError)
+            TransientError, BadPageToken, KafkaAuthError, OriginalUnreadable)
 
 
 def handle_errors(func: F) -> F:
@@ -436,15 +437,19 @@ def dlq_list(
     if as_json:
         print(json.dumps([{"offset": d.offset, "source": d.source, "reason": d.reason,
                            "detail": d.headers.get("dlq.detail"),
-                           "value": (d.value or b"").decode("utf-8", "replace")}
+                           "value": (d.value or b"").decode("utf-8", "replace"),
+                           "original_bytes": int(d.headers.get("dlq.original_bytes")
+                                                 or len(d.value or b""))}
                           for d in letters], indent=2))
         return
     table = Table(title=f"dead letters in {settings.dead_letter_topic}")
     for col in ("offset", "source", "reason", "detail", "value"):
         table.add_column(col, overflow="fold")
     for d in letters:
-        table.add_row(str(d.offset), d.source, d.reason, d.headers.get("dlq.detail", ""),
-                      (d.value or b"")[:80].decode("utf-8", "replace"))
+        start = (d.value or b"")[:80].decode("utf-8", "replace")
+        if d.truncated:  # an oversize message: the DLQ kept its start, the source has the rest
+            start += f" [first {len(d.value or b'')} of {d.headers['dlq.original_bytes']} bytes]"
+        table.add_row(str(d.offset), d.source, d.reason, d.headers.get("dlq.detail", ""), start)
     console.print(table)
 
 
@@ -459,6 +464,10 @@ def dlq_replay(
     result = replay_dead_letters(_settings(), dry_run=dry_run)
     console.print(f"read {result.read}, re-submitted {result.resubmitted}, still invalid "
                   f"{result.still_invalid} {result.reasons or ''}{' (dry run)' if dry_run else ''}")
+    if result.expired:
+        console.print(f"[yellow]{result.expired} oversize dead letter(s) expired:[/] their "
+                      "originals are past the source topic's retention, and the DLQ kept only "
+                      "their first bytes (`streamfit dlq list` shows them)")
 
 
 def _parse_day(value: str, name: str) -> Any:

@@ -173,6 +173,10 @@ def test_kafka_broker_restart_midstream(chaos_settings: Settings) -> None:
     assert (lost, duplicated) == (0, 0)
 
 
+# Full size: a month, so that the steady part the rates compare lasts seconds, not one or two.
+FLOOD_DAYS = 30 if FULL else 2
+
+
 def _land_and_time(s: Settings, valid: int, messages: int) -> tuple[float, float | None]:
     """Run the ingest service until the group committed every offset. Returns the valid events
     per second over the whole run, and over its steady part: from the first commit on, so that
@@ -210,7 +214,7 @@ def _rates(rate: float, steady: float | None) -> str:
 def test_bad_input_flood(chaos_settings: Settings) -> None:
     """At least 10% malformed, of every kind in the corpus, mixed into a valid stream."""
     s = chaos_settings
-    valid = _events(s, date(2013, 7, 1), 10 if FULL else 2)
+    valid = _events(s, date(2013, 7, 1), FLOOD_DAYS)
     corpus = malformed(s.ingest_max_message_bytes)
     n_bad = len(valid) // 8  # 11% of all messages
     producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, max_request_size=2_000_000,
@@ -221,7 +225,10 @@ def test_bad_input_flood(chaos_settings: Settings) -> None:
         producer.send(s.events_topic, key=event["entity_key"].encode(), value=encode(event))
         if i % step == 0 and sum(sent_bad.values()) < n_bad:
             bad = corpus[(i // step) % len(corpus)]
-            producer.send(s.events_topic, key=b"poison", value=bad.value)
+            # Keyed apart, like bad input from many producers: one shared key would put every
+            # poison message, the oversize ones included, on one partition and one worker.
+            n = sum(sent_bad.values())
+            producer.send(s.events_topic, key=b"poison-%d" % n, value=bad.value)
             sent_bad[bad.expect_reason] += 1
     producer.flush()
     producer.close()
@@ -240,7 +247,7 @@ def test_clean_run_for_the_throughput_comparison(chaos_settings: Settings) -> No
     """The same stream without bad input: the report shows both rates side by side (no timing
     threshold is asserted here; `make chaos` prints the ratio)."""
     s = chaos_settings
-    valid = _events(s, date(2013, 7, 1), 10 if FULL else 2)
+    valid = _events(s, date(2013, 7, 1), FLOOD_DAYS)
     send_events(s, valid)
     rate, steady = _land_and_time(s, len(valid), len(valid))
     lost, duplicated = _account(s, "5b. same stream, clean", valid, None,

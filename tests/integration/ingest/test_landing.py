@@ -11,7 +11,7 @@ from datetime import date
 import psutil
 from kafka import KafkaProducer
 
-from ingest.dlq import list_dead_letters, replay_dead_letters
+from ingest.dlq import OVERSIZE_KEPT_BYTES, list_dead_letters, replay_dead_letters
 from ingest.envelope import encode
 from ingest.producer import send_events
 from ingest.store import IngestStore
@@ -125,7 +125,10 @@ def test_malformed_messages_go_to_the_dlq_and_valid_ones_land(ingest_settings: S
         assert got[where].reason == reason
         assert got[where].headers["dlq.source.topic"] == s.events_topic
         assert got[where].headers["dlq.detail"]
-    assert {bytes(d.value or b"") for d in letters} == {b.value for b in bad}  # original bytes
+    # The original bytes; of an oversize message its start, and its full size.
+    assert {bytes(d.value or b"") for d in letters} == {b.value[:OVERSIZE_KEPT_BYTES] for b in bad}
+    assert {int(d.headers["dlq.original_bytes"]) for d in letters if d.truncated} == \
+        {len(b.value) for b in bad if len(b.value) > OVERSIZE_KEPT_BYTES}
     ids = landed_ids(s, _days(valid))
     assert sorted(ids) == sorted(e["event_id"] for e in valid)
     ledger = _ledger(s)

