@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -73,13 +74,12 @@ def topic_name() -> str:
     return f"test.{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="module")
-def keyspace_settings(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
-    """Settings pointing at a fresh keyspace for this test module, migrated, dropped afterwards."""
+@contextmanager
+def migrated_keyspace(stack: Settings, name: str) -> Iterator[Settings]:
+    """Settings pointing at keyspace ``name``, created and migrated here, dropped afterwards."""
     from streamfit.cassandra import connect
     from streamfit.schema import migrate
 
-    name = f"t_{request.module.__name__.rsplit('.', 1)[-1][:24]}_{uuid.uuid4().hex[:8]}"
     settings = stack.model_copy(update={"keyspace": name})
     with connect(settings, keyspace=None) as session:
         migrate(session, settings)
@@ -88,15 +88,16 @@ def keyspace_settings(stack: Settings, request: pytest.FixtureRequest) -> Iterat
         session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=60)
 
 
+@pytest.fixture(scope="module")
+def keyspace_settings(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings pointing at a fresh keyspace for this test module, migrated, dropped afterwards."""
+    name = f"t_{request.module.__name__.rsplit('.', 1)[-1][:24]}_{uuid.uuid4().hex[:8]}"
+    with migrated_keyspace(stack, name) as settings:
+        yield settings
+
+
 @pytest.fixture
 def fresh_keyspace_settings(stack: Settings) -> Iterator[Settings]:
     """Like keyspace_settings, but a keyspace of its own for every test."""
-    from streamfit.cassandra import connect
-    from streamfit.schema import migrate
-
-    settings = stack.model_copy(update={"keyspace": f"t_fn_{uuid.uuid4().hex[:12]}"})
-    with connect(settings, keyspace=None) as session:
-        migrate(session, settings)
-    yield settings
-    with connect(settings, keyspace=None) as session:
-        session.execute(f"DROP KEYSPACE IF EXISTS {settings.keyspace}", timeout=60)
+    with migrated_keyspace(stack, f"t_fn_{uuid.uuid4().hex[:12]}") as settings:
+        yield settings

@@ -13,8 +13,11 @@ import random
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from statistics import median
 from typing import Any
 
 from kafka import KafkaProducer
@@ -22,10 +25,12 @@ from kafka import KafkaProducer
 from ingest.dlq import list_dead_letters
 from ingest.envelope import encode
 from ingest.producer import send_events
+from ingest.service import ensure_topics
 from streamfit import kafka as kafka_io
 from streamfit.demo import events_of_days
 from streamfit.settings import Settings
 from tests.chaos.conftest import FULL, Row, record
+from tests.conftest import migrated_keyspace
 from tests.corpus import malformed
 from tests.integration.ingest.conftest import (
     committed,
@@ -207,14 +212,8 @@ def _land_and_time(s: Settings, valid: int, messages: int) -> tuple[float, float
     return valid / took, (total - first[1]) * share / (now - first[0])
 
 
-def _rates(rate: float, steady: float | None) -> str:
-    return f"valid events {rate:,.0f}/s" + (f", steady {steady:,.0f}/s" if steady else "")
-
-
-def test_bad_input_flood(chaos_settings: Settings) -> None:
-    """At least 10% malformed, of every kind in the corpus, mixed into a valid stream."""
-    s = chaos_settings
-    valid = _events(s, date(2013, 7, 1), FLOOD_DAYS)
+def _flood(s: Settings, valid: list[dict[str, Any]]) -> Counter[str]:
+    """Produce ``valid`` with 11% malformed messages of every corpus kind mixed in."""
     corpus = malformed(s.ingest_max_message_bytes)
     n_bad = len(valid) // 8  # 11% of all messages
     producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, max_request_size=2_000_000,
@@ -232,24 +231,79 @@ def test_bad_input_flood(chaos_settings: Settings) -> None:
             sent_bad[bad.expect_reason] += 1
     producer.flush()
     producer.close()
-    rate, steady = _land_and_time(s, len(valid), len(valid) + sum(sent_bad.values()))
-    letters = list_dead_letters(s, limit=None)
-    assert Counter(d.reason for d in letters) == sent_bad  # each with its reason
-    assert len(sent_bad) >= 10  # in many different ways
-    share = round(100 * len(letters) / (len(letters) + len(valid)))
-    lost, duplicated = _account(s, f"5. bad-input flood ({share}% malformed)", valid, None,
-                                dead=len(letters),
-                                note=_rates(rate, steady))
-    assert (lost, duplicated) == (0, 0)
+    return sent_bad
 
 
-def test_clean_run_for_the_throughput_comparison(chaos_settings: Settings) -> None:
-    """The same stream without bad input: the report shows both rates side by side (no timing
-    threshold is asserted here; `make chaos` prints the ratio)."""
+@dataclass
+class _Runs:
+    """One stream, landed again and again: each run with its own group, keyspace and DLQ."""
+
+    base: Settings
+    valid: list[dict[str, Any]]
+    bad: Counter[str]
+    rates: list[tuple[float, float | None]] = field(default_factory=list)
+    lost: int = 0
+    duplicated: int = 0
+    dead_lettered: int = 0
+
+    def land_once(self, stack: Settings) -> None:
+        tag = uuid.uuid4().hex[:8]
+        with migrated_keyspace(stack, f"t_chaos_flood_{tag}") as ks:
+            s = self.base.model_copy(update={
+                "keyspace": ks.keyspace, "ingest_group": f"{self.base.ingest_group}-{tag}",
+                "dlq_topic": f"{self.base.events_topic}.dlq.{tag}"})
+            ensure_topics(s)
+            self.rates.append(_land_and_time(s, len(self.valid),
+                                             len(self.valid) + sum(self.bad.values())))
+            letters = list_dead_letters(s, limit=None)
+            assert Counter(d.reason for d in letters) == self.bad  # each with its reason
+            self.dead_lettered = len(letters)
+            ids = landed_ids(s, _days(self.valid))
+            expected = {e["event_id"] for e in self.valid}
+            assert set(ids) - expected == set(), "rows landed that were never produced"
+            self.lost += len(expected - set(ids))
+            self.duplicated += len(ids) - len(set(ids))
+
+    def steady(self) -> list[float]:
+        """Steady rates, or whole-run ones where one commit took the whole (reduced) stream."""
+        return [steady or whole for whole, steady in self.rates]
+
+    def note(self) -> str:
+        whole = median(w for w, _ in self.rates)
+        steady = [st for _, st in self.rates if st]
+        runs = f"{len(self.rates)} run{'s' if len(self.rates) > 1 else ''}"
+        return (f"valid events {whole:,.0f}/s" + (f", steady {median(steady):,.0f}/s" if steady
+                                                  else "") + f" (median of {runs})")
+
+
+# Runs of each stream, alternating which goes first: one pair on this noisy machine is not a
+# measurement (the clean rate alone varied 16k-24k ev/s between runs).
+FLOOD_ROUNDS = 3 if FULL else 1
+
+
+def test_bad_input_flood_against_the_same_stream_clean(chaos_settings: Settings,
+                                                      stack: Settings) -> None:
+    """At least 10% malformed, of every kind in the corpus, mixed into a valid stream; and the
+    same stream without them, for the throughput comparison. The report shows both rates and
+    their ratio; no timing threshold is asserted."""
     s = chaos_settings
     valid = _events(s, date(2013, 7, 1), FLOOD_DAYS)
+    flood_topic = s.model_copy(update={"events_topic": f"{s.events_topic}.flood"})
+    ensure_topics(flood_topic)
+    flood = _Runs(flood_topic, valid, _flood(flood_topic, valid))
+    assert len(flood.bad) >= 10  # in many different ways
     send_events(s, valid)
-    rate, steady = _land_and_time(s, len(valid), len(valid))
-    lost, duplicated = _account(s, "5b. same stream, clean", valid, None,
-                                note=_rates(rate, steady))
-    assert (lost, duplicated) == (0, 0)
+    clean = _Runs(s, valid, Counter())
+    for round_ in range(FLOOD_ROUNDS):
+        for runs in ((flood, clean) if round_ % 2 == 0 else (clean, flood)):
+            runs.land_once(stack)
+    ratios = [f / c for f, c in zip(flood.steady(), clean.steady(), strict=True)]
+    share = round(100 * flood.dead_lettered / (flood.dead_lettered + len(valid)))
+    record(Row(f"5. bad-input flood ({share}% malformed)", len(valid) + flood.dead_lettered,
+               len(valid) - flood.lost, flood.dead_lettered, flood.lost, flood.duplicated, None,
+               flood.note()))
+    record(Row("5b. same stream, clean", len(valid), len(valid) - clean.lost, 0, clean.lost,
+               clean.duplicated, None,
+               f"{clean.note()}; flood/clean {median(ratios):.2f} (median; runs "
+               f"{', '.join(f'{r:.2f}' for r in ratios)})"))
+    assert (flood.lost, flood.duplicated, clean.lost, clean.duplicated) == (0, 0, 0, 0)
