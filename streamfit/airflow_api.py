@@ -109,10 +109,8 @@ class AirflowClient:
     def pipeline_runs(self, dag_id: str, since: str, keyspace: str) -> list[PipelineRun]:
         """Finished runs of a streamfit pipeline DAG created after ``since`` that concern
         ``keyspace``: runs whose result names it, and skipped runs whose skip reason does."""
-        runs = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                            params={"limit": 100, "run_after_gte": since})["dag_runs"]
         out = []
-        for run in runs:
+        for run in self.dag_runs(dag_id, since):
             if run["state"] not in ("success", "failed"):
                 continue
             base = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances"
@@ -129,6 +127,18 @@ class AirflowClient:
             out.append(PipelineRun(dag_id, run["dag_run_id"], run["run_type"], ti["state"],
                                    run.get("start_date"), run.get("end_date"), summary))
         return out
+
+    def dag_runs(self, dag_id: str, since: str, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every run of ``dag_id`` created after ``since``, oldest first, page by page (one page
+        of 100 once hid the newest runs from a long-lived Airflow)."""
+        runs: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                                params={"limit": page_size, "offset": len(runs), "order_by": "id",
+                                        "run_after_gte": since})
+            runs.extend(page["dag_runs"])
+            if not page["dag_runs"] or len(runs) >= page["total_entries"]:
+                return runs
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
     s = chaos_settings.model_copy(update={"airflow_url": None})
     day = date(2013, 8, 1)
     events = events_of_days(s, day, day)
+    since = datetime.now(UTC).isoformat()
     control.down(s, ["airflow"])
     try:
         with running_ingest(s, workers=2):
@@ -42,8 +43,7 @@ def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
 
             def built() -> bool:
                 with AirflowService(s).client() as client:
-                    runs = client.pipeline_runs("build_features", "2000-01-01T00:00:00Z",
-                                                s.keyspace)
+                    runs = client.pipeline_runs("build_features", since, s.keyspace)
                 # event date D brings the schedules of D+1: its features are what gets built
                 nxt = (day + timedelta(days=1)).isoformat()
                 return any(r.summary and nxt in r.summary["dates"] for r in runs)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -62,3 +63,14 @@ def test_a_task_really_runs_and_reaches_kafka_and_cassandra(airflow: AirflowClie
         "xcomEntries/return_value")
     value = xcom["value"]
     assert any(k.startswith("streamfit.selfcheck[0]@") for k in value), value
+
+
+def test_dag_runs_are_listed_past_the_first_page(airflow: AirflowClient) -> None:
+    """A long-lived Airflow holds more runs than one page: none may be missed (the newest were,
+    once, and a test waited for a run it could not see)."""
+    _wait_for_dag(airflow, "check_stack")
+    since = datetime.now(UTC).isoformat()
+    created = [airflow.request("POST", "/api/v2/dags/check_stack/dagRuns",
+                               json={"logical_date": None})["dag_run_id"] for _ in range(3)]
+    listed = [r["dag_run_id"] for r in airflow.dag_runs("check_stack", since, page_size=2)]
+    assert listed == created  # all three, over two pages, oldest first
