@@ -322,6 +322,6 @@ def test_bad_input_flood_against_the_same_stream_clean(chaos_settings: Settings,
                flood.note()))
     record(Row("5b. same stream, clean", len(valid), len(valid) - clean.lost, 0, clean.lost,
                clean.duplicated, None,
-               f"{clean.note()}; flood/clean {median(ratios):.2f} (median; runs "
+               f"{clean.note()}; flood/clean {median(ratios):.2f} (median; pairs "
                f"{', '.join(f'{r:.2f}' for r in ratios)})"))
     assert (flood.lost, flood.duplicated, clean.lost, clean.duplicated) == (0, 0, 0, 0)
