@@ -116,7 +116,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                  900, "the seeded pipeline to score")
             wait(lambda: not client.pipeline_busy(PIPELINE), 600, "Airflow to be idle")
             print(f"seeded {SEED_DAYS} days; rounds follow", flush=True)
-            results = []
+            results: list[dict[str, Any]] = []
             with running_in_background(s):
                 for i in range(rounds):
                     day = last + timedelta(days=1 + i)
@@ -185,7 +185,8 @@ def rebuild(s: Settings, last: date) -> dict[str, Any]:
     t0 = time.perf_counter()
     inc = run_build(s, event_dates=[new_day])
     inc_s = time.perf_counter() - t0
-    return {"full_s": full_s, "full_dates": len(full["dates"]), "full_flights": full["flights"],
+    full_dates: list[str] = full["dates"]  # type: ignore[assignment]
+    return {"full_s": full_s, "full_dates": len(full_dates), "full_flights": full["flights"],
             "incremental_s": inc_s, "incremental_dates": inc["dates"],
             "incremental_flights": inc["flights"], "ratio": inc_s / full_s}
 

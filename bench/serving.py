@@ -29,9 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pipeline import Ingest, caught_up, cleanup, fresh, wait  # noqa: E402
+from bench.pipeline import caught_up, cleanup, fresh, wait  # noqa: E402
 from features.build import run_build  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
+from ingest.service import running_in_background  # noqa: E402
 from scoring.batch import score_dates  # noqa: E402
 from scoring.client import PredictionClient  # noqa: E402
 from streamfit.cassandra import connect  # noqa: E402
@@ -51,7 +52,7 @@ def setup(base: Settings) -> Settings:
     s = fresh(base, "serve").model_copy(update={"train_days": 14, "holdout_days": 4,
                                                  "airflow_url": "http://127.0.0.1:9"})
     send_events(s, events_of_days(s, FIRST, LAST))
-    with Ingest(s):
+    with running_in_background(s):
         wait(lambda: caught_up(s), 300, "two weeks to land")
     run_build(s, days=[FIRST + timedelta(days=i) for i in range((NEXT - FIRST).days + 1)])
     train_and_maybe_promote(s)
