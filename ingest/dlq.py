@@ -6,7 +6,7 @@ Every dead letter is the original message (key and bytes) with headers saying wh
 when. One exception: a message refused for its size keeps only its first ``OVERSIZE_KEPT_BYTES``,
 with ``dlq.original_bytes`` giving the full size. A full copy plus headers may not fit the topic
 at all (a message near the broker's limit stalled its partition), and copying every oversize
-payload made a poison flood cost more than the valid traffic. The original stays in the source
+payload again made a poison flood slower. The original stays in the source
 topic for its retention (7 days by default), and replay reads it from there.
 
 ``replay`` re-validates each pending dead letter: those that pass now (the producer, the domain
@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any
 
 from kafka import TopicPartition
@@ -209,16 +210,17 @@ def _originals(settings: Settings, letters: list[DeadLetter]
     found: dict[tuple[str, int, int], bytes | None] = {}
     consumer = kafka_io.consumer(settings, group_id=None, client_id="streamfit-dlq-originals")
     try:
-        for topic, partition, offset in wanted:
+        for (topic, partition), group in groupby(wanted, key=lambda o: o[:2]):
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
             first = consumer.beginning_offsets([tp])[tp]
             end = consumer.end_offsets([tp])[tp]
-            if not first <= offset < end:
-                found[(topic, partition, offset)] = None
-                continue
-            consumer.seek(tp, offset)
-            found[(topic, partition, offset)] = _value_at(consumer, tp, offset)
+            for _t, _p, offset in group:
+                if first <= offset < end:
+                    consumer.seek(tp, offset)
+                    found[(topic, partition, offset)] = _value_at(consumer, tp, offset)
+                else:
+                    found[(topic, partition, offset)] = None
     finally:
         consumer.close(autocommit=False)
     return found
