@@ -51,16 +51,20 @@ def _days(events: list[dict[str, Any]]) -> set[date]:
     return {date.fromisoformat(e["event_time"][:10]) for e in events}
 
 
-def _account(s: Settings, scenario: str, events: list[dict[str, Any]], recovery: float | None,
-             dead: int = 0, note: str = "") -> tuple[int, int]:
-    """Record the row; return (lost, duplicated)."""
+def _lost_and_duplicated(s: Settings, events: list[dict[str, Any]]) -> tuple[int, int]:
+    """Count what of ``events`` is missing from ``raw_events``, and what is there twice."""
     ids = landed_ids(s, _days(events))
     expected = {e["event_id"] for e in events}
-    lost = len(expected - set(ids))
-    duplicated = len(ids) - len(set(ids))
-    record(Row(scenario, len(events) + dead, len(set(ids) & expected), dead, lost, duplicated,
-               recovery, note))
     assert set(ids) - expected == set(), "rows landed that were never produced"
+    return len(expected - set(ids)), len(ids) - len(set(ids))
+
+
+def _account(s: Settings, scenario: str, events: list[dict[str, Any]], recovery: float | None
+             ) -> tuple[int, int]:
+    """Record the row; return (lost, duplicated)."""
+    lost, duplicated = _lost_and_duplicated(s, events)
+    distinct = len({e["event_id"] for e in events})
+    record(Row(scenario, len(events), distinct - lost, 0, lost, duplicated, recovery))
     return lost, duplicated
 
 
@@ -263,11 +267,9 @@ class _Runs:
         letters = list_dead_letters(s, limit=None)
         assert Counter(d.reason for d in letters) == self.bad  # each with its reason
         self.dead_lettered = len(letters)
-        ids = landed_ids(s, _days(self.valid))
-        expected = {e["event_id"] for e in self.valid}
-        assert set(ids) - expected == set(), "rows landed that were never produced"
-        self.lost += len(expected - set(ids))
-        self.duplicated += len(ids) - len(set(ids))
+        lost, duplicated = _lost_and_duplicated(s, self.valid)
+        self.lost += lost
+        self.duplicated += duplicated
 
     def steady(self) -> list[float]:
         """Steady rates, or whole-run ones where one commit took the whole (reduced) stream."""
