@@ -15,3 +15,14 @@ RAW_EVENTS = Asset(name=catalog.RAW_EVENTS.name, uri=catalog.RAW_EVENTS.uri, gro
 FEATURES = Asset(name=catalog.FEATURES.name, uri=catalog.FEATURES.uri, group="streamfit")
 MODEL = Asset(name=catalog.MODEL.name, uri=catalog.MODEL.uri, group="streamfit")
 PREDICTIONS = Asset(name=catalog.PREDICTIONS.name, uri=catalog.PREDICTIONS.uri, group="streamfit")
+
+
+def fallback():  # noqa: ANN201 - an Airflow timetable
+    """Every pipeline DAG also runs on this cron (``STREAMFIT_PIPELINE_FALLBACK_CRON``): Airflow
+    3.3.2 may attach an asset event to no run, and a run reads its work from Cassandra, so a
+    lost trigger delays work by at most this interval and never drops it."""
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    from streamfit.settings import get_settings
+
+    return CronTriggerTimetable(get_settings().pipeline_fallback_cron, timezone="UTC")

@@ -1,23 +1,25 @@
-"""``train_model``: retrain when features change; promote only a better model.
+"""``train_model``: retrain when features changed; promote only a better model.
 
-Scheduled on the ``features`` asset. Runs ``training.train.train_for_events``, which is
-``train_and_maybe_promote`` (also ``streamfit train``) for each keyspace the feature events name: it
-skips (and logs why) when too little new labelled data arrived, and emits the ``model`` asset only
-when a champion changed, with the new version and the dates to rescore in its ``extra``.
+Scheduled on the ``features`` asset or the time fallback (``STREAMFIT_PIPELINE_FALLBACK_CRON``).
+The task runs ``training.run.train_pending`` (also ``streamfit pipeline run``): per keyspace with
+feature builds past the training watermark, one ``train_and_maybe_promote`` (also
+``streamfit train``), which skips (and says why) when too little new labelled data arrived. Emits
+the ``model`` asset only when a champion changed.
 """
 
 from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, task
-from streamfit_assets import FEATURES, MODEL
+from airflow.timetables.assets import AssetOrTimeSchedule
+from streamfit_assets import FEATURES, MODEL, fallback
 
 from streamfit.alerts import on_task_failure
 
 
 @dag(
     dag_id="train_model",
-    schedule=[FEATURES],
+    schedule=AssetOrTimeSchedule(timetable=fallback(), assets=FEATURES),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -28,11 +30,11 @@ def train_model() -> None:
     @task(outlets=[MODEL], retries=2, retry_delay=pendulum.duration(seconds=30),
           retry_exponential_backoff=True, on_failure_callback=on_task_failure)
     def train(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
-        from streamfit.catalog import event_extras
+        from streamfit.catalog import hinted_keyspaces
         from streamfit.settings import get_settings
-        from training.train import train_for_events
+        from training.run import train_pending
 
-        summary = train_for_events(get_settings(), event_extras(triggering_asset_events))
+        summary = train_pending(get_settings(), hinted_keyspaces(triggering_asset_events))
         if not summary["by_keyspace"]:
             # No champion changed: emit no model event (scoring runs on the features event).
             from airflow.sdk.exceptions import AirflowSkipException

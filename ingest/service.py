@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 
 from ingest.dlq import dlq_max_message_bytes
+from ingest.store import IngestStore
 from streamfit import kafka as kafka_io
 from streamfit.cassandra import connect
 from streamfit.schema import migrate
@@ -69,6 +70,8 @@ class IngestService:
         with connect(s, keyspace=None) as session:
             migrate(session, s)
             session.set_keyspace(s.keyspace)
+            # the feature stage reads the ledgers of the sources registered here
+            IngestStore(session, s.keyspace).register_source(s.ingest_group, s.events_topic)
             signaller = ArrivalSignaller(s, session)
             for i in range(self.workers):
                 self._start(i)

@@ -17,7 +17,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +28,7 @@ from ingest.store import IngestStore, LedgerEntry, as_utc
 from streamfit import catalog
 from streamfit import kafka as kafka_io
 from streamfit.airflow_api import AirflowClient
+from streamfit.progress import Progress, mark_announced, merge_offsets
 from streamfit.settings import Settings
 
 log = logging.getLogger("streamfit.ingest.signal")
@@ -42,20 +42,6 @@ class Pending:
     @property
     def rows(self) -> int:
         return sum(e.rows for e in self.entries)
-
-
-Offsets = dict[str, dict[str, list[int]]]  # topic -> partition -> [first, last]
-
-
-def merge_offsets(ranges: Iterable[Offsets]) -> Offsets:
-    """Union of offset ranges per topic and partition (lineage of a set of batches)."""
-    merged: Offsets = {}
-    for offsets in ranges:
-        for topic, parts in offsets.items():
-            for partition, (lo, hi) in parts.items():
-                cur = merged.setdefault(topic, {}).get(str(partition), [lo, hi])
-                merged[topic][str(partition)] = [min(cur[0], lo), max(cur[1], hi)]
-    return merged
 
 
 def summarise(entries: list[LedgerEntry], group: str, keyspace: str) -> dict[str, Any]:
@@ -97,6 +83,7 @@ class ArrivalSignaller:
         self._client = client
         self._admin: KafkaAdminClient | None = None
         self._last_sent = float("-inf")
+        self._announced = False
 
     def close(self) -> None:
         if self._admin is not None:
@@ -151,6 +138,11 @@ class ArrivalSignaller:
             event = self._airflow().create_asset_event(catalog.RAW_EVENTS.uri, extra)
             event_id = event.get("id")
             self._last_sent = time.monotonic()
+            if not self._announced:
+                # From now on every pipeline run (the time fallback too) serves this keyspace,
+                # so work is never lost with a trigger that Airflow attached to no run.
+                mark_announced(Progress(self.session, s.keyspace), event_id)
+                self._announced = True
         now = datetime.now(UTC)
         for partition, offset in pending.upto.items():
             self.session.execute(self._advance,

@@ -23,6 +23,8 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
+from streamfit.cassandra import as_utc, cql_date
+
 #: Buckets per event day. Part of the table's key layout: changing it needs a data migration.
 RAW_BUCKETS = 16
 #: Rows per unlogged batch. All rows of a batch share one partition, so Cassandra applies it as
@@ -53,6 +55,14 @@ SELECT first_offset, last_offset, rows, dead_lettered, min_event_time, max_event
 FROM {ks}.ingest_ledger
 WHERE consumer_group = ? AND topic = ? AND partition = ? AND offset_bucket = ?
   AND first_offset >= ?"""
+SELECT_LEDGER_NEWEST = """
+SELECT first_offset, last_offset, landed_at FROM {ks}.ingest_ledger
+WHERE consumer_group = ? AND topic = ? AND partition = ? AND offset_bucket = ?
+ORDER BY first_offset DESC LIMIT 1"""
+INSERT_SOURCE = """
+INSERT INTO {ks}.ingest_sources (source, consumer_group, topic, registered_at)
+VALUES ('kafka', ?, ?, ?)"""
+SELECT_SOURCES = "SELECT consumer_group, topic FROM {ks}.ingest_sources WHERE source = 'kafka'"
 
 
 class WriteFailed(RuntimeError):
@@ -91,6 +101,9 @@ class IngestStore:
         self._select_day_type = self._prepare(SELECT_RAW_DAY_TYPE)
         self._count_partition = self._prepare(COUNT_RAW_PARTITION)
         self._select_partition = self._prepare(SELECT_RAW_PARTITION)
+        self._ledger_newest = self._prepare(SELECT_LEDGER_NEWEST)
+        self._insert_source = self._prepare(INSERT_SOURCE)
+        self._sources = self._prepare(SELECT_SOURCES)
 
     def _prepare(self, cql: str) -> PreparedStatement:
         return self.session.prepare(cql.format(ks=self.keyspace))
@@ -148,6 +161,24 @@ class IngestStore:
                     r.landed_at, r.worker))
         return entries
 
+    def last_landed(self, group: str, topic: str, partition: int, below: int
+                    ) -> datetime | None:
+        """When the newest ledger batch of a partition that starts below offset ``below`` (its
+        committed offset) landed; None if none did."""
+        if below <= 0:
+            return None
+        row = self.session.execute(self._ledger_newest, (
+            group, topic, partition, (below - 1) // LEDGER_OFFSET_BUCKET)).one()
+        return as_utc(row.landed_at) if row is not None and row.landed_at else None
+
+    def register_source(self, group: str, topic: str) -> None:
+        """Record that ``group`` lands ``topic`` here: the feature stage reads its ledger."""
+        self.session.execute(self._insert_source, (group, topic, datetime.now(UTC)))
+
+    def sources(self) -> list[tuple[str, str]]:
+        """(consumer group, topic) of every ingest that lands events in this keyspace."""
+        return [(r.consumer_group, r.topic) for r in self.session.execute(self._sources)]
+
     def read_payloads(self, day: date, event_type: str) -> list[str]:
         """Payload JSON of every event of one type and event date (RAW_BUCKETS reads, concurrent)."""
         results = execute_concurrent(
@@ -169,11 +200,4 @@ class IngestStore:
         return out
 
 
-def as_utc(value: datetime) -> datetime:
-    """Cassandra hands timestamps back as naive UTC datetimes: make the zone explicit."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def cql_date(value: object) -> date:
-    """cassandra.util.Date -> datetime.date."""
-    return value.date() if hasattr(value, "date") else date.fromisoformat(str(value))
+__all__ = ["IngestStore", "LedgerEntry", "WriteFailed", "as_utc", "bucket_of", "cql_date"]

@@ -1,10 +1,11 @@
 """Batch scoring with the champion: ``streamfit score`` and the ``score_batch`` DAG.
 
-Triggered when the champion changes or features are rebuilt (``model | features``), and daily by
-time. Scores every flight of the given scheduled dates that has not departed at ``as_of``, reading
-one feature partition per date, and writes the probability with the model version and score time
-to three tables (latest per flight, per date, history). Keys are deterministic, so a rerun
-overwrites the same rows.
+Run by ``scoring.run`` for the feature builds and champion changes pending since the scoring
+watermarks (the ``score_batch`` DAG, its time fallback, ``streamfit pipeline run``), or for explicit
+dates by ``streamfit score``. Scores every flight of the given scheduled dates that has not
+departed at ``as_of``, reading one feature partition per date, and writes the probability with
+the model version and score time to three tables (latest per flight, per date, history). Keys
+are deterministic, so a rerun overwrites the same rows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 
 from features.build import FeatureStore
-from ingest.store import as_utc
 from streamfit.settings import Settings
 from training.registry import Registry
 from training.train import predict
@@ -150,39 +150,3 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         log.info("scored %d flights of %s with model v%d; evaluated %s", total, done, champion,
                  matured)
         return ScoreResult(champion, done, total, matured, clock)
-
-
-def score_for_events(settings: Settings, extras: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``score_batch`` task: score (and evaluate) the dates each keyspace's triggering
-    events name; with no events (the daily run), today and tomorrow of the default keyspace."""
-    from streamfit.catalog import for_each_keyspace
-
-    def step(s: Settings, group: list[dict[str, Any]]) -> dict[str, Any] | str:
-        dates, as_of = scoring_dates(group)
-        try:
-            result = score_dates(s, dates, as_of, evaluate=dates)
-        except NoChampion as exc:  # nothing to score with until a model exists
-            return str(exc)
-        return {"model_version": result.model_version, "dates": result.dates,
-                "scored": result.scored, "evaluated": sorted(result.evaluated)}
-
-    return for_each_keyspace(settings, extras, step)
-
-
-def scoring_dates(extras: list[dict[str, Any]], today: date | None = None
-                  ) -> tuple[list[date], datetime | None]:
-    """Dates to score from triggering events: feature dates named; else today and tomorrow.
-
-    ``as_of`` is the newest event time the features saw (a replay's "now"), so flights that
-    had departed by then are not scored.
-    """
-    from datetime import timedelta
-
-    named = sorted({date.fromisoformat(str(d)) for x in extras for d in (x.get("dates") or [])})
-    stamps = [str(x["max_event_time"]) for x in extras if x.get("max_event_time")]
-    # Cassandra hands back naive UTC timestamps, so a time without a zone is UTC.
-    as_of = max(as_utc(datetime.fromisoformat(t)) for t in stamps) if stamps else None
-    if named:
-        return named, as_of
-    today = today or datetime.now(UTC).date()
-    return [today, today + timedelta(days=1)], datetime.now(UTC)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 
+from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -42,6 +44,7 @@ def make_cluster(settings: Settings, connect_timeout: float = 10.0,
             DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)
         ),
         request_timeout=request_timeout,
+        consistency_level=ConsistencyLevel.name_to_value[settings.consistency("write")],
     )
     auth = None
     if settings.cassandra_username:
@@ -84,9 +87,28 @@ def connect(settings: Settings, keyspace: str | None = "", connect_timeout: floa
                 f"{settings.cassandra_port}: start the local stack with `streamfit stack up` or "
                 f"set STREAMFIT_CASSANDRA_HOSTS ({exc})"
             ) from None
+        _read_consistency(session, settings)
         yield session
     finally:
         cluster.shutdown()
+
+
+def _read_consistency(session: Session, settings: Settings) -> None:
+    """Statements use the write consistency of the default profile; prepared SELECTs get the
+    read consistency. Every statement we run often is prepared, so this one hook covers reads
+    without a second execution profile passed at every call site."""
+    read = ConsistencyLevel.name_to_value[settings.consistency("read")]
+    if read == session.cluster.profile_manager.default.consistency_level:
+        return
+    prepare = session.prepare
+
+    def prepare_with_read_consistency(query: str, *args: object, **kwargs: object) -> object:
+        statement = prepare(query, *args, **kwargs)
+        if query.lstrip().upper().startswith("SELECT"):
+            statement.consistency_level = read
+        return statement
+
+    session.prepare = prepare_with_read_consistency  # type: ignore[method-assign]
 
 
 def _auth_message(settings: Settings, error: Exception) -> str:
@@ -100,3 +122,13 @@ def _auth_message(settings: Settings, error: Exception) -> str:
             "STREAMFIT_CASSANDRA_USERNAME and STREAMFIT_CASSANDRA_PASSWORD. The local stack "
             "creates this user at the first `stack up` with STREAMFIT_STACK_AUTH=true; later "
             "changes of the password need ALTER ROLE")
+
+
+def as_utc(value: datetime) -> datetime:
+    """Cassandra hands timestamps back as naive UTC datetimes: make the zone explicit."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def cql_date(value: object) -> date:
+    """cassandra.util.Date -> datetime.date."""
+    return value.date() if hasattr(value, "date") else date.fromisoformat(str(value))

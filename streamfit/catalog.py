@@ -4,7 +4,6 @@ and by the processes that announce asset events through Airflow's REST API (inge
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,40 +45,11 @@ def by_keyspace(extras: list[dict[str, Any]], default: str) -> dict[str, list[di
     return out
 
 
-def for_each_keyspace(settings: Any, extras: list[dict[str, Any]],
-                      step: Callable[[Any, list[dict[str, Any]]], dict[str, Any] | str],
-                      default_when_empty: bool = True) -> dict[str, Any]:
-    """Run ``step(settings_for_keyspace, its_extras)`` once per keyspace the extras name.
-
-    ``step`` returns a summary, or a string saying why it did nothing. Returns
-    ``{"by_keyspace": {keyspace: summary}}`` (the ``extra`` of the DAG's outlet event) and
-    ``"skipped": {keyspace: why}`` for the others. A
-    keyspace that is not a valid name or does not exist is skipped, never created.
-    """
-    import logging
-
-    from streamfit.cassandra import connect
-
-    log = logging.getLogger("streamfit.pipeline")
-    groups = by_keyspace(extras, settings.keyspace)
-    if not groups and default_when_empty:
-        groups = {settings.keyspace: []}
-    with connect(settings, keyspace=None) as session:
-        existing = set(session.cluster.metadata.keyspaces)
-    done: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    for keyspace, group in sorted(groups.items()):
-        if not valid_keyspace(keyspace) or keyspace not in existing:
-            skipped[keyspace] = "no such keyspace (run `streamfit db migrate` for it)"
-            log.warning("skipping keyspace %r: it does not exist", keyspace)
-            continue
-        result = step(settings.model_copy(update={"keyspace": keyspace}), group)
-        if isinstance(result, str):
-            skipped[keyspace] = result
-        else:
-            done[keyspace] = result
-    return {"by_keyspace": done, "skipped": skipped}
-
-
 def valid_keyspace(name: str) -> bool:
     return bool(name) and name.replace("_", "").isalnum() and name[0].isalpha() and len(name) <= 48
+
+
+def hinted_keyspaces(triggering_asset_events: Any) -> list[str]:
+    """The keyspaces the triggering events name: hints of where work may be, never what it is
+    (``streamfit.progress`` reads that from Cassandra)."""
+    return sorted(by_keyspace(event_extras(triggering_asset_events), ""))

@@ -141,7 +141,8 @@ def ensure_topic(settings: Settings, name: str, partitions: int,
     client = admin(settings)
     try:
         client.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": 1,
+            {name: {"num_partitions": partitions,
+                    "replication_factor": settings.kafka_replication_factor,
                     "configs": configs or {}}},
             wait_for_metadata=True,
         )

@@ -247,6 +247,45 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE {ks}.flight_features ADD IF NOT EXISTS feature_values "
         "frozen<map<text, double>>",
     )),
+    Migration(9, "durable stage progress: watermarks, leases, feature-build log, ingest sources", (
+        # The (consumer group, topic) pairs that land raw events in this keyspace: the feature
+        # stage reads their ledgers. Registered by the ingest service when it starts.
+        """CREATE TABLE IF NOT EXISTS {ks}.ingest_sources (
+               source text,
+               consumer_group text,
+               topic text,
+               registered_at timestamp,
+               PRIMARY KEY ((source), consumer_group, topic)
+           )""",
+        # What each stage has consumed of the stage before it (streamfit.progress). A position
+        # moves only after the writes it covers are durable, by compare-and-set.
+        """CREATE TABLE IF NOT EXISTS {ks}.stage_progress (
+               stage text,
+               stream text,
+               part int,
+               position bigint,
+               position_time timestamp,
+               updated_at timestamp,
+               PRIMARY KEY ((stage), stream, part)
+           )""",
+        # At most one run of a stage per keyspace at a time: an LWT lease with a short TTL,
+        # renewed while the run works, so a killed run frees it within the TTL.
+        """CREATE TABLE IF NOT EXISTS {ks}.stage_leases (
+               stage text PRIMARY KEY,
+               owner text,
+               acquired_at timestamp
+           )""",
+        # One row per feature build (a numbered log): training and scoring consume it.
+        """CREATE TABLE IF NOT EXISTS {ks}.feature_builds (
+               feature_set text,
+               build_seq bigint,
+               dates set<date>,
+               flights int,
+               max_event_time timestamp,
+               built_at timestamp,
+               PRIMARY KEY ((feature_set), build_seq)
+           ) WITH CLUSTERING ORDER BY (build_seq DESC)""",
+    )),
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Port = int
+Consistency = Literal["ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
+                      "LOCAL_ONE", "ANY"]
 
 #: The local Kafka broker's own SASL user (inter-broker logins and creating the client user).
 KAFKA_BROKER_USER = "streamfit-broker"
@@ -95,6 +98,12 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
         default="SCRAM-SHA-512", description="Kafka SASL mechanism of clients and the local stack.")
     cassandra_local_dc: str = Field(default="datacenter1", description="Local data centre.")
+    cassandra_read_consistency: Consistency | None = Field(
+        default=None, description="Consistency of reads. Empty: LOCAL_QUORUM when the keyspace "
+        "replication factor is above 1, else LOCAL_ONE.")
+    cassandra_write_consistency: Consistency | None = Field(
+        default=None, description="Consistency of writes. Empty: LOCAL_QUORUM when the keyspace "
+        "replication factor is above 1, else LOCAL_ONE.")
     airflow_url: str | None = Field(
         default=None, description="Airflow API base URL. Empty: the local stack's API server."
     )
@@ -131,6 +140,15 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="At most one data-arrival signal per this many seconds...")
     signal_max_rows: int = Field(
         default=100000, ge=1, description="...unless this many landed rows are waiting.")
+
+    # --- pipeline stages ------------------------------------------------------------------
+    pipeline_fallback_cron: str = Field(
+        default="*/2 * * * *",
+        description="Time fallback of every pipeline DAG (cron, UTC): a run that finds nothing "
+        "pending skips in seconds; a trigger Airflow lost delays work by at most this much.")
+    pipeline_stall_after_s: float = Field(
+        default=120.0, gt=0, description="A partition with lag whose committed offset has not "
+        "moved for this long is reported as stalled (logs, metrics, `ingest status`).")
 
     # --- training ----------------------------------------------------------------------------
     train_days: int = Field(default=60, ge=7, le=3650,
@@ -200,6 +218,15 @@ class Settings(BaseSettings):
                 f"{value!r} is not a valid keyspace name: use letters, digits and _, "
                 "starting with a letter, at most 48 characters"
             )
+        return value
+
+    @field_validator("pipeline_fallback_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(re.fullmatch(r"[0-9*/,\-]+", f) for f in fields):
+            raise ValueError(f"{value!r} is not a five-field cron expression; write e.g. "
+                             "'*/2 * * * *' (every two minutes)")
         return value
 
     @field_validator("kafka_heap", "cassandra_heap")
@@ -274,6 +301,17 @@ class Settings(BaseSettings):
     @property
     def airflow_api_url(self) -> str:
         return (self.airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
+
+    @property
+    def max_replication(self) -> int:
+        if self.replication_strategy == "SimpleStrategy":
+            return self.replication_factor
+        return max(self.replication_dcs.values(), default=1)
+
+    def consistency(self, kind: Literal["read", "write"]) -> str:
+        """The consistency level name of reads or writes (the setting, else derived)."""
+        chosen = getattr(self, f"cassandra_{kind}_consistency")
+        return chosen or ("LOCAL_QUORUM" if self.max_replication > 1 else "LOCAL_ONE")
 
     def replication_cql(self) -> str:
         """The keyspace replication map, as CQL."""

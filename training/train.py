@@ -153,7 +153,7 @@ def load_window(store: Any, dates: list[date]) -> pd.DataFrame:
 
 def lineage_of(partitions: pd.DataFrame, dates: list[date]) -> dict[str, Any]:
     """Kafka offset ranges of the ingest batches that fed these feature dates."""
-    from ingest.signal import merge_offsets
+    from streamfit.progress import merge_offsets
 
     rows = partitions[partitions["sched_date"].isin(dates)] if len(partitions) else partitions
     merged = merge_offsets(rows["sources"] if len(rows) else [])
@@ -170,26 +170,6 @@ def reference_of(train: pd.DataFrame, y_holdout: np.ndarray, p_holdout: np.ndarr
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
                         "calibration": calibration_bins(y_holdout, p_holdout),
                         "predictions": prediction_summary(p_holdout)}}
-
-
-def train_for_events(settings: Any, extras: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``train_model`` task: retrain each keyspace whose features the triggering events
-    name. A keyspace appears in the result only when its champion changed; the result carries
-    the feature dates and newest event time on, so the new champion rescores them."""
-    from streamfit.catalog import for_each_keyspace
-
-    def step(s: Any, group: list[dict[str, Any]]) -> dict[str, Any] | str:
-        result = train_and_maybe_promote(s)
-        if not result.promoted:
-            return f"{result.status}: {result.reason}"
-        stamps = [str(x["max_event_time"]) for x in group if x.get("max_event_time")]
-        return {"version": result.version, "champion": result.champion,
-                "roc_auc": result.metrics.get("roc_auc"),
-                "naive_roc_auc": result.metrics.get("naive_roc_auc"),
-                "dates": sorted({d for x in group for d in x.get("dates") or []}),
-                "max_event_time": max(stamps) if stamps else None}
-
-    return for_each_keyspace(settings, extras, step)
 
 
 def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool = False,

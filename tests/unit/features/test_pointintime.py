@@ -91,7 +91,7 @@ def test_event_dates_map_to_the_feature_dates_they_affect() -> None:
 
 
 def test_offset_ranges_merge_per_topic_and_partition() -> None:
-    from ingest.signal import merge_offsets
+    from streamfit.progress import merge_offsets
 
     merged = merge_offsets([{"t": {"0": [10, 19], "1": [0, 4]}}, {"t": {"0": [20, 29]}},
                             {"u": {"0": [5, 5]}}])

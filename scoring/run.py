@@ -1,0 +1,112 @@
+"""The scoring stage's run: score the feature builds and champion changes since its watermarks.
+
+Run by the ``score_batch`` DAG (asset-triggered, by its time fallback, or by hand) and by
+``streamfit pipeline run``. Two watermarks, both in ``stage_progress``:
+
+- ``feature_builds``: the last feature build scored. Every build after it is scored: its dates'
+  flights that have not departed as of the newest event time the builds saw (a replay's "now"),
+  and its matured dates are evaluated;
+- ``champion``: the champion version scored last. When the champion differs, every built date
+  from that "now" on is rescored with it.
+
+With no champion yet, builds are consumed with nothing to score; the first champion then scores
+the dates still ahead. Watermarks move after the predictions are written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from cassandra.cluster import Session
+
+from streamfit.progress import FeatureBuild, Position, Progress, run_stage
+from streamfit.settings import Settings
+
+STAGE = "scoring"
+BUILDS = ("feature_builds", 0)
+CHAMPION = ("champion", 0)
+
+
+@dataclass(frozen=True)
+class ScoringBacklog:
+    builds_mark: Position | None
+    builds: list[FeatureBuild]
+    champion_mark: Position | None
+    champion: int | None
+
+    @property
+    def champion_changed(self) -> bool:
+        return self.champion is not None and (self.champion_mark is None
+                                              or self.champion_mark.position != self.champion)
+
+    @property
+    def as_of(self) -> datetime | None:
+        """The stream's "now": the newest event time any feature build saw."""
+        times = [b.max_event_time for b in self.builds if b.max_event_time]
+        if self.builds_mark and self.builds_mark.position_time:
+            times.append(self.builds_mark.position_time)
+        return max(times) if times else None
+
+    @property
+    def pending(self) -> int:
+        return len(self.builds) + int(self.champion_changed)
+
+
+def pending_scoring(session: Session, progress: Progress) -> ScoringBacklog:
+    from training.registry import Registry
+
+    marks = progress.positions(STAGE)
+    builds_mark = marks.get(BUILDS)
+    builds = progress.builds_after(builds_mark.position if builds_mark else 0)
+    champion = Registry(session, progress.keyspace).aliases().get("champion")
+    return ScoringBacklog(builds_mark, builds, marks.get(CHAMPION), champion)
+
+
+def dates_to_score(backlog: ScoringBacklog, built: list[date]) -> list[date]:
+    """The pending builds' dates, and on a champion change every built date from "now" on."""
+    dates = {d for b in backlog.builds for d in b.dates}
+    if backlog.champion_changed:
+        as_of = backlog.as_of
+        if as_of is not None:
+            dates |= {d for d in built if d >= as_of.date()}
+        elif built:
+            dates.add(max(built))
+    return sorted(dates)
+
+
+def _score_keyspace(settings: Settings, session: Session, progress: Progress
+                    ) -> dict[str, Any] | str:
+    backlog = pending_scoring(session, progress)
+    if not backlog.pending:
+        return "nothing pending"
+    as_of = backlog.as_of
+    newest = backlog.builds[-1] if backlog.builds else None
+
+    def advance() -> None:
+        if newest is not None:
+            progress.advance(STAGE, *BUILDS, backlog.builds_mark, newest.seq, as_of)
+        if backlog.champion_changed:
+            progress.advance(STAGE, *CHAMPION, backlog.champion_mark,
+                             backlog.champion)  # type: ignore[arg-type]
+
+    if backlog.champion is None:
+        advance()
+        return f"no champion yet: {len(backlog.builds)} feature build(s) consumed unscored"
+    from features.build import FeatureStore
+    from scoring.batch import score_dates
+
+    built = list(FeatureStore(session, progress.keyspace).partitions().get("sched_date", []))
+    dates = dates_to_score(backlog, built)
+    result = score_dates(settings, dates, as_of, evaluate=dates)
+    advance()
+    return {"model_version": result.model_version, "dates": result.dates,
+            "scored": result.scored, "evaluated": sorted(result.evaluated),
+            "builds": [b.seq for b in backlog.builds],
+            "champion_changed": backlog.champion_changed}
+
+
+def score_pending(settings: Settings, hinted: list[str] | None = None) -> dict[str, Any]:
+    """The ``score_batch`` task and ``streamfit pipeline run``."""
+    return run_stage(settings, STAGE, _score_keyspace, hinted or ())

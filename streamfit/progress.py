@@ -1,0 +1,289 @@
+"""Durable progress of the pipeline stages: watermarks, leases and the feature-build log.
+
+Every stage run uses this, whatever started it: an asset-triggered DAG run, the DAG's time
+fallback, a run triggered by hand, or the CLI. What a run must do is read from here, never from
+what its trigger carried. Airflow 3.3.2 can attach an asset event to no run at all (a burst of
+events while a run is queued: ``_create_dag_runs_asset_triggered`` takes only the events up to
+the queue row's first ``created_at`` and deletes the row), so trigger contents are hints.
+
+The rules, per keyspace and stage:
+
+- a **lease** (an LWT ``INSERT ... IF NOT EXISTS USING TTL``, renewed by a thread while the run
+  works) lets one run of a stage work at a time; a killed run frees it within the TTL;
+- a **watermark** (``stage_progress``) says what the stage consumed of the stage before it. It
+  moves by compare-and-set (``IF position = ?``), and only after the run's writes are durable, so
+  a crashed run redoes its range (every write is idempotent) and two runs never both advance
+  from the same position;
+- the **feature-build log** (``feature_builds``) numbers each feature build; training and scoring
+  consume it by number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from cassandra.cluster import Session
+
+from streamfit.cassandra import as_utc, cql_date
+
+log = logging.getLogger("streamfit.progress")
+
+#: Seconds a lease lives without renewal. A run renews it every third of that.
+LEASE_TTL_S = 60
+FEATURE_SET = "flights"
+
+SELECT_PROGRESS = """
+SELECT stream, part, position, position_time, updated_at FROM {ks}.stage_progress
+WHERE stage = ?"""
+INSERT_PROGRESS = """
+INSERT INTO {ks}.stage_progress (stage, stream, part, position, position_time, updated_at)
+VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"""
+UPDATE_PROGRESS = """
+UPDATE {ks}.stage_progress SET position = ?, position_time = ?, updated_at = ?
+WHERE stage = ? AND stream = ? AND part = ? IF position = ?"""
+ACQUIRE_LEASE = """
+INSERT INTO {ks}.stage_leases (stage, owner, acquired_at) VALUES (?, ?, ?)
+IF NOT EXISTS USING TTL ?"""
+RENEW_LEASE = """
+UPDATE {ks}.stage_leases USING TTL ? SET owner = ?, acquired_at = ? WHERE stage = ?
+IF owner = ?"""
+RELEASE_LEASE = "DELETE FROM {ks}.stage_leases WHERE stage = ? IF owner = ?"
+SELECT_LEASE = "SELECT owner, acquired_at FROM {ks}.stage_leases WHERE stage = ?"
+INSERT_BUILD = """
+INSERT INTO {ks}.feature_builds (feature_set, build_seq, dates, flights, max_event_time,
+                                 built_at)
+VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"""
+SELECT_BUILDS_AFTER = """
+SELECT build_seq, dates, flights, max_event_time, built_at FROM {ks}.feature_builds
+WHERE feature_set = ? AND build_seq > ?"""
+SELECT_NEWEST_BUILD = """
+SELECT build_seq, dates, flights, max_event_time, built_at FROM {ks}.feature_builds
+WHERE feature_set = ? LIMIT 1"""
+
+
+class LeaseHeld(RuntimeError):
+    """Another run of this stage holds the lease; this run does nothing (the holder, or the
+    next run, processes what is pending)."""
+
+
+class ProgressConflict(RuntimeError):
+    """A watermark moved under this run (its lease expired and another run advanced it): this
+    run's writes stand (they are idempotent), but it does not move the watermark."""
+
+
+@dataclass(frozen=True)
+class Position:
+    stream: str
+    part: int
+    position: int
+    position_time: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FeatureBuild:
+    seq: int
+    dates: frozenset[date]
+    flights: int
+    max_event_time: datetime | None
+    built_at: datetime
+
+
+Offsets = dict[str, dict[str, list[int]]]  # topic -> partition -> [first, last]
+
+
+def merge_offsets(ranges: Iterable[Offsets]) -> Offsets:
+    """Union of offset ranges per topic and partition (lineage of a set of batches)."""
+    merged: Offsets = {}
+    for offsets in ranges:
+        for topic, parts in offsets.items():
+            for partition, (lo, hi) in parts.items():
+                cur = merged.setdefault(topic, {}).get(str(partition), [lo, hi])
+                merged[topic][str(partition)] = [min(cur[0], lo), max(cur[1], hi)]
+    return merged
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+class Progress:
+    """Prepared statements of the progress tables for one session and keyspace."""
+
+    def __init__(self, session: Session, keyspace: str) -> None:
+        self.session = session
+        self.keyspace = keyspace
+        prep = {name: session.prepare(cql.format(ks=keyspace)) for name, cql in (
+            ("select", SELECT_PROGRESS), ("insert", INSERT_PROGRESS),
+            ("update", UPDATE_PROGRESS), ("acquire", ACQUIRE_LEASE), ("renew", RENEW_LEASE),
+            ("release", RELEASE_LEASE), ("lease", SELECT_LEASE), ("build", INSERT_BUILD),
+            ("builds", SELECT_BUILDS_AFTER), ("newest", SELECT_NEWEST_BUILD))}
+        self._q = prep
+
+    # --- watermarks ----------------------------------------------------------------------
+    def positions(self, stage: str) -> dict[tuple[str, int], Position]:
+        return {(r.stream, r.part): Position(r.stream, r.part, r.position,
+                                             _utc(r.position_time), _utc(r.updated_at))
+                for r in self.session.execute(self._q["select"], (stage,))}
+
+    def advance(self, stage: str, stream: str, part: int, old: Position | None, position: int,
+                position_time: datetime | None = None) -> None:
+        """Move one watermark from ``old`` (None: never set) to ``position``, compare-and-set.
+        Raises ProgressConflict if it is no longer at ``old``."""
+        now = datetime.now(UTC)
+        if old is None:
+            result = self.session.execute(self._q["insert"], (stage, stream, part, position,
+                                                              position_time, now))
+        else:
+            result = self.session.execute(self._q["update"], (
+                position, position_time or old.position_time, now, stage, stream, part,
+                old.position))
+        if not result.was_applied:
+            raise ProgressConflict(
+                f"the {stage} watermark of {stream}/{part} moved under this run (expected "
+                f"{old.position if old else 'unset'}): another run processed it; nothing lost")
+
+    # --- leases --------------------------------------------------------------------------
+    def holder(self, stage: str) -> str | None:
+        row = self.session.execute(self._q["lease"], (stage,)).one()
+        return row.owner if row else None
+
+    @contextmanager
+    def lease(self, stage: str, ttl_s: int = LEASE_TTL_S) -> Iterator[str]:
+        """Hold the stage's lease for the block (renewed every ttl/3 by a thread); raises
+        LeaseHeld at once if another run holds it."""
+        owner = owner_id()
+        result = self.session.execute(self._q["acquire"], (stage, owner, datetime.now(UTC),
+                                                           ttl_s))
+        if not result.was_applied:
+            row = result.one()
+            held_by = getattr(row, "owner", None) if row is not None else None
+            raise LeaseHeld(f"another {stage} run ({held_by}) is working on keyspace "
+                            f"{self.keyspace}; it (or the next run) processes what is pending")
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl_s / 3):
+                try:
+                    if not self.session.execute(self._q["renew"], (
+                            ttl_s, owner, datetime.now(UTC), stage, owner)).was_applied:
+                        log.error("lost the %s lease of %s: the watermark's compare-and-set "
+                                  "guards what this run advances", stage, self.keyspace)
+                        return
+                except Exception as exc:  # noqa: BLE001 - retried at the next beat
+                    log.warning("renewing the %s lease failed (%s); retrying", stage, exc)
+
+        beat = threading.Thread(target=renew, name=f"lease-{stage}", daemon=True)
+        beat.start()
+        try:
+            yield owner
+        finally:
+            stop.set()
+            beat.join(5)
+            try:
+                self.session.execute(self._q["release"], (stage, owner))
+            except Exception as exc:  # noqa: BLE001 - the TTL frees it anyway
+                log.warning("releasing the %s lease failed (%s); it expires in %ds", stage, exc,
+                            ttl_s)
+
+    # --- the feature-build log ----------------------------------------------------------
+    def record_build(self, dates: set[date], flights: int,
+                     max_event_time: datetime | None) -> int:
+        """Append one build to the log (next number, claimed by LWT); returns its number."""
+        for _attempt in range(20):
+            newest = self.newest_build()
+            seq = (newest.seq if newest else 0) + 1
+            if self.session.execute(self._q["build"], (
+                    FEATURE_SET, seq, dates, flights, max_event_time,
+                    datetime.now(UTC))).was_applied:
+                return seq
+        raise ProgressConflict("could not claim a feature-build number after 20 attempts")
+
+    def builds_after(self, seq: int) -> list[FeatureBuild]:
+        """Builds numbered above ``seq``, oldest first."""
+        rows = self.session.execute(self._q["builds"], (FEATURE_SET, seq))
+        return sorted((_build(r) for r in rows), key=lambda b: b.seq)
+
+    def newest_build(self) -> FeatureBuild | None:
+        row = self.session.execute(self._q["newest"], (FEATURE_SET,)).one()
+        return _build(row) if row else None
+
+
+def _build(row: Any) -> FeatureBuild:
+    return FeatureBuild(row.build_seq, frozenset(cql_date(d) for d in (row.dates or ())),
+                        row.flights or 0, _utc(row.max_event_time), as_utc(row.built_at))
+
+
+#: The stage row that marks a keyspace as served by Airflow: written by the ingest signaller once
+#: Airflow accepted one of its asset events. The DAGs' runs (time fallback included) serve the
+#: default keyspace and every keyspace so marked, whether or not a trigger named it.
+ANNOUNCED = ("announce", "airflow", 0)
+
+Step = Callable[[Any, Session, "Progress"], "dict[str, Any] | str"]
+
+
+def mark_announced(progress: Progress, event_id: int | None) -> None:
+    stage, stream, part = ANNOUNCED
+    if (stream, part) not in progress.positions(stage):
+        # another signaller may mark it first: that is all this records
+        with contextlib.suppress(ProgressConflict):
+            progress.advance(stage, stream, part, None, int(event_id or 0))
+
+
+def pipeline_keyspaces(session: Session, default: str, hinted: Iterable[str] = ()) -> list[str]:
+    """The keyspaces a pipeline run serves: the default one, those a trigger hinted at, and every
+    keyspace whose ingest has announced data to Airflow (so a lost trigger delays, never drops,
+    its work). Only existing streamfit keyspaces (with the progress tables) count."""
+    from streamfit.catalog import valid_keyspace
+
+    keyspaces = session.cluster.metadata.keyspaces
+    ours = {name for name, meta in keyspaces.items() if "stage_progress" in meta.tables}
+    served = {default, *hinted} & ours
+    stage, stream, part = ANNOUNCED
+    for name in sorted(ours - served):
+        row = session.execute(f"SELECT position FROM {name}.stage_progress WHERE stage = %s "
+                              "AND stream = %s AND part = %s", (stage, stream, part)).one()
+        if row is not None:
+            served.add(name)
+    return sorted(k for k in served if valid_keyspace(k))
+
+
+def run_stage(settings: Any, stage: str, step: Step, hinted: Iterable[str] = ()
+              ) -> dict[str, Any]:
+    """Run ``step(settings_of_keyspace, session, progress)`` under the stage's lease for every
+    keyspace the pipeline serves. ``step`` returns a summary, or a string saying why it did
+    nothing. Returns ``{"by_keyspace": {ks: summary}, "skipped": {ks: why}}``, the ``extra`` of
+    the DAG's outlet event."""
+    from streamfit.cassandra import connect
+
+    done: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    with connect(settings, keyspace=None) as session:
+        for keyspace in pipeline_keyspaces(session, settings.keyspace, hinted):
+            progress = Progress(session, keyspace)
+            try:
+                with progress.lease(stage):
+                    result = step(settings.model_copy(update={"keyspace": keyspace}), session,
+                                  progress)
+            except LeaseHeld as exc:
+                result = str(exc)
+            if isinstance(result, str):
+                skipped[keyspace] = result
+                log.info("%s %s: %s", stage, keyspace, result)
+            else:
+                done[keyspace] = result
+    return {"by_keyspace": done, "skipped": skipped}
