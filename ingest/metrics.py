@@ -5,6 +5,7 @@ Served on ``STREAMFIT_INGEST_METRICS_PORT + worker index`` while ``streamfit ing
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -19,6 +20,11 @@ WRITE_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 LAG = Gauge("streamfit_ingest_lag", "Messages behind the log end, per partition",
             ["topic", "partition"])
+
+
+STALLED = Gauge("streamfit_ingest_partition_stalled",
+                "1 while a partition has lag and its committed offset has not moved for "
+                "STREAMFIT_PIPELINE_STALL_AFTER_S (served by the ingest supervisor)", ["partition"])
 
 
 def observe_lag(consumer: Any) -> None:
@@ -36,4 +42,8 @@ def observe_lag(consumer: Any) -> None:
 
 
 def serve(port: int) -> None:
-    start_http_server(port, addr="127.0.0.1")
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:  # metrics must never stop landing
+        logging.getLogger("streamfit.ingest").warning(
+            "metrics port %d not served (%s); set STREAMFIT_INGEST_METRICS_PORT", port, exc)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 
+from ingest import metrics
 from ingest.dlq import dlq_max_message_bytes
 from ingest.store import IngestStore
 from streamfit import kafka as kafka_io
@@ -36,6 +37,36 @@ def ensure_topics(settings: Settings) -> None:
                            "max.message.bytes": str(dlq_max_message_bytes(settings))})
 
 
+class StallWatch:
+    """Reports partitions whose committed offset stopped moving while they have lag (a stuck
+    worker, a partition nobody consumes): a warning in the log once per stall, and the
+    ``streamfit_ingest_partition_stalled`` gauge on the supervisor's metrics port."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self.seen: dict[int, tuple[int, float]] = {}  # partition -> (committed, since)
+        self.reported: set[int] = set()
+
+    def observe(self, offsets: dict[int, tuple[int, int]], now: float) -> dict[int, str]:
+        stalled = {}
+        for p, (committed, end) in offsets.items():
+            before = self.seen.get(p)
+            if before is None or before[0] != committed or end <= committed:
+                self.seen[p] = (committed, now)
+                self.reported.discard(p)
+                metrics.STALLED.labels(partition=str(p)).set(0)
+                continue
+            waited = now - before[1]
+            if waited > self.after_s:
+                stalled[p] = (f"lag {end - committed}, committed offset {committed} unchanged "
+                              f"for {waited:.0f}s")
+                metrics.STALLED.labels(partition=str(p)).set(1)
+                if p not in self.reported:
+                    self.reported.add(p)
+                    log.warning("ingest partition %d stalled: %s", p, stalled[p])
+        return stalled
+
+
 class IngestService:
     def __init__(self, settings: Settings, workers: int,
                  on_event: Callable[[str], None] = log.info) -> None:
@@ -46,6 +77,8 @@ class IngestService:
         self.ctx = multiprocessing.get_context("spawn")
         self.procs: dict[int, BaseProcess] = {}
         self.restarts = 0
+        #: partitions reported stalled by the last check, with the reason
+        self.stalled: dict[int, str] = {}
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
@@ -75,6 +108,9 @@ class IngestService:
             signaller = ArrivalSignaller(s, session)
             for i in range(self.workers):
                 self._start(i)
+            if s.ingest_metrics_port:
+                metrics.serve(s.ingest_metrics_port + self.workers)
+            watch, next_watch = StallWatch(s.pipeline_stall_after_s), 0.0
             try:
                 while not self.stopping:
                     for i, proc in list(self.procs.items()):
@@ -83,12 +119,30 @@ class IngestService:
                             self.on_event(f"worker {i} exited ({proc.exitcode}); restarting")
                             self._start(i)
                     self._signal(signaller)
+                    if time.monotonic() >= next_watch:
+                        next_watch = time.monotonic() + 10.0
+                        self._watch(watch)
                     time.sleep(1.0)
             finally:
                 self._stop_workers()
                 self._signal(signaller, force=True)
                 signaller.close()
         self.on_event("ingest stopped")
+
+    def _watch(self, watch: StallWatch) -> None:
+        from ingest.status import source_offsets
+
+        s = self.settings
+        try:
+            admin = kafka_io.admin(s, client_id="streamfit-stall-watch")
+            try:
+                offsets = source_offsets(admin, s.ingest_group, s.events_topic)
+            finally:
+                admin.close()
+        except Exception as exc:  # noqa: BLE001 - Kafka down: the workers say so; check again
+            log.debug("stall check skipped (%s)", exc)
+            return
+        self.stalled = watch.observe(offsets, time.monotonic())
 
     def _signal(self, signaller: object, force: bool = False) -> None:
         try:

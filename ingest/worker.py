@@ -121,6 +121,11 @@ class _Rebalance(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.worker.revoked -= set(assigned)
         log.info("worker %s: partitions assigned %s", self.worker.name, sorted(assigned))
+        consumer = self.worker.consumer
+        if self.worker.backing_off and consumer is not None and assigned:
+            # A rebalance during a backoff hands over partitions unpaused: pause them too,
+            # or the backoff's polls would fetch (and move past) their records.
+            consumer.pause(*assigned)
 
 
 class IngestWorker:
@@ -131,13 +136,16 @@ class IngestWorker:
         self.stopping = False
         self.revoked: set[TopicPartition] = set()
         self.domain = load_domain(settings.domain)
+        self.consumer: KafkaConsumer | None = None
+        #: True while a batch waits to be retried: every assigned partition stays paused
+        self.backing_off = False
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
 
     def run(self, consumer_factory: Callable[[], KafkaConsumer] | None = None) -> None:
         s = self.settings
-        consumer = (consumer_factory or self._consumer)()
+        consumer = self.consumer = (consumer_factory or self._consumer)()
         # A flood is thousands of dead letters per poll. Each batch's are flushed before its
         # commit, so a long linger delays nothing: it puts them in one request instead of one per
         # 5 ms (py-spy: waking the sender per new batch cost more than appending the records).
@@ -174,23 +182,24 @@ class IngestWorker:
         batch = decode_batch(polled, self.domain, self.settings.ingest_max_message_bytes, now)
         metrics.CONSUMED.inc(len(batch))
         attempt = 0
-        paused = False
+        dead_letters: list[Any] | None = None  # sent once per batch, not once per attempt
         try:
             while True:
                 if self.revoked:
                     batch.drop(self.revoked)
+                    dead_letters = None  # the batch changed: send what is left of it again
                 if not batch.records:
                     return False
                 try:
                     started = time.perf_counter()
-                    # Dead letters go out first and are acknowledged while Cassandra writes
-                    # (they used to be flushed before the writes started); both are durable
-                    # before anything is committed.
-                    pending = self._send_dead_letters(producer, batch, now)
+                    # Dead letters go out first and are acknowledged while Cassandra writes;
+                    # both are durable before anything is committed. Sent futures that failed
+                    # are sent again on the next attempt, those that succeeded are not.
+                    dead_letters = self._send_dead_letters(producer, batch, now, dead_letters)
                     store.write_events(batch.rows)
                     store.write_ledger(self.settings.ingest_group,
                                        ledger_entries(batch, self.name, now))
-                    self._await_dead_letters(producer, batch, pending)
+                    self._await_dead_letters(producer, batch, dead_letters)
                     metrics.WRITE_LATENCY.observe(time.perf_counter() - started)
                     break
                 except (WriteFailed, KafkaError, OSError) as exc:
@@ -203,21 +212,31 @@ class IngestWorker:
                     delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 8))
                     log.warning("worker %s: landing failed (attempt %d: %s); pausing fetch, "
                                 "retry in %.1fs", self.name, attempt, exc, delay)
-                    if not paused:
+                    if not self.backing_off:
+                        self.backing_off = True
                         consumer.pause(*consumer.assignment())
-                        paused = True
                     self._sleep_in_group(consumer, delay)
             return self._commit(consumer, batch)
         finally:
-            if paused:
+            if self.backing_off:
+                self.backing_off = False
                 consumer.resume(*consumer.assignment())
 
-    def _send_dead_letters(self, producer: KafkaProducer, batch: Batch, now: datetime
-                           ) -> list[Any]:
+    def _send_dead_letters(self, producer: KafkaProducer, batch: Batch, now: datetime,
+                           sent: list[Any] | None) -> list[Any]:
+        """Futures of the batch's dead letters: those ``sent`` before that did not fail are
+        kept, the others are sent (again). The producer's I/O thread sends them while we write
+        to Cassandra."""
         topic = self.settings.dead_letter_topic
-        futures = [producer.send(topic, key=msg.key, **dead_letter(msg, msg.value, why, now))
-                   for msg, why in batch.rejected]
-        return futures  # the producer's I/O thread sends them while we write to Cassandra
+        futures = []
+        for i, (msg, why) in enumerate(batch.rejected):
+            previous = sent[i] if sent is not None and i < len(sent) else None
+            if previous is not None and not (previous.is_done and previous.failed()):
+                futures.append(previous)
+            else:
+                futures.append(producer.send(topic, key=msg.key,
+                                             **dead_letter(msg, msg.value, why, now)))
+        return futures
 
     def _await_dead_letters(self, producer: KafkaProducer, batch: Batch,
                             futures: list[Any]) -> None:
@@ -232,10 +251,18 @@ class IngestWorker:
                  len(batch.rejected), self.settings.dead_letter_topic)
 
     def _sleep_in_group(self, consumer: KafkaConsumer, seconds: float) -> None:
-        """Wait while polling the (paused) consumer, so the group keeps this member."""
+        """Wait while polling the paused consumer, so the group keeps this member. A partition
+        a rebalance hands over is paused by the listener, but a poll may still return records
+        (a fetch already in flight): each is rewound, so the next poll returns it again."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self.stopping:
-            consumer.poll(timeout_ms=min(500, int((deadline - time.monotonic()) * 1000) + 1))
+            polled = consumer.poll(timeout_ms=min(500, int((deadline - time.monotonic()) * 1000)
+                                               + 1))
+            assigned = consumer.assignment()
+            for tp, msgs in polled.items():
+                if msgs and tp in assigned:
+                    consumer.seek(tp, msgs[0].offset)
+                    consumer.pause(tp)
 
     def _commit(self, consumer: KafkaConsumer, batch: Batch) -> bool:
         offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1)

@@ -41,6 +41,8 @@ app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 predictions_app = typer.Typer(help="Read predictions from Cassandra.", no_args_is_help=True)
 app.add_typer(predictions_app, name="predictions")
+pipeline_app = typer.Typer(help="The pipeline's stages: backlog and runs.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 
 # Wide tables when piped (make demo, CI logs); the terminal's width when interactive.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -68,12 +70,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from streamfit.cassandra import CassandraUnavailable
     from streamfit.demo import DemoFailed
     from streamfit.kafka import KafkaAuthError
+    from streamfit.progress import LeaseHeld, ProgressConflict
     from streamfit.schema import MigrationError
     from streamfit.selfcheck import SelfCheckFailed
     from streamfit.stack.process import StackError
-    from training.registry import ModelIntegrityError, ModelNotFound
+    from training.registry import AliasConflict, ModelIntegrityError, ModelNotFound
 
-    return (StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
+    return (AliasConflict, LeaseHeld, ProgressConflict,
+            StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
             ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed,
             TransientError, BadPageToken, KafkaAuthError, OriginalUnreadable)
 
@@ -403,9 +407,10 @@ def ingest_status(
     table = Table(title=f"ingest group {settings.ingest_group} on {settings.events_topic}")
     for col in ("partition", "committed", "end", "lag"):
         table.add_column(col, justify="right")
+    table.add_column("stalled")
     for row in status["partitions"]:
         table.add_row(str(row["partition"]), str(row["committed"]), str(row["end"]),
-                      str(row["lag"]))
+                      str(row["lag"]), f"[red]{row['stalled']}[/]" if row["stalled"] else "")
     console.print(table)
     console.print(f"total lag {status['lag']:,}; committing {status['rate']:,.0f} ev/s; "
                   f"dead letters {status['dead_letters']:,}")
@@ -508,6 +513,59 @@ def features_build(
     summary = run_build(_settings(), days=days)
     console.print(f"built {summary['flights']:,} flights ({summary['labelled']:,} labelled) for "
                   f"{len(summary['dates'])} date(s)")  # type: ignore[arg-type]
+
+
+@pipeline_app.command("status")
+@handle_errors
+def pipeline_status_cmd(
+    keyspace: Annotated[list[str] | None, typer.Option(
+        "--keyspace", help="Only this keyspace (repeatable). Default: every keyspace served.")
+                        ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    prometheus: Annotated[bool, typer.Option(
+        "--prometheus", help="Prometheus text format (gauges streamfit_pipeline_backlog and "
+        "streamfit_pipeline_lag_seconds).")] = False,
+) -> None:
+    """What each stage has pending per keyspace, its newest processed point and its lag."""
+    from streamfit.catalog import valid_keyspace
+    from streamfit.pipeline import caught_up, pipeline_status, prometheus_text
+
+    for name in keyspace or []:
+        if not valid_keyspace(name):
+            raise typer.BadParameter(f"{name!r} is not a keyspace name", param_hint="--keyspace")
+    rows = pipeline_status(_settings(), keyspace)
+    if as_json:
+        print(json.dumps({"caught_up": caught_up(rows), "stages": [r.as_dict() for r in rows]},
+                         indent=2))
+        return
+    if prometheus:
+        print(prometheus_text(rows), end="")
+        return
+    table = Table(title="pipeline backlog (0 everywhere: caught up)")
+    for col in ("keyspace", "stage", "pending", "unit", "newest processed", "lag"):
+        table.add_column(col, justify="right" if col in ("pending", "lag") else "left")
+    for r in rows:
+        table.add_row(r.keyspace, r.stage, f"{r.pending:,}", r.unit, r.newest or "-",
+                      f"{r.lag_s:.0f}s")
+    console.print(table)
+    console.print("caught up" if caught_up(rows) else "work pending: the DAGs (or `streamfit "
+                  "pipeline run`) will process it")
+
+
+@pipeline_app.command("run")
+@handle_errors
+def pipeline_run() -> None:
+    """Run every stage once for what is pending (features, training, scoring), without Airflow."""
+    import logging
+
+    from streamfit.pipeline import run_all
+
+    logging.basicConfig(level=_settings().log_level, format="%(levelname)s %(name)s: %(message)s")
+    for stage, summary in run_all(_settings()).items():
+        for ks, done in summary["by_keyspace"].items():
+            console.print(f"{stage} {ks}: {json.dumps(done)}")
+        for ks, why in summary["skipped"].items():
+            console.print(f"[dim]{stage} {ks}: {why}[/]")
 
 
 @app.command("train")
@@ -665,7 +723,7 @@ def models_promote(version: Annotated[int, typer.Argument(min=1)]) -> None:
             raise typer.BadParameter(f"no model version {version}; see `streamfit models list`")
         registry.load(version)  # refuse a corrupted artifact before it serves
         previous = registry.aliases().get("champion")
-        registry.set_alias("champion", version)
+        registry.set_alias("champion", version, expected=previous)
         registry.record_decision(version, previous, "manual", float("nan"), None, 0.0, True,
                                  "promoted by hand")
     console.print(f"champion is now v{version} (was v{previous})")
@@ -685,7 +743,7 @@ def models_rollback() -> None:
         if not earlier:
             raise typer.BadParameter("no earlier champion to roll back to")
         registry.load(earlier[0])
-        registry.set_alias("champion", earlier[0])
+        registry.set_alias("champion", earlier[0], expected=current)
         registry.record_decision(earlier[0], current, "manual", float("nan"), None, 0.0, True,
                                  f"rollback from v{current}")
     console.print(f"champion rolled back from v{current} to v{earlier[0]}")

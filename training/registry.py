@@ -29,6 +29,15 @@ class ModelNotFound(LookupError):
     pass
 
 
+class AliasConflict(RuntimeError):
+    """An alias changed under a promotion or rollback (compare-and-set lost): another promotion
+    won. Nothing was changed by this one; look at `streamfit models list` and retry."""
+
+
+#: ``set_alias(expected=ANY)``: read the alias and compare-and-set against what was read.
+ANY = -1
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     version: int
@@ -79,9 +88,13 @@ class Registry:
             f"lineage, sha256, reference FROM {ks}.model_versions WHERE model = ?")
         self._artifact = session.prepare(
             f"SELECT artifact, sha256 FROM {ks}.model_versions WHERE model = ? AND version = ?")
-        self._set_alias = session.prepare(
+        # Aliases change by compare-and-set only (LWT): of two racing promotions, one wins.
+        self._new_alias = session.prepare(
             f"INSERT INTO {ks}.model_aliases (model, alias, version, updated_at) "
-            "VALUES (?, ?, ?, ?)")
+            "VALUES (?, ?, ?, ?) IF NOT EXISTS")
+        self._move_alias = session.prepare(
+            f"UPDATE {ks}.model_aliases SET version = ?, updated_at = ? "
+            "WHERE model = ? AND alias = ? IF version = ?")
         self._aliases = session.prepare(
             f"SELECT alias, version FROM {ks}.model_aliases WHERE model = ?")
         self._decision = session.prepare(
@@ -125,9 +138,25 @@ class Registry:
         return {r.alias: r.version for r in self.session.execute(self._aliases,
                                                                  (REGISTRY_PARTITION,))}
 
-    def set_alias(self, alias: str, version: int) -> None:
-        self.session.execute(self._set_alias, (REGISTRY_PARTITION, alias, version,
-                                               datetime.now(UTC)))
+    def set_alias(self, alias: str, version: int, expected: int | None = ANY) -> None:
+        """Point ``alias`` at ``version`` if it still points at ``expected`` (None: unset;
+        ANY: whatever it points at now). Raises AliasConflict when another change won."""
+        if expected == ANY:
+            expected = self.aliases().get(alias)
+        now = datetime.now(UTC)
+        if expected is None:
+            result = self.session.execute(self._new_alias, (REGISTRY_PARTITION, alias, version,
+                                                            now))
+        else:
+            result = self.session.execute(self._move_alias, (version, now, REGISTRY_PARTITION,
+                                                             alias, expected))
+        if not result.was_applied:
+            row = result.one()
+            current = getattr(row, "version", None) if row is not None else None
+            raise AliasConflict(
+                f"the {alias} alias is v{current} now, not "
+                f"{'unset' if expected is None else f'v{expected}'} as this change assumed: "
+                f"another promotion won; nothing was changed (see `streamfit models list`)")
 
     def record_decision(self, candidate: int, champion: int | None, metric: str,
                         candidate_score: float, champion_score: float | None, tolerance: float,

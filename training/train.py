@@ -160,6 +160,23 @@ def lineage_of(partitions: pd.DataFrame, dates: list[date]) -> dict[str, Any]:
     return {"kafka_offsets": merged, "feature_dates": [d.isoformat() for d in dates]}
 
 
+def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
+                 custom_pool: bool) -> str:
+    """Identity of a training run: the window, the feature data in it (flights and labels per
+    date), the feature set and the code's settings. Equal keys give the same model."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    rows = partitions[partitions["sched_date"].isin(dates)] if len(partitions) else partitions
+    data = sorted((str(r.sched_date), int(r.flights), int(r.labelled))
+                  for r in rows.itertuples(index=False)) if len(rows) else []
+    identity = {"window": [dates[0].isoformat(), dates[-1].isoformat()], "data": data,
+                "features": model_features(), "grid": HGB_GRID, "custom_pool": custom_pool,
+                "holdout_days": settings.holdout_days, "code": version("streamfit")}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def reference_of(train: pd.DataFrame, y_holdout: np.ndarray, p_holdout: np.ndarray
                  ) -> dict[str, Any]:
     """What monitoring compares later runs with: the training distribution of every feature,
@@ -204,19 +221,32 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
         if len(train) < 200 or holdout["label"].nunique() < 2:
             return TrainResult("skipped", f"too little data: {len(train)} training rows, "
                                f"{len(holdout)} holdout rows", champion=champion)
-        name, params, model, cv = choose(train, pool=pool)
         y = holdout["label"].to_numpy(dtype=int)
-        p_holdout = predict(model, holdout)
-        metrics = score(y, p_holdout)
-        naive = score(y, holdout[NAIVE_FEATURE].to_numpy(dtype=float))
-        metrics.update({f"naive_{k}": v for k, v in naive.items()})
-        metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
-                        "holdout_rows": float(len(holdout))})
-        window = {"start": dates[0].isoformat(), "end": end.isoformat(),
-                  "holdout_start": str(pd.to_datetime(holdout["scheduled_departure"],
-                                                      utc=True).min().date())}
-        version = registry.register(model, name, params, metrics, model_features(), window,
-                                    lineage_of(parts, dates), reference_of(train, y, p_holdout))
+        key = training_key(settings, parts, dates, pool is not None)
+        existing = next((v for v in versions.values()
+                         if v.lineage.get("training_key") == key), None)
+        if existing is not None:
+            # A retried task (or a second run) on the same window, data and code: judge the
+            # version already registered again instead of registering a twin.
+            if existing.version == champion:
+                return TrainResult("skipped", f"v{champion} was trained on this window and "
+                                   "code and is the champion", champion=champion)
+            version, name, metrics = existing.version, existing.algorithm, existing.metrics
+            log.info("v%d was trained on this window and code: judging it again", version)
+        else:
+            name, params, model, cv = choose(train, pool=pool)
+            p_holdout = predict(model, holdout)
+            metrics = score(y, p_holdout)
+            naive = score(y, holdout[NAIVE_FEATURE].to_numpy(dtype=float))
+            metrics.update({f"naive_{k}": v for k, v in naive.items()})
+            metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
+                            "holdout_rows": float(len(holdout))})
+            window = {"start": dates[0].isoformat(), "end": end.isoformat(),
+                      "holdout_start": str(pd.to_datetime(holdout["scheduled_departure"],
+                                                          utc=True).min().date())}
+            version = registry.register(model, name, params, metrics, model_features(), window,
+                                        {**lineage_of(parts, dates), "training_key": key},
+                                        reference_of(train, y, p_holdout))
         metric = settings.promotion_metric
         champ_score = None
         if champion is not None:
@@ -229,9 +259,11 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
         registry.record_decision(version, champion, metric, metrics[metric], champ_score,
                                  settings.promotion_tolerance, promoted, reason)
         if promoted:
-            registry.set_alias("champion", version)
+            # compare-and-set against the champion this gate judged: a concurrent promotion
+            # makes this one fail (AliasConflict) rather than silently overwrite it
+            registry.set_alias("champion", version, expected=champion)
         else:
-            registry.set_alias("challenger", version)
+            registry.set_alias("challenger", version, expected=aliases.get("challenger"))
         log.info("model v%d (%s): %s; %s", version, name, metrics, reason)
         return TrainResult("registered", reason, version, promoted, metrics,
                            version if promoted else champion)
