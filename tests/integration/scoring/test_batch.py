@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoring.batch import NoChampion, score_dates, scoring_dates
+from scoring.batch import NoChampion, score_dates
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
 from tests.integration.training.test_registry_and_training import START, _write_features
@@ -57,18 +57,6 @@ def test_only_flights_not_yet_departed_are_scored(champion: Settings) -> None:
 def test_no_champion_is_a_clear_error(fresh_keyspace_settings: Settings) -> None:
     with pytest.raises(NoChampion, match="streamfit train"):
         score_dates(fresh_keyspace_settings, [date(2013, 3, 1)])
-
-
-def test_scoring_dates_follow_the_triggering_events() -> None:
-    dates, as_of = scoring_dates([{"dates": ["2013-03-02", "2013-03-01"],
-                                   "max_event_time": "2013-03-01T12:00:00+00:00"}])
-    assert dates == [date(2013, 3, 1), date(2013, 3, 2)]
-    assert as_of == datetime(2013, 3, 1, 12, tzinfo=UTC)
-    # a time without a zone (Cassandra hands back naive UTC) is UTC, not a TypeError later
-    _, naive = scoring_dates([{"dates": ["2013-03-01"], "max_event_time": "2013-03-01T12:00:00"}])
-    assert naive == datetime(2013, 3, 1, 12, tzinfo=UTC)
-    dates, _ = scoring_dates([], today=date(2013, 5, 1))
-    assert dates == [date(2013, 5, 1), date(2013, 5, 2)]
 
 
 def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: Settings

@@ -104,3 +104,68 @@ def test_the_first_model_must_beat_the_naive_baseline_when_asked(
         assert registry.aliases().get("champion") == (None if beat_naive else 1)
         if beat_naive:
             assert "does not beat the naive baseline" in registry.decisions(1)[0].reason
+
+
+def test_a_retried_training_registers_no_second_version(trained: Settings) -> None:
+    first = train_and_maybe_promote(trained)
+    assert first.promoted and first.version == 1
+    # the same window, data and code again (a retried task): no twin version
+    again = train_and_maybe_promote(trained, force=True)
+    assert again.status == "skipped" and "trained on this window and code" in again.reason
+    with connect(trained) as session:
+        registry = Registry(session, trained.keyspace)
+        assert [v.version for v in registry.versions()] == [1]
+        assert registry.versions()[0].lineage["training_key"]
+    # new data in the window is a different training: a new version
+    _write_features(trained, 31, seed=3)
+    assert train_and_maybe_promote(trained, force=True).version == 2
+
+
+def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
+    import threading
+
+    from training.registry import AliasConflict
+
+    assert train_and_maybe_promote(trained).version == 1
+    _write_features(trained, 31, seed=5)
+    assert train_and_maybe_promote(trained, force=True).version == 2
+    _write_features(trained, 32, seed=6)
+    assert train_and_maybe_promote(trained, force=True).version == 3
+    with connect(trained) as session:
+        registry = Registry(session, trained.keyspace)
+        for _round in range(5):
+            champion = registry.aliases()["champion"]
+            rivals = [v for v in (1, 2, 3) if v != champion][:2]
+            barrier = threading.Barrier(2)
+            outcome: dict[int, str] = {}
+
+            def promote(version: int, seen: int = champion) -> None:
+                barrier.wait()
+                try:
+                    registry.set_alias("champion", version, expected=seen)
+                    outcome[version] = "won"
+                except AliasConflict as exc:
+                    outcome[version] = str(exc)
+
+            threads = [threading.Thread(target=promote, args=(v,)) for v in rivals]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            winners = [v for v, o in outcome.items() if o == "won"]
+            assert len(winners) == 1, outcome
+            [loser] = [v for v in rivals if v not in winners]
+            assert "another promotion won" in outcome[loser]
+            assert registry.aliases()["champion"] == winners[0]
+
+
+def test_a_promotion_from_a_stale_champion_is_refused(trained: Settings) -> None:
+    from training.registry import AliasConflict
+
+    assert train_and_maybe_promote(trained).version == 1
+    with connect(trained) as session:
+        registry = Registry(session, trained.keyspace)
+        with pytest.raises(AliasConflict, match="champion alias is v1 now, not v7"):
+            registry.set_alias("champion", 1, expected=7)
+        with pytest.raises(AliasConflict, match="not unset"):
+            registry.set_alias("champion", 1, expected=None)

@@ -160,3 +160,24 @@ def test_unknown_sasl_mechanism_is_rejected(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("STREAMFIT_KAFKA_SASL_MECHANISM", "GSSAPI")
     with pytest.raises(SettingsError, match="STREAMFIT_KAFKA_SASL_MECHANISM"):
         load_settings()
+
+
+def test_consistency_follows_the_replication_factor_unless_set() -> None:
+    from streamfit.settings import Settings
+
+    assert Settings().consistency("read") == "LOCAL_ONE"
+    assert Settings(replication_factor=3).consistency("write") == "LOCAL_QUORUM"
+    multi = Settings(replication_strategy="NetworkTopologyStrategy", replication_dcs={"dc1": 3})
+    assert multi.consistency("read") == "LOCAL_QUORUM"
+    assert Settings(replication_factor=3, cassandra_read_consistency="ONE"
+                    ).consistency("read") == "ONE"
+
+
+def test_a_bad_fallback_cron_is_refused_with_an_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamfit.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("STREAMFIT_PIPELINE_FALLBACK_CRON", "every 2 minutes")
+    with pytest.raises(SettingsError, match=r"PIPELINE_FALLBACK_CRON.*five-field cron"):
+        load_settings()
+    monkeypatch.setenv("STREAMFIT_PIPELINE_FALLBACK_CRON", "*/5 * * * *")
+    assert load_settings().pipeline_fallback_cron == "*/5 * * * *"
