@@ -139,7 +139,8 @@ def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
             barrier = threading.Barrier(2)
             outcome: dict[int, str] = {}
 
-            def promote(version: int, seen: int = champion) -> None:
+            def promote(version: int, seen: int = champion, barrier: threading.Barrier = barrier,
+                        outcome: dict[int, str] = outcome) -> None:
                 barrier.wait()
                 try:
                     registry.set_alias("champion", version, expected=seen)
