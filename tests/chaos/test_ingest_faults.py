@@ -327,3 +327,62 @@ def test_bad_input_flood_against_the_same_stream_clean(chaos_settings: Settings,
                f"{clean.note()}; flood/clean {median(ratios):.2f} (median; pairs "
                f"{', '.join(f'{r:.2f}' for r in ratios)})"))
     assert (flood.lost, flood.duplicated, clean.lost, clean.duplicated) == (0, 0, 0, 0)
+
+
+def test_a_rebalance_during_a_cassandra_outage(chaos_settings: Settings) -> None:
+    """Two `streamfit ingest run --workers 1` processes share a 6-partition topic, as two hosts
+    would. Cassandra stops while a backlog lands; one process is SIGKILLed for good during the
+    outage, so the survivor is handed its partitions while it backs off. After Cassandra is
+    back, one more day is produced. Every produced event lands exactly once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from streamfit.stack import control
+
+    s = chaos_settings
+    first = _events(s, date(2013, 7, 1), 1)
+    backlog = _events(s, date(2013, 7, 2), 79 if FULL else 6)
+    more = _events(s, date(2013, 7, 2) + timedelta(days=79 if FULL else 6), 1)
+    env = {**os.environ, "STREAMFIT_KEYSPACE": s.keyspace, "STREAMFIT_EVENTS_TOPIC":
+           s.events_topic, "STREAMFIT_INGEST_GROUP": s.ingest_group,
+           "STREAMFIT_INGEST_METRICS_PORT": "0", "STREAMFIT_AIRFLOW_URL": "http://127.0.0.1:9",
+           "STREAMFIT_INGEST_BATCH_SIZE": "2000", "STREAMFIT_LOG_LEVEL": "INFO"}
+    cli = str(Path(sys.executable).parent / "streamfit")
+    logs = [open(s.home / "logs" / f"chaos-rebalance-{i}.log", "w") for i in range(2)]  # noqa: SIM115
+    hosts = [subprocess.Popen([cli, "ingest", "run", "--workers", "1"], env=env,  # noqa: S603
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+             for log in logs]
+    try:
+        send_events(s, first)
+        wait_caught_up(s)  # both hosts are in the group and landing
+        control.down(s, ["cassandra"])
+        stopped = time.monotonic()
+        try:
+            send_events(s, backlog)  # polled by both, landed by neither: they back off
+            time.sleep(10)
+            os.killpg(hosts[1].pid, signal.SIGKILL)  # one host gone for good, mid-outage
+            hosts[1].wait(30)
+            # the survivor is handed the dead host's partitions while it backs off
+            time.sleep(max(0.0, 40 - (time.monotonic() - stopped)))
+        finally:
+            control.up(s, ["cassandra"])
+        back = time.monotonic()
+        send_events(s, more)
+        wait_caught_up(s, timeout=600)
+        recovery = time.monotonic() - back
+    finally:
+        for host in hosts:
+            if host.poll() is None:
+                host.send_signal(signal.SIGTERM)
+                host.wait(120)
+        for log in logs:
+            log.close()
+    events = first + backlog + more
+    lost, duplicated = _account(s, "5. rebalance during a Cassandra outage (40 s, host killed)",
+                                events, recovery)
+    assert (lost, duplicated) == (0, 0)
+    _ledger_tiles_the_log(s)
+    # the survivor took over the dead host's partitions during its backoff
+    survivor = (s.home / "logs" / "chaos-rebalance-0.log").read_text()
+    assert "partitions assigned" in survivor and "landing failed" in survivor
