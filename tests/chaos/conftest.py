@@ -49,9 +49,11 @@ def _require_stack(stack: Settings) -> None:
 
 
 @pytest.fixture
-def chaos_settings(keyspace_settings: Settings) -> Iterator[Settings]:
+def chaos_settings(fresh_keyspace_settings: Settings) -> Iterator[Settings]:
+    """A keyspace of each scenario's own: once a scenario's signals reach Airflow, the DAGs'
+    time fallback serves its keyspace, and must not act on the next scenario's data."""
     tag = uuid.uuid4().hex[:10]
-    s = keyspace_settings.model_copy(update={
+    s = fresh_keyspace_settings.model_copy(update={
         "events_topic": f"t.chaos.{tag}", "ingest_group": f"t-chaos-{tag}",
         "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 2000,
         "airflow_url": "http://127.0.0.1:9"})

@@ -12,15 +12,11 @@ it on in its asset events, so the default keyspace (a user's demo data) is never
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from features.build import dates_to_rebuild
 from ingest.producer import send_events
-from ingest.service import ensure_topics
 from ingest.signal import signal_now
 from scoring.monitoring import MonitoringStore
 from streamfit.cassandra import connect
@@ -33,18 +29,6 @@ from training.registry import Registry
 START = date(2013, 3, 1)
 NEW_DAY = date(2013, 3, 15)  # the one more event date of the second phase
 PIPELINE = ("build_features", "train_model", "score_batch")
-
-
-@pytest.fixture
-def pipeline_settings(fresh_keyspace_settings: Settings) -> Settings:
-    """A keyspace, topic and consumer group of this test's own (DAG runs are matched to it by
-    the keyspace in their asset events)."""
-    tag = uuid.uuid4().hex[:10]
-    s = fresh_keyspace_settings.model_copy(update={
-        "events_topic": f"t.events.{tag}", "ingest_group": f"t-ingest-{tag}",
-        "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 2000})
-    ensure_topics(s)
-    return s
 
 
 def _versions(s: Settings) -> dict[int, Any]:
