@@ -44,3 +44,21 @@ def test_selfcheck_reads_back_what_it_wrote(stack: Settings) -> None:
     result = kafka_round_trip(stack)
     assert result.received == result.sent
     assert result.where.startswith("streamfit.selfcheck[0]@")
+
+
+def test_topics_are_created_with_the_configured_replication_factor(stack: Settings,
+                                                                   topic_name: str) -> None:
+    import pytest
+    from kafka.errors import InvalidReplicationFactorError
+
+    # the local stack has one broker: a factor of 2 cannot be met, and must not be quietly 1
+    with pytest.raises(InvalidReplicationFactorError):
+        kafka_io.ensure_topic(stack.model_copy(update={"kafka_replication_factor": 2}),
+                              topic_name, partitions=1)
+    assert kafka_io.ensure_topic(stack, topic_name, partitions=1)
+    admin = kafka_io.admin(stack)
+    try:
+        [meta] = admin.describe_topics([topic_name])
+        assert {len(p["replicas"]) for p in meta["partitions"]} == {1}
+    finally:
+        admin.close()

@@ -58,3 +58,24 @@ def test_selfcheck_on_an_unmigrated_keyspace_says_what_to_do(stack: Settings) ->
     missing = stack.model_copy(update={"keyspace": f"t_none_{uuid.uuid4().hex[:8]}"})
     with pytest.raises(SelfCheckFailed, match="run `streamfit db migrate`"):
         cassandra_round_trip(missing)
+
+
+def test_reads_and_writes_use_the_configured_consistency(keyspace_settings: Settings) -> None:
+    from cassandra import ConsistencyLevel
+
+    s = keyspace_settings.model_copy(update={"cassandra_read_consistency": "ONE",
+                                             "cassandra_write_consistency": "ALL"})
+    with connect(s) as session:
+        default = session.cluster.profile_manager.default.consistency_level
+        read = session.prepare(f"SELECT check_id FROM {s.keyspace}.stack_checks "
+                               "WHERE check_id = ?")
+        write = session.prepare(f"INSERT INTO {s.keyspace}.stack_checks (check_id, payload) "
+                                "VALUES (?, ?)")
+        assert default == ConsistencyLevel.ALL
+        assert read.consistency_level == ConsistencyLevel.ONE
+        assert write.consistency_level is None  # the profile's: ALL
+        session.execute(write, ("cl", "x"))  # ALL of one replica: accepted by the real node
+        assert session.execute(read, ("cl",)).one().check_id == "cl"
+    with connect(keyspace_settings) as session:  # replication factor 1: LOCAL_ONE
+        assert (session.cluster.profile_manager.default.consistency_level
+                == ConsistencyLevel.LOCAL_ONE)
