@@ -182,12 +182,11 @@ class IngestWorker:
         batch = decode_batch(polled, self.domain, self.settings.ingest_max_message_bytes, now)
         metrics.CONSUMED.inc(len(batch))
         attempt = 0
-        dead_letters: list[Any] | None = None  # sent once per batch, not once per attempt
+        dead_letters: dict[tuple[str, int, int], Any] = {}  # once per batch, not per attempt
         try:
             while True:
                 if self.revoked:
                     batch.drop(self.revoked)
-                    dead_letters = None  # the batch changed: send what is left of it again
                 if not batch.records:
                     return False
                 try:
@@ -195,11 +194,11 @@ class IngestWorker:
                     # Dead letters go out first and are acknowledged while Cassandra writes;
                     # both are durable before anything is committed. Sent futures that failed
                     # are sent again on the next attempt, those that succeeded are not.
-                    dead_letters = self._send_dead_letters(producer, batch, now, dead_letters)
+                    self._send_dead_letters(producer, batch, now, dead_letters)
                     store.write_events(batch.rows)
                     store.write_ledger(self.settings.ingest_group,
                                        ledger_entries(batch, self.name, now))
-                    self._await_dead_letters(producer, batch, dead_letters)
+                    self._await_dead_letters(producer, batch, list(dead_letters.values()))
                     metrics.WRITE_LATENCY.observe(time.perf_counter() - started)
                     break
                 except (WriteFailed, KafkaError, OSError) as exc:
@@ -223,20 +222,20 @@ class IngestWorker:
                 consumer.resume(*consumer.assignment())
 
     def _send_dead_letters(self, producer: KafkaProducer, batch: Batch, now: datetime,
-                           sent: list[Any] | None) -> list[Any]:
-        """Futures of the batch's dead letters: those ``sent`` before that did not fail are
-        kept, the others are sent (again). The producer's I/O thread sends them while we write
-        to Cassandra."""
+                           sent: dict[tuple[str, int, int], Any]) -> None:
+        """Send the batch's dead letters that were not sent yet, or whose send failed, into
+        ``sent`` (futures by source topic, partition and offset). The producer's I/O thread
+        sends them while we write to Cassandra."""
         topic = self.settings.dead_letter_topic
-        futures = []
-        for i, (msg, why) in enumerate(batch.rejected):
-            previous = sent[i] if sent is not None and i < len(sent) else None
-            if previous is not None and not (previous.is_done and previous.failed()):
-                futures.append(previous)
-            else:
-                futures.append(producer.send(topic, key=msg.key,
-                                             **dead_letter(msg, msg.value, why, now)))
-        return futures
+        kept = {(msg.topic, msg.partition, msg.offset) for msg, _why in batch.rejected}
+        for key in set(sent) - kept:  # a revoked partition's: its new owner handles them
+            del sent[key]
+        for msg, why in batch.rejected:
+            key = (msg.topic, msg.partition, msg.offset)
+            previous = sent.get(key)
+            if previous is None or previous.failed():
+                sent[key] = producer.send(topic, key=msg.key,
+                                          **dead_letter(msg, msg.value, why, now))
 
     def _await_dead_letters(self, producer: KafkaProducer, batch: Batch,
                             futures: list[Any]) -> None:
