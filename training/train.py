@@ -223,8 +223,9 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
                                f"{len(holdout)} holdout rows", champion=champion)
         y = holdout["label"].to_numpy(dtype=int)
         key = training_key(settings, parts, dates, pool is not None)
-        existing = next((v for v in versions.values()
-                         if v.lineage.get("training_key") == key), None)
+        # --force trains anew on purpose; otherwise a twin of a registered version is not made
+        existing = None if force else next((v for v in versions.values()
+                                            if v.lineage.get("training_key") == key), None)
         if existing is not None:
             # A retried task (or a second run) on the same window, data and code: judge the
             # version already registered again instead of registering a twin.

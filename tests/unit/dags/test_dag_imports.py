@@ -38,7 +38,7 @@ def test_no_import_errors(dagbag) -> None:
 
 
 def test_expected_dags_are_defined(dagbag) -> None:
-    assert {"check_stack", "summarize_arrivals", "build_features", "train_model",
+    assert {"check_stack", "build_features", "train_model",
             "score_batch", "transient_score"} <= set(
         dagbag.dag_ids)
 
