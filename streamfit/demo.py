@@ -90,6 +90,8 @@ def watch(client: AirflowClient, settings: Settings, since: str, say: Say, timeo
     deadline = time.monotonic() + timeout_s
     backlog: list[Any] = []
     while True:
+        # the backlog first: runs that ended before it was read are all printed below
+        backlog = pipeline_status(settings, [settings.keyspace])
         runs = {d: client.pipeline_runs(d, since, settings.keyspace) for d in PIPELINE}
         for dag_id in PIPELINE:
             for run in reversed(runs[dag_id]):
@@ -97,7 +99,6 @@ def watch(client: AirflowClient, settings: Settings, since: str, say: Say, timeo
                     seen.add(run.run_id)
                     say(f"  Airflow ran [bold]{dag_id}[/] by itself ({run.run_type}): "
                         f"{run.state}{_brief(run)}")
-        backlog = pipeline_status(settings, [settings.keyspace])
         if caught_up(backlog):
             return runs
         if time.monotonic() > deadline:
