@@ -48,7 +48,10 @@ class _AuthFailures(logging.Handler):
 def _login_explained(settings: Settings) -> Iterator[None]:
     """Turn "Unable to bootstrap" after a refused login into a KafkaAuthError saying so."""
     catcher = _AuthFailures()
-    logger = logging.getLogger("kafka.net.connection")
+    # kafka-python 3 logs the refusal from kafka.net.connection ("Connection lost") or, when the
+    # connection was already closed, only from kafka.net.manager ("Bootstrap attempt ...
+    # failed"): listen to the whole package
+    logger = logging.getLogger("kafka")
     logger.addHandler(catcher)
     try:
         yield
