@@ -59,6 +59,6 @@ def test_topics_are_created_with_the_configured_replication_factor(stack: Settin
     admin = kafka_io.admin(stack)
     try:
         [meta] = admin.describe_topics([topic_name])
-        assert {len(p["replicas"]) for p in meta["partitions"]} == {1}
+        assert {len(p["replica_nodes"]) for p in meta["partitions"]} == {1}
     finally:
         admin.close()
