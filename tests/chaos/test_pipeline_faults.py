@@ -10,6 +10,8 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 
+import httpx
+
 from features.build import run_build
 from ingest.producer import send_events
 from scoring.batch import score_dates
@@ -42,8 +44,11 @@ def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
             back = time.monotonic()
 
             def built() -> bool:
-                with AirflowService(s).client() as client:
-                    runs = client.pipeline_runs("build_features", since, s.keyspace)
+                try:
+                    with AirflowService(s).client() as client:
+                        runs = client.pipeline_runs("build_features", since, s.keyspace)
+                except httpx.TransportError:  # the API server just restarted and is slow
+                    return False
                 # event date D brings the schedules of D+1: its features are what gets built
                 nxt = (day + timedelta(days=1)).isoformat()
                 return any(r.summary and nxt in r.summary["dates"] for r in runs)

@@ -97,5 +97,6 @@ def test_runs_serve_the_default_and_every_announced_keyspace(stack: Settings) ->
         seen: list[str] = []
         summary = run_stage(stack, "t-stage", lambda s, _session, _p: seen.append(s.keyspace)
                             or "nothing", hinted=[quiet.keyspace])
-        assert set(seen) == {stack.keyspace, loud.keyspace, quiet.keyspace}
+        # (other announced keyspaces of the stack may be served too)
+        assert {stack.keyspace, loud.keyspace, quiet.keyspace} <= set(seen)
         assert set(summary["skipped"]) == set(seen) and summary["by_keyspace"] == {}
