@@ -383,7 +383,7 @@ def test_a_rebalance_during_a_cassandra_outage(chaos_settings: Settings) -> None
         for log in logs:
             log.close()
     events = first + backlog + more
-    lost, duplicated = _account(s, "5. rebalance during a Cassandra outage (40 s, host killed)",
+    lost, duplicated = _account(s, "8. rebalance during a Cassandra outage (40 s, host killed)",
                                 events, recovery)
     assert (lost, duplicated) == (0, 0)
     _ledger_tiles_the_log(s)
