@@ -69,9 +69,10 @@ class LedgerBacklog:
                              for e in self.entries)
 
 
-def pending_ledger(settings: Settings, session: Session, progress: Progress) -> LedgerBacklog:
+def pending_ledger(settings: Settings, session: Session, progress: Progress,
+                   store: IngestStore | None = None) -> LedgerBacklog:
     """What the feature stage has not consumed yet, in ``progress.keyspace``."""
-    store = IngestStore(session, progress.keyspace)
+    store = store or IngestStore(session, progress.keyspace)
     sources = store.sources()
     backlog = LedgerBacklog()
     if not sources:

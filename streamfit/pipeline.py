@@ -77,7 +77,7 @@ def keyspace_status(settings: Settings, session: Session, keyspace: str,
     rows = [StageStatus(keyspace, "ingest", waiting, "messages", None,
                         _age(now, oldest_landed) if waiting else 0.0)]
     # 2. features: landed rows not featurized
-    ledger = pending_ledger(s, session, progress)
+    ledger = pending_ledger(s, session, progress, store)
     rows.append(StageStatus(keyspace, "features", ledger.rows, "landed rows",
                             _iso(newest_event), _age(now, ledger.oldest_landed)))
     # 3. training: feature builds not yet considered
