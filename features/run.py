@@ -20,9 +20,9 @@ from typing import Any
 
 from cassandra.cluster import Session
 
-from ingest.store import IngestStore, LedgerEntry, as_utc
+from ingest.store import IngestStore, LedgerEntry, as_utc, ledger_offsets
 from streamfit import kafka as kafka_io
-from streamfit.progress import Position, Progress, merge_offsets, run_stage
+from streamfit.progress import Position, Progress, run_stage
 from streamfit.settings import Settings
 
 log = logging.getLogger("streamfit.features")
@@ -65,8 +65,7 @@ class LedgerBacklog:
         return min(times) if times else None
 
     def lineage(self) -> dict[str, Any]:
-        return merge_offsets({e.topic: {str(e.partition): [e.first_offset, e.last_offset]}}
-                             for e in self.entries)
+        return ledger_offsets(self.entries)
 
 
 def pending_ledger(settings: Settings, session: Session, progress: Progress,

@@ -24,11 +24,11 @@ from typing import Any
 from cassandra.cluster import Session
 from kafka import KafkaAdminClient
 
-from ingest.store import IngestStore, LedgerEntry, as_utc
+from ingest.store import IngestStore, LedgerEntry, as_utc, ledger_offsets
 from streamfit import catalog
 from streamfit import kafka as kafka_io
 from streamfit.airflow_api import AirflowClient
-from streamfit.progress import Progress, mark_announced, merge_offsets
+from streamfit.progress import Progress, mark_announced
 from streamfit.settings import Settings
 
 log = logging.getLogger("streamfit.ingest.signal")
@@ -46,8 +46,7 @@ class Pending:
 
 def summarise(entries: list[LedgerEntry], group: str, keyspace: str) -> dict[str, Any]:
     """The ``extra`` of the asset event: what landed, where it came from, which days it touched."""
-    offsets = merge_offsets({e.topic: {str(e.partition): [e.first_offset, e.last_offset]}}
-                            for e in entries)
+    offsets = ledger_offsets(entries)
     # Cassandra returns naive UTC datetimes: say UTC explicitly in the extra.
     times = [as_utc(t) for e in entries for t in (e.min_event_time, e.max_event_time)
              if t is not None]

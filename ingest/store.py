@@ -24,6 +24,7 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from streamfit.cassandra import as_utc, cql_date
+from streamfit.progress import Offsets, merge_offsets
 
 #: Buckets per event day. Part of the table's key layout: changing it needs a data migration.
 RAW_BUCKETS = 16
@@ -86,6 +87,13 @@ class LedgerEntry:
     event_dates: frozenset[date]
     landed_at: datetime
     worker: str
+
+
+def ledger_offsets(entries: Iterable[LedgerEntry]) -> Offsets:
+    """The Kafka offset ranges per topic and partition that these ledger batches cover (the
+    lineage of what was built or announced from them)."""
+    return merge_offsets({e.topic: {str(e.partition): [e.first_offset, e.last_offset]}}
+                         for e in entries)
 
 
 class IngestStore:
@@ -200,4 +208,5 @@ class IngestStore:
         return out
 
 
-__all__ = ["IngestStore", "LedgerEntry", "WriteFailed", "as_utc", "bucket_of", "cql_date"]
+__all__ = ["IngestStore", "LedgerEntry", "WriteFailed", "as_utc", "bucket_of", "cql_date",
+           "ledger_offsets"]
