@@ -52,6 +52,7 @@ lock:
 lint: $(STAMP)
 	$(BIN)/ruff check streamfit ingest features training scoring dags tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -40,12 +40,12 @@ import contextlib
 from ingest.envelope import Envelope, decode, encode  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
 from ingest.service import IngestService, ensure_topics  # noqa: E402
-from ingest.store import INSERT_RAW, IngestStore, bucket_of  # noqa: E402
 from streamfit import kafka as kafka_io  # noqa: E402
 from streamfit.cassandra import connect  # noqa: E402
 from streamfit.domains import ReplayOptions, load_domain  # noqa: E402
 from streamfit.schema import migrate  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
+from streamfit.store import INSERT_RAW, IngestStore, bucket_of  # noqa: E402
 
 
 def committed_total(settings: Settings) -> int:

@@ -32,6 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.demo import events_of_days  # noqa: E402
+from app.stack.services import AirflowService  # noqa: E402
 from features.build import run_build  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
 from ingest.service import ensure_topics, running_in_background  # noqa: E402
@@ -40,10 +42,10 @@ from ingest.status import group_status  # noqa: E402
 from scoring.batch import INSERT_BY_DATE, INSERT_HISTORY, INSERT_LATEST, score_dates  # noqa: E402
 from streamfit import kafka as kafka_io  # noqa: E402
 from streamfit.cassandra import connect  # noqa: E402
-from streamfit.demo import events_of_days  # noqa: E402
+from streamfit.domains import load_domain  # noqa: E402
+from streamfit.featurestore import FeatureStore  # noqa: E402
 from streamfit.schema import migrate  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
-from streamfit.stack.services import AirflowService  # noqa: E402
 from training.train import train_and_maybe_promote  # noqa: E402
 
 PIPELINE = ("build_features", "train_model", "score_batch")
@@ -186,17 +188,16 @@ def rebuild(s: Settings, last: date) -> dict[str, Any]:
     inc = run_build(s, event_dates=[new_day])
     inc_s = time.perf_counter() - t0
     full_dates: list[str] = full["dates"]  # type: ignore[assignment]
-    return {"full_s": full_s, "full_dates": len(full_dates), "full_flights": full["flights"],
+    return {"full_s": full_s, "full_dates": len(full_dates), "full_flights": full["entities"],
             "incremental_s": inc_s, "incremental_dates": inc["dates"],
-            "incremental_flights": inc["flights"], "ratio": inc_s / full_s}
+            "incremental_flights": inc["entities"], "ratio": inc_s / full_s}
 
 
 def scoring(s: Settings, last: date, days: int = 30) -> dict[str, Any]:
     from cassandra.concurrent import execute_concurrent
 
     with connect(s) as session:
-        built = session.execute("SELECT count(*) FROM feature_partitions "
-                                "WHERE feature_set = 'flights'").one()[0]
+        built = len(FeatureStore(session, s.keyspace, load_domain(s.domain)).partitions())
     if not built:  # run on its own (--part scoring): build the window it trains and scores on
         run_build(s, days=[last - timedelta(days=i) for i in range(s.train_days + 1)])
     trained = train_and_maybe_promote(s, force=True)
@@ -207,8 +208,8 @@ def scoring(s: Settings, last: date, days: int = 30) -> dict[str, Any]:
     # the ceiling: the same three writes per row, prepared, tuples built before the clock starts
     with connect(s) as session:
         select = session.prepare(
-            "SELECT sched_date, flight_id, scheduled_departure, carrier, origin, dest, "
-            "probability FROM predictions_by_date WHERE sched_date = ?")
+            "SELECT day, entity_id, event_time, attributes, probability "
+            "FROM entity_predictions_by_day WHERE day = ?")
         rows = [r for d in dates for r in session.execute(select, (d,))]
         latest = session.prepare(INSERT_LATEST.format(ks=s.keyspace))
         by_date = session.prepare(INSERT_BY_DATE.format(ks=s.keyspace))
@@ -216,10 +217,10 @@ def scoring(s: Settings, last: date, days: int = 30) -> dict[str, Any]:
         now = datetime.now(UTC)
         statements: list[Any] = []
         for r in rows:
-            common = (r.scheduled_departure, r.carrier, r.origin, r.dest, r.probability, 99, now)
-            statements += [(latest, (r.flight_id, r.sched_date, *common)),
-                           (by_date, (r.sched_date, r.flight_id, *common)),
-                           (history, (r.flight_id, 99, r.probability, now))]
+            common = (r.event_time, r.attributes, r.probability, 99, now)
+            statements += [(latest, (r.entity_id, r.day, *common)),
+                           (by_date, (r.day, r.entity_id, *common)),
+                           (history, (r.entity_id, 99, r.probability, now))]
         t0 = time.perf_counter()
         execute_concurrent(session, statements, concurrency=64, raise_on_first_error=True,
                            results_generator=False)

@@ -29,14 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.demo import events_of_days  # noqa: E402
 from bench.pipeline import caught_up, cleanup, fresh, wait  # noqa: E402
 from features.build import run_build  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
 from ingest.service import running_in_background  # noqa: E402
 from scoring.batch import score_dates  # noqa: E402
 from scoring.client import PredictionClient  # noqa: E402
-from streamfit.cassandra import connect  # noqa: E402
-from streamfit.demo import events_of_days  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
 from training.train import train_and_maybe_promote  # noqa: E402
 
@@ -110,14 +109,10 @@ def load(base_url: str, ids: list[str], seconds: float, connections: int,
 def score_latency(base_url: str, s: Settings, ids: list[str], n: int = 30) -> dict[str, float]:
     import httpx
 
-    with connect(s) as session:
-        rows = list(session.execute("SELECT flight_id, carrier, origin, dest, "
-                                    "scheduled_departure FROM predictions_by_date "
-                                    "WHERE sched_date = %s LIMIT 50", (NEXT,)))
-    flights = [{"flight_id": r.flight_id, "carrier": r.carrier, "origin": r.origin,
-                "dest": r.dest,
-                "scheduled_departure": r.scheduled_departure.replace(tzinfo=UTC).isoformat()}
-               for r in rows]
+    with PredictionClient.open(s) as client:
+        rows = client.for_date(NEXT, None, 50).items
+    flights = [{"flight_id": r.entity_id, **r.attributes,
+                "scheduled_departure": r.event_time.isoformat()} for r in rows]
     out: dict[str, float] = {}
     with httpx.Client(base_url=base_url, timeout=60) as http:
         for size in (1, 50):
@@ -150,9 +145,8 @@ def main() -> None:
         import httpx
 
         wait(lambda: _up(httpx, url), 60, "the API to start")
-        with connect(s) as session:
-            ids = [r.flight_id for r in session.execute(
-                "SELECT flight_id FROM predictions_by_date WHERE sched_date = %s", (NEXT,))]
+        with PredictionClient.open(s) as client:
+            ids = [p.entity_id for p in client.for_date(NEXT, None, 1000).items]
         figures: dict[str, Any] = {"when": datetime.now(UTC).isoformat(),
                                    "machine": "2 shared cores; Kafka, Cassandra, Airflow "
                                    "co-located", "flights": len(ids)}

@@ -2,7 +2,7 @@
 
 Triggered by ``POST /transient`` of the HTTP API, or by hand with a conf such as
 ``{"request_id": "...", "dates": ["2013-03-02"], "flights": [...], "keyspace": "..."}``. Runs
-``scoring.ondemand.run_transient``: train on the current feature window, score, store the
+``training.transient.run_transient``: train on the current feature window, score, store the
 predictions under the request id, discard the model (never registered). The CLI equivalent is
 ``streamfit score --transient``.
 """
@@ -28,8 +28,8 @@ def transient_score() -> None:
     @task(retries=1, retry_delay=pendulum.duration(seconds=10),
           on_failure_callback=on_task_failure)
     def train_score_discard(dag_run=None) -> dict[str, object]:  # noqa: ANN001
-        from scoring.ondemand import run_transient_conf
         from streamfit.settings import get_settings
+        from training.transient import run_transient_conf
 
         return run_transient_conf(get_settings(), dict(dag_run.conf or {}))
 

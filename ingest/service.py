@@ -19,11 +19,11 @@ from multiprocessing.process import BaseProcess
 
 from ingest import metrics
 from ingest.dlq import dlq_max_message_bytes
-from ingest.store import IngestStore
 from streamfit import kafka as kafka_io
 from streamfit.cassandra import connect
 from streamfit.schema import migrate
 from streamfit.settings import Settings
+from streamfit.store import IngestStore
 
 log = logging.getLogger("streamfit.ingest")
 

@@ -24,12 +24,12 @@ from typing import Any
 from cassandra.cluster import Session
 from kafka import KafkaAdminClient
 
-from ingest.store import IngestStore, LedgerEntry, as_utc, ledger_offsets
 from streamfit import catalog
 from streamfit import kafka as kafka_io
-from streamfit.airflow_api import AirflowClient
+from streamfit.airflow_api import AirflowClient, airflow_client
 from streamfit.progress import Progress, mark_announced
 from streamfit.settings import Settings
+from streamfit.store import IngestStore, LedgerEntry, as_utc, ledger_offsets
 
 log = logging.getLogger("streamfit.ingest.signal")
 
@@ -92,9 +92,7 @@ class ArrivalSignaller:
 
     def _airflow(self) -> AirflowClient:
         if self._client is None:
-            from streamfit.stack.services import AirflowService
-
-            self._client = AirflowService(self.settings).client()
+            self._client = airflow_client(self.settings)
         return self._client
 
     def committed(self) -> dict[int, int]:

@@ -78,8 +78,8 @@ def group_status(settings: Settings, sample_s: float = 2.0) -> dict[str, Any]:
 def _last_landed(settings: Settings, offsets: dict[int, tuple[int, int]]
                  ) -> dict[int, datetime | None]:
     """When the newest batch below each lagging partition's committed offset landed."""
-    from ingest.store import IngestStore
     from streamfit.cassandra import connect
+    from streamfit.store import IngestStore
 
     lagging = [p for p, (committed, end) in offsets.items() if end > committed]
     if not lagging:

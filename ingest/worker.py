@@ -34,11 +34,11 @@ from kafka.structs import OffsetAndMetadata
 from ingest import metrics
 from ingest.dlq import dead_letter, dlq_max_message_bytes
 from ingest.envelope import Envelope, Rejection, decode
-from ingest.store import IngestStore, LedgerEntry, WriteFailed, bucket_of
 from streamfit import kafka as kafka_io
 from streamfit.cassandra import connect
 from streamfit.domains import Domain, load_domain
 from streamfit.settings import Settings
+from streamfit.store import IngestStore, LedgerEntry, WriteFailed, bucket_of
 
 log = logging.getLogger("streamfit.ingest")
 
@@ -79,7 +79,7 @@ def decode_batch(records: dict[TopicPartition, list[Any]], domain: Domain, max_b
 
 
 def _row(e: Envelope, tp: TopicPartition, offset: int, now: datetime) -> tuple[object, ...]:
-    # Column order of ingest.store.INSERT_RAW; index 8/9 (topic, partition) used by Batch.drop.
+    # Column order of streamfit.store.INSERT_RAW; index 8/9 (topic, partition) used by Batch.drop.
     return (e.event_date, bucket_of(e.entity_key), e.event_type, e.event_time, e.event_id,
             e.entity_key, e.schema_version, e.payload_json, tp.topic, tp.partition, offset, now)
 

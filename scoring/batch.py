@@ -2,10 +2,10 @@
 
 Run by ``scoring.run`` for the feature builds and champion changes pending since the scoring
 watermarks (the ``score_batch`` DAG, its time fallback, ``streamfit pipeline run``), or for explicit
-dates by ``streamfit score``. Scores every flight of the given scheduled dates that has not
-departed at ``as_of``, reading one feature partition per date, and writes the probability with
-the model version and score time to three tables (latest per flight, per date, history). Keys
-are deterministic, so a rerun overwrites the same rows.
+dates by ``streamfit score``. Scores every entity of the given dates whose event time is after
+``as_of`` (for flights: not yet departed), reading one feature partition per date, and writes the
+probability with the model version and score time to three tables (latest per entity, per date,
+history). Keys are deterministic, so a rerun overwrites the same rows.
 """
 
 from __future__ import annotations
@@ -21,27 +21,27 @@ import pandas as pd
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 
-from features.build import FeatureStore
+from streamfit.domains import ENTITY_ID, EVENT_TIME, Domain, load_domain
+from streamfit.featurestore import FeatureStore
+from streamfit.registry import Registry, predict
 from streamfit.settings import Settings
-from training.registry import Registry
-from training.train import predict
 
 log = logging.getLogger("streamfit.scoring")
 
 INSERT_LATEST = """
-INSERT INTO {ks}.predictions_latest (flight_id, sched_date, scheduled_departure, carrier, origin,
-                                     dest, probability, model_version, scored_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT INTO {ks}.entity_predictions (entity_id, day, event_time, attributes, probability,
+                                     model_version, scored_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)"""
 INSERT_BY_DATE = """
-INSERT INTO {ks}.predictions_by_date (sched_date, flight_id, scheduled_departure, carrier, origin,
-                                      dest, probability, model_version, scored_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT INTO {ks}.entity_predictions_by_day (day, entity_id, event_time, attributes, probability,
+                                            model_version, scored_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)"""
 INSERT_HISTORY = """
-INSERT INTO {ks}.predictions_history (flight_id, model_version, probability, scored_at)
+INSERT INTO {ks}.entity_prediction_history (entity_id, model_version, probability, scored_at)
 VALUES (?, ?, ?, ?)"""
 
 
-#: Rows of one predictions_by_date partition per unlogged batch (small enough to stay well
+#: Rows of one entity_predictions_by_day partition per unlogged batch (small enough to stay well
 #: under Cassandra's batch size warning threshold).
 BY_DATE_BATCH = 40
 
@@ -62,8 +62,10 @@ class ScoreResult:
 
 
 class PredictionWriter:
-    def __init__(self, session: Session, keyspace: str, concurrency: int = 64) -> None:
+    def __init__(self, session: Session, keyspace: str, domain: Domain,
+                 concurrency: int = 64) -> None:
         self.session = session
+        self.columns = list(domain.entity.columns)
         self.concurrency = concurrency
         self._latest = session.prepare(INSERT_LATEST.format(ks=keyspace))
         self._by_date = session.prepare(INSERT_BY_DATE.format(ks=keyspace))
@@ -74,15 +76,18 @@ class PredictionWriter:
 
         statements: list[Any] = []
         by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
-        for r in frame.itertuples(index=False):
-            when = pd.Timestamp(r.scheduled_departure).to_pydatetime()
-            common = (when, r.carrier, r.origin, r.dest, float(r.probability), version, scored_at)
-            statements.append((self._latest, (r.flight_id, day, *common)))
-            statements.append((self._history, (r.flight_id, version, float(r.probability),
-                                               scored_at)))
-            # One date is one partition of predictions_by_date: its rows travel in unlogged
-            # batches (one request and one mutation per batch, as ingest does for raw events).
-            by_date.add(self._by_date, (day, r.flight_id, *common))
+        attrs = frame[self.columns].astype(str).to_numpy() if self.columns else None
+        times = pd.to_datetime(frame[EVENT_TIME], utc=True)
+        for i, (entity, when, p) in enumerate(zip(frame[ENTITY_ID], times, frame["probability"],
+                                                  strict=True)):
+            attributes = dict(zip(self.columns, attrs[i], strict=True)) if attrs is not None \
+                else {}
+            common = (when.to_pydatetime(), attributes, float(p), version, scored_at)
+            statements.append((self._latest, (entity, day, *common)))
+            statements.append((self._history, (entity, version, float(p), scored_at)))
+            # One date is one partition of entity_predictions_by_day: its rows travel in
+            # unlogged batches (one request and one mutation per batch, as ingest does).
+            by_date.add(self._by_date, (day, entity, *common))
             if len(by_date) >= BY_DATE_BATCH:
                 statements.append((by_date, ()))
                 by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
@@ -94,23 +99,24 @@ class PredictionWriter:
 
 def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None,
                 evaluate: Iterable[date] = ()) -> ScoreResult:
-    """Score the not-yet-departed flights of ``dates`` with the champion, record the run's drift
-    and prediction distribution, and evaluate the stored predictions of ``evaluate`` (dates
-    whose arrivals have landed) against their outcomes."""
+    """Score the entities of ``dates`` still ahead of ``as_of`` with the champion, record the
+    run's drift and prediction distribution, and evaluate the stored predictions of ``evaluate``
+    (dates whose outcomes have landed) against their outcomes."""
     from scoring.monitoring import MonitoringStore, ScoringRun, drift, prediction_summary
     from streamfit.cassandra import connect
 
+    domain = load_domain(settings.domain)
     with connect(settings) as session:
-        registry = Registry(session, settings.keyspace)
+        registry = Registry(session, settings.keyspace, domain.model_name)
         # digest-checked: a corrupted artifact never scores; the previous champion does
         loaded = registry.load_champion()
         if loaded is None:
             raise NoChampion("no champion model yet: train one first (`streamfit train`)")
         champion, model = loaded
         version = next(v for v in registry.versions() if v.version == champion)
-        store = FeatureStore(session, settings.keyspace)
-        monitor = MonitoringStore(session, settings.keyspace)
-        writer = PredictionWriter(session, settings.keyspace)
+        store = FeatureStore(session, settings.keyspace, domain)
+        monitor = MonitoringStore(session, settings.keyspace, domain.model_name)
+        writer = PredictionWriter(session, settings.keyspace, domain)
         scored_at = datetime.now(UTC)
         done, total, frames = [], 0, []
         clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
@@ -122,8 +128,8 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
             if frame.empty:
                 continue
             if as_of is not None:
-                departs = pd.to_datetime(frame["scheduled_departure"], utc=True)
-                frame = frame[departs > pd.Timestamp(as_of)]
+                ahead = pd.to_datetime(frame[EVENT_TIME], utc=True) > pd.Timestamp(as_of)
+                frame = frame[ahead]
             if frame.empty:
                 continue
             t = time.perf_counter()
@@ -147,6 +153,6 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
             result = monitor.evaluate(day, labelled)
             if result:
                 matured[day.isoformat()] = {v: m["flights"] for v, m in result.items()}
-        log.info("scored %d flights of %s with model v%d; evaluated %s", total, done, champion,
-                 matured)
+        log.info("scored %d %ss of %s with model v%d; evaluated %s", total, domain.entity.name,
+                 done, champion, matured)
         return ScoreResult(champion, done, total, matured, clock)

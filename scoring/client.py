@@ -6,8 +6,8 @@ prepared statement that reads one partition, and every list is paged, so no call
     from scoring.client import PredictionClient
     with PredictionClient.open() as client:          # settings from STREAMFIT_* / .env
         p = client.latest("UA1545-EWR-20130101")
-        page = client.for_date(date(2013, 1, 2), carrier="UA", page_size=100)
-        more = client.for_date(date(2013, 1, 2), carrier="UA", page_token=page.next_token)
+        page = client.for_date(date(2013, 1, 2), {"carrier": "UA"}, page_size=100)
+        more = client.for_date(date(2013, 1, 2), {"carrier": "UA"}, page_token=page.next_token)
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any
 
 from cassandra.cluster import Session
 
-from ingest.store import as_utc, cql_date
+from streamfit.cassandra import as_utc, cql_date
+from streamfit.domains import Domain, Entity
 from streamfit.settings import Settings
 
 MAX_PAGE_SIZE = 1000
-COLUMNS = ("flight_id, sched_date, scheduled_departure, carrier, origin, dest, probability, "
-           "model_version, scored_at")
+COLUMNS = "entity_id, day, event_time, attributes, probability, model_version, scored_at"
 
 
 class BadPageToken(ValueError):
@@ -38,23 +38,31 @@ class BadPageToken(ValueError):
 
 @dataclass(frozen=True)
 class Prediction:
-    flight_id: str
-    sched_date: date
-    scheduled_departure: datetime
-    carrier: str
-    origin: str
-    dest: str
+    entity_id: str
+    day: date
+    event_time: datetime
+    #: the entity's descriptive columns (for flights: carrier, origin, dest)
+    attributes: dict[str, str]
     probability: float
     model_version: int
     scored_at: datetime
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (v.isoformat() if isinstance(v, date | datetime) else v)
-                for k, v in self.__dict__.items()}
+    def as_dict(self, entity: Entity | None = None) -> dict[str, Any]:
+        """A JSON-ready dict. With the domain's ``entity``, keyed by the domain's own names
+        (for flights: flight_id, sched_date, scheduled_departure, carrier, origin, dest)."""
+        key, day, when = (entity.key, entity.day, entity.time) if entity else \
+            ("entity_id", "day", "event_time")
+        return {key: self.entity_id, day: self.day.isoformat(),
+                when: self.event_time.isoformat(), **self.attributes,
+                "probability": self.probability, "model_version": self.model_version,
+                "scored_at": self.scored_at.isoformat()}
 
 
 @dataclass(frozen=True)
 class Page:
+    """One page of a date's predictions. With filters, a page holds the matching rows of one
+    stored page, so it may be short (or empty) while ``next_token`` still leads to more."""
+
     items: list[Prediction]
     #: pass back as ``page_token`` for the next page; None on the last page
     next_token: str | None
@@ -78,56 +86,62 @@ class ChampionInfo:
 
 
 def _prediction(r: Any) -> Prediction:
-    return Prediction(r.flight_id, cql_date(r.sched_date), as_utc(r.scheduled_departure), r.carrier,
-                      r.origin, r.dest, r.probability, r.model_version, as_utc(r.scored_at))
+    return Prediction(r.entity_id, cql_date(r.day), as_utc(r.event_time), dict(r.attributes or {}),
+                      r.probability, r.model_version, as_utc(r.scored_at))
 
 
 class PredictionClient:
-    def __init__(self, session: Session, keyspace: str, token_key: bytes | None = None) -> None:
+    def __init__(self, session: Session, keyspace: str, domain: Domain,
+                 token_key: bytes | None = None) -> None:
         ks = keyspace
         self.session = session
         self.keyspace = keyspace
+        self.domain = domain
         # Page tokens carry Cassandra's paging state with an HMAC over it and the query. A
         # forged or corrupted paging state must never reach Cassandra: the driver treats the
         # protocol error as a broken connection and marks the node down for every caller.
         self._token_key = token_key or hashlib.sha256(f"streamfit-page:{ks}".encode()).digest()
         self._latest = session.prepare(
-            f"SELECT {COLUMNS} FROM {ks}.predictions_latest WHERE flight_id = ?")
+            f"SELECT {COLUMNS} FROM {ks}.entity_predictions WHERE entity_id = ?")
         self._by_date = session.prepare(
-            f"SELECT {COLUMNS} FROM {ks}.predictions_by_date WHERE sched_date = ?")
-        # One partition, then filtered inside it: bounded by the day's flights.
-        self._by_date_carrier = session.prepare(
-            f"SELECT {COLUMNS} FROM {ks}.predictions_by_date WHERE sched_date = ? "
-            "AND carrier = ? ALLOW FILTERING")
+            f"SELECT {COLUMNS} FROM {ks}.entity_predictions_by_day WHERE day = ?")
         self._history = session.prepare(
-            f"SELECT model_version, probability, scored_at FROM {ks}.predictions_history "
-            "WHERE flight_id = ? LIMIT 100")
+            f"SELECT model_version, probability, scored_at FROM {ks}.entity_prediction_history "
+            "WHERE entity_id = ? LIMIT 100")
 
     @classmethod
     @contextmanager
     def open(cls, settings: Settings | None = None) -> Iterator[PredictionClient]:
         from streamfit.cassandra import connect
+        from streamfit.domains import load_domain
         from streamfit.settings import get_settings
 
         s = settings or get_settings()
         with connect(s) as session:
-            yield cls(session, s.keyspace)
+            yield cls(session, s.keyspace, load_domain(s.domain))
 
-    def latest(self, flight_id: str) -> Prediction | None:
-        row = self.session.execute(self._latest, (flight_id,)).one()
+    def latest(self, entity_id: str) -> Prediction | None:
+        row = self.session.execute(self._latest, (entity_id,)).one()
         return _prediction(row) if row else None
 
-    def for_date(self, day: date, carrier: str | None = None, page_size: int = 100,
+    def for_date(self, day: date, filters: dict[str, str] | None = None, page_size: int = 100,
                  page_token: str | None = None) -> Page:
+        """A page of ``day``'s predictions (one partition). ``filters``: descriptive columns
+        that must match (e.g. ``{"carrier": "UA"}``), applied inside the page read."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
-        statement = self._by_date_carrier if carrier else self._by_date
-        bound = statement.bind((day, carrier) if carrier else (day,))
+        filters = {k: v for k, v in (filters or {}).items() if v is not None}
+        unknown = set(filters) - set(self.domain.entity.columns)
+        if unknown:
+            raise ValueError(f"cannot filter on {sorted(unknown)}: the {self.domain.name} "
+                             f"domain's columns are {list(self.domain.entity.columns)}")
+        bound = self._by_date.bind((day,))
         bound.fetch_size = page_size
-        scope = f"{day.isoformat()}|{carrier or ''}".encode()
+        scope = f"{day.isoformat()}|{sorted(filters.items())}".encode()
         state = self._open(page_token, scope) if page_token else None
         result = self.session.execute(bound, paging_state=state)
-        items = [_prediction(r) for r in result.current_rows]
+        items = [p for p in map(_prediction, result.current_rows)
+                 if all(p.attributes.get(k) == v for k, v in filters.items())]
         token = result.paging_state
         return Page(items, self._seal(token, scope) if token else None)
 
@@ -144,17 +158,17 @@ class PredictionClient:
         expected = hmac.new(self._token_key, scope + b"|" + state, hashlib.sha256).digest()[:16]
         if not state or not hmac.compare_digest(mac, expected):
             raise BadPageToken("page token is not valid for this query: pass next_token back "
-                               "unchanged, with the same date and carrier")
+                               "unchanged, with the same date and filters")
         return state
 
-    def history(self, flight_id: str) -> list[HistoryEntry]:
+    def history(self, entity_id: str) -> list[HistoryEntry]:
         return [HistoryEntry(r.model_version, r.probability, as_utc(r.scored_at))
-                for r in self.session.execute(self._history, (flight_id,))]
+                for r in self.session.execute(self._history, (entity_id,))]
 
     def champion(self) -> ChampionInfo | None:
-        from training.registry import Registry
+        from streamfit.registry import Registry
 
-        registry = Registry(self.session, self.keyspace)
+        registry = Registry(self.session, self.keyspace, self.domain.model_name)
         version = registry.aliases().get("champion")
         if version is None:
             return None

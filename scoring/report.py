@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 
 from scoring.monitoring import PSI_SHIFTED, PSI_STABLE, ScoringRun, performance_summary
+from streamfit.registry import ModelVersion
 from streamfit.settings import Settings
-from training.registry import ModelVersion
 
 
 @dataclass
@@ -44,19 +44,21 @@ class ReportData:
 def collect(settings: Settings) -> ReportData:
     from scoring.monitoring import MonitoringStore
     from streamfit.cassandra import connect
-    from training.registry import Registry
+    from streamfit.domains import load_domain
+    from streamfit.featurestore import FeatureStore
+    from streamfit.registry import Registry
 
+    domain = load_domain(settings.domain)
     with connect(settings) as session:
-        registry = Registry(session, settings.keyspace)
-        monitor = MonitoringStore(session, settings.keyspace)
+        registry = Registry(session, settings.keyspace, domain.model_name)
+        monitor = MonitoringStore(session, settings.keyspace, domain.model_name)
         versions = registry.versions()
         runs = monitor.runs(200)
         timeline: list[tuple[str, datetime, float]] = []
         timeline += [("model trained", v.created_at, 1.0) for v in versions]
         timeline += [("predictions scored", r.scored_at, float(r.rows)) for r in runs]
-        for row in session.execute(f"SELECT sched_date, flights, built_at FROM "
-                                   f"{settings.keyspace}.feature_partitions "
-                                   "WHERE feature_set = 'flights'"):
+        built = FeatureStore(session, settings.keyspace, domain).partitions()
+        for row in built.itertuples(index=False) if len(built) else ():
             timeline.append(("features built", row.built_at, float(row.flights)))
         days = sorted({t.date() for _, t, _ in timeline if t is not None})
         if days:

@@ -21,6 +21,7 @@ from typing import Any
 
 from cassandra.cluster import Session
 
+from streamfit.domains import load_domain
 from streamfit.progress import FeatureBuild, Position, Progress, run_stage
 from streamfit.settings import Settings
 
@@ -54,13 +55,15 @@ class ScoringBacklog:
         return len(self.builds) + int(self.champion_changed)
 
 
-def pending_scoring(session: Session, progress: Progress) -> ScoringBacklog:
-    from training.registry import Registry
+def pending_scoring(session: Session, progress: Progress, model: str) -> ScoringBacklog:
+    """What scoring has not consumed in ``progress.keyspace``; ``model``: the registry's model
+    family (the domain's ``model_name``)."""
+    from streamfit.registry import Registry
 
     marks = progress.positions(STAGE)
     builds_mark = marks.get(BUILDS)
     builds = progress.builds_after(builds_mark.position if builds_mark else 0)
-    champion = Registry(session, progress.keyspace).aliases().get("champion")
+    champion = Registry(session, progress.keyspace, model).aliases().get("champion")
     return ScoringBacklog(builds_mark, builds, marks.get(CHAMPION), champion)
 
 
@@ -78,7 +81,8 @@ def dates_to_score(backlog: ScoringBacklog, built: list[date]) -> list[date]:
 
 def _score_keyspace(settings: Settings, session: Session, progress: Progress
                     ) -> dict[str, Any] | str:
-    backlog = pending_scoring(session, progress)
+    domain = load_domain(settings.domain)
+    backlog = pending_scoring(session, progress, domain.model_name)
     if not backlog.pending:
         return "nothing pending"
     as_of = backlog.as_of
@@ -94,10 +98,11 @@ def _score_keyspace(settings: Settings, session: Session, progress: Progress
     if backlog.champion is None:
         advance()
         return f"no champion yet: {len(backlog.builds)} feature build(s) consumed unscored"
-    from features.build import FeatureStore
     from scoring.batch import score_dates
+    from streamfit.featurestore import FeatureStore
 
-    built = list(FeatureStore(session, progress.keyspace).partitions().get("sched_date", []))
+    built = list(FeatureStore(session, progress.keyspace, domain).partitions()
+                 .get("sched_date", []))
     dates = dates_to_score(backlog, built)
     result = score_dates(settings, dates, as_of, evaluate=dates)
     advance()

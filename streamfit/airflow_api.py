@@ -1,20 +1,44 @@
 """A small client for Airflow 3's public REST API (``/api/v2``).
 
-Used by ``streamfit stack up|status`` (health, version), by the tests, and by the ingest service
-to announce data arrival as asset events. Tokens come from ``POST /auth/token`` (SimpleAuthManager).
+Used by ``streamfit stack up|status`` (health, version), by the tests, by the ingest service to
+announce data arrival as asset events, and by the HTTP server to start transient runs. Tokens come
+from ``POST /auth/token`` (SimpleAuthManager). ``airflow_client`` builds one from the settings
+alone, so production code never needs the local stack's code to reach Airflow.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from streamfit.settings import Settings
+
 
 class AirflowAPIError(RuntimeError):
     """Airflow's API refused or failed a request; the message carries its status and answer."""
+
+
+def airflow_password(settings: Settings) -> str | None:
+    """``STREAMFIT_AIRFLOW_PASSWORD``, else the password that Airflow's SimpleAuthManager generated
+    into its passwords file (``<STREAMFIT_HOME>/airflow/passwords.json``, where the local stack's
+    Airflow keeps it)."""
+    if settings.airflow_password is not None:
+        return settings.airflow_password.get_secret_value()
+    try:
+        generated = json.loads((settings.home / "airflow" / "passwords.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return generated.get(settings.airflow_username) if isinstance(generated, dict) else None
+
+
+def airflow_client(settings: Settings, timeout: float = 5.0) -> AirflowClient:
+    """A client for the Airflow API the settings name (``STREAMFIT_AIRFLOW_URL``, user, password)."""
+    return AirflowClient(settings.airflow_api_url, settings.airflow_username,
+                         airflow_password(settings), timeout=timeout)
 
 
 class AirflowClient:

@@ -15,7 +15,7 @@ class AssetId:
 
 
 RAW_EVENTS = AssetId("raw_events", "cassandra://streamfit/raw_events")
-FEATURES = AssetId("features", "cassandra://streamfit/flight_features")
+FEATURES = AssetId("features", "cassandra://streamfit/entity_features")
 MODEL = AssetId("model", "cassandra://streamfit/model_registry/champion")
 PREDICTIONS = AssetId("predictions", "cassandra://streamfit/predictions")
 

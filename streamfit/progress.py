@@ -40,7 +40,8 @@ log = logging.getLogger("streamfit.progress")
 
 #: Seconds a lease lives without renewal. A run renews it every third of that.
 LEASE_TTL_S = 60
-FEATURE_SET = "flights"
+#: The partition of the feature-build log (one keyspace serves one domain, so one log).
+BUILD_LOG = "builds"
 
 SELECT_PROGRESS = """
 SELECT stream, part, position, position_time, updated_at FROM {ks}.stage_progress
@@ -208,18 +209,18 @@ class Progress:
             newest = self.newest_build()
             seq = (newest.seq if newest else 0) + 1
             if self.session.execute(self._q["build"], (
-                    FEATURE_SET, seq, dates, flights, max_event_time,
+                    BUILD_LOG, seq, dates, flights, max_event_time,
                     datetime.now(UTC))).was_applied:
                 return seq
         raise ProgressConflict("could not claim a feature-build number after 20 attempts")
 
     def builds_after(self, seq: int) -> list[FeatureBuild]:
         """Builds numbered above ``seq``, oldest first."""
-        rows = self.session.execute(self._q["builds"], (FEATURE_SET, seq))
+        rows = self.session.execute(self._q["builds"], (BUILD_LOG, seq))
         return sorted((_build(r) for r in rows), key=lambda b: b.seq)
 
     def newest_build(self) -> FeatureBuild | None:
-        row = self.session.execute(self._q["newest"], (FEATURE_SET,)).one()
+        row = self.session.execute(self._q["newest"], (BUILD_LOG,)).one()
         return _build(row) if row else None
 
 
@@ -262,6 +263,15 @@ def pipeline_keyspaces(session: Session, default: str, hinted: Iterable[str] = (
     return sorted(k for k in served if valid_keyspace(k))
 
 
+def settings_for(settings: Any, session: Session, keyspace: str) -> Any:
+    """The process's settings pointed at ``keyspace`` and at the domain that keyspace records,
+    so one Airflow serves keyspaces of different domains."""
+    from streamfit.schema import recorded_domain
+
+    domain = recorded_domain(session, keyspace) or settings.domain
+    return settings.model_copy(update={"keyspace": keyspace, "domain": domain})
+
+
 def run_stage(settings: Any, stage: str, step: Step, hinted: Iterable[str] = ()
               ) -> dict[str, Any]:
     """Run ``step(settings_of_keyspace, session, progress)`` under the stage's lease for every
@@ -277,7 +287,7 @@ def run_stage(settings: Any, stage: str, step: Step, hinted: Iterable[str] = ()
             progress = Progress(session, keyspace)
             try:
                 with progress.lease(stage):
-                    result = step(settings.model_copy(update={"keyspace": keyspace}), session,
+                    result = step(settings_for(settings, session, keyspace), session,
                                   progress)
             except LeaseHeld as exc:
                 result = str(exc)

@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cassandra import InvalidRequest
 from cassandra.cluster import Session
 
 from streamfit.settings import Settings
@@ -43,7 +44,7 @@ MIGRATIONS: tuple[Migration, ...] = (
            )""",
     )),
     Migration(2, "raw events, ingest ledger, data-arrival signal state", (
-        # One day of events = RAW_BUCKETS partitions (ingest.store), read by partition key.
+        # One day of events = RAW_BUCKETS partitions (streamfit.store), read by partition key.
         # Clustering by type then time lets a feature build read one type of one day in order.
         """CREATE TABLE IF NOT EXISTS {ks}.raw_events (
                event_date date,
@@ -286,6 +287,73 @@ MIGRATIONS: tuple[Migration, ...] = (
                PRIMARY KEY ((feature_set), build_seq)
            ) WITH CLUSTERING ORDER BY (build_seq DESC)""",
     )),
+    Migration(10, "entity tables generic over the domain; the keyspace records its domain", (
+        # Features and predictions keyed by the domain's entity, whatever it is. The entity's
+        # descriptive columns travel in one frozen map (the API names them after the domain).
+        """CREATE TABLE IF NOT EXISTS {ks}.entity_features (
+               day date,
+               entity_id text,
+               event_time timestamp,
+               attributes frozen<map<text, text>>,
+               feature_values frozen<map<text, double>>,
+               outcome double,
+               label boolean,
+               feature_version int,
+               built_at timestamp,
+               PRIMARY KEY ((day), entity_id)
+           )""",
+        # The latest prediction of an entity: one partition, one row.
+        """CREATE TABLE IF NOT EXISTS {ks}.entity_predictions (
+               entity_id text PRIMARY KEY,
+               day date,
+               event_time timestamp,
+               attributes frozen<map<text, text>>,
+               probability double,
+               model_version int,
+               scored_at timestamp
+           )""",
+        # Every entity of a date with its latest prediction, paged by the API.
+        """CREATE TABLE IF NOT EXISTS {ks}.entity_predictions_by_day (
+               day date,
+               entity_id text,
+               event_time timestamp,
+               attributes frozen<map<text, text>>,
+               probability double,
+               model_version int,
+               scored_at timestamp,
+               PRIMARY KEY ((day), entity_id)
+           )""",
+        # History: one row per entity and model version (a rerun overwrites its own row).
+        """CREATE TABLE IF NOT EXISTS {ks}.entity_prediction_history (
+               entity_id text,
+               model_version int,
+               probability double,
+               scored_at timestamp,
+               PRIMARY KEY ((entity_id), model_version)
+           ) WITH CLUSTERING ORDER BY (model_version DESC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.entity_transient_predictions (
+               request_id text,
+               entity_id text,
+               day date,
+               probability double,
+               scored_at timestamp,
+               algorithm text STATIC,
+               train_window text STATIC,
+               metrics text STATIC,
+               finished_at timestamp STATIC,
+               PRIMARY KEY ((request_id), entity_id)
+           ) WITH default_time_to_live = 604800""",
+        # Small facts about the keyspace itself: the domain it was created for.
+        """CREATE TABLE IF NOT EXISTS {ks}.pipeline_config (
+               name text PRIMARY KEY,
+               value text,
+               set_at timestamp
+           )""",
+        # A keyspace from before this migration rebuilds into the new tables from its ledger:
+        # the downstream stages start again from the beginning (the ledger and raw events are
+        # untouched; the old flight_* and predictions_* tables are left as they were).
+        "DELETE FROM {ks}.stage_progress WHERE stage IN ('features', 'training', 'scoring')",
+    )),
 )
 
 
@@ -335,7 +403,30 @@ def migrate(session: Session, settings: Settings,
             (migration.version, migration.description, migration.checksum, datetime.now(UTC)),
         )
         applied.append(migration.version)
+    bind_domain(session, ks, settings.domain)
     return applied
+
+
+def bind_domain(session: Session, keyspace: str, domain: str) -> None:
+    """Record the domain a keyspace serves (the first migrate does); refuse another one."""
+    row = session.execute(
+        f"INSERT INTO {keyspace}.pipeline_config (name, value, set_at) VALUES ('domain', %s, %s) "
+        "IF NOT EXISTS", (domain, datetime.now(UTC))).one()
+    recorded = row.value if row is not None and not row.applied else domain
+    if recorded != domain:
+        raise MigrationError(
+            f"keyspace {keyspace} holds the {recorded!r} domain, not STREAMFIT_DOMAIN={domain!r}: "
+            "set STREAMFIT_KEYSPACE to another keyspace for this domain")
+
+
+def recorded_domain(session: Session, keyspace: str) -> str | None:
+    """The domain a keyspace was created for (None before migration 10 ran there)."""
+    try:
+        row = session.execute(
+            f"SELECT value FROM {keyspace}.pipeline_config WHERE name = 'domain'").one()
+    except InvalidRequest:  # no such table yet
+        return None
+    return row.value if row is not None else None
 
 
 def current_version(session: Session, keyspace: str) -> int:

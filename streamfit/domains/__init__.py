@@ -1,21 +1,38 @@
 """Pluggable event domains. A domain is the only place that knows what the events mean.
 
-A domain supplies (1) the payload schema of each event type and version, used by the ingest edge
-to validate every Kafka message, and (2) a replay source that turns a data set into events in
-event-time order (``streamfit produce replay``). The ingest core, the DLQ and the ledger never look
-inside a payload. ``STREAMFIT_DOMAIN`` selects the domain: ``flights`` (built in) or
-``package.module:DOMAIN`` for your own.
+A domain declares everything the stages need to run the whole pipeline on its events:
+
+- ``schemas``: the payload schema of each event type and version, used by the ingest edge to
+  validate every Kafka message (the ingest core, the DLQ and the ledger never look inside one);
+- ``entity``: what a prediction is about (its key, its date and time, its descriptive columns);
+- ``label``: what is predicted, and the outcome it is derived from;
+- ``features``: the point-in-time feature builder, the stored and the model feature lists, and
+  the naive baseline feature;
+- ``datasets``: replay sources that turn a data set into events in event-time order.
+
+The stages, the registry, the prediction tables, the API and the CLI are generic over it.
+``STREAMFIT_DOMAIN`` selects one: ``flights`` and ``deliveries`` are built in, or
+``package.module:DOMAIN`` for your own. A keyspace records the domain it was created for
+(``streamfit db migrate``), so one Airflow serves keyspaces of several domains.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The standard columns of a feature frame, besides the entity's descriptive columns and the
+#: features: what every builder returns and what ``streamfit.featurestore`` stores and reads.
+ENTITY_ID, EVENT_TIME, OUTCOME, LABEL = "entity_id", "event_time", "outcome", "label"
 
 
 @dataclass(frozen=True)
@@ -29,11 +46,73 @@ class ReplayOptions:
     shift_to_now: bool = False
 
 
+class RawEvents(Protocol):
+    """What a feature builder reads: the landed payloads of one event date and event type (one
+    raw-events partition family), as dicts or as a DataFrame of several dates."""
+
+    def payloads(self, day: date, event_type: str) -> list[dict[str, Any]]: ...
+
+    def frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What one prediction is about. In the API and the CLI its fields keep the domain's names;
+    in the tables they are ``entity_id``, ``day``, ``event_time`` and an ``attributes`` map."""
+
+    name: str
+    #: the prediction key's name, e.g. ``flight_id``, and the pattern a valid key matches
+    key: str
+    key_pattern: str
+    #: the entity's date (the partition of its features and predictions), e.g. ``sched_date``
+    day: str
+    #: the moment a prediction is about, e.g. ``scheduled_departure``; later events are unknown
+    time: str
+    #: descriptive text columns carried by every prediction row, e.g. carrier, origin, dest
+    columns: tuple[str, ...] = ()
+    #: the pydantic model of one entity sent to ``POST /score`` (features computed on demand)
+    request: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True)
+class Label:
+    #: e.g. ``late``: the label is True when the outcome says so
+    name: str
+    #: the numeric outcome the label is derived from, e.g. ``arr_delay`` (minutes)
+    outcome: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A domain's point-in-time features. ``build_day(raw, day)`` returns one row per entity of
+    ``day``: ``entity_id``, ``event_time``, the entity's columns, every name in ``names``, and
+    ``outcome``/``label`` (None until known). Every feature of a row may use only events that
+    happened before its ``event_time``."""
+
+    names: tuple[str, ...]
+    #: the stored features a model is trained on (a subset of ``names``)
+    model: tuple[str, ...]
+    #: the feature that is itself a probability: the naive baseline every model must beat
+    naive: str
+    build_day: Callable[[RawEvents, date], pd.DataFrame]
+    #: event dates whose events landed -> the entity dates whose rows they change
+    days_affected: Callable[[Iterable[date]], list[date]]
+    #: entities given as request rows -> their features now (``POST /score``); None: not offered
+    build_for: Callable[[RawEvents, pd.DataFrame], pd.DataFrame] | None = None
+    version: int = 1
+
+
 @dataclass(frozen=True)
 class Domain:
     name: str
     #: event_type -> schema_version -> pydantic model of the payload
     schemas: dict[str, dict[int, type[BaseModel]]]
+    entity: Entity
+    label: Label
+    features: FeatureSpec
+    #: the registry's model family (one partition of ``model_versions``)
+    model_name: str
     #: dataset name -> function yielding envelope dicts in event-time order
     datasets: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -52,8 +131,9 @@ class _HasDomain(Protocol):
     DOMAIN: Domain
 
 
+@functools.cache
 def load_domain(spec: str) -> Domain:
-    """``flights`` or ``package.module:ATTRIBUTE``."""
+    """``flights``, ``deliveries`` or ``package.module:ATTRIBUTE`` (loaded once per process)."""
     module_name, _, attr = spec.partition(":")
     if "." not in module_name and not attr:
         module_name = f"streamfit.domains.{module_name}"
@@ -61,7 +141,7 @@ def load_domain(spec: str) -> Domain:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot load domain {spec!r}: {exc}; set STREAMFIT_DOMAIN to "
-                         "'flights' or 'package.module:DOMAIN'") from None
+                         "'flights', 'deliveries' or 'package.module:DOMAIN'") from None
     domain = getattr(module, attr or "DOMAIN", None)
     if not isinstance(domain, Domain):
         raise ValueError(f"{spec!r} does not name a streamfit Domain object")

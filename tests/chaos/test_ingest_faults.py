@@ -29,7 +29,7 @@ from ingest.envelope import encode
 from ingest.producer import send_events
 from ingest.service import ensure_topics
 from streamfit import kafka as kafka_io
-from streamfit.demo import events_of_days
+from app.demo import events_of_days
 from streamfit.settings import Settings
 from tests.chaos.conftest import FULL, Row, record
 from tests.conftest import migrated_keyspace
@@ -71,7 +71,7 @@ def _account(s: Settings, scenario: str, events: list[dict[str, Any]], recovery:
 def _ledger_tiles_the_log(s: Settings) -> None:
     """The ledger's offset ranges per partition are contiguous from 0 to the committed offset:
     every offset was landed (or dead-lettered) exactly once."""
-    from ingest.store import IngestStore
+    from streamfit.store import IngestStore
     from streamfit.cassandra import connect
 
     done = committed(s)
@@ -125,7 +125,7 @@ def test_consumer_crash_random_sigkills(chaos_settings: Settings) -> None:
 
 
 def test_cassandra_outage_of_30_seconds(chaos_settings: Settings) -> None:
-    from streamfit.stack import control
+    from app.stack import control
 
     s = chaos_settings
     before = _events(s, date(2013, 5, 1), 2)
@@ -157,7 +157,7 @@ def test_cassandra_outage_of_30_seconds(chaos_settings: Settings) -> None:
 
 
 def test_kafka_broker_restart_midstream(chaos_settings: Settings) -> None:
-    from streamfit.stack import control
+    from app.stack import control
 
     s = chaos_settings
     events = _events(s, date(2013, 6, 1), 10 if FULL else 3)
@@ -342,7 +342,7 @@ def test_a_rebalance_during_a_cassandra_outage(chaos_settings: Settings) -> None
     import sys
     from pathlib import Path
 
-    from streamfit.stack import control
+    from app.stack import control
 
     s = chaos_settings
     first = _events(s, date(2013, 7, 1), 1)

@@ -16,19 +16,19 @@ from features.build import run_build
 from ingest.producer import send_events
 from scoring.batch import score_dates
 from streamfit.cassandra import connect
-from streamfit.demo import events_of_days
+from app.demo import events_of_days
 from streamfit.settings import Settings
-from streamfit.stack.services import AirflowService
+from app.stack.services import AirflowService
 from tests.chaos.conftest import Row, record
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
-from training.registry import Registry
+from streamfit.registry import Registry
 from training.train import train_and_maybe_promote
 
 
 def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
     """The scheduler is stopped; a day lands; when Airflow is back, the pipeline runs for it:
     the data-arrival signal waited (ledger-driven), so no trigger was lost."""
-    from streamfit.stack import control
+    from app.stack import control
 
     s = chaos_settings.model_copy(update={"airflow_url": None})
     day = date(2013, 8, 1)
@@ -92,7 +92,7 @@ def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Setting
     # means it is mid-run (more candidates, the refit and the registration are still to come).
     # A fixed sleep was not enough: with byte-compiled dependencies it had already finished.
     cli = ("import logging; logging.basicConfig(level=logging.INFO); "
-           "from streamfit.cli import app; app(['train', '--force'])")
+           "from app.cli import app; app(['train', '--force'])")
     proc = subprocess.Popen([sys.executable, "-c", cli], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None

@@ -36,8 +36,8 @@ from streamfit.domains import ReplayOptions, load_domain
 from streamfit.kafka import KafkaAuthError
 from streamfit.schema import migrate
 from streamfit.settings import Settings
-from streamfit.stack import control
-from streamfit.stack.services import AirflowService, KafkaService
+from app.stack import control
+from app.stack.services import AirflowService, KafkaService
 from tests.chaos.conftest import Row, record
 from tests.corpus import malformed
 from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up, wait_for

@@ -16,12 +16,12 @@ import pytest
 
 from ingest.producer import send_events
 from streamfit.cassandra import connect
-from streamfit.demo import events_of_days
-from streamfit.pipeline import caught_up, pipeline_status
+from app.demo import events_of_days
+from app.pipeline import caught_up, pipeline_status
 from streamfit.settings import Settings
-from streamfit.stack.services import AirflowService
+from app.stack.services import AirflowService
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
-from training.registry import Registry
+from streamfit.registry import Registry
 
 FIRST = date(2013, 4, 1)
 LAST = date(2013, 4, 21)  # three weeks of event dates

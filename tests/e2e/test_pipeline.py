@@ -22,9 +22,9 @@ from scoring.monitoring import MonitoringStore
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
-from streamfit.stack.services import AirflowService
+from app.stack.services import AirflowService
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
-from training.registry import Registry
+from streamfit.registry import Registry
 
 START = date(2013, 3, 1)
 NEW_DAY = date(2013, 3, 15)  # the one more event date of the second phase

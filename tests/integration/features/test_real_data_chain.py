@@ -59,7 +59,7 @@ def test_arrivals_without_their_schedules_build_nothing_and_do_not_fail(
     """A stream joined mid-way: arrivals landed, their schedule events never did."""
     from datetime import UTC, datetime
 
-    from ingest.store import IngestStore, bucket_of
+    from streamfit.store import IngestStore, bucket_of
 
     s = fresh_keyspace_settings
     when = datetime(2013, 2, 10, 15, tzinfo=UTC)

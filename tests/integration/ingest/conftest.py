@@ -9,7 +9,7 @@ from datetime import date
 
 from ingest.service import IngestService, running_in_background
 from ingest.status import committed, end_offsets
-from ingest.store import IngestStore
+from streamfit.store import IngestStore
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
 

@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 from ingest.dlq import OVERSIZE_KEPT_BYTES, list_dead_letters, replay_dead_letters
 from ingest.envelope import encode
 from ingest.producer import send_events
-from ingest.store import IngestStore
+from streamfit.store import IngestStore
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
@@ -142,7 +142,7 @@ def test_malformed_messages_go_to_the_dlq_and_valid_ones_land(ingest_settings: S
 
 
 def test_cassandra_outage_never_commits_past_unwritten_data(ingest_settings: Settings) -> None:
-    from streamfit.stack import control
+    from app.stack import control
 
     s = ingest_settings
     first = _events(date(2013, 4, 1), date(2013, 4, 1))

@@ -24,7 +24,7 @@ from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_c
 from tests.net import free_port
 
 DOMAIN = load_domain("flights")
-CLI = [sys.executable, "-m", "streamfit.cli"]
+CLI = [sys.executable, "-m", "app.cli"]
 
 
 def _env(s: Settings) -> dict[str, str]:

@@ -11,7 +11,7 @@ from ingest.signal import ArrivalSignaller
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
-from streamfit.stack.services import AirflowService
+from app.stack.services import AirflowService
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 
 DOMAIN = load_domain("flights")

@@ -26,11 +26,11 @@ from ingest.service import ensure_topics
 from scoring.batch import score_dates
 from scoring.client import BadPageToken, PredictionClient
 from streamfit.cassandra import connect
-from streamfit.demo import events_of_days
+from app.demo import events_of_days
 from streamfit.settings import Settings
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up
 from tests.net import free_port
-from training.registry import Registry
+from streamfit.registry import Registry
 from training.train import train_and_maybe_promote
 
 FIRST, LAST = date(2013, 2, 1), date(2013, 2, 14)
@@ -71,7 +71,7 @@ def keyed_api(served: Settings) -> Iterator[str]:
 def _serve(s: Settings) -> Iterator[str]:
     import uvicorn
 
-    from scoring.api import create_app
+    from app.server import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port,
@@ -248,7 +248,7 @@ def test_transient_mode_scores_and_registers_nothing(served: Settings) -> None:
 
 def _spec() -> Any:
     """The OpenAPI document of the app (building the app touches no service)."""
-    from scoring.api import create_app
+    from app.server import create_app
     from streamfit.settings import get_settings
 
     # POST /transient starts an Airflow run per valid request: fuzzed here it would flood them.

@@ -7,7 +7,7 @@ import pytest
 
 from streamfit.airflow_api import AirflowAPIError, AirflowClient
 from streamfit.settings import Settings
-from streamfit.stack.services import AirflowService
+from app.stack.services import AirflowService
 
 
 @pytest.fixture

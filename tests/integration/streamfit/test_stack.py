@@ -8,8 +8,8 @@ import psutil
 import pytest
 
 from streamfit.settings import Settings
-from streamfit.stack import control
-from streamfit.stack.process import PortInUseError
+from app.stack import control
+from app.stack.process import PortInUseError
 
 
 def test_status_shows_versions_and_health(stack: Settings) -> None:

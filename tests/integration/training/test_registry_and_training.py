@@ -13,7 +13,7 @@ from features.build import INSERT_FEATURES, INSERT_PARTITION
 from features.pointintime import feature_names, model_features
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
-from training.registry import ModelIntegrityError, Registry
+from streamfit.registry import ModelIntegrityError, Registry
 from training.train import train_and_maybe_promote
 
 START = date(2013, 3, 1)
@@ -127,7 +127,7 @@ def test_a_retried_training_registers_no_second_version(trained: Settings) -> No
 def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
     import threading
 
-    from training.registry import AliasConflict
+    from streamfit.registry import AliasConflict
 
     assert train_and_maybe_promote(trained).version == 1
     _write_features(trained, 31, seed=5)
@@ -164,7 +164,7 @@ def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
 
 
 def test_a_promotion_from_a_stale_champion_is_refused(trained: Settings) -> None:
-    from training.registry import AliasConflict
+    from streamfit.registry import AliasConflict
 
     assert train_and_maybe_promote(trained).version == 1
     with connect(trained) as session:

@@ -10,7 +10,7 @@ from kafka import TopicPartition
 from ingest.dlq import OVERSIZE_KEPT_BYTES, dead_letter, dead_letter_headers
 from ingest.envelope import encode
 from ingest.signal import summarise
-from ingest.store import RAW_BUCKETS, bucket_of
+from streamfit.store import RAW_BUCKETS, bucket_of
 from ingest.worker import decode_batch, ledger_entries
 from streamfit.domains import ReplayOptions, load_domain
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from scoring.monitoring import ScoringRun, calibration_bins, reference_profiles, roc_points
 from scoring.report import ReportData, render
-from training.registry import ModelVersion
+from streamfit.registry import ModelVersion
 
 
 def _version(n: int, auc: float) -> ModelVersion:

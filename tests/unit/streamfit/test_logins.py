@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from streamfit.cassandra import _auth_message
 from streamfit.kafka import KafkaAuthError, _login_explained, client_config
 from streamfit.settings import Settings
-from streamfit.stack.process import StackError, wait_until
-from streamfit.stack.services import AirflowService, KafkaService
+from app.stack.process import StackError, wait_until
+from app.stack.services import AirflowService, KafkaService
 
 PASSWORD = "pa55word-not-in-logs"
 
@@ -89,7 +89,7 @@ def test_broker_properties_plain_and_with_logins(tmp_path: Path) -> None:
 
 def test_logins_need_a_store_formatted_with_the_broker_user(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import streamfit.stack.services as services
+    import app.stack.services as services
 
     monkeypatch.setattr(services, "install_jars", lambda *_a: tmp_path / "lib")
     (tmp_path / "kafka" / "data").mkdir(parents=True)

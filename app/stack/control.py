@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import psutil
 
+from app.stack.process import ProcessSpec, StackError, Supervisor, wait_until
+from app.stack.services import Service, all_services
 from streamfit.settings import Settings
-from streamfit.stack.process import ProcessSpec, StackError, Supervisor, wait_until
-from streamfit.stack.services import Service, all_services
 
 SERVICE_NAMES = ("cassandra", "kafka", "airflow")
 

@@ -84,7 +84,7 @@ def watch(client: AirflowClient, settings: Settings, since: str, say: Say, timeo
     """Print every pipeline DAG run the scheduler finishes for our keyspace until every stage's
     backlog is 0 (``streamfit pipeline status``): durable state, not a count of runs, says
     when the pipeline is done."""
-    from streamfit.pipeline import caught_up, pipeline_status
+    from app.pipeline import caught_up, pipeline_status
 
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
@@ -110,12 +110,11 @@ def watch(client: AirflowClient, settings: Settings, since: str, say: Say, timeo
 
 
 def _require_predictions(settings: Settings, day: date) -> None:
-    from streamfit.cassandra import connect
+    from scoring.client import PredictionClient
 
-    with connect(settings) as session:
-        row = session.execute("SELECT flight_id FROM predictions_by_date WHERE sched_date = %s "
-                              "LIMIT 1", (day,)).one()
-    if row is None:
+    with PredictionClient.open(settings) as client:
+        found = client.for_date(day, None, 1).items
+    if not found:
         raise DemoFailed(f"the pipeline caught up but no flight of {day} was predicted: is there "
                          "a champion? see `streamfit models list`")
 
@@ -133,13 +132,13 @@ def _brief(run: PipelineRun) -> str:
 
 def run_story(settings: Settings, first: date, weeks: int, more_days: int, say: Say,
               timeout_s: float = 900) -> dict[str, Any]:
-    from streamfit.stack.services import AirflowService
+    from streamfit.airflow_api import airflow_client
 
     ensure_topics(settings)
     last = first + timedelta(days=7 * weeks - 1)
     more_last = last + timedelta(days=more_days)
     out: dict[str, Any] = {}
-    with AirflowService(settings).client() as client, ingest_running(settings, say):
+    with airflow_client(settings) as client, ingest_running(settings, say):
         say(f"[bold]1. replaying {weeks} weeks of events ({first}..{last})[/]")
         since = datetime.now(UTC).isoformat()
         events = events_of_days(settings, first, last)
@@ -173,14 +172,13 @@ def query_api(settings: Settings, day: date) -> list[str]:
 
     import httpx
 
-    from streamfit.cassandra import connect
+    from scoring.client import PredictionClient
 
-    with connect(settings) as session:
-        row = session.execute("SELECT flight_id, carrier, origin, dest, scheduled_departure "
-                              "FROM predictions_by_date WHERE sched_date = %s LIMIT 1",
-                              (day,)).one()
-    if row is None:
+    with PredictionClient.open(settings) as client:
+        found = client.for_date(day, None, 1).items
+    if not found:
         return [f"no predictions for {day} to ask about"]
+    row = found[0]
     url = f"http://{settings.api_host}:{settings.api_port}"
     server = subprocess.Popen(  # noqa: S603 - our own CLI
         [str(Path(sys.executable).parent / "streamfit"), "serve"], env=dict(os.environ),
@@ -198,16 +196,15 @@ def query_api(settings: Settings, day: date) -> list[str]:
                         why = server.stderr.read() if server.stderr else ""
                         raise DemoFailed(f"the API did not start: {why}") from None
                     time.sleep(0.5)
-            stored = http.get(f"/predictions/{row.flight_id}").json()
-            flight = {"flight_id": row.flight_id, "carrier": row.carrier, "origin": row.origin,
-                      "dest": row.dest, "scheduled_departure":
-                      row.scheduled_departure.replace(tzinfo=UTC).isoformat()}
+            stored = http.get(f"/predictions/{row.entity_id}").json()
+            flight = {"flight_id": row.entity_id, **row.attributes,
+                      "scheduled_departure": row.event_time.isoformat()}
             scored = http.post("/score", json={"flights": [flight]}).json()
     finally:
         server.terminate()
         server.wait(30)
     return [f"GET  {url}/health -> champion v{health['champion']}",
-            f"GET  /predictions/{row.flight_id} -> {stored['probability']:.3f} "
+            f"GET  /predictions/{row.entity_id} -> {stored['probability']:.3f} "
             f"(v{stored['model_version']}, scored {stored['scored_at'][:19]})",
-            f"POST /score {row.flight_id} -> {scored['predictions'][0]['probability']:.3f} "
+            f"POST /score {row.entity_id} -> {scored['predictions'][0]['probability']:.3f} "
             f"(v{scored['model_version']}, features computed now from the raw events)"]

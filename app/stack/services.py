@@ -1,7 +1,7 @@
 """The three services of the local stack: Kafka (KRaft), Cassandra and Airflow.
 
 Each service knows how to prepare itself (jars, config, one-time formatting), which processes to
-run, and when it is actually usable. ``streamfit.stack.control`` starts and stops them.
+run, and when it is actually usable. ``app.stack.control`` starts and stops them.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from string import Template
 
 from pydantic import SecretStr
 
-from streamfit.airflow_api import AirflowClient
+from app.stack.maven import install_jars
+from app.stack.process import ProcessSpec, StackError, port_open
+from streamfit.airflow_api import AirflowClient, airflow_client, airflow_password
 from streamfit.settings import KAFKA_BROKER_USER, PROJECT_ROOT, Settings
-from streamfit.stack.maven import install_jars
-from streamfit.stack.process import ProcessSpec, StackError, port_open
 
 CONF_DIR = Path(__file__).parent / "conf"
 log = logging.getLogger(__name__)
@@ -374,12 +374,7 @@ class AirflowService(Service):
         return self.home / "passwords.json"
 
     def password(self) -> str | None:
-        if self.settings.airflow_password is not None:
-            return self.settings.airflow_password.get_secret_value()
-        try:
-            return json.loads(self.password_file.read_text()).get(self.settings.airflow_username)
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return airflow_password(self.settings)
 
     def _secrets(self) -> dict[str, str]:
         """Keys every Airflow component must share (a per-process random JWT key breaks tasks)."""
@@ -474,8 +469,7 @@ class AirflowService(Service):
         ]
 
     def client(self) -> AirflowClient:
-        return AirflowClient(self.settings.airflow_api_url, self.settings.airflow_username,
-                             self.password(), timeout=5.0)
+        return airflow_client(self.settings)
 
     def ready(self) -> bool:
         if not port_open(self.settings.airflow_port):

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from streamfit.stack.process import (
+from app.stack.process import (
     PortInUseError,
     ProcessSpec,
     StackError,

@@ -1,7 +1,7 @@
 """Fetch a service's jars from Maven Central into the stack's jar cache (once per version).
 
 Triggered by ``streamfit stack up`` before Kafka or Cassandra first starts. The POMs ship in
-``streamfit/stack/poms/<service>/pom.xml``; the version comes from the settings.
+``app/stack/poms/<service>/pom.xml``; the version comes from the settings.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from streamfit.stack.process import StackError
+from app.stack.process import StackError
 
 POM_DIR = Path(__file__).parent / "poms"
 

@@ -1,6 +1,6 @@
 """Point-in-time feature computation for flights: pure functions of DataFrames, no I/O.
 
-Called by ``features.build`` (the ``build_features`` DAG and ``streamfit features build``) for one
+Called by ``streamfit.domains.flights.features`` (batch builds and ``POST /score``) for one
 scheduled-departure date at a time. Every feature of a flight uses only information available
 strictly before its scheduled departure ``t``:
 
@@ -17,13 +17,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-LATE_MINUTES = 15.0
-WINDOWS: dict[str, pd.Timedelta] = {"7d": pd.Timedelta(days=7), "28d": pd.Timedelta(days=28)}
-GROUPS: dict[str, list[str]] = {
-    "carrier": ["carrier"], "origin": ["origin"], "route": ["origin", "dest"], "hour": ["sched_hour"],
-}
-WEATHER_COLS = ["temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
-PLANE_COLS = ["plane_year", "plane_seats", "plane_engines"]
+from streamfit.domains.flights.names import (
+    GROUPS,
+    LATE_MINUTES,
+    PLANE_COLS,
+    WEATHER_COLS,
+    WINDOW_DAYS,
+    feature_names,
+)
+
+__all__ = ["LATE_MINUTES", "WINDOWS", "build_features", "feature_names"]
+
+WINDOWS: dict[str, pd.Timedelta] = {name: pd.Timedelta(days=days)
+                                   for name, days in WINDOW_DAYS.items()}
 #: Rates need a few arrivals to mean something; fewer than this give the global prior instead.
 MIN_SUPPORT = 5
 #: Late share used before any arrival is known (about the 2013 average).
@@ -33,24 +39,6 @@ DEFAULT_PRIOR = 0.2
 def _utc(values: pd.Series) -> pd.Series:
     """One datetime dtype everywhere: merge_asof refuses keys of different resolutions."""
     return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
-
-
-def feature_names() -> list[str]:
-    rates = [f"late_rate_{g}_{w}" for g in GROUPS for w in WINDOWS]
-    counts = [f"n_{g}_{w}" for g in GROUPS for w in WINDOWS]
-    calendar = ["sched_hour", "day_of_week", "month", "day_of_year", "distance"]
-    return rates + counts + [f"wx_{c}" for c in WEATHER_COLS] + PLANE_COLS + calendar
-
-
-def model_features() -> list[str]:
-    """The stored features a model is trained on.
-
-    Left out, though stored: the trailing counts, which grow with the history a stream has
-    accumulated (during a new pipeline's first 28 days they rise day by day), and the day of the
-    year, a time index. Both let a model learn *when* instead of *what*, and a linear model then
-    extrapolates them past its training window (seen: mean predictions of 0.53 against a 0.2
-    late share a week after training)."""
-    return [n for n in feature_names() if not n.startswith("n_") and n != "day_of_year"]
 
 
 def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],

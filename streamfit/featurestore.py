@@ -1,0 +1,171 @@
+"""The feature store: the raw events a feature builder reads, and the feature rows it keeps.
+
+Written by the feature stage (``features.build``), read by training, batch scoring and the HTTP
+server. One table family, generic over the domain:
+
+- ``entity_features``: one partition per entity date, one row per entity, with its event time,
+  its descriptive ``attributes``, every stored feature (one frozen map, so a rebuild overwrites
+  the cell without a tombstone), the outcome and the label (None until known);
+- ``feature_partitions``: one small row per built date (entities, labelled, Kafka lineage), in
+  the partition of the domain's name.
+
+``RawReader`` reads raw-event partitions for the builders, parsing each at most once per run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import pandas as pd
+from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent_with_args
+
+from streamfit.cassandra import as_utc, cql_date
+from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, Domain
+from streamfit.store import IngestStore
+
+#: Parsed raw partitions kept by one reader: a date's window in the flights domain is 68 of
+#: them (arrivals and schedules of 31 event dates, weather of two), with room to spare.
+CACHED_PARTITIONS = 96
+
+INSERT_FEATURES = """
+INSERT INTO {ks}.entity_features (day, entity_id, event_time, attributes, feature_values,
+                                  outcome, label, feature_version, built_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+SELECT_FEATURES = """
+SELECT entity_id, event_time, attributes, feature_values, outcome, label
+FROM {ks}.entity_features WHERE day = ?"""
+INSERT_PARTITION = """
+INSERT INTO {ks}.feature_partitions (feature_set, sched_date, flights, labelled, sources, built_at)
+VALUES (?, ?, ?, ?, ?, ?)"""
+SELECT_PARTITIONS = """
+SELECT sched_date, flights, labelled, sources, built_at FROM {ks}.feature_partitions
+WHERE feature_set = ?"""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    day: date
+    entities: int
+    labelled: int
+
+
+class RawReader:
+    """Parsed payloads of raw-event partitions. Consecutive dates share most of their window
+    (a full flights rebuild asked each partition ~60 times), so a small LRU of parsed
+    partitions keeps it to about one read each; memory stays bounded by CACHED_PARTITIONS."""
+
+    def __init__(self, session: Session, keyspace: str, cache_ttl_s: float | None = None) -> None:
+        """``cache_ttl_s``: how long a parsed partition may be reused. None (a build run, which
+        is short): for the whole run. A long-lived reader (the API) passes a few seconds, so
+        data that lands later is seen."""
+        self.store = IngestStore(session, keyspace)
+        self._cache: OrderedDict[tuple[date, str], tuple[float, list[dict[str, Any]]]] = \
+            OrderedDict()
+        self._ttl = cache_ttl_s
+        self._lock = threading.Lock()
+
+    def payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
+        key = (day, event_type)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
+                self._cache.move_to_end(key)
+                return hit[1]
+        rows = [orjson.loads(p) for p in self.store.read_payloads(day, event_type)]
+        with self._lock:
+            self._cache[key] = (now, rows)
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHED_PARTITIONS:
+                self._cache.popitem(last=False)
+        return rows
+
+    def frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
+        return pd.DataFrame([row for d in days for row in self.payloads(d, event_type)])
+
+
+class FeatureStore:
+    def __init__(self, session: Session, keyspace: str, domain: Domain,
+                 cache_ttl_s: float | None = None) -> None:
+        self.session = session
+        self.domain = domain
+        self.raw = RawReader(session, keyspace, cache_ttl_s)
+        self._insert = session.prepare(INSERT_FEATURES.format(ks=keyspace))
+        self._select = session.prepare(SELECT_FEATURES.format(ks=keyspace))
+        self._insert_partition = session.prepare(INSERT_PARTITION.format(ks=keyspace))
+        self._partitions = session.prepare(SELECT_PARTITIONS.format(ks=keyspace))
+
+    def partitions(self) -> pd.DataFrame:
+        """The built entity dates (one small partition): entities (column ``flights``, its name
+        in the table since migration 4), labelled, sources, built_at."""
+        rows = list(self.session.execute(self._partitions, (self.domain.name,)))
+        return pd.DataFrame([{"sched_date": cql_date(r.sched_date), "flights": r.flights,
+                              "labelled": r.labelled, "sources": json.loads(r.sources or "{}"),
+                              "built_at": r.built_at} for r in rows])
+
+    def build_day(self, day: date, sources: dict[str, Any] | None = None) -> BuildResult:
+        """Build ``day``'s rows with the domain's builder and write them (a rebuild overwrites)."""
+        frame = self.domain.features.build_day(self.raw, day)
+        if frame.empty:
+            return BuildResult(day, 0, 0)
+        return self.write_day(day, frame, sources)
+
+    def write_day(self, day: date, frame: pd.DataFrame,
+                  sources: dict[str, Any] | None = None) -> BuildResult:
+        names = list(self.domain.features.names)
+        columns = list(self.domain.entity.columns)
+        now = datetime.now(UTC)
+        values = frame[names].to_numpy(dtype=float)
+        attrs = frame[columns].astype(str).to_numpy() if columns else None
+        times = pd.to_datetime(frame[EVENT_TIME], utc=True)
+        params = []
+        labelled = 0
+        for i, (entity, when, outcome, label) in enumerate(zip(
+                frame[ENTITY_ID], times, frame[OUTCOME], frame[LABEL], strict=True)):
+            known = label is not None and not pd.isna(label)
+            labelled += known
+            params.append((day, str(entity), when.to_pydatetime(),
+                           dict(zip(columns, attrs[i], strict=True)) if attrs is not None else {},
+                           dict(zip(names, values[i].tolist(), strict=True)),
+                           None if pd.isna(outcome) else float(outcome),
+                           bool(label) if known else None, self.domain.features.version, now))
+        execute_concurrent_with_args(self.session, self._insert, params, concurrency=64,
+                                     raise_on_first_error=True)
+        self.session.execute(self._insert_partition, (self.domain.name, day, len(params),
+                                                      labelled, json.dumps(sources or {}), now))
+        return BuildResult(day, len(params), labelled)
+
+    def read_day(self, day: date) -> pd.DataFrame:
+        """``day``'s rows: entity_id, event_time, the entity's columns, every stored feature
+        (NaN where a row lacks one), outcome and label."""
+        rows = list(self.session.execute(self._select, (day,)))
+        if not rows:
+            return pd.DataFrame()
+        names = list(self.domain.features.names)
+        data = pd.DataFrame([[(r.feature_values or {}).get(n, float("nan")) for n in names]
+                             for r in rows], columns=names)
+        meta = {ENTITY_ID: [r.entity_id for r in rows],
+                EVENT_TIME: [as_utc(r.event_time) for r in rows]}
+        for c in self.domain.entity.columns:
+            meta[c] = [(r.attributes or {}).get(c) for r in rows]
+        meta[OUTCOME] = [r.outcome for r in rows]
+        meta[LABEL] = [r.label for r in rows]
+        return pd.concat([pd.DataFrame(meta), data], axis=1)
+
+    def features_for(self, entities: pd.DataFrame) -> pd.DataFrame:
+        """Point-in-time features of entities given in a request, computed now from the raw
+        events (``POST /score``, transient requests)."""
+        build = self.domain.features.build_for
+        if build is None:
+            raise NotImplementedError(f"the {self.domain.name} domain does not score entities "
+                                      "given in a request")
+        return build(self.raw, entities)

@@ -1,0 +1,107 @@
+"""Model-quality statistics: pure functions of arrays (drift, prediction distributions, curves).
+
+Shared by training (the reference a version carries: feature profiles, holdout ROC and
+calibration) and scoring (drift of each run against that reference, realised performance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Usual reading of the population stability index.
+PSI_STABLE, PSI_SHIFTED = 0.1, 0.25
+
+
+def profile(values: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
+    """A reference distribution small enough to store with a model: the inner quantile edges
+    of the finite values, and the share of values per bin with NaNs as a last bin of their own
+    (so a feature that starts going missing shows up as drift)."""
+    v = np.asarray(values, dtype=float)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return {"edges": [], "shares": [0.0, 1.0]}
+    inner = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)))[1:-1]
+    return {"edges": [float(e) for e in inner], "shares": _shares(v, inner).tolist()}
+
+
+def _shares(values: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    finite = values[np.isfinite(values)]
+    counts = np.bincount(np.searchsorted(inner, finite, side="right"),
+                         minlength=len(inner) + 1).astype(float)
+    counts = np.append(counts, values.size - finite.size)
+    return counts / max(values.size, 1)
+
+
+def psi_against(reference: dict[str, list[float]], current: np.ndarray) -> float:
+    """Population stability index of ``current`` against a stored ``profile``."""
+    cur = np.asarray(current, dtype=float)
+    if cur.size == 0:
+        return 0.0
+    p = np.clip(np.asarray(reference["shares"], dtype=float), 1e-6, None)
+    q = np.clip(_shares(cur, np.asarray(reference["edges"], dtype=float)), 1e-6, None)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """PSI of ``current`` against the quantile bins of ``reference``."""
+    if np.asarray(reference, dtype=float).size == 0:
+        return 0.0
+    return psi_against(profile(reference, bins), current)
+
+
+def reference_profiles(frame: pd.DataFrame, names: list[str]) -> dict[str, dict[str, list[float]]]:
+    return {n: profile(frame[n].to_numpy(dtype=float)) for n in names}
+
+
+def drift(reference: dict[str, dict[str, list[float]]], frame: pd.DataFrame) -> dict[str, float]:
+    """PSI per feature that both the reference and the frame have."""
+    return {n: round(psi_against(ref, frame[n].to_numpy(dtype=float)), 6)
+            for n, ref in reference.items() if n in frame}
+
+
+def prediction_summary(probabilities: np.ndarray) -> dict[str, float]:
+    p = np.asarray(probabilities, dtype=float)
+    if p.size == 0:
+        return {"count": 0.0}
+    q = np.quantile(p, [0.1, 0.5, 0.9])
+    return {"count": float(p.size), "mean": float(p.mean()), "p10": float(q[0]),
+            "p50": float(q[1]), "p90": float(q[2]), "share_over_0_5": float((p > 0.5).mean())}
+
+
+def realised(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """How matured predictions did: ROC AUC (NaN unless both outcomes occur) and Brier."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probabilities, dtype=float)
+    auc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
+    return {"flights": float(y.size), "late": float(y.sum()), "mean_probability": float(p.mean()),
+            "roc_auc": auc, "brier": float(brier_score_loss(y, p, pos_label=1))}
+
+
+def roc_points(labels: np.ndarray, probabilities: np.ndarray, points: int = 60
+               ) -> dict[str, list[float]]:
+    """The ROC curve thinned to about ``points`` points (stored with a model for the report)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(np.asarray(labels, dtype=int), np.asarray(probabilities, dtype=float))
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).astype(int))
+    return {"fpr": [round(float(x), 5) for x in fpr[keep]],
+            "tpr": [round(float(x), 5) for x in tpr[keep]]}
+
+
+def calibration_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10
+                     ) -> dict[str, list[float]]:
+    """Mean prediction against observed late share per probability decile (non-empty bins)."""
+    y = np.asarray(labels, dtype=float)
+    p = np.asarray(probabilities, dtype=float)
+    idx = np.clip((p * bins).astype(int), 0, bins - 1)
+    out: dict[str, list[float]] = {"predicted": [], "observed": [], "count": []}
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            out["predicted"].append(round(float(p[mask].mean()), 5))
+            out["observed"].append(round(float(y[mask].mean()), 5))
+            out["count"].append(float(mask.sum()))
+    return out
