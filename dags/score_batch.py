@@ -1,4 +1,4 @@
-"""``score_batch``: write champion predictions for flights that have not departed yet.
+"""``score_batch``: write champion predictions for the entities still ahead of the stream.
 
 Scheduled on ``model | features`` (a new champion rescores; new data is scored even when the
 champion stays) or the time fallback (``STREAMFIT_PIPELINE_FALLBACK_CRON``). The task runs

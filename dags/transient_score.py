@@ -1,7 +1,7 @@
 """``transient_score``: score a request with a model trained only for it (triggered with a conf).
 
 Triggered by ``POST /transient`` of the HTTP API, or by hand with a conf such as
-``{"request_id": "...", "dates": ["2013-03-02"], "flights": [...], "keyspace": "..."}``. Runs
+``{"request_id": "...", "dates": ["2013-03-02"], "entities": [...], "keyspace": "..."}``. Runs
 ``training.transient.run_transient``: train on the current feature window, score, store the
 predictions under the request id, discard the model (never registered). The CLI equivalent is
 ``streamfit score --transient``.

@@ -24,12 +24,12 @@ from typing import Any
 import psutil
 from kafka import KafkaProducer
 
+from app.demo import events_of_days
 from ingest.dlq import list_dead_letters
 from ingest.envelope import encode
 from ingest.producer import send_events
 from ingest.service import ensure_topics
 from streamfit import kafka as kafka_io
-from app.demo import events_of_days
 from streamfit.settings import Settings
 from tests.chaos.conftest import FULL, Row, record
 from tests.conftest import migrated_keyspace
@@ -71,8 +71,8 @@ def _account(s: Settings, scenario: str, events: list[dict[str, Any]], recovery:
 def _ledger_tiles_the_log(s: Settings) -> None:
     """The ledger's offset ranges per partition are contiguous from 0 to the committed offset:
     every offset was landed (or dead-lettered) exactly once."""
-    from streamfit.store import IngestStore
     from streamfit.cassandra import connect
+    from streamfit.store import IngestStore
 
     done = committed(s)
     with connect(s) as session:

@@ -12,16 +12,16 @@ from datetime import UTC, date, datetime, timedelta
 
 import httpx
 
+from app.demo import events_of_days
+from app.stack.services import AirflowService
 from features.build import run_build
 from ingest.producer import send_events
 from scoring.batch import score_dates
 from streamfit.cassandra import connect
-from app.demo import events_of_days
+from streamfit.registry import Registry
 from streamfit.settings import Settings
-from app.stack.services import AirflowService
 from tests.chaos.conftest import Row, record
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
-from streamfit.registry import Registry
 from training.train import train_and_maybe_promote
 
 
@@ -81,7 +81,7 @@ def _trained(s: Settings) -> Settings:
 def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Settings) -> None:
     s = _trained(chaos_settings)
     with connect(s) as session:
-        registry = Registry(session, s.keyspace)
+        registry = Registry(session, s.keyspace, "flight_delay")
         versions_before = {v.version for v in registry.versions()}
         aliases_before = registry.aliases()
 
@@ -104,7 +104,7 @@ def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Setting
     proc.stderr.close()
     proc.wait(30)
     with connect(s) as session:
-        registry = Registry(session, s.keyspace)
+        registry = Registry(session, s.keyspace, "flight_delay")
         # no half-registered version: any version present loads and passes its digest
         for v in registry.versions():
             registry.load(v.version)
@@ -114,7 +114,7 @@ def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Setting
     # 2. a new champion whose artifact is corrupted: refused, scoring keeps the previous one
     better = train_and_maybe_promote(s, force=True)
     with connect(s) as session:
-        registry = Registry(session, s.keyspace)
+        registry = Registry(session, s.keyspace, "flight_delay")
         registry.set_alias("champion", better.version)  # type: ignore[arg-type]
         registry.record_decision(better.version, 1, "manual", 1.0, 0.0, 0.0, True,  # type: ignore[arg-type]
                                  "promoted by the test")

@@ -26,6 +26,8 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
 from pydantic import SecretStr
 
+from app.stack import control
+from app.stack.services import AirflowService, KafkaService
 from ingest.dlq import list_dead_letters
 from ingest.producer import send_events
 from ingest.service import ensure_topics
@@ -36,8 +38,6 @@ from streamfit.domains import ReplayOptions, load_domain
 from streamfit.kafka import KafkaAuthError
 from streamfit.schema import migrate
 from streamfit.settings import Settings
-from app.stack import control
-from app.stack.services import AirflowService, KafkaService
 from tests.chaos.conftest import Row, record
 from tests.corpus import malformed
 from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up, wait_for

@@ -14,14 +14,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from ingest.producer import send_events
-from streamfit.cassandra import connect
 from app.demo import events_of_days
 from app.pipeline import caught_up, pipeline_status
-from streamfit.settings import Settings
 from app.stack.services import AirflowService
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
+from ingest.producer import send_events
+from streamfit.cassandra import connect
 from streamfit.registry import Registry
+from streamfit.settings import Settings
+from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 
 FIRST = date(2013, 4, 1)
 LAST = date(2013, 4, 21)  # three weeks of event dates
@@ -45,14 +45,14 @@ def _scheduled(events: list[dict[str, object]]) -> dict[date, set[str]]:
 
 def _features(s: Settings, day: date) -> set[str]:
     with connect(s) as session:
-        return {r.flight_id for r in session.execute(
-            "SELECT flight_id FROM flight_features WHERE sched_date = %s", (day,))}
+        return {r.entity_id for r in session.execute(
+            "SELECT entity_id FROM entity_features WHERE day = %s", (day,))}
 
 
 def _predicted(s: Settings, day: date) -> dict[str, int]:
     with connect(s) as session:
-        return {r.flight_id: r.model_version for r in session.execute(
-            "SELECT flight_id, model_version FROM predictions_by_date WHERE sched_date = %s",
+        return {r.entity_id: r.model_version for r in session.execute(
+            "SELECT entity_id, model_version FROM entity_predictions_by_day WHERE day = %s",
             (day,))}
 
 
@@ -102,7 +102,7 @@ def test_a_burst_and_a_lost_trigger_leave_nothing_behind(burst_settings: Setting
     for day, flights in sorted(scheduled.items()):
         assert _features(s, day) == flights, f"features of {day} incomplete"
     with connect(s) as session:
-        champion = Registry(session, s.keyspace).aliases()["champion"]
+        champion = Registry(session, s.keyspace, "flight_delay").aliases()["champion"]
     # the flights still ahead (the day after the last event date) are predicted by the champion
     ahead = LAST + timedelta(days=1)
     assert set(_predicted(s, ahead)) == scheduled[ahead]

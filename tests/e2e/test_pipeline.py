@@ -15,16 +15,16 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from app.stack.services import AirflowService
 from features.build import dates_to_rebuild
 from ingest.producer import send_events
 from ingest.signal import signal_now
 from scoring.monitoring import MonitoringStore
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
-from streamfit.settings import Settings
-from app.stack.services import AirflowService
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 from streamfit.registry import Registry
+from streamfit.settings import Settings
+from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 
 START = date(2013, 3, 1)
 NEW_DAY = date(2013, 3, 15)  # the one more event date of the second phase
@@ -33,7 +33,7 @@ PIPELINE = ("build_features", "train_model", "score_batch")
 
 def _versions(s: Settings) -> dict[int, Any]:
     with connect(s) as session:
-        return {v.version: v for v in Registry(session, s.keyspace).versions()}
+        return {v.version: v for v in Registry(session, s.keyspace, "flight_delay").versions()}
 
 
 def _built_at(s: Settings) -> dict[date, datetime]:
@@ -45,8 +45,8 @@ def _built_at(s: Settings) -> dict[date, datetime]:
 def _predictions(s: Settings, day: date) -> list[Any]:
     with connect(s) as session:
         return list(session.execute(
-            "SELECT flight_id, model_version, scored_at, probability FROM predictions_by_date "
-            "WHERE sched_date = %s", (day,)))
+            "SELECT entity_id AS flight_id, model_version, scored_at, probability "
+            "FROM entity_predictions_by_day WHERE day = %s", (day,)))
 
 
 def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
@@ -78,7 +78,7 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
     assert {r.run_type for r in runs} <= {"asset_triggered", "scheduled"}
     assert [r.summary["version"] for r in runs if r.dag_id == "train_model" and r.summary] == [1]
     with connect(s) as session:
-        registry = Registry(session, s.keyspace)
+        registry = Registry(session, s.keyspace, "flight_delay")
         assert registry.aliases()["champion"] == 1
         v1 = registry.versions()[0]
         assert v1.lineage["kafka_offsets"][s.events_topic]  # lineage to the ingest ledger
@@ -109,7 +109,7 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
                           and datetime.fromisoformat(r.end_date or "1970-01-01Z") > trained_at
                           for r in client.pipeline_runs("score_batch", since, s.keyspace))
                 with connect(s) as session:
-                    champion = Registry(session, s.keyspace).aliases()["champion"]
+                    champion = Registry(session, s.keyspace, "flight_delay").aliases()["champion"]
                 return ran and {p.model_version for p in _predictions(s, tomorrow)} == {champion}
 
             wait_for(rescored, 300, "the scheduler to rescore after the retrain")
@@ -126,13 +126,13 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
     assert all(after[d] == before[d] for d in before if d not in expected)
     # a retrain: a second version was trained on the new day and judged by the gate
     with connect(s) as session:
-        registry = Registry(session, s.keyspace)
+        registry = Registry(session, s.keyspace, "flight_delay")
         versions = {v.version: v for v in registry.versions()}
         assert 2 in versions and versions[2].train_window["end"] >= NEW_DAY.isoformat()
         decisions = registry.decisions()
         assert {d.candidate for d in decisions} == {1, 2}
         champion = registry.aliases()["champion"]
-        monitor = MonitoringStore(session, s.keyspace)
+        monitor = MonitoringStore(session, s.keyspace, "flight_delay")
         runs = monitor.runs()
         perf = monitor.performance()
     # a rescore: the day after the new one is predicted by the current champion ...

@@ -44,7 +44,7 @@ def test_replayed_weeks_become_features_a_champion_and_predictions(
                     + pd.to_timedelta(arrived["minute"], unit="m")).dt.date.value_counts()
     for day in days[1:-2]:  # arrivals of the last days may fall after the replay
         assert built[day][1] == arrived_days[day], day
-    assert summary["flights"] == sum(v[0] for v in built.values())
+    assert summary["entities"] == sum(v[0] for v in built.values())
 
     result = train_and_maybe_promote(s)
     assert result.status == "registered" and result.promoted and result.version == 1
@@ -70,4 +70,4 @@ def test_arrivals_without_their_schedules_build_nothing_and_do_not_fail(
             (when.date(), bucket_of("UA1-EWR-20130210"), "flight_arrived", when, "e1",
              "UA1-EWR-20130210", 1, payload, "t", 0, 0, when)])
     summary = run_build(s, days=[date(2013, 2, 10), date(2013, 2, 11)])
-    assert summary["flights"] == 0 and summary["dates"] == []
+    assert summary["entities"] == 0 and summary["dates"] == []

@@ -9,9 +9,9 @@ from datetime import date
 
 from ingest.service import IngestService, running_in_background
 from ingest.status import committed, end_offsets
-from streamfit.store import IngestStore
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
+from streamfit.store import IngestStore
 
 
 def running_ingest(settings: Settings, workers: int = 2) -> AbstractContextManager[IngestService]:

@@ -14,10 +14,10 @@ from kafka import KafkaProducer
 from ingest.dlq import OVERSIZE_KEPT_BYTES, list_dead_letters, replay_dead_letters
 from ingest.envelope import encode
 from ingest.producer import send_events
-from streamfit.store import IngestStore
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
+from streamfit.store import IngestStore
 from tests.corpus import malformed
 from tests.integration.ingest.conftest import (
     committed,

@@ -6,12 +6,12 @@ import json
 import time
 from datetime import UTC, date, datetime, timedelta
 
+from app.stack.services import AirflowService
 from ingest.producer import send_events
 from ingest.signal import ArrivalSignaller
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
-from app.stack.services import AirflowService
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 
 DOMAIN = load_domain("flights")

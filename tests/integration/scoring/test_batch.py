@@ -36,15 +36,19 @@ def _rows(s: Settings, table: str, where: str, *args: object) -> list:
 def test_scoring_writes_all_three_tables_and_is_idempotent(champion: Settings) -> None:
     first = score_dates(champion, [DAY])
     assert first.model_version == 1 and first.scored == 150
-    by_date = _rows(champion, "predictions_by_date", "sched_date = %s", DAY)
+    by_date = _rows(champion, "entity_predictions_by_day", "day = %s", DAY)
     assert len(by_date) == 150
     assert all(0.0 < r.probability < 1.0 and r.model_version == 1 for r in by_date)
-    latest = _rows(champion, "predictions_latest", "flight_id = %s", by_date[0].flight_id)
+    # the flight's descriptive columns travel with its prediction
+    assert {tuple(sorted(r.attributes)) for r in by_date} == {("carrier", "dest", "origin")}
+    latest = _rows(champion, "entity_predictions", "entity_id = %s", by_date[0].entity_id)
     assert latest[0].probability == by_date[0].probability
+    assert latest[0].attributes == by_date[0].attributes
     again = score_dates(champion, [DAY])  # a rerun overwrites the same rows
     assert again.scored == 150
-    assert len(_rows(champion, "predictions_by_date", "sched_date = %s", DAY)) == 150
-    history = _rows(champion, "predictions_history", "flight_id = %s", by_date[0].flight_id)
+    assert len(_rows(champion, "entity_predictions_by_day", "day = %s", DAY)) == 150
+    history = _rows(champion, "entity_prediction_history", "entity_id = %s",
+                    by_date[0].entity_id)
     assert [h.model_version for h in history] == [1]
 
 
@@ -70,7 +74,7 @@ def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: 
     _write_shifted_day(champion, shifted)
     score_dates(champion, [shifted])
     with connect(champion) as session:
-        monitor = MonitoringStore(session, champion.keyspace)
+        monitor = MonitoringStore(session, champion.keyspace, "flight_delay")
         runs = monitor.runs()
         perf = monitor.performance()
     latest, earlier = runs[0], runs[1]
@@ -107,8 +111,9 @@ def test_models_show_and_report_read_what_monitoring_stored(champion: Settings,
 
 def _write_shifted_day(s: Settings, day: date) -> None:
     """150 flights whose route delay rate sits far above anything seen in training."""
-    from features.build import INSERT_FEATURES
     from features.pointintime import feature_names
+
+    from features.build import INSERT_FEATURES
 
     with connect(s) as session:
         ins = session.prepare(INSERT_FEATURES.format(ks=s.keyspace))

@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.stack.services import AirflowService
 from streamfit.airflow_api import AirflowAPIError, AirflowClient
 from streamfit.settings import Settings
-from app.stack.services import AirflowService
 
 
 @pytest.fixture

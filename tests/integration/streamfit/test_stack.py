@@ -7,9 +7,9 @@ import socket
 import psutil
 import pytest
 
-from streamfit.settings import Settings
 from app.stack import control
 from app.stack.process import PortInUseError
+from streamfit.settings import Settings
 
 
 def test_status_shows_versions_and_health(stack: Settings) -> None:

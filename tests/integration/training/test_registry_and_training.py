@@ -2,41 +2,43 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.dummy import DummyClassifier
 
-from features.build import INSERT_FEATURES, INSERT_PARTITION
-from features.pointintime import feature_names, model_features
 from streamfit.cassandra import connect
-from streamfit.settings import Settings
+from streamfit.domains import load_domain
+from streamfit.featurestore import FeatureStore
 from streamfit.registry import ModelIntegrityError, Registry
+from streamfit.settings import Settings
 from training.train import train_and_maybe_promote
 
 START = date(2013, 3, 1)
+FLIGHTS = load_domain("flights")
 
 
 def _write_features(settings: Settings, days: int, per_day: int = 150, seed: int = 0) -> None:
-    """Synthetic labelled features where the route delay rate really predicts delays."""
+    """Synthetic labelled flight features where the route delay rate really predicts delays,
+    written through the feature store as a build would."""
     rng = np.random.default_rng(seed)
-    names = feature_names()
+    names = list(FLIGHTS.features.names)
     with connect(settings) as session:
-        ins = session.prepare(INSERT_FEATURES.format(ks=settings.keyspace))
-        part = session.prepare(INSERT_PARTITION.format(ks=settings.keyspace))
+        store = FeatureStore(session, settings.keyspace, FLIGHTS)
         for d in range(days):
             day = START + timedelta(days=d)
-            for i in range(per_day):
-                values = {n: float(rng.uniform()) for n in names}
-                late = bool(rng.uniform() < 0.1 + 0.7 * values["late_rate_route_28d"])
-                when = datetime(day.year, day.month, day.day, 6, tzinfo=UTC) + timedelta(minutes=i)
-                session.execute(ins, (day, f"F{d}-{i}", when, "UA", "EWR", "ORD", values,
-                                      30.0 if late else 0.0, late, 1, datetime.now(UTC)))
-            session.execute(part, (day, per_day, per_day,
-                                   json.dumps({"t": {"0": [d * 100, d * 100 + 99]}}),
-                                   datetime.now(UTC)))
+            values = rng.uniform(size=(per_day, len(names)))
+            frame = pd.DataFrame(values, columns=names)
+            late = rng.uniform(size=per_day) < 0.1 + 0.7 * frame["late_rate_route_28d"]
+            frame = frame.assign(
+                entity_id=[f"F{d}-{i}" for i in range(per_day)],
+                event_time=[datetime(day.year, day.month, day.day, 6, tzinfo=UTC)
+                            + timedelta(minutes=i) for i in range(per_day)],
+                carrier="UA", origin="EWR", dest="ORD",
+                outcome=np.where(late, 30.0, 0.0), label=late.astype(object))
+            store.write_day(day, frame, {"t": {"0": [d * 100, d * 100 + 99]}})
 
 
 @pytest.fixture
@@ -53,14 +55,14 @@ def test_first_model_becomes_champion_with_metrics_and_lineage(trained: Settings
     assert result.metrics["roc_auc"] > 0.6  # it learned the planted signal
     assert result.metrics["roc_auc"] > result.metrics["naive_roc_auc"] - 0.05
     with connect(trained) as session:
-        registry = Registry(session, trained.keyspace)
+        registry = Registry(session, trained.keyspace, "flight_delay")
         assert registry.aliases()["champion"] == 1
         [v] = registry.versions()
         assert v.train_window["end"] == (START + timedelta(days=29)).isoformat()
         assert v.lineage["kafka_offsets"]["t"]["0"] == [0, 2999]
-        assert v.features == model_features()
+        assert v.features == list(FLIGHTS.features.model)
         model = registry.load(1)
-        assert model.predict_proba(np.zeros((1, len(model_features())))).shape == (1, 2)
+        assert model.predict_proba(np.zeros((1, len(list(FLIGHTS.features.model))))).shape == (1, 2)
 
         # too little new data: the retrain is skipped and says why
         skipped = train_and_maybe_promote(trained)
@@ -86,7 +88,7 @@ def test_a_corrupted_artifact_is_refused_on_load(trained: Settings) -> None:
         session.execute("UPDATE model_versions SET artifact = %s WHERE model = 'flight_delay' "
                         "AND version = 1", (bytes(blob),))
         with pytest.raises(ModelIntegrityError, match="does not match"):
-            Registry(session, trained.keyspace).load(1)
+            Registry(session, trained.keyspace, "flight_delay").load(1)
 
 
 def _dummy() -> list[tuple[str, dict[str, str], DummyClassifier]]:
@@ -100,7 +102,7 @@ def test_the_first_model_must_beat_the_naive_baseline_when_asked(
     result = train_and_maybe_promote(s, pool=_dummy)  # ROC AUC 0.5: below the planted baseline
     assert result.status == "registered" and result.promoted is not beat_naive
     with connect(s) as session:
-        registry = Registry(session, s.keyspace)
+        registry = Registry(session, s.keyspace, "flight_delay")
         assert registry.aliases().get("champion") == (None if beat_naive else 1)
         if beat_naive:
             assert "does not beat the naive baseline" in registry.decisions(1)[0].reason
@@ -115,7 +117,7 @@ def test_a_retried_training_registers_no_second_version(trained: Settings) -> No
     again = train_and_maybe_promote(retry)
     assert again.status == "skipped" and "trained on this window and code" in again.reason
     with connect(trained) as session:
-        registry = Registry(session, trained.keyspace)
+        registry = Registry(session, trained.keyspace, "flight_delay")
         assert [v.version for v in registry.versions()] == [1]
         assert registry.versions()[0].lineage["training_key"]
     # --force trains anew on purpose, and new data in the window is a different training
@@ -135,7 +137,7 @@ def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
     _write_features(trained, 32, seed=6)
     assert train_and_maybe_promote(trained, force=True).version == 3
     with connect(trained) as session:
-        registry = Registry(session, trained.keyspace)
+        registry = Registry(session, trained.keyspace, "flight_delay")
         for _round in range(5):
             champion = registry.aliases()["champion"]
             rivals = [v for v in (1, 2, 3) if v != champion][:2]
@@ -168,7 +170,7 @@ def test_a_promotion_from_a_stale_champion_is_refused(trained: Settings) -> None
 
     assert train_and_maybe_promote(trained).version == 1
     with connect(trained) as session:
-        registry = Registry(session, trained.keyspace)
+        registry = Registry(session, trained.keyspace, "flight_delay")
         with pytest.raises(AliasConflict, match="champion alias is v1 now, not v7"):
             registry.set_alias("champion", 1, expected=7)
         with pytest.raises(AliasConflict, match="not unset"):

@@ -7,8 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from scoring.monitoring import ScoringRun, calibration_bins, reference_profiles, roc_points
+from scoring.monitoring import ScoringRun
 from scoring.report import ReportData, render
+from streamfit.quality import calibration_bins, reference_profiles, roc_points
 from streamfit.registry import ModelVersion
 
 

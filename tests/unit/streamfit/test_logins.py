@@ -12,11 +12,11 @@ from cassandra import AuthenticationFailed
 from kafka.errors import KafkaTimeoutError
 from pydantic import SecretStr
 
+from app.stack.process import StackError, wait_until
+from app.stack.services import AirflowService, KafkaService
 from streamfit.cassandra import _auth_message
 from streamfit.kafka import KafkaAuthError, _login_explained, client_config
 from streamfit.settings import Settings
-from app.stack.process import StackError, wait_until
-from app.stack.services import AirflowService, KafkaService
 
 PASSWORD = "pa55word-not-in-logs"
 

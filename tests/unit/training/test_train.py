@@ -42,9 +42,9 @@ def test_score_reports_every_metric() -> None:
 
 def test_time_split_keeps_the_most_recent_days_for_holdout() -> None:
     days = pd.date_range("2013-03-01", periods=10, freq="D", tz="UTC")
-    frame = pd.DataFrame({"scheduled_departure": np.repeat(days, 3) + pd.Timedelta(hours=9),
+    frame = pd.DataFrame({"event_time": np.repeat(days, 3) + pd.Timedelta(hours=9),
                           "label": 0})
     train, holdout = time_split(frame, 3)
-    assert pd.to_datetime(train["scheduled_departure"]).max() < \
-        pd.to_datetime(holdout["scheduled_departure"]).min()
-    assert pd.to_datetime(holdout["scheduled_departure"]).dt.day.unique().tolist() == [8, 9, 10]
+    assert pd.to_datetime(train["event_time"]).max() < \
+        pd.to_datetime(holdout["event_time"]).min()
+    assert pd.to_datetime(holdout["event_time"]).dt.day.unique().tolist() == [8, 9, 10]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.pointintime import LATE_MINUTES, MIN_SUPPORT, build_features, feature_names
+from streamfit.domains.flights.pointintime import LATE_MINUTES, MIN_SUPPORT, build_features, feature_names
 
 T0 = pd.Timestamp("2013-03-01T12:00:00Z")
 
@@ -83,10 +83,11 @@ def test_event_dates_map_to_the_feature_dates_they_affect() -> None:
     from datetime import date
 
     from features.build import dates_to_rebuild
+    from streamfit.domains import load_domain
 
     # event date E holds schedules of E+1's flights, weather of E, and arrivals of flights that
     # departed on E or late on E-1
-    assert dates_to_rebuild(["2013-03-01", "2013-03-02"]) == [
+    assert dates_to_rebuild(load_domain("flights"), ["2013-03-01", "2013-03-02"]) == [
         date(2013, 2, 28), date(2013, 3, 1), date(2013, 3, 2), date(2013, 3, 3)]
 
 
@@ -99,7 +100,7 @@ def test_offset_ranges_merge_per_topic_and_partition() -> None:
 
 
 def test_a_resent_event_counts_once() -> None:
-    from features.build import _latest_per_flight
+    from streamfit.domains.flights.features import _latest_per_flight
 
     frame = pd.DataFrame({"flight_id": ["A", "A", "B"], "arr_delay": [5.0, 50.0, 1.0],
                           "actual_arrival": ["2013-01-01T10:00Z", "2013-01-01T11:00Z",
@@ -109,7 +110,7 @@ def test_a_resent_event_counts_once() -> None:
 
 
 def test_models_are_not_fed_features_that_only_tell_the_time() -> None:
-    from features.pointintime import model_features
+    from streamfit.domains.flights.names import model_features
 
     used = model_features()
     assert set(used) < set(feature_names())

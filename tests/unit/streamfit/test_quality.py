@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scoring.monitoring import PSI_SHIFTED, PSI_STABLE, prediction_summary, psi
+from streamfit.quality import PSI_SHIFTED, PSI_STABLE, prediction_summary, psi
 
 
 def test_psi_is_near_zero_for_the_same_distribution() -> None:
@@ -29,7 +29,7 @@ def test_prediction_summary() -> None:
 def test_a_stored_profile_gives_the_same_psi_as_the_raw_reference() -> None:
     import json
 
-    from scoring.monitoring import profile, psi_against
+    from streamfit.quality import profile, psi_against
 
     rng = np.random.default_rng(2)
     ref, cur = rng.gamma(2.0, size=20_000), rng.gamma(2.5, size=20_000)
@@ -42,7 +42,7 @@ def test_a_stored_profile_gives_the_same_psi_as_the_raw_reference() -> None:
 def test_drift_covers_every_reference_feature() -> None:
     import pandas as pd
 
-    from scoring.monitoring import drift, reference_profiles
+    from streamfit.quality import drift, reference_profiles
 
     rng = np.random.default_rng(3)
     train = pd.DataFrame({"a": rng.normal(size=5000), "b": rng.normal(size=5000)})
@@ -52,7 +52,7 @@ def test_drift_covers_every_reference_feature() -> None:
 
 
 def test_realised_performance_and_calibration_bins() -> None:
-    from scoring.monitoring import calibration_bins, realised, roc_points
+    from streamfit.quality import calibration_bins, realised, roc_points
 
     y = np.array([0, 0, 1, 1, 0, 1])
     p = np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7])

@@ -20,17 +20,17 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from app.demo import events_of_days
 from features.build import run_build
 from ingest.producer import send_events
 from ingest.service import ensure_topics
 from scoring.batch import score_dates
 from scoring.client import BadPageToken, PredictionClient
 from streamfit.cassandra import connect
-from app.demo import events_of_days
+from streamfit.registry import Registry
 from streamfit.settings import Settings
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up
 from tests.net import free_port
-from streamfit.registry import Registry
 from training.train import train_and_maybe_promote
 
 FIRST, LAST = date(2013, 2, 1), date(2013, 2, 14)
@@ -88,9 +88,14 @@ def _serve(s: Settings) -> Iterator[str]:
 
 
 def _stored(s: Settings, day: date) -> dict[str, Any]:
+    """The day's stored predictions by flight id, read from the table itself."""
+    from types import SimpleNamespace
+
     with connect(s) as session:
-        return {r.flight_id: r for r in session.execute(
-            "SELECT * FROM predictions_by_date WHERE sched_date = %s", (day,))}
+        return {r.entity_id: SimpleNamespace(probability=r.probability, **r.attributes,
+                                             scheduled_departure=r.event_time)
+                for r in session.execute(
+                    "SELECT * FROM entity_predictions_by_day WHERE day = %s", (day,))}
 
 
 def test_read_one_prediction_and_page_through_a_date(served: Settings, api: str) -> None:
@@ -167,7 +172,7 @@ def test_a_new_champion_is_served_without_a_restart(served: Settings, api: str) 
     result = train_and_maybe_promote(served, force=True, pool=lambda: [
         ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
     with connect(served) as session:
-        registry = Registry(session, served.keyspace)
+        registry = Registry(session, served.keyspace, "flight_delay")
         registry.set_alias("champion", result.version)  # promoted by hand
         try:
             body = httpx.post(f"{api}/score", json={"flights": [flight]}).json()
@@ -199,7 +204,11 @@ def test_client_reads_one_partition_per_call(served: Settings) -> None:
         first = client.for_date(NEXT, page_size=10)
         second = client.for_date(NEXT, page_size=10, page_token=first.next_token)
         assert len(first.items) == len(second.items) == 10
-        assert not {p.flight_id for p in first.items} & {p.flight_id for p in second.items}
+        assert not {p.entity_id for p in first.items} & {p.entity_id for p in second.items}
+        ua = client.for_date(NEXT, {"carrier": "UA"}, page_size=1000)
+        assert ua.items and {p.attributes["carrier"] for p in ua.items} == {"UA"}
+        with pytest.raises(ValueError, match="cannot filter on"):
+            client.for_date(NEXT, {"airline": "UA"})
         champion = client.champion()
         assert champion is not None and champion.version == 1 and champion.features
         with pytest.raises(BadPageToken):
@@ -223,24 +232,25 @@ def test_cli_get_and_list(served: Settings) -> None:
     assert run("get", "NOPE-XXX-1").returncode == 1
     as_json = run("list", "--date", NEXT.isoformat(), "--format", "json", "--limit", "5000")
     assert sorted(r["flight_id"] for r in json.loads(as_json.stdout)) == sorted(stored)
-    as_csv = run("list", "--date", NEXT.isoformat(), "--carrier", "UA", "--format", "csv")
+    as_csv = run("list", "--date", NEXT.isoformat(), "--where", "carrier=UA", "--format", "csv")
     lines = as_csv.stdout.strip().splitlines()
     assert lines[0].startswith("flight_id,") and len(lines) - 1 == sum(
         1 for r in stored.values() if r.carrier == "UA")
-    bad = run("list", "--date", NEXT.isoformat(), "--carrier", "united")
-    assert bad.returncode == 2 and "carrier code" in bad.stderr
+    bad = run("list", "--date", NEXT.isoformat(), "--where", "airline=UA")
+    assert bad.returncode == 2 and "COLUMN=VALUE" in bad.stderr
 
 
 def test_transient_mode_scores_and_registers_nothing(served: Settings) -> None:
-    from scoring.ondemand import run_transient, transient_results
+    from training.transient import TransientStore, run_transient
 
     with connect(served) as session:
-        before = [v.version for v in Registry(session, served.keyspace).versions()]
+        before = [v.version for v in Registry(session, served.keyspace, "flight_delay").versions()]
     summary = run_transient(served, "req-test-1", [NEXT])
     assert summary["scored"] == len(_stored(served, NEXT))
     with connect(served) as session:
-        after = [v.version for v in Registry(session, served.keyspace).versions()]
-        stored = transient_results(session, served.keyspace, "req-test-1")
+        after = [v.version for v in Registry(session, served.keyspace, "flight_delay").versions()]
+        stored = TransientStore(session, served.keyspace).results("req-test-1", "flight_id",
+                                                                  "sched_date")
     assert after == before  # the throw-away model was never registered
     assert stored is not None and len(stored["predictions"]) == summary["scored"]
     assert all(0 < p["probability"] < 1 for p in stored["predictions"])
@@ -272,7 +282,7 @@ def test_post_transient_runs_the_dag_through_airflow(served: Settings, api: str)
     """POST /transient -> Airflow runs transient_score with the conf -> GET returns the
     predictions; the registry is unchanged."""
     with connect(served) as session:
-        before = [v.version for v in Registry(session, served.keyspace).versions()]
+        before = [v.version for v in Registry(session, served.keyspace, "flight_delay").versions()]
     flight = {"flight_id": "UA1-EWR-20130215", "carrier": "UA", "origin": "EWR", "dest": "ORD",
               "scheduled_departure": "2013-02-15T15:00:00Z", "distance": 719.0}
     accepted = httpx.post(f"{api}/transient", json={"dates": [NEXT.isoformat()],
@@ -291,5 +301,5 @@ def test_post_transient_runs_the_dag_through_airflow(served: Settings, api: str)
     ids = {p["flight_id"] for p in body["predictions"]}
     assert "UA1-EWR-20130215" in ids and len(ids) == len(_stored(served, NEXT)) + 1
     with connect(served) as session:
-        assert [v.version for v in Registry(session, served.keyspace).versions()] == before
+        assert [v.version for v in Registry(session, served.keyspace, "flight_delay").versions()] == before
     assert httpx.post(f"{api}/transient", json={}).status_code == 422
