@@ -1,0 +1,108 @@
+"""A second, small domain: will a parcel be delivered after the time it was promised by?
+
+Synthetic and deterministic (no download), small enough for CI, and with a label that can be
+learnt: each courier has a fixed reliability, each depot goes through "storms" that last a few
+days, and long or express parcels are late more often. Two event types:
+
+- ``parcel_shipped`` (key: parcel id): when it leaves the depot, with its promised time;
+- ``parcel_delivered`` (key: parcel id): when it reaches the customer.
+
+Everything streamfit needs is declared here: the schemas, the entity (a parcel, dated by its ship
+date), the label, the point-in-time features (``features.py``) and the replay (``replay.py``).
+Select it with ``STREAMFIT_DOMAIN=deliveries``, in a keyspace of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from streamfit.domains import Domain, Entity, FeatureSpec, Label, RawEvents
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PARCEL_ID = r"^P[0-9]{8}-[0-9]{4}(~[0-9]+)?$"
+#: a parcel is delivered within this many days of shipping; its label is known by then
+MAX_TRANSIT_DAYS = 4
+FEATURES = ("late_rate_depot_3d", "late_rate_courier_7d", "depot_shipped_24h", "weight_kg",
+            "distance_km", "express", "hour", "day_of_week")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParcelShipped(_Payload):
+    parcel_id: str = Field(pattern=PARCEL_ID)
+    depot: str = Field(pattern=r"^D[0-9]{2}$")
+    courier: str = Field(pattern=r"^C[0-9]{2}$")
+    service: str = Field(pattern=r"^(standard|express)$")
+    weight_kg: float = Field(gt=0, le=100)
+    distance_km: float = Field(gt=0, le=2000)
+    shipped_at: AwareDatetime
+    promised_by: AwareDatetime
+
+
+class ParcelDelivered(_Payload):
+    parcel_id: str = Field(pattern=PARCEL_ID)
+    depot: str = Field(pattern=r"^D[0-9]{2}$")
+    courier: str = Field(pattern=r"^C[0-9]{2}$")
+    promised_by: AwareDatetime
+    delivered_at: AwareDatetime
+
+
+class ParcelIn(_Payload):
+    """A parcel to score on demand (``POST /score``): its shipment, before it is delivered."""
+
+    model_config = ConfigDict(extra="forbid")
+    parcel_id: str = Field(pattern=PARCEL_ID)
+    depot: str = Field(pattern=r"^D[0-9]{2}$")
+    courier: str = Field(pattern=r"^C[0-9]{2}$")
+    service: str = Field(pattern=r"^(standard|express)$")
+    weight_kg: float = Field(gt=0, le=100)
+    distance_km: float = Field(gt=0, le=2000)
+    shipped_at: AwareDatetime
+
+
+def _days_affected(event_dates: Iterable[date]) -> list[date]:
+    """Shipments of E are parcels of E; deliveries of E label the parcels of E-4..E."""
+    return sorted({day - timedelta(days=i) for day in event_dates
+                   for i in range(MAX_TRANSIT_DAYS + 1)})
+
+
+def _build_day(raw: RawEvents, day: date) -> pd.DataFrame:
+    from streamfit.domains.deliveries import features
+
+    return features.build_day(raw, day)
+
+
+def _build_for(raw: RawEvents, parcels: pd.DataFrame) -> pd.DataFrame:
+    from streamfit.domains.deliveries import features
+
+    return features.build_for(raw, parcels)
+
+
+def _replay(options: object) -> Iterable[dict[str, object]]:
+    from streamfit.domains.deliveries import replay
+
+    return replay.synthetic(options)  # type: ignore[arg-type]
+
+
+DOMAIN = Domain(
+    name="deliveries",
+    schemas={"parcel_shipped": {1: ParcelShipped}, "parcel_delivered": {1: ParcelDelivered}},
+    entity=Entity(name="parcel", key="parcel_id", key_pattern=PARCEL_ID, day="ship_date",
+                  time="shipped_at", columns=("depot", "courier", "service"), request=ParcelIn),
+    label=Label(name="late", outcome="delay_hours",
+                description="delivered after the time it was promised by"),
+    features=FeatureSpec(names=FEATURES, model=FEATURES, naive="late_rate_depot_3d",
+                         build_day=_build_day, days_affected=_days_affected,
+                         build_for=_build_for),
+    model_name="parcel_late",
+    datasets={"synthetic": _replay},
+    description="synthetic parcel deliveries (deterministic)",
+)

@@ -1,0 +1,120 @@
+"""Point-in-time features of parcels: every feature of a parcel shipped at ``t`` uses only
+deliveries and shipments that happened before ``t``.
+
+- trailing late shares of the parcel's depot (3 days) and courier (7 days) before ``t``;
+- the depot's load: parcels it shipped in the 24 hours before ``t``;
+- the parcel itself: weight, distance, express service, hour and weekday of shipping.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, RawEvents
+from streamfit.domains.deliveries import FEATURES, MAX_TRANSIT_DAYS
+
+#: a depot's storms last days, a courier's reliability does not change: short and long windows
+WINDOWS = {"depot": pd.Timedelta(days=3), "courier": pd.Timedelta(days=7)}
+#: fewer known deliveries than this give the prior instead of a share
+MIN_SUPPORT = 5
+PRIOR = 0.25
+
+
+def _ns(values: pd.Series) -> np.ndarray:
+    return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]").astype("int64").to_numpy()
+
+
+def _latest(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:
+    """One event per parcel (a re-sent event counts once; the latest wins)."""
+    if frame.empty:
+        return frame
+    return frame.sort_values(time_col).drop_duplicates("parcel_id", keep="last")
+
+
+def _window_sums(t: np.ndarray, keys: np.ndarray, hist_t: np.ndarray, hist_k: np.ndarray,
+                 values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query (time t, key): the count and the sum of ``values`` of the history rows of the
+    same key with ``t - window <= time < t`` (strictly before t)."""
+    n = np.zeros(len(t))
+    total = np.zeros(len(t))
+    for key in np.unique(keys):
+        mine = hist_k == key
+        order = np.argsort(hist_t[mine], kind="stable")
+        times, vals = hist_t[mine][order], values[mine][order]
+        cum = np.concatenate([[0.0], np.cumsum(vals)])
+        q = keys == key
+        hi = np.searchsorted(times, t[q], side="left")
+        lo = np.searchsorted(times, t[q] - window, side="left")
+        n[q], total[q] = hi - lo, cum[hi] - cum[lo]
+    return n, total
+
+
+def features_of(parcels: pd.DataFrame, raw: RawEvents) -> pd.DataFrame:
+    """FEATURES of ``parcels`` (parcel_id, depot, courier, service, weight_kg, distance_km,
+    shipped_at), from what had happened before each one was shipped."""
+    t = _ns(parcels["shipped_at"])
+    first = pd.Timestamp(int(t.min()), tz="UTC").date()
+    last = pd.Timestamp(int(t.max()), tz="UTC").date()
+    span = [first - timedelta(days=i) for i in range(8, 0, -1)]
+    span += [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    done = _latest(raw.frame(span, "parcel_delivered"), "delivered_at")
+    shipped = _latest(raw.frame([d for d in span if d >= first - timedelta(days=1)],
+                                "parcel_shipped"), "shipped_at")
+    out = pd.DataFrame(index=parcels.index)
+    depot, courier = parcels["depot"].to_numpy(), parcels["courier"].to_numpy()
+    for name, keys, col in (("late_rate_depot_3d", depot, "depot"),
+                            ("late_rate_courier_7d", courier, "courier")):
+        if done.empty:
+            out[name] = PRIOR
+            continue
+        late = (_ns(done["delivered_at"]) > _ns(done["promised_by"])).astype(float)
+        n, k = _window_sums(t, keys, _ns(done["delivered_at"]), done[col].to_numpy(), late,
+                            WINDOWS[col].value)
+        out[name] = np.where(n >= MIN_SUPPORT, k / np.maximum(n, 1), PRIOR)
+    if shipped.empty:
+        out["depot_shipped_24h"] = 0.0
+    else:
+        n, _ = _window_sums(t, depot, _ns(shipped["shipped_at"]), shipped["depot"].to_numpy(),
+                            np.ones(len(shipped)), pd.Timedelta(hours=24).value)
+        out["depot_shipped_24h"] = n
+    when = pd.to_datetime(parcels["shipped_at"], utc=True)
+    out["weight_kg"] = parcels["weight_kg"].astype(float).to_numpy()
+    out["distance_km"] = parcels["distance_km"].astype(float).to_numpy()
+    out["express"] = (parcels["service"] == "express").astype(float).to_numpy()
+    out["hour"] = when.dt.hour.to_numpy(dtype=float)
+    out["day_of_week"] = when.dt.day_of_week.to_numpy(dtype=float)
+    return out[list(FEATURES)]
+
+
+def build_day(raw: RawEvents, day: date) -> pd.DataFrame:
+    """The parcels shipped on ``day``, with their features, delay (hours) and late label."""
+    parcels = _latest(raw.frame([day], "parcel_shipped"), "shipped_at")
+    if parcels.empty:
+        return pd.DataFrame()
+    parcels = parcels.reset_index(drop=True)
+    later = [day + timedelta(days=i) for i in range(MAX_TRANSIT_DAYS + 1)]
+    done = _latest(raw.frame(later, "parcel_delivered"), "delivered_at")
+    delay = pd.Series(np.nan, index=parcels.index)
+    if not done.empty:
+        hours = (_ns(done["delivered_at"]) - _ns(done["promised_by"])) / 3.6e12
+        delay = parcels["parcel_id"].map(dict(zip(done["parcel_id"], hours, strict=True)))
+    known = delay.notna().to_numpy()
+    label = np.where(known, delay.to_numpy() > 0, None)
+    frame = pd.DataFrame({ENTITY_ID: parcels["parcel_id"],
+                          EVENT_TIME: pd.to_datetime(parcels["shipped_at"], utc=True),
+                          "depot": parcels["depot"], "courier": parcels["courier"],
+                          "service": parcels["service"]})
+    return pd.concat([frame, features_of(parcels, raw)], axis=1).assign(
+        **{OUTCOME: delay.astype(float).to_numpy(), LABEL: label})
+
+
+def build_for(raw: RawEvents, parcels: pd.DataFrame) -> pd.DataFrame:
+    """Features of parcels given in a request, in their order."""
+    parcels = parcels.reset_index(drop=True)
+    feats = features_of(parcels, raw)
+    return pd.concat([pd.DataFrame({ENTITY_ID: parcels["parcel_id"],
+                                    EVENT_TIME: pd.to_datetime(parcels["shipped_at"], utc=True)}),
+                      feats], axis=1)
