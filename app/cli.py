@@ -632,11 +632,18 @@ def score(
                                      param_hint="--as-of")
     days = [_parse_day(d, "--date") for d in day]
     result = score_dates(_settings(), days, when, evaluate=days)
-    console.print(f"scored {result.scored:,} rows of {', '.join(result.dates) or 'no date'} "
+    console.print(f"scored {result.scored:,} {_entities()} of {', '.join(result.dates) or 'no date'} "
                   f"with model v{result.model_version}")
     for when_day, per_version in result.evaluated.items():
         console.print(f"evaluated matured predictions of {when_day}: "
-                      + ", ".join(f"v{v} {n:.0f} rows" for v, n in per_version.items()))
+                      + ", ".join(f"v{v} {n:.0f} {_entities()}" for v, n in per_version.items()))
+
+
+def _entities() -> str:
+    """The domain's entity in the plural, for messages ("flights", "parcels")."""
+    from streamfit.domains import load_domain
+
+    return f"{load_domain(_settings().domain).entity.name}s"
 
 
 @contextmanager
@@ -708,7 +715,7 @@ def models_show(
         realised = performance_summary(monitor.performance()).get(v.version)
         if realised:
             console.print(f"realised on {realised['dates']:.0f} matured dates, "
-                          f"{realised['flights']:.0f} rows: Brier {realised['brier']:.4f}, "
+                          f"{realised['flights']:.0f} {_entities()}: Brier {realised['brier']:.4f}, "
                           f"daily ROC AUC {realised['roc_auc_daily_mean']:.4f}, late share "
                           f"{realised['late_share']:.3f} vs mean prediction "
                           f"{realised['mean_probability']:.3f}")

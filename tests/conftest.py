@@ -75,12 +75,13 @@ def topic_name() -> str:
 
 
 @contextmanager
-def migrated_keyspace(stack: Settings, name: str) -> Iterator[Settings]:
-    """Settings pointing at keyspace ``name``, created and migrated here, dropped afterwards."""
+def migrated_keyspace(stack: Settings, name: str, domain: str = "flights") -> Iterator[Settings]:
+    """Settings pointing at keyspace ``name`` for ``domain``, created and migrated here, dropped
+    afterwards."""
     from streamfit.cassandra import connect
     from streamfit.schema import migrate
 
-    settings = stack.model_copy(update={"keyspace": name})
+    settings = stack.model_copy(update={"keyspace": name, "domain": domain})
     with connect(settings, keyspace=None) as session:
         migrate(session, settings)
     yield settings

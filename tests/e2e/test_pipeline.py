@@ -118,7 +118,7 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
     # a feature rebuild of just that day: the partitions the new event date affects ...
     rebuilt = {date.fromisoformat(d) for r in runs if r.dag_id == "build_features" and r.summary
                for d in r.summary["dates"]}
-    expected = set(dates_to_rebuild([NEW_DAY]))
+    expected = set(dates_to_rebuild(load_domain("flights"), [NEW_DAY]))
     assert rebuilt and rebuilt <= expected
     after = _built_at(s)
     assert {d for d in after if after[d] != before.get(d)} <= expected

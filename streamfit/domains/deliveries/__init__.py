@@ -4,11 +4,14 @@ Synthetic and deterministic (no download), small enough for CI, and with a label
 learnt: each courier has a fixed reliability, each depot goes through "storms" that last a few
 days, and long or express parcels are late more often. Two event types:
 
-- ``parcel_shipped`` (key: parcel id): when it leaves the depot, with its promised time;
+- ``parcel_booked`` (key: parcel id): 6 to 30 hours before its pickup, with the pickup time and
+  the time delivery is promised by;
 - ``parcel_delivered`` (key: parcel id): when it reaches the customer.
 
-Everything streamfit needs is declared here: the schemas, the entity (a parcel, dated by its ship
-date), the label, the point-in-time features (``features.py``) and the replay (``replay.py``).
+A prediction is about a booked parcel before it is picked up (as a flight is predicted before it
+departs). Everything streamfit needs is declared here: the schemas, the entity (a parcel, dated
+by its pickup date), the label, the point-in-time features (``features.py``) and the replay
+(``replay.py``).
 Select it with ``STREAMFIT_DOMAIN=deliveries``, in a keyspace of its own.
 """
 
@@ -28,7 +31,9 @@ if TYPE_CHECKING:
 PARCEL_ID = r"^P[0-9]{8}-[0-9]{4}(~[0-9]+)?$"
 #: a parcel is delivered within this many days of shipping; its label is known by then
 MAX_TRANSIT_DAYS = 4
-FEATURES = ("late_rate_depot_3d", "late_rate_courier_7d", "depot_shipped_24h", "weight_kg",
+#: a booking comes at most this many days before its pickup
+MAX_LEAD_DAYS = 2
+FEATURES = ("late_rate_depot_3d", "late_rate_courier_7d", "depot_pickups_24h", "weight_kg",
             "distance_km", "express", "hour", "day_of_week")
 
 
@@ -36,14 +41,15 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ParcelShipped(_Payload):
+class ParcelBooked(_Payload):
     parcel_id: str = Field(pattern=PARCEL_ID)
     depot: str = Field(pattern=r"^D[0-9]{2}$")
     courier: str = Field(pattern=r"^C[0-9]{2}$")
     service: str = Field(pattern=r"^(standard|express)$")
     weight_kg: float = Field(gt=0, le=100)
     distance_km: float = Field(gt=0, le=2000)
-    shipped_at: AwareDatetime
+    booked_at: AwareDatetime
+    pickup_at: AwareDatetime
     promised_by: AwareDatetime
 
 
@@ -56,7 +62,7 @@ class ParcelDelivered(_Payload):
 
 
 class ParcelIn(_Payload):
-    """A parcel to score on demand (``POST /score``): its shipment, before it is delivered."""
+    """A parcel to score on demand (``POST /score``): its booking, before it is picked up."""
 
     model_config = ConfigDict(extra="forbid")
     parcel_id: str = Field(pattern=PARCEL_ID)
@@ -65,13 +71,14 @@ class ParcelIn(_Payload):
     service: str = Field(pattern=r"^(standard|express)$")
     weight_kg: float = Field(gt=0, le=100)
     distance_km: float = Field(gt=0, le=2000)
-    shipped_at: AwareDatetime
+    pickup_at: AwareDatetime
 
 
 def _days_affected(event_dates: Iterable[date]) -> list[date]:
-    """Shipments of E are parcels of E; deliveries of E label the parcels of E-4..E."""
-    return sorted({day - timedelta(days=i) for day in event_dates
-                   for i in range(MAX_TRANSIT_DAYS + 1)})
+    """Bookings of E are parcels picked up on E..E+2; deliveries of E label the parcels picked
+    up on E-4..E."""
+    return sorted({day + timedelta(days=i) for day in event_dates
+                   for i in range(-MAX_TRANSIT_DAYS, MAX_LEAD_DAYS + 1)})
 
 
 def _build_day(raw: RawEvents, day: date) -> pd.DataFrame:
@@ -94,9 +101,9 @@ def _replay(options: object) -> Iterable[dict[str, object]]:
 
 DOMAIN = Domain(
     name="deliveries",
-    schemas={"parcel_shipped": {1: ParcelShipped}, "parcel_delivered": {1: ParcelDelivered}},
-    entity=Entity(name="parcel", key="parcel_id", key_pattern=PARCEL_ID, day="ship_date",
-                  time="shipped_at", columns=("depot", "courier", "service"), request=ParcelIn),
+    schemas={"parcel_booked": {1: ParcelBooked}, "parcel_delivered": {1: ParcelDelivered}},
+    entity=Entity(name="parcel", key="parcel_id", key_pattern=PARCEL_ID, day="pickup_date",
+                  time="pickup_at", columns=("depot", "courier", "service"), request=ParcelIn),
     label=Label(name="late", outcome="delay_hours",
                 description="delivered after the time it was promised by"),
     features=FeatureSpec(names=FEATURES, model=FEATURES, naive="late_rate_depot_3d",

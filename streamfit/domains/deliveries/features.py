@@ -1,9 +1,9 @@
-"""Point-in-time features of parcels: every feature of a parcel shipped at ``t`` uses only
-deliveries and shipments that happened before ``t``.
+"""Point-in-time features of parcels: every feature of a parcel picked up at ``t`` uses only
+deliveries and bookings that happened before ``t``.
 
 - trailing late shares of the parcel's depot (3 days) and courier (7 days) before ``t``;
-- the depot's load: parcels it shipped in the 24 hours before ``t``;
-- the parcel itself: weight, distance, express service, hour and weekday of shipping.
+- the depot's load: parcels it picked up in the 24 hours before ``t`` (booked before them);
+- the parcel itself: weight, distance, express service, hour and weekday of its pickup.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, RawEvents
-from streamfit.domains.deliveries import FEATURES, MAX_TRANSIT_DAYS
+from streamfit.domains.deliveries import FEATURES, MAX_LEAD_DAYS, MAX_TRANSIT_DAYS
 
 #: a depot's storms last days, a courier's reliability does not change: short and long windows
 WINDOWS = {"depot": pd.Timedelta(days=3), "courier": pd.Timedelta(days=7)}
@@ -54,15 +54,16 @@ def _window_sums(t: np.ndarray, keys: np.ndarray, hist_t: np.ndarray, hist_k: np
 
 def features_of(parcels: pd.DataFrame, raw: RawEvents) -> pd.DataFrame:
     """FEATURES of ``parcels`` (parcel_id, depot, courier, service, weight_kg, distance_km,
-    shipped_at), from what had happened before each one was shipped."""
-    t = _ns(parcels["shipped_at"])
+    pickup_at), from what had happened before each one's pickup."""
+    t = _ns(parcels["pickup_at"])
     first = pd.Timestamp(int(t.min()), tz="UTC").date()
     last = pd.Timestamp(int(t.max()), tz="UTC").date()
     span = [first - timedelta(days=i) for i in range(8, 0, -1)]
     span += [first + timedelta(days=i) for i in range((last - first).days + 1)]
     done = _latest(raw.frame(span, "parcel_delivered"), "delivered_at")
-    shipped = _latest(raw.frame([d for d in span if d >= first - timedelta(days=1)],
-                                "parcel_shipped"), "shipped_at")
+    booked_dates = [first - timedelta(days=i) for i in range(MAX_LEAD_DAYS + 1, 0, -1)] + \
+        [d for d in span if d >= first]
+    booked = _latest(raw.frame(booked_dates, "parcel_booked"), "booked_at")
     out = pd.DataFrame(index=parcels.index)
     depot, courier = parcels["depot"].to_numpy(), parcels["courier"].to_numpy()
     for name, keys, col in (("late_rate_depot_3d", depot, "depot"),
@@ -74,13 +75,13 @@ def features_of(parcels: pd.DataFrame, raw: RawEvents) -> pd.DataFrame:
         n, k = _window_sums(t, keys, _ns(done["delivered_at"]), done[col].to_numpy(), late,
                             WINDOWS[col].value)
         out[name] = np.where(n >= MIN_SUPPORT, k / np.maximum(n, 1), PRIOR)
-    if shipped.empty:
-        out["depot_shipped_24h"] = 0.0
+    if booked.empty:
+        out["depot_pickups_24h"] = 0.0
     else:
-        n, _ = _window_sums(t, depot, _ns(shipped["shipped_at"]), shipped["depot"].to_numpy(),
-                            np.ones(len(shipped)), pd.Timedelta(hours=24).value)
-        out["depot_shipped_24h"] = n
-    when = pd.to_datetime(parcels["shipped_at"], utc=True)
+        n, _ = _window_sums(t, depot, _ns(booked["pickup_at"]), booked["depot"].to_numpy(),
+                            np.ones(len(booked)), pd.Timedelta(hours=24).value)
+        out["depot_pickups_24h"] = n
+    when = pd.to_datetime(parcels["pickup_at"], utc=True)
     out["weight_kg"] = parcels["weight_kg"].astype(float).to_numpy()
     out["distance_km"] = parcels["distance_km"].astype(float).to_numpy()
     out["express"] = (parcels["service"] == "express").astype(float).to_numpy()
@@ -90,8 +91,12 @@ def features_of(parcels: pd.DataFrame, raw: RawEvents) -> pd.DataFrame:
 
 
 def build_day(raw: RawEvents, day: date) -> pd.DataFrame:
-    """The parcels shipped on ``day``, with their features, delay (hours) and late label."""
-    parcels = _latest(raw.frame([day], "parcel_shipped"), "shipped_at")
+    """The parcels picked up on ``day``, with their features, delay (hours) and late label."""
+    booked = _latest(raw.frame([day - timedelta(days=i) for i in range(MAX_LEAD_DAYS + 1)],
+                               "parcel_booked"), "booked_at")
+    if booked.empty:
+        return pd.DataFrame()
+    parcels = booked[pd.to_datetime(booked["pickup_at"], utc=True).dt.date == day]
     if parcels.empty:
         return pd.DataFrame()
     parcels = parcels.reset_index(drop=True)
@@ -104,7 +109,7 @@ def build_day(raw: RawEvents, day: date) -> pd.DataFrame:
     known = delay.notna().to_numpy()
     label = np.where(known, delay.to_numpy() > 0, None)
     frame = pd.DataFrame({ENTITY_ID: parcels["parcel_id"],
-                          EVENT_TIME: pd.to_datetime(parcels["shipped_at"], utc=True),
+                          EVENT_TIME: pd.to_datetime(parcels["pickup_at"], utc=True),
                           "depot": parcels["depot"], "courier": parcels["courier"],
                           "service": parcels["service"]})
     return pd.concat([frame, features_of(parcels, raw)], axis=1).assign(
@@ -116,5 +121,5 @@ def build_for(raw: RawEvents, parcels: pd.DataFrame) -> pd.DataFrame:
     parcels = parcels.reset_index(drop=True)
     feats = features_of(parcels, raw)
     return pd.concat([pd.DataFrame({ENTITY_ID: parcels["parcel_id"],
-                                    EVENT_TIME: pd.to_datetime(parcels["shipped_at"], utc=True)}),
+                                    EVENT_TIME: pd.to_datetime(parcels["pickup_at"], utc=True)}),
                       feats], axis=1)

@@ -1,7 +1,9 @@
 """The synthetic parcel stream (``streamfit produce replay`` with ``STREAMFIT_DOMAIN=deliveries``).
 
 Deterministic: the same options give the same events with the same ids. Each day, ``PER_DAY``
-parcels leave six depots between 06:00 and 20:00 UTC with one of twelve couriers. Whether a parcel
+parcels are picked up at six depots between 06:00 and 20:00 UTC by one of twelve couriers, each
+booked 6 to 30 hours before. The replay holds every event from ``start`` to the end of ``end``:
+the bookings made on ``end`` for the next day's pickups included, their deliveries not. Whether a parcel
 is late depends on things its features can see before it ships (its courier's reliability, its
 depot's current storm, its distance and service) plus noise.
 """
@@ -48,9 +50,10 @@ def _day_events(day: date, storms: np.ndarray) -> list[tuple[datetime, str, str,
         depot, courier = int(rng.integers(len(DEPOTS))), int(rng.integers(len(COURIERS)))
         express = bool(rng.uniform() < 0.25)
         weight, distance = float(rng.gamma(2.0, 2.5)) + 0.1, float(rng.uniform(5, 600))
-        shipped = datetime(day.year, day.month, day.day, 6, tzinfo=UTC) + timedelta(
+        pickup = datetime(day.year, day.month, day.day, 6, tzinfo=UTC) + timedelta(
             seconds=int(rng.integers(14 * 3600)))
-        promised = shipped + timedelta(hours=24 if express else 48)
+        booked = pickup - timedelta(seconds=int(rng.integers(6 * 3600, 30 * 3600)))
+        promised = pickup + timedelta(hours=24 if express else 48)
         odds = -1.8 + 1.0 * RELIABILITY[courier] + 1.2 * storm[depot] + 0.002 * distance \
             + (0.7 if express else 0.0)
         late = rng.uniform() < 1.0 / (1.0 + np.exp(-odds))
@@ -58,25 +61,29 @@ def _day_events(day: date, storms: np.ndarray) -> list[tuple[datetime, str, str,
         delivered = promised + timedelta(hours=slack)
         pid = f"P{day:%Y%m%d}-{i:04d}"
         common = {"parcel_id": pid, "depot": DEPOTS[depot], "courier": COURIERS[courier]}
-        out.append((shipped, "parcel_shipped", pid, {
+        out.append((booked, "parcel_booked", pid, {
             **common, "service": "express" if express else "standard",
             "weight_kg": round(weight, 2), "distance_km": round(distance, 1),
-            "shipped_at": _iso(shipped), "promised_by": _iso(promised)}))
+            "booked_at": _iso(booked), "pickup_at": _iso(pickup), "promised_by": _iso(promised)}))
         out.append((delivered, "parcel_delivered", pid, {
             **common, "promised_by": _iso(promised), "delivered_at": _iso(delivered)}))
     return out
 
 
 def synthetic(options: ReplayOptions) -> Iterator[dict[str, Any]]:
-    """Envelopes in event-time order for the parcels shipped from ``start`` to ``end``."""
+    """Envelopes in event-time order of everything that happened from ``start`` to ``end``."""
     start = options.start or EPOCH
     end = options.end or start + timedelta(days=27)
     if start < EPOCH or end < start:
         raise ValueError(f"the synthetic deliveries start on {EPOCH}; give --from on or after "
                          "it and --to on or after --from")
-    storms = _storms(end)
-    events = sorted((e for d in range((end - start).days + 1)
-                     for e in _day_events(start + timedelta(days=d), storms)),
+    lo = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    hi = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+    storms = _storms(end + timedelta(days=2))
+    # pickups up to two days later are booked by the end; earlier ones still deliver inside it
+    days = [start - timedelta(days=4) + timedelta(days=d) for d in range((end - start).days + 7)]
+    events = sorted((e for day in days if day >= EPOCH for e in _day_events(day, storms)
+                     if lo <= e[0] < hi),
                     key=lambda e: (e[0], e[1] == "parcel_delivered", e[2]))
     shift = datetime.now(UTC) - events[0][0] if options.shift_to_now and events else None
     for when, etype, key, payload in events:

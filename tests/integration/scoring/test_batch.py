@@ -111,16 +111,18 @@ def test_models_show_and_report_read_what_monitoring_stored(champion: Settings,
 
 def _write_shifted_day(s: Settings, day: date) -> None:
     """150 flights whose route delay rate sits far above anything seen in training."""
-    from features.pointintime import feature_names
+    import pandas as pd
 
-    from features.build import INSERT_FEATURES
+    from streamfit.featurestore import FeatureStore
+    from tests.integration.training.test_registry_and_training import FLIGHTS
 
+    rng = np.random.default_rng(7)
+    names = list(FLIGHTS.features.names)
+    frame = pd.DataFrame(rng.uniform(size=(150, len(names))), columns=names)
+    frame["late_rate_route_28d"] = 3.0 + rng.uniform(size=150)
+    frame = frame.assign(entity_id=[f"S{i}" for i in range(150)],
+                         event_time=[datetime(day.year, day.month, day.day, 6, tzinfo=UTC)
+                                     + timedelta(minutes=i) for i in range(150)],
+                         carrier="UA", origin="EWR", dest="ORD", outcome=np.nan, label=None)
     with connect(s) as session:
-        ins = session.prepare(INSERT_FEATURES.format(ks=s.keyspace))
-        rng = np.random.default_rng(7)
-        for i in range(150):
-            values = {n: float(rng.uniform()) for n in feature_names()}
-            values["late_rate_route_28d"] = 3.0 + float(rng.uniform())
-            when = datetime(day.year, day.month, day.day, 6, tzinfo=UTC) + timedelta(minutes=i)
-            session.execute(ins, (day, f"S{i}", when, "UA", "EWR", "ORD", values, None, None, 1,
-                                  datetime.now(UTC)))
+        FeatureStore(session, s.keyspace, FLIGHTS).write_day(day, frame)

@@ -1,0 +1,144 @@
+"""A second domain through the whole pipeline, driven by Airflow: synthetic parcel deliveries.
+
+Three weeks of the ``deliveries`` domain are landed in a keyspace created for it. The same DAGs
+that run flights (started by the stack with the default ``STREAMFIT_DOMAIN=flights``) read the
+keyspace's recorded domain and build parcel features, train the ``parcel_late`` model and score
+the parcels booked for the next day; the HTTP API serves them under the domain's own names.
+Nothing of the flights domain takes part: its registry partition stays empty.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import httpx
+import pytest
+
+from app.pipeline import caught_up, pipeline_status
+from ingest.producer import send_events
+from ingest.service import ensure_topics
+from streamfit.cassandra import connect
+from streamfit.domains import ReplayOptions, load_domain
+from streamfit.registry import Registry
+from streamfit.settings import Settings
+from tests.conftest import migrated_keyspace
+from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
+from tests.net import free_port
+
+START, END = date(2024, 1, 1), date(2024, 1, 21)
+NEXT = END + timedelta(days=1)
+DELIVERIES = load_domain("deliveries")
+
+
+@pytest.fixture
+def parcels(stack: Settings) -> Iterator[Settings]:
+    import uuid
+
+    tag = uuid.uuid4().hex[:10]
+    with migrated_keyspace(stack, f"t_parcels_{tag}", "deliveries") as s:
+        s = s.model_copy(update={"events_topic": f"t.parcels.{tag}",
+                                 "ingest_group": f"t-parcels-{tag}", "ingest_metrics_port": 0,
+                                 "signal_interval_s": 1.0})
+        ensure_topics(s)
+        yield s
+
+
+def _serve(s: Settings) -> Iterator[str]:
+    import uvicorn
+
+    from app.server import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) -> None:
+    s = parcels
+    events = list(DELIVERIES.replay("synthetic", ReplayOptions(START, END)))
+    booked_next = {e["entity_key"] for e in events if e["event_type"] == "parcel_booked"
+                   and e["payload"]["pickup_at"][:10] == NEXT.isoformat()}
+    assert len(events) > 15_000 and len(booked_next) > 100
+
+    send_events(s, events)
+    last: list[object] = []
+
+    def done() -> bool:
+        last[:] = pipeline_status(s, [s.keyspace])
+        with connect(s) as session:
+            predicted = session.execute("SELECT entity_id FROM entity_predictions_by_day "
+                                        "WHERE day = %s LIMIT 1", (NEXT,)).one()
+        return predicted is not None and caught_up(last)  # type: ignore[arg-type]
+
+    with running_ingest(s, workers=1):  # with its signaller: Airflow is told data landed
+        wait_caught_up(s)
+        try:
+            wait_for(done, 600, "Airflow to build, train and score the parcels")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; backlog: {last}") from None
+
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace, DELIVERIES.model_name)
+        [v1] = registry.versions()
+        assert registry.aliases()["champion"] == v1.version
+        assert v1.features == list(DELIVERIES.features.model)
+        # the synthetic label is learnable from the point-in-time features, beyond the naive rate
+        assert v1.metrics["roc_auc"] > v1.metrics["naive_roc_auc"] + 0.02, v1.metrics
+        assert v1.lineage["kafka_offsets"][s.events_topic]
+        # nothing of the flights domain ran in this keyspace
+        assert Registry(session, s.keyspace, "flight_delay").versions() == []
+        features = {r.entity_id: r for r in session.execute(
+            "SELECT entity_id, feature_values, attributes, label FROM entity_features "
+            "WHERE day = %s", (END - timedelta(days=7),))}
+        predicted = {r.entity_id: r for r in session.execute(
+            "SELECT entity_id, probability, model_version, attributes "
+            "FROM entity_predictions_by_day WHERE day = %s", (NEXT,))}
+    day_booked = {e["entity_key"] for e in events if e["event_type"] == "parcel_booked"
+                  and e["payload"]["pickup_at"][:10] == (END - timedelta(days=7)).isoformat()}
+    assert set(features) == day_booked
+    assert all(r.label is not None and set(r.feature_values) == set(DELIVERIES.features.names)
+               for r in features.values())
+    # every parcel booked for the next day was scored by the champion, before its pickup
+    assert set(predicted) == booked_next
+    assert {r.model_version for r in predicted.values()} == {v1.version}
+    assert all(0 < r.probability < 1 and set(r.attributes) == {"depot", "courier", "service"}
+               for r in predicted.values())
+
+    # --- the HTTP API serves them in the domain's own names ---------------------------------
+    some = sorted(predicted)[0]
+    booking = next(e["payload"] for e in events
+                   if e["event_type"] == "parcel_booked" and e["entity_key"] == some)
+    for api in _serve(s):
+        health = httpx.get(f"{api}/health").json()
+        assert health["domain"] == "deliveries" and health["champion"] == v1.version
+        got = httpx.get(f"{api}/predictions/{some}").json()
+        assert got["parcel_id"] == some and got["pickup_date"] == NEXT.isoformat()
+        assert got["probability"] == predicted[some].probability
+        assert got["depot"] == booking["depot"] and got["courier"] == booking["courier"]
+        assert httpx.get(f"{api}/predictions/not-a-parcel").status_code == 422
+        depot = booking["depot"]
+        page = httpx.get(f"{api}/predictions", params={"date": NEXT.isoformat(), "depot": depot,
+                                                        "page_size": 1000}).json()
+        assert {p["parcel_id"] for p in page["items"]} == {
+            k for k, r in predicted.items() if r.attributes["depot"] == depot}
+        # on demand, from the raw events: the same features, so the same probability
+        body = {k: booking[k] for k in ("parcel_id", "depot", "courier", "service", "weight_kg",
+                                        "distance_km", "pickup_at")}
+        scored = httpx.post(f"{api}/score", json={"parcels": [body]}, timeout=60).json()
+        assert scored["model_version"] == v1.version
+        assert abs(scored["predictions"][0]["probability"] - predicted[some].probability) < 1e-9
+        assert httpx.post(f"{api}/score", json={"flights": [body]}).status_code == 422
