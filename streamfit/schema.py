@@ -408,15 +408,25 @@ def migrate(session: Session, settings: Settings,
 
 
 def bind_domain(session: Session, keyspace: str, domain: str) -> None:
-    """Record the domain a keyspace serves (the first migrate does); refuse another one."""
+    """Record the domain a keyspace serves (``STREAMFIT_DOMAIN`` of the first migrate). A later
+    migrate may point it at another spec of the same domain (a new schema version of its events,
+    say), never at a domain of another name."""
+    from streamfit.domains import load_domain
+
+    now = datetime.now(UTC)
     row = session.execute(
         f"INSERT INTO {keyspace}.pipeline_config (name, value, set_at) VALUES ('domain', %s, %s) "
-        "IF NOT EXISTS", (domain, datetime.now(UTC))).one()
+        "IF NOT EXISTS", (domain, now)).one()
     recorded = row.value if row is not None and not row.applied else domain
-    if recorded != domain:
+    if recorded == domain:
+        return
+    before, after = load_domain(recorded).name, load_domain(domain).name
+    if before != after:
         raise MigrationError(
-            f"keyspace {keyspace} holds the {recorded!r} domain, not STREAMFIT_DOMAIN={domain!r}: "
-            "set STREAMFIT_KEYSPACE to another keyspace for this domain")
+            f"keyspace {keyspace} holds the {before!r} domain, not {after!r} "
+            f"(STREAMFIT_DOMAIN={domain}): set STREAMFIT_KEYSPACE to another keyspace for it")
+    session.execute(f"UPDATE {keyspace}.pipeline_config SET value = %s, set_at = %s "
+                    "WHERE name = 'domain'", (domain, now))
 
 
 def recorded_domain(session: Session, keyspace: str) -> str | None:

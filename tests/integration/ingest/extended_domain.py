@@ -8,11 +8,13 @@ from dataclasses import replace
 from pydantic import Field
 
 from streamfit.domains import flights
+from streamfit.domains.flights.events import SCHEMAS, FlightDeparted
 
 
-class FlightDepartedV2(flights.FlightDeparted):
+class FlightDepartedV2(FlightDeparted):
     gate: str = Field(min_length=1, max_length=8)
 
 
-DOMAIN = replace(flights.DOMAIN, name="flights-v2", schemas={
-    **flights.SCHEMAS, "flight_departed": {1: flights.FlightDeparted, 2: FlightDepartedV2}})
+# The same domain (same name, so a keyspace of flights may move to it), one schema newer.
+DOMAIN = replace(flights.DOMAIN, schemas={
+    **SCHEMAS, "flight_departed": {1: FlightDeparted, 2: FlightDepartedV2}})

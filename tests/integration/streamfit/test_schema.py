@@ -44,6 +44,32 @@ def test_an_edited_applied_migration_is_refused(fresh_keyspace) -> None:
         migrate(session, settings, (edited, *MIGRATIONS[1:]))
 
 
+def test_a_keyspace_keeps_its_domain_and_the_stages_follow_it(fresh_keyspace) -> None:
+    from streamfit.progress import settings_for
+    from streamfit.schema import recorded_domain
+
+    settings, session = fresh_keyspace
+    parcels = settings.model_copy(update={"domain": "deliveries"})
+    migrate(session, parcels)
+    assert recorded_domain(session, settings.keyspace) == "deliveries"
+    # a process configured for flights works on this keyspace as deliveries
+    assert settings_for(settings, session, settings.keyspace).domain == "deliveries"
+    with pytest.raises(MigrationError, match="holds the 'deliveries' domain, not 'flights'"):
+        migrate(session, settings)
+    assert recorded_domain(session, settings.keyspace) == "deliveries"
+
+
+def test_a_keyspace_may_move_to_a_newer_spec_of_the_same_domain(fresh_keyspace) -> None:
+    from streamfit.schema import recorded_domain
+
+    settings, session = fresh_keyspace
+    migrate(session, settings)
+    assert recorded_domain(session, settings.keyspace) == "flights"
+    newer = settings.model_copy(update={"domain": "tests.integration.ingest.extended_domain:DOMAIN"})
+    migrate(session, newer)
+    assert recorded_domain(session, settings.keyspace) == newer.domain
+
+
 def test_write_and_read_a_row(keyspace_settings: Settings) -> None:
     from streamfit.selfcheck import cassandra_round_trip
 
