@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from app.pipeline import caught_up, pipeline_status
 from ingest.producer import send_events
 from ingest.service import ensure_topics
+from streamfit.airflow_api import airflow_client
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.registry import Registry
@@ -74,6 +75,7 @@ def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) ->
                    and e["payload"]["pickup_at"][:10] == NEXT.isoformat()}
     assert len(events) > 15_000 and len(booked_next) > 100
 
+    since = datetime.now(UTC).isoformat()
     send_events(s, events)
     last: list[object] = []
 
@@ -91,6 +93,11 @@ def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) ->
         except AssertionError as exc:
             raise AssertionError(f"{exc}; backlog: {last}") from None
 
+    # it was Airflow's scheduler that built, trained and scored this keyspace
+    with airflow_client(s) as client:
+        for dag_id in ("build_features", "train_model", "score_batch"):
+            done_runs = [r for r in client.pipeline_runs(dag_id, since, s.keyspace) if r.summary]
+            assert done_runs, f"no {dag_id} run for {s.keyspace}"
     with connect(s) as session:
         registry = Registry(session, s.keyspace, DELIVERIES.model_name)
         [v1] = registry.versions()
