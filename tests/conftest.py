@@ -30,13 +30,61 @@ def base_settings() -> Settings:
     return get_settings()
 
 
+def external_services(settings: Settings) -> set[str]:
+    """The services the settings point outside the local stack (as kafka-python's fixtures
+    honour ``KAFKA_URI``): ``STREAMFIT_KAFKA_BOOTSTRAP_SERVERS``, ``STREAMFIT_CASSANDRA_HOSTS``,
+    ``STREAMFIT_AIRFLOW_URL``. The session never starts or stops those; it checks they answer."""
+    return {name for name, given in (("kafka", settings.kafka_bootstrap_servers),
+                                     ("cassandra", settings.cassandra_hosts),
+                                     ("airflow", settings.airflow_url)) if given}
+
+
+def _require_external(settings: Settings, names: set[str]) -> None:
+    """Fail loudly, naming the setting, when an external service does not answer."""
+    problems = []
+    if "kafka" in names:
+        from streamfit import kafka as kafka_io
+
+        try:
+            kafka_io.admin(settings, client_id="streamfit-tests").close()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            problems.append(f"Kafka at STREAMFIT_KAFKA_BOOTSTRAP_SERVERS="
+                            f"{settings.kafka_bootstrap_servers}: {exc}")
+    if "cassandra" in names:
+        from streamfit.cassandra import connect
+
+        try:
+            with connect(settings, keyspace=None):
+                pass
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"Cassandra at STREAMFIT_CASSANDRA_HOSTS={settings.cassandra_hosts}: "
+                            f"{exc}")
+    if "airflow" in names:
+        from streamfit.airflow_api import airflow_client
+
+        with airflow_client(settings) as client:
+            try:
+                healthy = client.healthy()
+            except Exception as exc:  # noqa: BLE001
+                healthy, why = False, str(exc)
+            else:
+                why = "not healthy"
+            if not healthy:
+                problems.append(f"Airflow at STREAMFIT_AIRFLOW_URL={settings.airflow_url}: {why}")
+    if problems:
+        pytest.fail("external services the settings name do not answer: " + "; ".join(problems))
+
+
 @pytest.fixture(scope="session")
 def stack(base_settings: Settings) -> Iterator[Settings]:
-    """The running local stack; started here if needed, and then stopped here at the end."""
+    """The services the tests talk to: external ones when the settings name them, else the
+    local stack, started here if needed and then stopped here at the end."""
     from app.stack import control
 
-    started = [name for name in control.SERVICE_NAMES
-               if not control.running(base_settings, name)]
+    external = external_services(base_settings)
+    _require_external(base_settings, external)
+    started = [name for name in control.SERVICE_NAMES if name not in external
+               and not control.running(base_settings, name)]
     if started:
         control.up(base_settings, started)
     # The default keyspace is what DAG tasks use (their settings come from the environment).
