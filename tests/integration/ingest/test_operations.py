@@ -166,7 +166,7 @@ def test_a_partition_that_stops_committing_is_reported_stalled(ingest_settings: 
     assert all(r["stalled"].startswith(f"lag {r['lag']}") for r in status["partitions"]
                if r["lag"])
     # the supervisor's watch, fed the group's real offsets twice, two "seconds" apart
-    from ingest.service import StallWatch
+    from ingest.stalls import StallWatch
     from ingest.status import source_offsets
     from streamfit import kafka as kafka_io
 

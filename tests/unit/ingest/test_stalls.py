@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ingest.service import StallWatch
+from ingest.stalls import StallWatch
 from ingest.status import stalled_partitions
 
 
