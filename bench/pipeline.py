@@ -39,7 +39,8 @@ from ingest.producer import send_events  # noqa: E402
 from ingest.service import ensure_topics, running_in_background  # noqa: E402
 from ingest.signal import signal_now  # noqa: E402
 from ingest.status import group_status  # noqa: E402
-from scoring.batch import INSERT_BY_DATE, INSERT_HISTORY, INSERT_LATEST, score_dates  # noqa: E402
+from scoring.batch import score_dates  # noqa: E402
+from scoring.predictions import INSERT_BY_DATE, INSERT_HISTORY, INSERT_LATEST  # noqa: E402
 from streamfit import kafka as kafka_io  # noqa: E402
 from streamfit.cassandra import connect  # noqa: E402
 from streamfit.domains import load_domain  # noqa: E402

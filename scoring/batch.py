@@ -15,36 +15,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
 
 import pandas as pd
-from cassandra.cluster import Session
-from cassandra.concurrent import execute_concurrent
 
-from streamfit.domains import ENTITY_ID, EVENT_TIME, Domain, load_domain
+from scoring.predictions import PredictionWriter
+from streamfit.domains import EVENT_TIME, load_domain
 from streamfit.featurestore import FeatureStore
 from streamfit.registry import Registry, predict
 from streamfit.settings import Settings
 
 log = logging.getLogger("streamfit.scoring")
-
-INSERT_LATEST = """
-INSERT INTO {ks}.entity_predictions (entity_id, day, event_time, attributes, probability,
-                                     model_version, scored_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)"""
-INSERT_BY_DATE = """
-INSERT INTO {ks}.entity_predictions_by_day (day, entity_id, event_time, attributes, probability,
-                                            model_version, scored_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)"""
-INSERT_HISTORY = """
-INSERT INTO {ks}.entity_prediction_history (entity_id, model_version, probability, scored_at)
-VALUES (?, ?, ?, ?)"""
-
-
-#: Rows of one entity_predictions_by_day partition per unlogged batch (small enough to stay well
-#: under Cassandra's batch size warning threshold).
-BY_DATE_BATCH = 40
-
 
 class NoChampion(RuntimeError):
     """There is no champion model yet: train one first (`streamfit train`)."""
@@ -59,42 +39,6 @@ class ScoreResult:
     evaluated: dict[str, dict[int, float]] = field(default_factory=dict)
     #: seconds spent reading features, predicting and writing predictions
     timings: dict[str, float] = field(default_factory=dict)
-
-
-class PredictionWriter:
-    def __init__(self, session: Session, keyspace: str, domain: Domain,
-                 concurrency: int = 64) -> None:
-        self.session = session
-        self.columns = list(domain.entity.columns)
-        self.concurrency = concurrency
-        self._latest = session.prepare(INSERT_LATEST.format(ks=keyspace))
-        self._by_date = session.prepare(INSERT_BY_DATE.format(ks=keyspace))
-        self._history = session.prepare(INSERT_HISTORY.format(ks=keyspace))
-
-    def write(self, day: date, frame: pd.DataFrame, version: int, scored_at: datetime) -> None:
-        from cassandra.query import BatchStatement, BatchType
-
-        statements: list[Any] = []
-        by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
-        attrs = frame[self.columns].astype(str).to_numpy() if self.columns else None
-        times = pd.to_datetime(frame[EVENT_TIME], utc=True)
-        for i, (entity, when, p) in enumerate(zip(frame[ENTITY_ID], times, frame["probability"],
-                                                  strict=True)):
-            attributes = dict(zip(self.columns, attrs[i], strict=True)) if attrs is not None \
-                else {}
-            common = (when.to_pydatetime(), attributes, float(p), version, scored_at)
-            statements.append((self._latest, (entity, day, *common)))
-            statements.append((self._history, (entity, version, float(p), scored_at)))
-            # One date is one partition of entity_predictions_by_day: its rows travel in
-            # unlogged batches (one request and one mutation per batch, as ingest does).
-            by_date.add(self._by_date, (day, entity, *common))
-            if len(by_date) >= BY_DATE_BATCH:
-                statements.append((by_date, ()))
-                by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
-        if len(by_date):
-            statements.append((by_date, ()))
-        execute_concurrent(self.session, statements, concurrency=self.concurrency,
-                           raise_on_first_error=True, results_generator=False)
 
 
 def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None,

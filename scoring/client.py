@@ -24,12 +24,12 @@ from typing import Any
 
 from cassandra.cluster import Session
 
+from scoring.predictions import SELECT_BY_DAY, SELECT_HISTORY, SELECT_LATEST
 from streamfit.cassandra import as_utc, cql_date
 from streamfit.domains import Domain, Entity
 from streamfit.settings import Settings
 
 MAX_PAGE_SIZE = 1000
-COLUMNS = "entity_id, day, event_time, attributes, probability, model_version, scored_at"
 
 
 class BadPageToken(ValueError):
@@ -101,13 +101,9 @@ class PredictionClient:
         # forged or corrupted paging state must never reach Cassandra: the driver treats the
         # protocol error as a broken connection and marks the node down for every caller.
         self._token_key = token_key or hashlib.sha256(f"streamfit-page:{ks}".encode()).digest()
-        self._latest = session.prepare(
-            f"SELECT {COLUMNS} FROM {ks}.entity_predictions WHERE entity_id = ?")
-        self._by_date = session.prepare(
-            f"SELECT {COLUMNS} FROM {ks}.entity_predictions_by_day WHERE day = ?")
-        self._history = session.prepare(
-            f"SELECT model_version, probability, scored_at FROM {ks}.entity_prediction_history "
-            "WHERE entity_id = ? LIMIT 100")
+        self._latest = session.prepare(SELECT_LATEST.format(ks=ks))
+        self._by_date = session.prepare(SELECT_BY_DAY.format(ks=ks))
+        self._history = session.prepare(SELECT_HISTORY.format(ks=ks))
 
     @classmethod
     @contextmanager
