@@ -89,12 +89,12 @@ def _ledger_tiles_the_log(s: Settings) -> None:
 def test_consumer_crash_random_sigkills(chaos_settings: Settings) -> None:
     """Workers are SIGKILLed at random intervals while events stream in; each is restarted."""
     s = chaos_settings.model_copy(update={"ingest_batch_size": 500})
-    events = _events(s, date(2013, 1, 1), 80 if FULL else 8)  # 200k+ at full size
+    events = _events(s, date(2013, 1, 1), 80 if FULL else 4)  # 200k+ at full size
     rnd = random.Random(7)
     kills = 0
 
-    def stream() -> None:  # a steady stream over ~20 s (reduced) / ~80 s (full), not one burst
-        chunks = 40 if FULL else 20
+    def stream() -> None:  # a steady stream over ~12 s (reduced) / ~80 s (full), not one burst
+        chunks = 40 if FULL else 12
         size = len(events) // chunks + 1
         for i in range(0, len(events), size):
             send_events(s, events[i:i + size])
@@ -112,7 +112,7 @@ def test_consumer_crash_random_sigkills(chaos_settings: Settings) -> None:
                           or sum(committed(s).values()) < sum(end_offsets(s).values())):
                 os.kill(rnd.choice(alive).pid, signal.SIGKILL)  # type: ignore[arg-type]
                 kills += 1
-            if kills >= (40 if FULL else 6):
+            if kills >= (40 if FULL else 4):
                 break
         producer.join()
         started = time.monotonic()
@@ -124,7 +124,12 @@ def test_consumer_crash_random_sigkills(chaos_settings: Settings) -> None:
     _ledger_tiles_the_log(s)
 
 
-def test_cassandra_outage_of_30_seconds(chaos_settings: Settings) -> None:
+# How long Cassandra stays down. Reduced: long enough for several failed batches and backoffs
+# of every worker (the first backoff is 0.5 s, doubling), short enough for `make test`.
+OUTAGE_S = 30 if FULL else 12
+
+
+def test_cassandra_outage(chaos_settings: Settings) -> None:
     from app.stack import control
 
     s = chaos_settings
@@ -140,7 +145,7 @@ def test_cassandra_outage_of_30_seconds(chaos_settings: Settings) -> None:
             # letters must go out once, not once per retry of the batch
             sent_bad = _flood(s, during)
             held = committed(s)
-            time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+            time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))
             # no offset moved while no write could succeed: nothing committed past unwritten data
             assert committed(s) == held
             assert sum(end_offsets(s).values()) > sum(held.values())
@@ -149,7 +154,8 @@ def test_cassandra_outage_of_30_seconds(chaos_settings: Settings) -> None:
         back = time.monotonic()
         wait_caught_up(s, timeout=600)
         recovery = time.monotonic() - back
-    lost, duplicated = _account(s, "2. Cassandra outage (30 s)", before + during, recovery)
+    lost, duplicated = _account(s, f"2. Cassandra outage ({OUTAGE_S} s)", before + during,
+                                recovery)
     assert (lost, duplicated) == (0, 0)
     _ledger_tiles_the_log(s)
     letters = list_dead_letters(s, limit=None)
@@ -163,19 +169,20 @@ def test_kafka_broker_restart_midstream(chaos_settings: Settings) -> None:
     events = _events(s, date(2013, 6, 1), 10 if FULL else 3)
     span = (datetime.fromisoformat(events[-1]["event_time"])
             - datetime.fromisoformat(events[0]["event_time"])).total_seconds()
-    # one long-lived producer streams for ~25 s (paced by event time) across the restart
+    # one long-lived producer streams (paced by event time) across the restart
+    streaming_s = 25 if FULL else 15
     errors: list[BaseException] = []
 
     def stream() -> None:
         try:
-            send_events(s, events, speed=span / 25)
+            send_events(s, events, speed=span / streaming_s)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     producer = threading.Thread(target=stream)
     with running_ingest(s, workers=2):
         producer.start()
-        time.sleep(6)
+        time.sleep(6 if FULL else 4)
         control.down(s, ["kafka"])
         time.sleep(5)
         control.up(s, ["kafka"])
@@ -333,6 +340,11 @@ def test_bad_input_flood_against_the_same_stream_clean(chaos_settings: Settings,
     assert (flood.lost, flood.duplicated, clean.lost, clean.duplicated) == (0, 0, 0, 0)
 
 
+#: the outage of scenario 8: the dead host's session must time out and the group rebalance
+#: inside it, with the survivor backing off
+REBALANCE_OUTAGE_S = 40 if FULL else 24
+
+
 def test_a_rebalance_during_a_cassandra_outage(chaos_settings: Settings) -> None:
     """Two `streamfit ingest run --workers 1` processes share a 6-partition topic, as two hosts
     would. Cassandra stops while a backlog lands; one process is SIGKILLed for good during the
@@ -346,8 +358,8 @@ def test_a_rebalance_during_a_cassandra_outage(chaos_settings: Settings) -> None
 
     s = chaos_settings
     first = _events(s, date(2013, 7, 1), 1)
-    backlog = _events(s, date(2013, 7, 2), 79 if FULL else 6)
-    more = _events(s, date(2013, 7, 2) + timedelta(days=79 if FULL else 6), 1)
+    backlog = _events(s, date(2013, 7, 2), 79 if FULL else 3)
+    more = _events(s, date(2013, 7, 2) + timedelta(days=79 if FULL else 3), 1)
     env = {**os.environ, "STREAMFIT_KEYSPACE": s.keyspace, "STREAMFIT_EVENTS_TOPIC":
            s.events_topic, "STREAMFIT_INGEST_GROUP": s.ingest_group,
            "STREAMFIT_INGEST_METRICS_PORT": "0", "STREAMFIT_AIRFLOW_URL": "http://127.0.0.1:9",
@@ -364,11 +376,12 @@ def test_a_rebalance_during_a_cassandra_outage(chaos_settings: Settings) -> None
         stopped = time.monotonic()
         try:
             send_events(s, backlog)  # polled by both, landed by neither: they back off
-            time.sleep(10)
+            time.sleep(10 if FULL else 4)
             os.killpg(hosts[1].pid, signal.SIGKILL)  # one host gone for good, mid-outage
             hosts[1].wait(30)
-            # the survivor is handed the dead host's partitions while it backs off
-            time.sleep(max(0.0, 40 - (time.monotonic() - stopped)))
+            # the survivor is handed the dead host's partitions while it backs off (the group
+            # notices the dead member after its session timeout, 10 s)
+            time.sleep(max(0.0, REBALANCE_OUTAGE_S - (time.monotonic() - stopped)))
         finally:
             control.up(s, ["cassandra"])
         back = time.monotonic()
@@ -383,8 +396,9 @@ def test_a_rebalance_during_a_cassandra_outage(chaos_settings: Settings) -> None
         for log in logs:
             log.close()
     events = first + backlog + more
-    lost, duplicated = _account(s, "8. rebalance during a Cassandra outage (40 s, host killed)",
-                                events, recovery)
+    lost, duplicated = _account(
+        s, f"8. rebalance during a Cassandra outage ({REBALANCE_OUTAGE_S} s, host killed)",
+        events, recovery)
     assert (lost, duplicated) == (0, 0)
     _ledger_tiles_the_log(s)
     # the survivor took over the dead host's partitions during its backoff

@@ -67,13 +67,13 @@ def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
 
 
 def _trained(s: Settings) -> Settings:
-    """Three weeks landed and built, champion v1."""
-    s = s.model_copy(update={"train_days": 21, "holdout_days": 5, "min_new_rows": 0})
+    """Two weeks landed and built, champion v1."""
+    s = s.model_copy(update={"train_days": 14, "holdout_days": 4, "min_new_rows": 0})
     first = date(2013, 9, 1)
-    send_events(s, events_of_days(s, first, first + timedelta(days=20)))
+    send_events(s, events_of_days(s, first, first + timedelta(days=13)))
     with running_ingest(s, workers=2):
         wait_caught_up(s)
-    run_build(s, days=[first + timedelta(days=i) for i in range(22)])
+    run_build(s, days=[first + timedelta(days=i) for i in range(15)])
     assert train_and_maybe_promote(s).promoted
     return s
 
@@ -86,8 +86,8 @@ def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Setting
         aliases_before = registry.aliases()
 
     # 1. SIGKILL a training process mid-run (during cross-validation)
-    env = {**os.environ, "STREAMFIT_KEYSPACE": s.keyspace, "STREAMFIT_TRAIN_DAYS": "21",
-           "STREAMFIT_HOLDOUT_DAYS": "5"}
+    env = {**os.environ, "STREAMFIT_KEYSPACE": s.keyspace, "STREAMFIT_TRAIN_DAYS": "14",
+           "STREAMFIT_HOLDOUT_DAYS": "4"}
     # `streamfit train` with its log on stderr: the first candidate's cross-validation score
     # means it is mid-run (more candidates, the refit and the registration are still to come).
     # A fixed sleep was not enough: with byte-compiled dependencies it had already finished.
@@ -124,7 +124,7 @@ def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Setting
         blob[len(blob) // 3] ^= 0xFF
         session.execute("UPDATE model_versions SET artifact = %s WHERE model = 'flight_delay' "
                         "AND version = %s", (bytes(blob), better.version))
-    result = score_dates(s, [date(2013, 9, 21)])
+    result = score_dates(s, [date(2013, 9, 14)])
     assert result.model_version == 1 and result.scored > 0  # the previous champion scored
     record(Row("6. training killed / artifact corrupted", 0, 0, 0, 0, 0, None,
                f"versions after kill: {sorted(killed_left) or 'none new'}; corrupted "

@@ -43,7 +43,7 @@ from tests.corpus import malformed
 from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up, wait_for
 
 START = date(2013, 5, 1)
-DAYS = 14
+DAYS = 10
 
 
 def _credentials(home: Path) -> dict[str, str]:
@@ -58,8 +58,13 @@ def _credentials(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def secure_stack(stack: Settings) -> Iterator[Settings]:
-    """The suite's stack, restarted with logins on; restarted plain again afterwards."""
+def secure_stack(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """The suite's stack, restarted with logins on; restarted plain again afterwards, unless
+    this is the session's last test and the session started the stack (it stops it next)."""
+    from tests.conftest import STARTED
+
+    last = request.node is request.session.items[-1]
+    restore = not (last and set(STARTED) == set(control.SERVICE_NAMES))
     creds = _credentials(stack.home)
     secure = stack.model_copy(update={
         "stack_auth": True,
@@ -73,7 +78,8 @@ def secure_stack(stack: Settings) -> Iterator[Settings]:
         yield secure
     finally:
         control.down(secure)
-        control.up(stack)
+        if restore:
+            control.up(stack)
 
 
 def _env(settings: Settings, **changes: str) -> dict[str, str]:

