@@ -16,11 +16,9 @@ demo: install
 	$(BIN)/streamfit selfcheck
 	$(BIN)/streamfit demo --from 2013-01-01 --weeks 3 --more-days 7
 
-# The slowest tests stay visible (--durations). A stack the session starts runs the DAGs' time
-# fallback every minute: the lost-trigger test waits for it (default every 2 minutes).
+# The slowest tests stay visible (--durations).
 test: install tools lint
-	STREAMFIT_PIPELINE_FALLBACK_CRON="$${STREAMFIT_PIPELINE_FALLBACK_CRON:-* * * * *}" \
-	  $(BIN)/pytest --durations=25
+	$(BIN)/pytest --durations=25
 
 install: prereqs $(STAMP)
 
