@@ -9,8 +9,6 @@ Nothing of the flights domain takes part: its registry partition stays empty.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -27,7 +25,7 @@ from streamfit.registry import Registry
 from streamfit.settings import Settings
 from tests.conftest import migrated_keyspace
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
-from tests.net import free_port
+from tests.serve import serving
 
 START, END = date(2024, 1, 1), date(2024, 1, 21)
 NEXT = END + timedelta(days=1)
@@ -45,27 +43,6 @@ def parcels(stack: Settings) -> Iterator[Settings]:
                                  "signal_interval_s": 1.0})
         ensure_topics(s)
         yield s
-
-
-def _serve(s: Settings) -> Iterator[str]:
-    import uvicorn
-
-    from app.server import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) -> None:
@@ -129,7 +106,7 @@ def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) ->
     some = sorted(predicted)[0]
     booking = next(e["payload"] for e in events
                    if e["event_type"] == "parcel_booked" and e["entity_key"] == some)
-    for api in _serve(s):
+    with serving(s) as api:
         health = httpx.get(f"{api}/health").json()
         assert health["domain"] == "deliveries" and health["champion"] == v1.version
         got = httpx.get(f"{api}/predictions/{some}").json()

@@ -41,15 +41,18 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ParcelBooked(_Payload):
+class _Parcel(_Payload):
     parcel_id: str = Field(pattern=PARCEL_ID)
     depot: str = Field(pattern=r"^D[0-9]{2}$")
     courier: str = Field(pattern=r"^C[0-9]{2}$")
     service: str = Field(pattern=r"^(standard|express)$")
     weight_kg: float = Field(gt=0, le=100)
     distance_km: float = Field(gt=0, le=2000)
-    booked_at: AwareDatetime
     pickup_at: AwareDatetime
+
+
+class ParcelBooked(_Parcel):
+    booked_at: AwareDatetime
     promised_by: AwareDatetime
 
 
@@ -61,17 +64,10 @@ class ParcelDelivered(_Payload):
     delivered_at: AwareDatetime
 
 
-class ParcelIn(_Payload):
+class ParcelIn(_Parcel):
     """A parcel to score on demand (``POST /score``): its booking, before it is picked up."""
 
     model_config = ConfigDict(extra="forbid")
-    parcel_id: str = Field(pattern=PARCEL_ID)
-    depot: str = Field(pattern=r"^D[0-9]{2}$")
-    courier: str = Field(pattern=r"^C[0-9]{2}$")
-    service: str = Field(pattern=r"^(standard|express)$")
-    weight_kg: float = Field(gt=0, le=100)
-    distance_km: float = Field(gt=0, le=2000)
-    pickup_at: AwareDatetime
 
 
 def _days_affected(event_dates: Iterable[date]) -> list[date]:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -30,7 +29,7 @@ from streamfit.cassandra import connect
 from streamfit.registry import Registry
 from streamfit.settings import Settings
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up
-from tests.net import free_port
+from tests.serve import serving
 from training.train import train_and_maybe_promote
 
 FIRST, LAST = date(2013, 2, 1), date(2013, 2, 14)
@@ -69,22 +68,8 @@ def keyed_api(served: Settings) -> Iterator[str]:
 
 
 def _serve(s: Settings) -> Iterator[str]:
-    import uvicorn
-
-    from app.server import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(s) as url:
+        yield url
 
 
 def _stored(s: Settings, day: date) -> dict[str, Any]:

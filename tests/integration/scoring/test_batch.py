@@ -20,9 +20,11 @@ from training.train import train_and_maybe_promote
 DAY = START + timedelta(days=29)
 
 
-@pytest.fixture
-def champion(fresh_keyspace_settings: Settings) -> Settings:
-    s = fresh_keyspace_settings.model_copy(update={"train_days": 30, "holdout_days": 5})
+@pytest.fixture(scope="module")
+def champion(keyspace_settings: Settings) -> Settings:
+    """One keyspace with 30 labelled days and champion v1 for the module: the tests score and
+    evaluate other days or rescore DAY (a rerun overwrites), so they do not disturb each other."""
+    s = keyspace_settings.model_copy(update={"train_days": 30, "holdout_days": 5})
     _write_features(s, 30)
     assert train_and_maybe_promote(s).promoted
     return s
