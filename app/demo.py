@@ -122,7 +122,7 @@ def _require_predictions(settings: Settings, day: date) -> None:
 def _brief(run: PipelineRun) -> str:
     s = run.summary or {}
     if run.dag_id == "build_features" and s:
-        return f" - {s['flights']:,} flights of {len(s['dates'])} dates"
+        return f" - {s['entities']:,} flights of {len(s['dates'])} dates"
     if run.dag_id == "train_model":
         return f" - v{s['version']} is champion" if s else " - no new champion (see the registry)"
     if run.dag_id == "score_batch" and s:
