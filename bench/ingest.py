@@ -236,7 +236,10 @@ def main() -> None:
         "keyspace": f"bench_{tag}", "events_topic": f"bench.events.{tag}",
         "ingest_group": f"bench-{tag}", "ingest_metrics_port": 0,
         "ingest_batch_size": args.batch_size, "ingest_write_concurrency": args.concurrency,
-        "signal_interval_s": 3600.0, "signal_max_rows": 10**12,  # no Airflow traffic here
+        # No Airflow traffic here: a data-arrival signal would announce the keyspace, and the
+        # DAGs (which serve every announced keyspace) would build its features while we measure.
+        "signal_interval_s": 3600.0, "signal_max_rows": 10**12,
+        "airflow_url": "http://127.0.0.1:9",
     })
     opts = ReplayOptions(date.fromisoformat(args.start), date.fromisoformat(args.end), args.scale)
     with connect(settings, keyspace=None) as session:
