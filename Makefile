@@ -51,7 +51,7 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamfit ingest features training scoring dags tests bench
+	$(BIN)/ruff check streamfit ingest features training scoring app dags tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
