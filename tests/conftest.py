@@ -16,13 +16,6 @@ from streamfit.settings import Settings, get_settings
 TESTS = Path(__file__).parent
 
 
-#: What the session's ``stack`` fixture started (and so will stop at the end).
-STARTED: list[str] = []
-#: The scenario that restarts the whole stack (with logins) runs last: after it, nothing needs
-#: the plain stack again when the session is about to stop it anyway.
-LAST = "tests/chaos/test_security.py"
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).relative_to(TESTS).parts
@@ -30,7 +23,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif parts[0] == "e2e":
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: item.nodeid.startswith(LAST))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +87,6 @@ def stack(base_settings: Settings) -> Iterator[Settings]:
                and not control.running(base_settings, name)]
     if started:
         control.up(base_settings, started)
-    STARTED[:] = started
     # The default keyspace is what DAG tasks use (their settings come from the environment).
     from streamfit.cassandra import connect
     from streamfit.schema import migrate

@@ -58,13 +58,8 @@ def _credentials(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def secure_stack(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
-    """The suite's stack, restarted with logins on; restarted plain again afterwards, unless
-    this is the session's last test and the session started the stack (it stops it next)."""
-    from tests.conftest import STARTED
-
-    last = request.node is request.session.items[-1]
-    restore = not (last and set(STARTED) == set(control.SERVICE_NAMES))
+def secure_stack(stack: Settings) -> Iterator[Settings]:
+    """The suite's stack, restarted with logins on; restarted plain again afterwards."""
     creds = _credentials(stack.home)
     secure = stack.model_copy(update={
         "stack_auth": True,
@@ -78,8 +73,7 @@ def secure_stack(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Se
         yield secure
     finally:
         control.down(secure)
-        if restore:
-            control.up(stack)
+        control.up(stack)
 
 
 def _env(settings: Settings, **changes: str) -> dict[str, str]:
