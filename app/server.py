@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Respo
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from streamfit.domains import ENTITY_ID, Domain, load_domain
+from streamfit.domains import ENTITY_ID, Domain, check_day, load_domain
 from streamfit.settings import Settings
 
 # No ``from __future__ import annotations`` here: the request and response models are made from
@@ -32,12 +32,6 @@ COLUMN_VALUE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 class TransientAccepted(BaseModel):
     request_id: str
     dag_run_id: str
-
-
-def _check_day(value: date) -> date:
-    if not date(1970, 1, 1) <= value <= date(2100, 12, 31):
-        raise ValueError("must be between 1970-01-01 and 2100-12-31")
-    return value
 
 
 #: pydantic's create_model, typed loosely: mypy cannot check models made at run time
@@ -83,7 +77,7 @@ def domain_models(domain: Domain) -> dict[str, Any]:
     out["transient_request"] = _model(
         "TransientRequest", __config__=ConfigDict(extra="forbid"),
         __validators__={"_days": field_validator("dates")(
-            lambda cls, v: [_check_day(d) for d in v])},
+            lambda cls, v: [check_day(d) for d in v])},
         **transient_fields)
     return out
 

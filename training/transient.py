@@ -95,8 +95,8 @@ def run_transient(settings: Settings, request_id: str, dates: list[date] | None 
         if labelled.empty:
             raise TransientError("no labelled features to train on yet: land data first")
         end = end or max(labelled["sched_date"])
-        train, holdout = time_split(load_window(store, window_dates(end, settings.train_days)),
-                                    settings.holdout_days)
+        dates_in_window = window_dates(end, settings.train_days)
+        train, holdout = time_split(load_window(store, dates_in_window), settings.holdout_days)
         if len(train) < 200 or holdout["label"].nunique() < 2:
             raise TransientError(f"too little data to train: {len(train)} rows")
         name, _params, model, _cv = choose(train, names)
@@ -116,8 +116,7 @@ def run_transient(settings: Settings, request_id: str, dates: list[date] | None 
             now = datetime.now(UTC)
             rows = [(request_id, str(e), day, float(p), now)
                     for e, day, p in zip(frame[ENTITY_ID], days, probability, strict=True)]
-        window = {"start": window_dates(end, settings.train_days)[0].isoformat(),
-                  "end": end.isoformat()}
+        window = {"start": dates_in_window[0].isoformat(), "end": end.isoformat()}
         TransientStore(session, settings.keyspace).write(request_id, rows, name, window, metrics)
         del model  # discarded: a transient model is never registered
         log.info("transient request %s: %d %ss scored by a %s trained on %s", request_id,

@@ -148,6 +148,15 @@ def load_domain(spec: str) -> Domain:
     return domain
 
 
+def check_day(value: Any) -> Any:
+    """A date (or a time's date) from a request, refused far outside any data and outside what
+    pandas timestamps hold; returned unchanged. For request models' validators."""
+    day = value.date() if isinstance(value, datetime) else value
+    if not date(1970, 1, 1) <= day <= date(2100, 12, 31):
+        raise ValueError("must be between 1970-01-01 and 2100-12-31")
+    return value
+
+
 def parse_time(value: str) -> datetime:
     """ISO-8601 with a time zone (``Z`` or an offset); naive times are refused."""
     parsed = datetime.fromisoformat(value)

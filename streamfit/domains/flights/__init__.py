@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from streamfit.domains import Domain, Entity, FeatureSpec, Label, RawEvents
+from streamfit.domains import Domain, Entity, FeatureSpec, Label, RawEvents, check_day
 from streamfit.domains.flights.events import SCHEMAS, replay_nycflights13
 from streamfit.domains.flights.names import feature_names, model_features
 
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
 FLIGHT_ID = r"^[A-Za-z0-9][A-Za-z0-9~_.\-]{0,63}$"
 CARRIER = r"^[A-Z0-9]{2}$"
 AIRPORT = r"^[A-Z]{3}$"
-
-
-def _check_day(value: Any) -> Any:
-    """Dates far outside any data (and outside what pandas timestamps hold) are refused."""
-    day = value.date() if isinstance(value, datetime) else value
-    if not date(1970, 1, 1) <= day <= date(2100, 12, 31):
-        raise ValueError("must be between 1970-01-01 and 2100-12-31")
-    return value
 
 
 class FlightIn(BaseModel):
@@ -55,7 +47,7 @@ class FlightIn(BaseModel):
     @field_validator("scheduled_departure")
     @classmethod
     def _in_range(cls, value: datetime) -> datetime:
-        return _check_day(value)  # type: ignore[no-any-return]
+        return check_day(value)  # type: ignore[no-any-return]
 
 
 # The builders import pandas when first called, not when the domain loads (ingest needs only the
