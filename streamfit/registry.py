@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cassandra.cluster import Session
+
+log = logging.getLogger("streamfit.registry")
 
 
 class ModelIntegrityError(RuntimeError):
@@ -170,8 +175,6 @@ class Registry:
         """The champion, loaded; if its artifact fails the digest check, the champion before it
         (and so on back through the promotions), so a corrupted artifact never stops scoring.
         None when there is no champion."""
-        import logging
-
         current = self.aliases().get("champion")
         if current is None:
             return None
@@ -183,7 +186,7 @@ class Registry:
             try:
                 return version, self.load(version)
             except ModelIntegrityError as exc:
-                logging.getLogger("streamfit.registry").error(
+                log.error(
                     "champion candidate v%d refused: %s; trying the previous champion", version,
                     exc)
         raise ModelIntegrityError(f"no champion artifact passes its digest check (tried "
@@ -237,8 +240,6 @@ class ChampionCache:
     ``refresh_s`` seconds (one small read), so a promotion is served without a restart."""
 
     def __init__(self, registry: Registry, refresh_s: float) -> None:
-        import threading
-
         self.registry = registry
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
@@ -246,9 +247,6 @@ class ChampionCache:
         self._checked = float("-inf")
 
     def get(self) -> Champion | None:
-        import logging
-        import time
-
         with self._lock:
             if time.monotonic() - self._checked >= self.refresh_s:
                 self._checked = time.monotonic()
@@ -260,5 +258,5 @@ class ChampionCache:
                     features = next(v.features for v in self.registry.versions()
                                     if v.version == version)
                     self._current = Champion(version, model, features)
-                    logging.getLogger("streamfit.registry").info("serving champion v%d", version)
+                    log.info("serving champion v%d", version)
             return self._current
