@@ -32,20 +32,53 @@ class KafkaAuthError(RuntimeError):
 
 
 class _AuthFailures(logging.Handler):
-    """Catches the SASL failure kafka-python only logs (its bootstrap then just times out)."""
+    """Catches the SASL failure kafka-python only logs (its bootstrap then just times out).
+
+    A broker answers a wrong password with an error response, or, when that response is lost
+    in its delayed close of the failed connection (seen with Kafka 4.3), by just closing the
+    connection during the SASL exchange. The second kind shows only in kafka-python's debug
+    records, so ``watch_exchanges`` lets those through this filter (and no further).
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.reason: str | None = None
+        self._pending: set[int] = set()  # connections awaiting a SaslAuthenticate response
+        self._passthrough = logging.WARNING
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if "SaslAuthenticationFailedError" in message and self.reason is None:
             self.reason = message.rsplit("SaslAuthenticationFailedError:", 1)[-1].strip()
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        """As a filter of kafka.net.connection: follow each connection's SASL exchange."""
+        args = record.args if isinstance(record.args, tuple) else ()
+        names = [type(a).__name__ for a in args]
+        if args and "SaslAuthenticateRequest" in names:
+            self._pending.add(id(args[0]))
+        elif args and "SaslAuthenticateResponse" in names:
+            self._pending.discard(id(args[0]))
+        elif (args and id(args[0]) in self._pending and "Connection lost" in record.msg
+              and self.reason is None):
+            self.reason = "the broker closed the connection during the SASL exchange"
+        return record.levelno >= self._passthrough
+
+    @contextmanager
+    def watch_exchanges(self) -> Iterator[None]:
+        logger = logging.getLogger("kafka.net.connection")
+        level, self._passthrough = logger.level, logger.getEffectiveLevel()
+        logger.setLevel(logging.DEBUG)
+        logger.addFilter(self)
+        try:
+            yield
+        finally:
+            logger.removeFilter(self)
+            logger.setLevel(level)
+
 
 @contextmanager
-def _login_explained(settings: Settings) -> Iterator[None]:
+def _login_explained(settings: Settings, watch: bool = False) -> Iterator[None]:
     """Turn "Unable to bootstrap" after a refused login into a KafkaAuthError saying so."""
     catcher = _AuthFailures()
     # kafka-python 3 logs the refusal from kafka.net.connection ("Connection lost") or, when the
@@ -54,7 +87,8 @@ def _login_explained(settings: Settings) -> Iterator[None]:
     logger = logging.getLogger("kafka")
     logger.addHandler(catcher)
     try:
-        yield
+        with catcher.watch_exchanges() if watch else contextlib.nullcontext():
+            yield
     except KafkaTimeoutError:
         if catcher.reason is None:
             raise
@@ -81,7 +115,7 @@ def _check_login(settings: Settings) -> None:
              digest)
     if login in _ACCEPTED:
         return
-    with contextlib.suppress(KafkaTimeoutError), _login_explained(settings):
+    with contextlib.suppress(KafkaTimeoutError), _login_explained(settings, watch=True):
         # no login failure seen (a slow or stopped broker): the real client waits as usual
         KafkaAdminClient(**client_config(settings, "streamfit-login-check"),
                          bootstrap_timeout_ms=3000).close()

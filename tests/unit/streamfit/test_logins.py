@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cassandra import AuthenticationFailed
 from kafka.errors import KafkaTimeoutError
+from kafka.protocol.sasl import SaslAuthenticateRequest, SaslAuthenticateResponse
 from pydantic import SecretStr
 
 from app.stack.process import StackError, wait_until
@@ -53,6 +54,38 @@ def test_a_refused_kafka_login_is_named(tmp_path: Path) -> None:
 def test_a_timeout_without_a_refused_login_stays_a_timeout(tmp_path: Path) -> None:
     with pytest.raises(KafkaTimeoutError), _login_explained(_secure(tmp_path)):
         logging.getLogger("kafka.net.connection").error("Connection lost: socket disconnected")
+        raise KafkaTimeoutError("Unable to bootstrap")
+
+
+class _Conn:
+    """Stands for a kafka-python connection in the records (they name it by its first arg)."""
+
+
+def _exchange(conn: _Conn, answered: bool) -> None:
+    log = logging.getLogger("kafka.net.connection")
+    log.debug("%s Request %d: %s", conn, 4, SaslAuthenticateRequest(auth_bytes=b"c=biws"))
+    if answered:
+        log.debug("%s: Response %d (%s ms): %s", conn, 4, 1.0,
+                  SaslAuthenticateResponse(error_code=0, error_message="", auth_bytes=b""))
+    log.error("%s: Connection lost: %s", conn, "KafkaConnectionError: socket disconnected")
+
+
+def test_a_connection_closed_during_the_sasl_exchange_is_a_refusal(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(KafkaAuthError) as refused, _login_explained(_secure(tmp_path), watch=True):
+        _exchange(_Conn(), answered=False)
+        raise KafkaTimeoutError("Unable to bootstrap")
+    assert "closed the connection during the SASL exchange" in str(refused.value)
+    # the debug records it watched went no further than the watch
+    assert caplog.records and all(r.levelno >= logging.WARNING for r in caplog.records)
+    assert logging.getLogger("kafka.net.connection").level == logging.NOTSET
+
+
+def test_a_connection_lost_after_the_exchange_is_no_refusal(tmp_path: Path) -> None:
+    with (pytest.raises(KafkaTimeoutError),
+          _login_explained(_secure(tmp_path), watch=True)):
+        _exchange(_Conn(), answered=True)
         raise KafkaTimeoutError("Unable to bootstrap")
 
 
