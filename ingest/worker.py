@@ -42,8 +42,6 @@ from streamfit.store import IngestStore, LedgerEntry, WriteFailed, bucket_of
 
 log = logging.getLogger("streamfit.ingest")
 
-MAX_BACKOFF_S = 30.0
-
 
 @dataclass
 class Batch:
@@ -208,7 +206,7 @@ class IngestWorker:
                         log.warning("worker %s: stopping with an unlanded batch (%s); its offsets "
                                     "stay uncommitted and will be redelivered", self.name, exc)
                         return False
-                    delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 8))
+                    delay = min(self.settings.ingest_retry_max_s, 0.5 * 2 ** min(attempt, 10))
                     log.warning("worker %s: landing failed (attempt %d: %s); pausing fetch, "
                                 "retry in %.1fs", self.name, attempt, exc, delay)
                     if not self.backing_off:

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
                                    description="Max messages per poll and per landed batch.")
     ingest_write_concurrency: int = Field(default=48, ge=1, le=1024,
                                           description="Concurrent Cassandra writes per worker.")
+    ingest_retry_max_s: float = Field(
+        default=10.0, ge=0.5, le=600, description="Longest wait between attempts to land a "
+        "batch while Cassandra fails (the wait starts at 0.5 s and doubles): after an outage, "
+        "landing resumes within this long.")
     ingest_max_message_bytes: int = Field(default=262144, ge=1024,
                                           description="Larger messages are dead-lettered.")
     ingest_metrics_port: int = Field(

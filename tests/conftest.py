@@ -16,7 +16,14 @@ from streamfit.settings import Settings, get_settings
 TESTS = Path(__file__).parent
 
 
+#: Tests that restart the whole stack with other settings run last: when the session started
+#: the stack, they leave it stopped instead of starting it again only to stop it.
+RESTARTS_STACK = "restarts_stack"
+STARTED = pytest.StashKey[list[str]]()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker(RESTARTS_STACK) is not None)
     for item in items:
         parts = Path(str(item.fspath)).relative_to(TESTS).parts
         if parts[0] == "integration":
@@ -76,7 +83,7 @@ def _require_external(settings: Settings, names: set[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(base_settings: Settings) -> Iterator[Settings]:
+def stack(base_settings: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """The services the tests talk to: external ones when the settings name them, else the
     local stack, started here if needed and then stopped here at the end."""
     from app.stack import control
@@ -87,6 +94,7 @@ def stack(base_settings: Settings) -> Iterator[Settings]:
                and not control.running(base_settings, name)]
     if started:
         control.up(base_settings, started)
+    request.config.stash[STARTED] = started
     # The default keyspace is what DAG tasks use (their settings come from the environment).
     from streamfit.cassandra import connect
     from streamfit.schema import migrate
@@ -107,6 +115,16 @@ def stack(base_settings: Settings) -> Iterator[Settings]:
             survivors += [p.pid for p in psutil.process_iter(["cmdline"])
                           if str(base_settings.home) in " ".join(p.info["cmdline"] or [])]
         assert not survivors, f"processes left after stack down: {survivors}"
+
+
+def restore_after_restart(request: pytest.FixtureRequest) -> bool:
+    """Whether a test that restarted the stack must start it again as it was: not when it is
+    the session's last test and the session started the whole stack (it would stop it next)."""
+    from app.stack import control
+
+    last = request.session.items[-1] is request.node
+    owned = set(request.config.stash.get(STARTED, [])) == set(control.SERVICE_NAMES)
+    return not (last and owned)
 
 
 def _alive(pid: int) -> bool:

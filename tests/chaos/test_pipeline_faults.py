@@ -22,6 +22,7 @@ from streamfit.registry import Registry
 from streamfit.settings import Settings
 from tests.chaos.conftest import Row, record
 from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
+from tests.replay import one_origin
 from training.train import train_and_maybe_promote
 
 
@@ -67,10 +68,10 @@ def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
 
 
 def _trained(s: Settings) -> Settings:
-    """Two weeks landed and built, champion v1."""
+    """Two weeks (of one airport) landed and built, champion v1."""
     s = s.model_copy(update={"train_days": 14, "holdout_days": 4, "min_new_rows": 0})
     first = date(2013, 9, 1)
-    send_events(s, events_of_days(s, first, first + timedelta(days=13)))
+    send_events(s, one_origin(events_of_days(s, first, first + timedelta(days=13))))
     with running_ingest(s, workers=2):
         wait_caught_up(s)
     run_build(s, days=[first + timedelta(days=i) for i in range(15)])

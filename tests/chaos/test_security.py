@@ -39,8 +39,10 @@ from streamfit.kafka import KafkaAuthError
 from streamfit.schema import migrate
 from streamfit.settings import Settings
 from tests.chaos.conftest import Row, record
+from tests.conftest import restore_after_restart
 from tests.corpus import malformed
 from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up, wait_for
+from tests.replay import one_origin
 
 START = date(2013, 5, 1)
 DAYS = 10
@@ -57,9 +59,13 @@ def _credentials(home: Path) -> dict[str, str]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
+pytestmark = pytest.mark.restarts_stack
+
+
 @pytest.fixture
-def secure_stack(stack: Settings) -> Iterator[Settings]:
-    """The suite's stack, restarted with logins on; restarted plain again afterwards."""
+def secure_stack(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """The suite's stack, restarted with logins on; restarted plain again afterwards, unless
+    the session is about to stop it (see ``restore_after_restart``)."""
     creds = _credentials(stack.home)
     secure = stack.model_copy(update={
         "stack_auth": True,
@@ -73,7 +79,8 @@ def secure_stack(stack: Settings) -> Iterator[Settings]:
         yield secure
     finally:
         control.down(secure)
-        control.up(stack)
+        if restore_after_restart(request):
+            control.up(stack)
 
 
 def _env(settings: Settings, **changes: str) -> dict[str, str]:
@@ -138,8 +145,8 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
     with connect(s, keyspace=None) as session:
         migrate(session, s)
     ensure_topics(s)
-    events = list(load_domain("flights").replay(
-        "nycflights13", ReplayOptions(START, START + timedelta(days=DAYS))))
+    events = one_origin(list(load_domain("flights").replay(
+        "nycflights13", ReplayOptions(START, START + timedelta(days=DAYS)))))
     events = [e for e in events if e["event_time"][:10] < (START + timedelta(days=DAYS)).isoformat()]
     next_day = START + timedelta(days=DAYS)
     send_events(s, events)
