@@ -679,16 +679,17 @@ def models_list() -> None:
 @models_app.command("show")
 @handle_errors
 def models_show(
-    version: Annotated[int | None, typer.Argument(min=1)] = None,
+    version: Annotated[int | None, typer.Argument(min=0)] = None,
     runs: Annotated[int, typer.Option("--runs", min=0, max=100,
                                       help="Scoring runs of this version to show.")] = 5,
 ) -> None:
     """One version (default: the champion): params, metrics, window, lineage, decisions, drift
     of its latest scoring runs and the realised performance of its matured predictions."""
     from scoring.monitoring import PSI_SHIFTED, MonitoringStore, performance_summary
+    from streamfit.quality import quality_alerts
 
     with _registry_session() as (session, registry):
-        version = version or registry.aliases().get("champion")
+        version = version if version is not None else registry.aliases().get("champion")
         found = [v for v in registry.versions() if v.version == version]
         if not found:
             raise typer.BadParameter(f"no model version {version}; see `streamfit models list`")
@@ -713,8 +714,14 @@ def models_show(
                           ", ".join(shifted[:4]) + (" ..." if len(shifted) > 4 else ""))
         console.print(table)
         realised = performance_summary(monitor.performance()).get(v.version)
+        settings = _settings()
+        for problem in quality_alerts(v.metrics, realised, mine[0].drift if mine else {},
+                                      settings.alert_quality_gap, settings.alert_drift_psi):
+            console.print(f"[bold red]ALERT[/]: {problem}")
         if realised:
-            console.print(f"realised on {realised['dates']:.0f} matured dates, "
+            console.print(f"holdout ROC AUC {v.metrics.get('roc_auc', float('nan')):.4f} "
+                          f"(naive {v.metrics.get('naive_roc_auc', float('nan')):.4f}); "
+                          f"realised on {realised['dates']:.0f} matured dates, "
                           f"{realised['flights']:.0f} {_entities()}: Brier {realised['brier']:.4f}, "
                           f"daily ROC AUC {realised['roc_auc_daily_mean']:.4f}, late share "
                           f"{realised['late_share']:.3f} vs mean prediction "
@@ -725,7 +732,7 @@ def models_show(
 
 @models_app.command("promote")
 @handle_errors
-def models_promote(version: Annotated[int, typer.Argument(min=1)]) -> None:
+def models_promote(version: Annotated[int, typer.Argument(min=0)]) -> None:
     """Make VERSION the champion by hand (recorded as a decision)."""
     with _registry_session() as (session, registry):
         previous = registry.promote(version)

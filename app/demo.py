@@ -124,7 +124,9 @@ def _brief(run: PipelineRun) -> str:
     if run.dag_id == "build_features" and s:
         return f" - {s['entities']:,} flights of {len(s['dates'])} dates"
     if run.dag_id == "train_model":
-        return f" - v{s['version']} is champion" if s else " - no new champion (see the registry)"
+        return (f" - v{s['version']} is champion" if s else
+                " - no new champion: the current one stays (v0 is the naive baseline); "
+                "see `streamfit models list`")
     if run.dag_id == "score_batch" and s:
         return f" - {s['scored']:,} flights of {', '.join(s['dates'])} with v{s['model_version']}"
     return ""

@@ -39,6 +39,8 @@ class ScoreResult:
     evaluated: dict[str, dict[int, float]] = field(default_factory=dict)
     #: seconds spent reading features, predicting and writing predictions
     timings: dict[str, float] = field(default_factory=dict)
+    #: what is wrong with the champion's realised quality or inputs (alerted; empty: nothing)
+    alerts: list[str] = field(default_factory=list)
 
 
 def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None,
@@ -46,8 +48,16 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
     """Score the entities of ``dates`` still ahead of ``as_of`` with the champion, record the
     run's drift and prediction distribution, and evaluate the stored predictions of ``evaluate``
     (dates whose outcomes have landed) against their outcomes."""
-    from scoring.monitoring import MonitoringStore, ScoringRun, drift, prediction_summary
+    from scoring.monitoring import (
+        MonitoringStore,
+        ScoringRun,
+        drift,
+        performance_summary,
+        prediction_summary,
+    )
+    from streamfit.alerts import quality_alert
     from streamfit.cassandra import connect
+    from streamfit.quality import quality_alerts
 
     domain = load_domain(settings.domain)
     with connect(settings) as session:
@@ -97,6 +107,13 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
             result = monitor.evaluate(day, labelled)
             if result:
                 matured[day.isoformat()] = {v: m["flights"] for v, m in result.items()}
+        problems = quality_alerts(
+            version.metrics, performance_summary(monitor.performance()).get(champion) if matured
+            else None, psi if frames else {}, settings.alert_quality_gap,
+            settings.alert_drift_psi)
+        if problems:
+            quality_alert(settings.keyspace, domain.model_name, champion, problems,
+                          settings.alert_webhook_url)
         log.info("scored %d %ss of %s with model v%d; evaluated %s", total, domain.entity.name,
                  done, champion, matured)
-        return ScoreResult(champion, done, total, matured, clock)
+        return ScoreResult(champion, done, total, matured, clock, problems)

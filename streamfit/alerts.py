@@ -1,8 +1,10 @@
-"""Failure alerts for the pipeline DAGs: every task's ``on_failure_callback``.
+"""Alerts: failed pipeline tasks, and serving models whose quality or inputs went wrong.
 
-Airflow calls ``on_task_failure`` in the task's process once a task has failed for good (its
-retries used up). It logs one ERROR line that says which DAG, task and run failed, why, and where
-the log is, and POSTs the same alert as JSON to ``STREAMFIT_ALERT_WEBHOOK_URL`` when that is set.
+Airflow calls ``on_task_failure`` (every task's ``on_failure_callback``) in the task's process
+once a task has failed for good (its retries used up). It logs one ERROR line that says which DAG,
+task and run failed, why, and where the log is, and POSTs the same alert as JSON to
+``STREAMFIT_ALERT_WEBHOOK_URL`` when that is set. Batch scoring calls ``quality_alert`` when the
+champion's realised quality or its inputs' drift crosses the configured lines.
 """
 
 from __future__ import annotations
@@ -47,12 +49,29 @@ def on_task_failure(context: dict[str, Any]) -> None:
         send(url, alert)
 
 
+def quality_alert(keyspace: str, model: str, version: int, problems: list[str],
+                  webhook_url: str | None) -> dict[str, Any]:
+    """Log (ERROR) and send what is wrong with serving model ``version``; returns the alert."""
+    alert = {"kind": "model_quality", "keyspace": keyspace, "model": model, "version": version,
+             "problems": problems, "hint": f"see `streamfit models show {version}` and "
+             "`streamfit report`; retrain (`streamfit train --force`) or roll back"}
+    log.error("streamfit model %s v%d in %s: %s; %s", model, version, keyspace,
+              "; ".join(problems), alert["hint"])
+    if webhook_url:
+        send(webhook_url, alert)
+    return alert
+
+
 def send(url: str, alert: dict[str, Any]) -> bool:
     """POST the alert; a broken webhook is logged, never raised (the task already failed)."""
     import httpx
 
-    text = (f"streamfit: {alert['dag_id']}.{alert['task_id']} failed ({alert['error']}). "
-            f"{alert['hint']}")
+    if alert.get("kind") == "model_quality":
+        text = (f"streamfit: {alert['model']} v{alert['version']} in {alert['keyspace']}: "
+                f"{'; '.join(alert['problems'])}. {alert['hint']}")
+    else:
+        text = (f"streamfit: {alert['dag_id']}.{alert['task_id']} failed ({alert['error']}). "
+                f"{alert['hint']}")
     try:
         httpx.post(url, json={"text": text, **alert}, timeout=5.0).raise_for_status()
         return True

@@ -105,3 +105,32 @@ def calibration_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = 
             out["observed"].append(round(float(y[mask].mean()), 5))
             out["count"].append(float(mask.sum()))
     return out
+
+
+#: Matured predictions needed before realised quality is compared with the holdout figure.
+MIN_MATURED = 200
+
+
+def quality_alerts(holdout: dict[str, float], realised: dict[str, float] | None,
+                   drift_by_feature: dict[str, float], max_gap: float, max_psi: float
+                   ) -> list[str]:
+    """What is wrong with a serving model, in words (empty: nothing).
+
+    ``holdout``: the version's metrics at training; ``realised``: ``performance_summary`` of its
+    matured predictions; ``drift_by_feature``: PSI per feature of a scoring run. Flags a realised
+    daily ROC AUC more than ``max_gap`` below the holdout's (once ``MIN_MATURED`` predictions
+    matured) and features whose PSI is above ``max_psi``."""
+    out = []
+    if realised and realised.get("flights", 0) >= MIN_MATURED:
+        gap = holdout.get("roc_auc", float("nan")) - realised.get("roc_auc_daily_mean", float("nan"))
+        if gap > max_gap:
+            out.append(f"realised ROC AUC {realised['roc_auc_daily_mean']:.3f} on "
+                       f"{realised['flights']:.0f} matured predictions is {gap:.3f} below the "
+                       f"holdout's {holdout['roc_auc']:.3f} (alert above {max_gap})")
+    shifted = sorted(((k, v) for k, v in drift_by_feature.items() if v > max_psi),
+                     key=lambda kv: -kv[1])
+    if shifted:
+        named = ", ".join(f"{k} {v:.2f}" for k, v in shifted[:5])
+        out.append(f"{len(shifted)} feature(s) drifted past PSI {max_psi}: {named}"
+                   + (" ..." if len(shifted) > 5 else ""))
+    return out

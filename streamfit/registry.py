@@ -120,18 +120,24 @@ class Registry:
 
     def register(self, model: Any, algorithm: str, params: dict[str, Any],
                  metrics: dict[str, float], features: list[str], train_window: dict[str, str],
-                 lineage: dict[str, Any], reference: dict[str, Any] | None = None) -> int:
-        """Store a new version (next number, claimed with a lightweight transaction)."""
+                 lineage: dict[str, Any], reference: dict[str, Any] | None = None,
+                 version: int | None = None) -> int:
+        """Store a new version: the next number, claimed with a lightweight transaction, or
+        ``version`` if given and still free (the naive baseline is v0). Returns the number; -1
+        when the given ``version`` was taken already."""
         blob, digest = serialize(model)
         for _attempt in range(20):
-            version = max((v.version for v in self.versions()), default=0) + 1
+            number = version if version is not None else max(
+                (v.version for v in self.versions()), default=0) + 1
             applied = self.session.execute(self._insert, (
-                self.model, version, datetime.now(UTC), algorithm, json.dumps(params),
+                self.model, number, datetime.now(UTC), algorithm, json.dumps(params),
                 json.dumps(metrics), json.dumps(features), json.dumps(train_window),
                 json.dumps(lineage, default=str), blob, digest,
                 json.dumps(reference or {}))).was_applied
             if applied:
-                return version
+                return number
+            if version is not None:
+                return -1
         raise RuntimeError("could not claim a model version number after 20 attempts")
 
     def load(self, version: int) -> Any:
@@ -180,7 +186,8 @@ class Registry:
             return None
         order = [current]
         for d in self.decisions(200):  # newest first: who was champion before each promotion
-            if d.promoted and d.candidate == order[-1] and d.champion and d.champion not in order:
+            if (d.promoted and d.candidate == order[-1] and d.champion is not None
+                    and d.champion not in order):
                 order.append(d.champion)
         for version in order:
             try:
@@ -211,7 +218,7 @@ class Registry:
         """Make the champion before the current one the champion again: (from, to)."""
         current = self.aliases().get("champion")
         earlier = [d.champion for d in self.decisions(100)
-                   if d.promoted and d.candidate == current and d.champion]
+                   if d.promoted and d.candidate == current and d.champion is not None]
         if not earlier:
             raise ModelNotFound("no earlier champion to roll back to")
         self.load(earlier[0])

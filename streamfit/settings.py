@@ -165,8 +165,9 @@ class Settings(BaseSettings):
     promotion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = Field(
         default="roc_auc", description="Metric of the promotion gate (on the same fresh holdout).")
     promotion_beat_naive: bool = Field(
-        default=False, description="A model must also beat the naive route-rate baseline on the "
-        "holdout to be promoted, the first one included (off: the first model always is).")
+        default=True, description="The floor: the naive baseline is registered as v0 and is the "
+        "first champion, and a model must beat the champion and the naive baseline on the same "
+        "holdout to be promoted, the first one included (false: the first model always is).")
     promotion_tolerance: float = Field(
         default=0.0, ge=0.0, le=1.0,
         description="A challenger must beat the champion by more than this to be promoted.")
@@ -188,6 +189,12 @@ class Settings(BaseSettings):
     # --- scoring and alerts ------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of streamfit processes (ingest workers, CLI).")
+    alert_quality_gap: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Alert when a serving model's realised daily "
+        "ROC AUC (matured predictions) falls more than this below its holdout ROC AUC.")
+    alert_drift_psi: float = Field(
+        default=0.25, gt=0.0, description="Alert when a scoring run finds a feature whose PSI "
+        "against the model's training data is above this (0.25: the usual 'shifted' line).")
     alert_webhook_url: str | None = Field(
         default=None, description="POST a JSON alert here when a pipeline task fails for good "
         "(e.g. a Slack-compatible incoming webhook). Empty: alerts are only logged.")

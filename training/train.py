@@ -11,6 +11,12 @@ Triggered by the ``train_model`` DAG (scheduled on the ``features`` asset) or th
 4. metrics on the holdout (ROC AUC, PR AUC, log loss, Brier, calibration error) next to the naive
    baseline, the domain's naive feature (for flights, the route's trailing delay rate);
 5. register the version; the gate compares it with the champion on the same fresh holdout.
+
+The floor (``STREAMFIT_PROMOTION_BEAT_NAIVE``, on by default): the first training also registers
+the naive baseline as **v0**, a logistic calibration of the domain's naive feature (so it ranks
+exactly as that feature does), and makes it the champion. A trained model then has to beat the
+champion *and* the naive baseline on the same holdout, so no model worse than naive is served,
+the first one included. With the floor off, the first trained model is always promoted.
 """
 
 from __future__ import annotations
@@ -131,6 +137,17 @@ def gate(metric: str, candidate: float, champion: float | None, tolerance: float
                    f"than {tolerance}")
 
 
+#: The naive baseline's registry version.
+BASELINE_VERSION = 0
+
+
+def baseline_model(train: pd.DataFrame, naive: str) -> Any:
+    """The naive baseline as a model: the naive feature, calibrated by a one-feature logistic
+    regression on the training rows (monotone, so its ROC AUC is the feature's own)."""
+    model = make_pipeline(SimpleImputer(strategy="median"), LogisticRegression(C=1e6))
+    return model.fit(train[[naive]].to_numpy(dtype=float), train["label"].to_numpy(dtype=int))
+
+
 def window_dates(end: date, days: int) -> list[date]:
     return [end - timedelta(days=i) for i in range(days - 1, -1, -1)]
 
@@ -180,6 +197,40 @@ def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
                         "calibration": calibration_bins(y_holdout, p_holdout),
                         "predictions": prediction_summary(p_holdout)}}
+
+
+def window_of(dates: list[date], end: date, holdout: pd.DataFrame) -> dict[str, str]:
+    return {"start": dates[0].isoformat(), "end": end.isoformat(),
+            "holdout_start": str(pd.to_datetime(holdout[EVENT_TIME], utc=True).min().date())}
+
+
+def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: pd.DataFrame,
+                       window: dict[str, str], parts: pd.DataFrame, dates: list[date],
+                       metric: str, tolerance: float, champion: int | None) -> int | None:
+    """Register the naive baseline as v0 and, when there is no champion yet, make it the
+    champion (recorded as a decision). Returns the champion after that."""
+    from streamfit.registry import AliasConflict
+
+    model = baseline_model(train, naive)
+    y = holdout["label"].to_numpy(dtype=int)
+    p = predict(model, holdout, [naive])
+    metrics = score(y, p)
+    metrics.update({f"naive_{k}": v for k, v in
+                    score(y, holdout[naive].to_numpy(dtype=float)).items()})
+    metrics.update({"train_rows": float(len(train)), "holdout_rows": float(len(holdout))})
+    registered = registry.register(model, "NaiveBaseline", {"feature": naive}, metrics, [naive],
+                                   window, lineage_of(parts, dates),
+                                   reference_of(train, [naive], y, p), version=BASELINE_VERSION)
+    if registered != BASELINE_VERSION or champion is not None:
+        return champion  # a concurrent training registered it, or a champion exists already
+    try:
+        registry.set_alias("champion", BASELINE_VERSION, expected=None)
+    except AliasConflict:
+        return registry.aliases().get("champion")  # a concurrent training promoted first
+    registry.record_decision(BASELINE_VERSION, None, metric, metrics[metric], None, tolerance,
+                             True, f"the naive baseline ({naive}): the floor under every champion")
+    log.info("v0 (naive baseline, %s): %s %.4f on the holdout", naive, metric, metrics[metric])
+    return BASELINE_VERSION
 
 
 def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool = False,
@@ -237,13 +288,16 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             metrics.update({f"naive_{k}": v for k, v in naive.items()})
             metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
                             "holdout_rows": float(len(holdout))})
-            window = {"start": dates[0].isoformat(), "end": end.isoformat(),
-                      "holdout_start": str(pd.to_datetime(holdout[EVENT_TIME],
-                                                          utc=True).min().date())}
+            window = window_of(dates, end, holdout)
             version = registry.register(model, name, params, metrics, features, window,
                                         {**lineage_of(parts, dates), "training_key": key},
                                         reference_of(train, features, y, p_holdout))
         metric = settings.promotion_metric
+        if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
+            champion = _register_baseline(registry, domain.features.naive, train, holdout,
+                                          window_of(dates, end, holdout), parts, dates, metric,
+                                          settings.promotion_tolerance, champion)
+            versions = {v.version: v for v in registry.versions()}
         champ_score = None
         if champion is not None:
             champ_model = registry.load(champion)

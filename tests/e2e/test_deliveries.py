@@ -77,7 +77,10 @@ def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) ->
             assert done_runs, f"no {dag_id} run for {s.keyspace}"
     with connect(s) as session:
         registry = Registry(session, s.keyspace, DELIVERIES.model_name)
-        [v1] = registry.versions()
+        versions = {v.version: v for v in registry.versions()}
+        assert set(versions) == {0, 1}  # the naive baseline (the floor) and the trained model
+        v1 = versions[1]
+        assert versions[0].features == [DELIVERIES.features.naive]
         assert registry.aliases()["champion"] == v1.version
         assert v1.features == list(DELIVERIES.features.model)
         # the synthetic label is learnable from the point-in-time features, beyond the naive rate

