@@ -75,12 +75,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from streamfit.registry import AliasConflict, ModelIntegrityError, ModelNotFound
     from streamfit.schema import MigrationError
     from streamfit.selfcheck import SelfCheckFailed
+    from training.backtest import BacktestError
     from training.transient import TransientError
 
     return (AliasConflict, LeaseHeld, ProgressConflict,
             StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
             ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed,
-            TransientError, BadPageToken, KafkaAuthError, OriginalUnreadable)
+            TransientError, BadPageToken, KafkaAuthError, OriginalUnreadable, BacktestError)
 
 
 def handle_errors(func: F) -> F:
@@ -588,6 +589,42 @@ def train(
                       f"{'promoted to champion' if result.promoted else 'kept as challenger'}; "
                       + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()
                                   if k in ("roc_auc", "naive_roc_auc", "pr_auc", "brier")))
+
+
+@app.command("backtest")
+@handle_errors
+def backtest(
+    train_until: Annotated[str, typer.Option("--train-until", help="Last scheduled date the "
+                                             "model may learn from (YYYY-MM-DD).")],
+    weeks: Annotated[int, typer.Option(min=1, max=52, help="Weeks after it to judge.")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Train as the pipeline would up to a date, then judge the weeks after it against what
+    happened, next to the naive baseline. Reads built features; registers nothing."""
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter(f"{fmt!r} is not a format; choose table or json",
+                                 param_hint="--format")
+    from training.backtest import run_backtest
+
+    result = run_backtest(_settings(), _parse_day(train_until, "--train-until"), weeks)
+    if fmt == "json":
+        print(json.dumps(result.as_dict(), default=str))
+        return
+    h = result.holdout
+    console.print(f"trained on the window up to {result.train_until} ({result.algorithm}); "
+                  f"holdout ROC AUC {h['roc_auc']:.4f} vs naive {h['naive_roc_auc']:.4f}; "
+                  f"would serve: {result.served_by}; horizon: {result.horizon}")
+    table = Table(title="realised on the weeks after training")
+    for col in ("week", "rows", "late", "ROC AUC", "naive ROC AUC", "PR AUC", "naive PR AUC",
+                "Brier", "naive Brier", "calibration err"):
+        table.add_column(col)
+    for w in result.weeks:
+        table.add_row(f"{w.start}..{w.end}", str(w.rows), f"{w.late_share:.3f}",
+                      f"{w.served['roc_auc']:.4f}", f"{w.naive['roc_auc']:.4f}",
+                      f"{w.served['pr_auc']:.4f}", f"{w.naive['pr_auc']:.4f}",
+                      f"{w.served['brier']:.4f}", f"{w.naive['brier']:.4f}",
+                      f"{w.served['calibration_error']:.4f}")
+    console.print(table)
 
 
 @app.command("score")
