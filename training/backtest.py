@@ -70,12 +70,15 @@ class Backtest:
                           for w in self.weeks]}
 
 
-def run_backtest(settings: Any, train_until: date, weeks: int) -> Backtest:
+def run_backtest(settings: Any, train_until: date, weeks: int,
+                 features: list[str] | None = None) -> Backtest:
+    """``features``: the model's features (default: the domain's), to compare feature sets."""
     from streamfit.cassandra import connect
     from streamfit.featurestore import FeatureStore
 
     domain = load_domain(settings.domain)
-    features, naive = list(domain.features.model), domain.features.naive
+    features = list(features or domain.features.model)
+    naive = domain.features.naive
     with connect(settings) as session:
         store = FeatureStore(session, settings.keyspace, domain)
         frame = load_window(store, window_dates(train_until, settings.train_days))
