@@ -71,9 +71,24 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
     assert extra is not None and extra["rows"] == len(first) and extra["keyspace"] == s.keyspace
 
     with AirflowService(s).client() as client:
-        wait_for(lambda: any(r.summary for r in client.pipeline_runs(
-            "score_batch", since, s.keyspace)), 420,
-            "build_features -> train_model -> score_batch to run for the keyspace")
+
+        def settled() -> bool:
+            # v1 judged, and the next day predicted by the champion that judgement left (v0,
+            # the naive baseline, may score first, from the features event, while v1 trains)
+            with connect(s) as session:
+                registry = Registry(session, s.keyspace, "flight_delay")
+                if not any(d.candidate == 1 for d in registry.decisions()):
+                    return False
+                champion = registry.aliases()["champion"]
+            if champion == 1 and not any(r.summary for r in client.pipeline_runs(
+                    "train_model", since, s.keyspace)):
+                return False
+            predicted = _predictions(s, NEW_DAY)
+            return (len(predicted) == len(scheduled_new_day)
+                    and {p.model_version for p in predicted} == {champion})
+
+        wait_for(settled, 420, "build_features -> train_model -> score_batch to run for the "
+                 "keyspace, the next day predicted by the champion")
         runs = [r for d in PIPELINE for r in client.pipeline_runs(d, since, s.keyspace)]
     # asset-triggered, or the time fallback when Airflow attached the event to no run
     assert {r.run_type for r in runs} <= {"asset_triggered", "scheduled"}
