@@ -753,7 +753,8 @@ def models_show(
         realised = performance_summary(monitor.performance()).get(v.version)
         settings = _settings()
         for problem in quality_alerts(v.metrics, realised, mine[0].drift if mine else {},
-                                      settings.alert_quality_gap, settings.alert_drift_psi):
+                                      settings.alert_quality_gap, settings.alert_drift_psi,
+                                      v.reference.get("daily_psi")):
             console.print(f"[bold red]ALERT[/]: {problem}")
         if realised:
             console.print(f"holdout ROC AUC {v.metrics.get('roc_auc', float('nan')):.4f} "

@@ -110,7 +110,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         problems = quality_alerts(
             version.metrics, performance_summary(monitor.performance()).get(champion) if matured
             else None, psi if frames else {}, settings.alert_quality_gap,
-            settings.alert_drift_psi)
+            settings.alert_drift_psi, version.reference.get("daily_psi"))
         if problems:
             quality_alert(settings.keyspace, domain.model_name, champion, problems,
                           settings.alert_webhook_url)

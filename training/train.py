@@ -188,12 +188,20 @@ def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
 
 
 def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray,
-                 p_holdout: np.ndarray) -> dict[str, Any]:
+                 p_holdout: np.ndarray, holdout: pd.DataFrame) -> dict[str, Any]:
     """What monitoring compares later runs with: the training distribution of every feature,
-    and the holdout's ROC curve, calibration and prediction distribution (for the report)."""
-    from streamfit.quality import calibration_bins, prediction_summary, reference_profiles, roc_points
+    the day-to-day drift of the holdout's days against it, and the holdout's ROC curve,
+    calibration and prediction distribution (for the report)."""
+    from streamfit.quality import (
+        calibration_bins,
+        daily_drift,
+        prediction_summary,
+        reference_profiles,
+        roc_points,
+    )
 
-    return {"features": reference_profiles(train, features),
+    profiles = reference_profiles(train, features)
+    return {"features": profiles, "daily_psi": daily_drift(profiles, holdout, EVENT_TIME),
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
                         "calibration": calibration_bins(y_holdout, p_holdout),
                         "predictions": prediction_summary(p_holdout)}}
@@ -220,7 +228,8 @@ def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: 
     metrics.update({"train_rows": float(len(train)), "holdout_rows": float(len(holdout))})
     registered = registry.register(model, "NaiveBaseline", {"feature": naive}, metrics, [naive],
                                    window, lineage_of(parts, dates),
-                                   reference_of(train, [naive], y, p), version=BASELINE_VERSION)
+                                   reference_of(train, [naive], y, p, holdout),
+                                   version=BASELINE_VERSION)
     if registered != BASELINE_VERSION or champion is not None:
         return champion  # a concurrent training registered it, or a champion exists already
     try:
@@ -291,7 +300,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             window = window_of(dates, end, holdout)
             version = registry.register(model, name, params, metrics, features, window,
                                         {**lineage_of(parts, dates), "training_key": key},
-                                        reference_of(train, features, y, p_holdout))
+                                        reference_of(train, features, y, p_holdout, holdout))
         metric = settings.promotion_metric
         if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
             champion = _register_baseline(registry, domain.features.naive, train, holdout,

@@ -80,5 +80,30 @@ def test_quality_alerts_flag_a_realised_gap_and_drift_past_their_lines() -> None
     assert quality_alerts(holdout, None, {}, 0.05, 0.25) == []
     [drifted] = quality_alerts(holdout, None, {"wx_pressure": 13.0, "a": 0.3, "b": 0.2},
                                0.05, 0.25)
-    assert drifted.startswith("2 feature(s)") and drifted.index("wx_pressure") < drifted.index("a ")
+    assert drifted.startswith("2 feature(s) drifted more than PSI 0.25")
+    assert drifted.index("wx_pressure") < drifted.index("a ")
     assert "b " not in drifted
+
+
+def test_drift_alerts_count_only_drift_above_the_day_to_day_level() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from streamfit.quality import daily_drift, drift, quality_alerts, reference_profiles
+
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2013-01-01", periods=20, freq="D", tz="UTC")
+    # a day-level feature (one value per day) and a row-level one
+    frame = pd.DataFrame({"event_time": np.repeat(days, 100),
+                          "daily": np.repeat(rng.normal(size=20), 100),
+                          "rows": rng.normal(size=2000)})
+    ref = reference_profiles(frame, ["daily", "rows"])
+    level = daily_drift(ref, frame, "event_time")
+    assert level["daily"] > 2 and level["rows"] < 0.25  # one day of a day-level feature is narrow
+    one_day = frame[frame["event_time"] == days[0]]
+    run = drift(ref, one_day)
+    assert quality_alerts({}, None, run, 0.05, 0.25) != []  # without the level: a false alarm
+    assert quality_alerts({}, None, run, 0.05, 0.25, level) == []
+    shifted = drift(ref, one_day.assign(rows=one_day["rows"] + 3))
+    [alert] = quality_alerts({}, None, shifted, 0.05, 0.25, level)
+    assert "rows" in alert and "daily" not in alert
