@@ -21,11 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.demo import events_of_days  # noqa: E402
-from bench.pipeline import caught_up, cleanup, fresh, save, wait  # noqa: E402
+from bench.pipeline import cleanup, fresh, land_days, save  # noqa: E402
 from features.build import run_build  # noqa: E402
-from ingest.producer import send_events  # noqa: E402
-from ingest.service import running_in_background  # noqa: E402
 from streamfit.domains import load_domain  # noqa: E402
 from streamfit.settings import get_settings  # noqa: E402
 from training.backtest import run_backtest  # noqa: E402
@@ -47,13 +44,7 @@ def main() -> None:
         "train_days": args.train_days, "signal_interval_s": 3600.0})
     last = args.train_until + timedelta(days=7 * args.weeks + 1)  # arrivals after midnight
     try:
-        t0 = time.time()
-        events = events_of_days(s, FIRST, last)
-        send_events(s, events)
-        with running_in_background(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
-            wait(lambda: caught_up(s), 1800, "the events to land")
-        print(f"landed {len(events):,} events of {FIRST}..{last} in {time.time() - t0:.0f}s",
-              flush=True)
+        land_days(s, FIRST, last)
         t0 = time.time()
         built = run_build(s, days=[FIRST + timedelta(days=i)
                                    for i in range((last - FIRST).days + 1)])

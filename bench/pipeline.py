@@ -160,17 +160,23 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
         cleanup(s)
 
 
-def year_of_data(base: Settings, days: int) -> tuple[Settings, date]:
-    s = fresh(base, "year").model_copy(update={"signal_interval_s": 3600.0})
-    first = date(2013, 1, 1)
-    last = first + timedelta(days=days - 1)
+def land_days(s: Settings, first: date, last: date) -> None:
+    """Replay ``first``..``last`` through Kafka and land it with the ingest service (no
+    signals to Airflow: the benchmarks call the stages themselves)."""
     t0 = time.time()
     events = events_of_days(s, first, last)
     send_events(s, events)
     with running_in_background(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
-        wait(lambda: caught_up(s), 1800, "a year to land")
+        wait(lambda: caught_up(s), 1800, f"the events of {first}..{last} to land")
     print(f"landed {len(events):,} events of {first}..{last} in {time.time() - t0:.0f}s",
           flush=True)
+
+
+def year_of_data(base: Settings, days: int) -> tuple[Settings, date]:
+    s = fresh(base, "year").model_copy(update={"signal_interval_s": 3600.0})
+    first = date(2013, 1, 1)
+    last = first + timedelta(days=days - 1)
+    land_days(s, first, last)
     return s, last
 
 
