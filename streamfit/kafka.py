@@ -37,7 +37,7 @@ class _AuthFailures(logging.Handler):
     A broker answers a wrong password with an error response, or, when that response is lost
     in its delayed close of the failed connection (seen with Kafka 4.3), by just closing the
     connection during the SASL exchange. The second kind shows only in kafka-python's debug
-    records, so ``watch_exchanges`` lets those through this filter (and no further).
+    records, so ``watch_exchanges`` lets those through to ``_follow`` (and no further).
     """
 
     def __init__(self) -> None:
@@ -51,15 +51,16 @@ class _AuthFailures(logging.Handler):
         if "SaslAuthenticationFailedError" in message and self.reason is None:
             self.reason = message.rsplit("SaslAuthenticationFailedError:", 1)[-1].strip()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """As a filter of kafka.net.connection: follow each connection's SASL exchange."""
+    def _follow(self, record: logging.LogRecord) -> bool:
+        """A filter of kafka.net.connection (not this handler's ``filter``): follow each
+        connection's SASL exchange; pass on only what the logger's own level would have."""
         args = record.args if isinstance(record.args, tuple) else ()
         names = [type(a).__name__ for a in args]
         if args and "SaslAuthenticateRequest" in names:
             self._pending.add(id(args[0]))
         elif args and "SaslAuthenticateResponse" in names:
             self._pending.discard(id(args[0]))
-        elif (args and id(args[0]) in self._pending and "Connection lost" in record.msg
+        elif (args and id(args[0]) in self._pending and "Connection lost" in str(record.msg)
               and self.reason is None):
             self.reason = "the broker closed the connection during the SASL exchange"
         return record.levelno >= self._passthrough
@@ -69,11 +70,11 @@ class _AuthFailures(logging.Handler):
         logger = logging.getLogger("kafka.net.connection")
         level, self._passthrough = logger.level, logger.getEffectiveLevel()
         logger.setLevel(logging.DEBUG)
-        logger.addFilter(self)
+        logger.addFilter(self._follow)
         try:
             yield
         finally:
-            logger.removeFilter(self)
+            logger.removeFilter(self._follow)
             logger.setLevel(level)
 
 
