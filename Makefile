@@ -83,7 +83,7 @@ bench: install
 	$(BIN)/python bench/ingest.py --json bench/results/ingest.json
 	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
 	$(BIN)/python bench/serving.py --json bench/results/serving.json
-	$(BIN)/python bench/backtest.py --without month --json bench/results/backtest.json
+	$(BIN)/python bench/backtest.py --json bench/results/backtest.json
 
 clean:
 	-$(BIN)/streamfit stack down

@@ -597,34 +597,43 @@ def backtest(
     train_until: Annotated[str, typer.Option("--train-until", help="Last scheduled date the "
                                              "model may learn from (YYYY-MM-DD).")],
     weeks: Annotated[int, typer.Option(min=1, max=52, help="Weeks after it to judge.")] = 1,
+    horizon: Annotated[list[str] | None, typer.Option(
+        "--horizon", help="A horizon of the domain (repeatable; default: every one). The "
+        "first reads the built features; the others compute them from the raw events.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
     """Train as the pipeline would up to a date, then judge the weeks after it against what
-    happened, next to the naive baseline. Reads built features; registers nothing."""
+    happened, next to the naive baseline, per horizon. Registers nothing."""
     if fmt not in ("table", "json"):
         raise typer.BadParameter(f"{fmt!r} is not a format; choose table or json",
                                  param_hint="--format")
+    from streamfit.domains import load_domain
     from training.backtest import run_backtest
 
-    result = run_backtest(_settings(), _parse_day(train_until, "--train-until"), weeks)
+    settings = _settings()
+    until = _parse_day(train_until, "--train-until")
+    names = horizon or list(load_domain(settings.domain).features.horizons)
+    results = [run_backtest(settings, until, weeks, horizon=name) for name in names]
     if fmt == "json":
-        print(json.dumps(result.as_dict(), default=str))
+        print(json.dumps({"horizons": [r.as_dict() for r in results]}, default=str))
         return
-    h = result.holdout
-    console.print(f"trained on the window up to {result.train_until} ({result.algorithm}); "
-                  f"holdout ROC AUC {h['roc_auc']:.4f} vs naive {h['naive_roc_auc']:.4f}; "
-                  f"would serve: {result.served_by}; horizon: {result.horizon}")
-    table = Table(title="realised on the weeks after training")
-    for col in ("week", "rows", "late", "ROC AUC", "naive ROC AUC", "PR AUC", "naive PR AUC",
-                "Brier", "naive Brier", "calibration err"):
-        table.add_column(col)
-    for w in result.weeks:
-        table.add_row(f"{w.start}..{w.end}", str(w.rows), f"{w.late_share:.3f}",
-                      f"{w.served['roc_auc']:.4f}", f"{w.naive['roc_auc']:.4f}",
-                      f"{w.served['pr_auc']:.4f}", f"{w.naive['pr_auc']:.4f}",
-                      f"{w.served['brier']:.4f}", f"{w.naive['brier']:.4f}",
-                      f"{w.served['calibration_error']:.4f}")
-    console.print(table)
+    for result in results:
+        h = result.holdout
+        console.print(f"[bold]{result.horizon}[/]: trained on the window up to "
+                      f"{result.train_until} ({result.algorithm}); holdout ROC AUC "
+                      f"{h['roc_auc']:.4f} vs naive {h['naive_roc_auc']:.4f}; would serve: "
+                      f"{result.served_by}")
+        table = Table(title=f"realised on the weeks after training, {result.horizon}")
+        for col in ("week", "rows", "late", "ROC AUC", "naive ROC AUC", "PR AUC",
+                    "naive PR AUC", "Brier", "naive Brier", "calibration err"):
+            table.add_column(col)
+        for w in result.weeks:
+            table.add_row(f"{w.start}..{w.end}", str(w.rows), f"{w.late_share:.3f}",
+                          f"{w.served['roc_auc']:.4f}", f"{w.naive['roc_auc']:.4f}",
+                          f"{w.served['pr_auc']:.4f}", f"{w.naive['pr_auc']:.4f}",
+                          f"{w.served['brier']:.4f}", f"{w.naive['brier']:.4f}",
+                          f"{w.served['calibration_error']:.4f}")
+        console.print(table)
 
 
 @app.command("score")

@@ -9,9 +9,12 @@ the trained one if it beats the naive baseline on the holdout, else the baseline
 against what happened: realised ROC AUC, PR AUC, Brier and calibration error, next to the naive
 baseline's, so a holdout figure can be checked against the weeks that follow it.
 
-Horizon: the stored features are point-in-time as of each entity's event time (for flights, the
-scheduled departure: arrivals and weather known by then). That is the only horizon the pipeline
-computes today, so it is the only one reported.
+Horizons: the pipeline stores features as of each entity's event time (for flights, the
+scheduled departure: arrivals and weather known by then), and the first horizon reads those. A
+domain may declare more (``FeatureSpec.horizons``; flights: 2 h and 24 h before departure); for
+them the backtest computes the features of the training window and of the judged weeks from the
+raw events as of that horizon (training rows and scored rows alike), so each horizon's figure is
+what a model trained and served at that horizon would get.
 """
 
 from __future__ import annotations
@@ -31,9 +34,6 @@ from training.train import (
     time_split,
     window_dates,
 )
-
-#: The one horizon the stored features have: as of the entity's own event time.
-HORIZON = "as of the event time"
 
 
 class BacktestError(ValueError):
@@ -70,17 +70,37 @@ class Backtest:
                           for w in self.weeks]}
 
 
+class _AsOf:
+    """``read_day`` of the domain's features as of a horizon, built from the raw events (the
+    interface ``load_window`` reads, as the feature store's is)."""
+
+    def __init__(self, raw: Any, build_day: Any, horizon: timedelta) -> None:
+        self.raw, self.build_day, self.horizon = raw, build_day, horizon
+
+    def read_day(self, day: date) -> Any:
+        return self.build_day(self.raw, day, horizon=self.horizon)
+
+
 def run_backtest(settings: Any, train_until: date, weeks: int,
-                 features: list[str] | None = None) -> Backtest:
-    """``features``: the model's features (default: the domain's), to compare feature sets."""
+                 features: list[str] | None = None, horizon: str | None = None) -> Backtest:
+    """``features``: the model's features (default: the domain's), to compare feature sets;
+    ``horizon``: one of the domain's horizons (default: the first, the stored features)."""
     from streamfit.cassandra import connect
-    from streamfit.featurestore import FeatureStore
+    from streamfit.featurestore import FeatureStore, RawReader
 
     domain = load_domain(settings.domain)
     features = list(features or domain.features.model)
     naive = domain.features.naive
+    horizons = domain.features.horizons
+    name = horizon or next(iter(horizons))
+    if name not in horizons:
+        raise BacktestError(f"{name!r} is not a horizon of the {domain.name} domain; choose "
+                            f"from {', '.join(map(repr, horizons))}")
     with connect(settings) as session:
-        store = FeatureStore(session, settings.keyspace, domain)
+        store: Any = FeatureStore(session, settings.keyspace, domain)
+        if name != next(iter(horizons)):
+            store = _AsOf(RawReader(session, settings.keyspace), domain.features.build_day,
+                          horizons[name])
         frame = load_window(store, window_dates(train_until, settings.train_days))
         if frame.empty:
             raise BacktestError(
@@ -117,5 +137,5 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
         if not out:
             raise BacktestError(f"no labelled features in the {weeks} week(s) after "
                                 f"{train_until}: build those dates first")
-    return Backtest(train_until, HORIZON, algorithm,
+    return Backtest(train_until, name, algorithm,
                     "trained" if beats else "naive baseline (v0)", held, out)

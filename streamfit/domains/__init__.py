@@ -22,7 +22,7 @@ import functools
 import importlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
@@ -95,12 +95,18 @@ class FeatureSpec:
     model: tuple[str, ...]
     #: the feature that is itself a probability: the naive baseline every model must beat
     naive: str
-    build_day: Callable[[RawEvents, date], pd.DataFrame]
+    #: ``(raw, day)``, and ``horizon=`` for the horizons beyond the first
+    build_day: Callable[..., pd.DataFrame]
     #: event dates whose events landed -> the entity dates whose rows they change
     days_affected: Callable[[Iterable[date]], list[date]]
     #: entities given as request rows -> their features now (``POST /score``); None: not offered
     build_for: Callable[[RawEvents, pd.DataFrame], pd.DataFrame] | None = None
     version: int = 1
+    #: horizon name -> how long before the event time the features are computed. The pipeline
+    #: stores the first (as of the event time); ``build_day(raw, day, horizon=...)`` computes the
+    #: others, which ``streamfit backtest`` judges. A domain without them has only the first.
+    horizons: dict[str, timedelta] = field(
+        default_factory=lambda: {"at the event time": timedelta(0)})
 
 
 @dataclass(frozen=True)

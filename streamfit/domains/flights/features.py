@@ -70,8 +70,9 @@ def context(raw: RawEvents, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     return arrived, weather
 
 
-def build_day(raw: RawEvents, day: date) -> pd.DataFrame:
-    """The flights departing ``day``, with their features, arrival delay and late label."""
+def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd.DataFrame:
+    """The flights departing ``day``, with their features (as of ``horizon`` before each
+    departure; None: as of the departure), arrival delay and late label."""
     sched = _latest_per_flight(raw.frame([day - timedelta(days=1)], "flight_scheduled"),
                                "scheduled_departure")
     if not sched.empty:
@@ -79,7 +80,8 @@ def build_day(raw: RawEvents, day: date) -> pd.DataFrame:
     if sched.empty:
         return pd.DataFrame()
     history, weather = context(raw, day)
-    feats = build_features(sched, history, weather, planes_reference())
+    feats = build_features(sched, history, weather, planes_reference(),
+                           pd.Timedelta(horizon) if horizon else None)
     own = history.set_index("flight_id")["arr_delay"] if not history.empty else pd.Series()
     outcome = sched["flight_id"].map(own).astype(float).to_numpy()
     late = pd.Series(outcome >= LATE_MINUTES, dtype=object)

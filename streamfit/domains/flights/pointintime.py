@@ -1,15 +1,16 @@
 """Point-in-time feature computation for flights: pure functions of DataFrames, no I/O.
 
-Called by ``streamfit.domains.flights.features`` (batch builds and ``POST /score``) for one
-scheduled-departure date at a time. Every feature of a flight uses only information available
-strictly before its scheduled departure ``t``:
+Called by ``streamfit.domains.flights.features`` (batch builds and ``POST /score``) and by
+``streamfit backtest`` for one scheduled-departure date at a time. Every feature of a flight uses
+only information available strictly before its *as-of* time ``a = t - horizon``, where ``t`` is
+its scheduled departure (the pipeline's horizon is 0: as of the departure):
 
 - trailing delay rates (share of arrivals 15+ minutes late) by carrier, origin, route
-  (origin-dest) and scheduled hour, over several windows, counting only arrivals whose
-  ``actual_arrival < t`` (never the flight's own arrival, which comes after its departure);
-- the origin's latest weather observation at or before ``t``'s hour;
+  (origin-dest) and scheduled hour, over several windows ending at ``a``, counting only arrivals
+  whose ``actual_arrival < a`` (never the flight's own arrival, which comes after its departure);
+- the origin's latest weather observation at or before ``a``'s hour;
 - plane attributes (static reference data);
-- calendar features of ``t``.
+- calendar features of ``t`` (known from the schedule).
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ def _utc(values: pd.Series) -> pd.Series:
 
 def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
               window: pd.Timedelta, prior: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """Late-arrival share and count per flight over (t - window, t), by ``keys`` ([] = all)."""
+    """Late-arrival share and count per flight over (a - window, a), by ``keys`` ([] = all)."""
     hist = history.sort_values("actual_arrival")
-    q = flights[[*keys, "scheduled_departure"]].reset_index()
-    q["lo"] = q["scheduled_departure"] - window
+    q = flights[[*keys, "as_of"]].reset_index()
+    q["lo"] = q["as_of"] - window
     if hist.empty:
         n = np.zeros(len(q))
         return np.broadcast_to(prior, (len(q),)).astype(float), n
@@ -65,7 +66,7 @@ def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
                           allow_exact_matches=False, direction="backward")
         return m.set_index("index")[["cum_n", "cum_late"]].fillna(0.0)
 
-    hi, lo = upto("scheduled_departure"), upto("lo")
+    hi, lo = upto("as_of"), upto("lo")
     n = (hi["cum_n"] - lo["cum_n"]).reindex(q["index"]).to_numpy()
     late = (hi["cum_late"] - lo["cum_late"]).reindex(q["index"]).to_numpy()
     rate = np.where(n >= MIN_SUPPORT, late / np.maximum(n, 1), prior)
@@ -73,16 +74,19 @@ def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
 
 
 def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.DataFrame,
-                   planes: pd.DataFrame) -> pd.DataFrame:
-    """One row per flight of ``flights`` with ``feature_names()`` columns.
+                   planes: pd.DataFrame, horizon: pd.Timedelta | None = None) -> pd.DataFrame:
+    """One row per flight of ``flights`` with ``feature_names()`` columns, as of ``horizon``
+    before each flight's scheduled departure (None: as of the departure).
 
     flights: flight_id, carrier, origin, dest, tailnum, scheduled_departure (UTC), distance.
     history: arrivals before these flights: carrier, origin, dest, sched_hour, actual_arrival,
-             arr_delay (rows at or after a flight's departure are ignored for that flight).
-    weather: origin, observed_at, WEATHER_COLS.  planes: tailnum, year, seats, engines.
+             arr_delay (rows at or after a flight's as-of time are ignored for that flight).
+    weather: origin, observed_at, WEATHER_COLS (observations after it are ignored too).
+    planes: tailnum, year, seats, engines.
     """
     f = flights.copy()
     f["scheduled_departure"] = _utc(f["scheduled_departure"])
+    f["as_of"] = f["scheduled_departure"] - (horizon or pd.Timedelta(0))
     f["sched_hour"] = f["scheduled_departure"].dt.hour.astype("int64")
     hist = history.copy()
     if not hist.empty:
@@ -101,13 +105,13 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
             rate, n = _trailing(f, hist, keys, window, prior)
             out[f"late_rate_{gname}_{wname}"] = rate
             out[f"n_{gname}_{wname}"] = n
-    # weather: latest observation at or before the scheduled hour, per origin
+    # weather: latest observation at or before the as-of hour, per origin
     w = weather.copy()
     w["observed_at"] = _utc(w["observed_at"])
     # merge_asof wants the same dtype on both sides: an empty weather frame has object columns
     w["origin"] = w["origin"].astype(f["origin"].dtype)
-    left = f[["origin", "scheduled_departure"]].reset_index()
-    left["hour"] = left["scheduled_departure"].dt.floor("h")
+    left = f[["origin", "as_of"]].reset_index()
+    left["hour"] = left["as_of"].dt.floor("h")
     wx = pd.merge_asof(left.sort_values("hour"), w.sort_values("observed_at"),
                        left_on="hour", right_on="observed_at", by="origin", direction="backward")
     wx = wx.set_index("index").reindex(left["index"])

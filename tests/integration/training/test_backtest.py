@@ -66,12 +66,17 @@ def test_the_cli_prints_json_and_explains_what_is_missing(built: Settings) -> No
         return subprocess.run([cli, "backtest", *args], env=env, capture_output=True, text=True,
                               timeout=300, check=False)
 
-    done = run("--train-until", UNTIL.isoformat(), "--weeks", "1", "--format", "json")
+    # planted features only (no raw events): the first horizon, the stored features
+    done = run("--train-until", UNTIL.isoformat(), "--weeks", "1", "--horizon", "at departure",
+               "--format", "json")
     assert done.returncode == 0, done.stderr
-    body = json.loads(done.stdout)
+    [body] = json.loads(done.stdout)["horizons"]
     assert body["train_until"] == UNTIL.isoformat() and len(body["weeks"]) == 1
+    assert body["horizon"] == "at departure"
     assert set(body["weeks"][0]["served"]) >= {"roc_auc", "pr_auc", "brier", "calibration_error"}
     for args, message in ((("--train-until", "2013-02-30"), "not a date"),
+                          (("--train-until", UNTIL.isoformat(), "--horizon", "soon"),
+                           "not a horizon"),
                           (("--train-until", UNTIL.isoformat(), "--weeks", "0"), "--weeks"),
                           (("--train-until", "2012-01-01"), "no labelled features")):
         bad = run(*args)

@@ -124,3 +124,31 @@ def test_a_day_without_any_weather_yet_builds_with_missing_weather() -> None:
     feats = build_features(_flights(), _history([], []), empty, PLANES)
     assert len(feats) == 3 and feats["wx_temp"].isna().all()
     assert (feats["plane_seats"] == 55).all()
+
+
+@pytest.mark.parametrize("hours", [2, 24])
+def test_events_after_a_horizons_as_of_time_leave_its_features_unchanged(hours: int) -> None:
+    """Leakage test per horizon: arrivals and weather after ``departure - horizon`` cannot
+    matter to that horizon's features (they do matter at departure: the test can fail)."""
+    horizon = pd.Timedelta(hours=hours)
+    flights = _flights(1)
+    as_of = T0 - horizon
+    known = [as_of - pd.Timedelta(hours=h) for h in range(1, 8)]
+    later = [as_of + pd.Timedelta(minutes=m) for m in (0, 30, 90)]  # at or after as-of
+    weather = pd.concat([WEATHER.assign(observed_at=[as_of - pd.Timedelta(hours=1), T0]),
+                         WEATHER.iloc[:1].assign(observed_at=as_of + pd.Timedelta(hours=1),
+                                                 temp=-40.0)])
+
+    def feats(delays_later: list[float], wx: pd.DataFrame, h: pd.Timedelta | None) -> pd.DataFrame:
+        hist = _history(known + later, [0.0] * 7 + delays_later)
+        return build_features(flights, hist, wx, PLANES, h)
+
+    base = feats([0.0] * 3, weather, horizon)
+    changed = feats([500.0] * 3, weather.assign(temp=weather["temp"].where(
+        weather["observed_at"] < as_of.floor("h"), 77.0)), horizon)
+    pd.testing.assert_frame_equal(base, changed)
+    assert base.iloc[0]["wx_temp"] == 40.0  # the observation before as-of, not the later ones
+    # as of the departure the same changes are seen
+    at_departure = feats([500.0] * 3, weather, None)
+    assert at_departure.iloc[0]["late_rate_carrier_7d"] > feats([0.0] * 3, weather, None).iloc[0][
+        "late_rate_carrier_7d"]
