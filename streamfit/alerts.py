@@ -58,18 +58,17 @@ def quality_alert(keyspace: str, model: str, version: int, problems: list[str],
     log.error("streamfit model %s v%d in %s: %s; %s", model, version, keyspace,
               "; ".join(problems), alert["hint"])
     if webhook_url:
-        send(webhook_url, alert)
+        send(webhook_url, alert, f"streamfit: {model} v{version} in {keyspace}: "
+                                 f"{'; '.join(problems)}. {alert['hint']}")
     return alert
 
 
-def send(url: str, alert: dict[str, Any]) -> bool:
-    """POST the alert; a broken webhook is logged, never raised (the task already failed)."""
+def send(url: str, alert: dict[str, Any], text: str | None = None) -> bool:
+    """POST the alert with a one-line ``text`` (default: a failed task's, from ``alert_of``); a
+    broken webhook is logged, never raised (the task already failed)."""
     import httpx
 
-    if alert.get("kind") == "model_quality":
-        text = (f"streamfit: {alert['model']} v{alert['version']} in {alert['keyspace']}: "
-                f"{'; '.join(alert['problems'])}. {alert['hint']}")
-    else:
+    if text is None:
         text = (f"streamfit: {alert['dag_id']}.{alert['task_id']} failed ({alert['error']}). "
                 f"{alert['hint']}")
     try:

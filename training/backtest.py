@@ -26,10 +26,11 @@ from typing import Any
 from streamfit.domains import load_domain
 from streamfit.registry import predict
 from training.train import (
-    HIGHER_IS_BETTER,
     baseline_model,
     choose,
+    gate,
     load_window,
+    naive_metrics,
     score,
     time_split,
     window_dates,
@@ -115,13 +116,11 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
         baseline = baseline_model(train, naive)
         y = holdout["label"].to_numpy(dtype=int)
         held = score(y, predict(model, holdout, features))
-        held.update({f"naive_{k}": v for k, v in
-                     score(y, holdout[naive].to_numpy(dtype=float)).items()})
-        # the floor, as the promotion gate applies it to a first model
+        held.update(naive_metrics(y, holdout, naive))
+        # the floor: the promotion gate, as it judges a first model
         metric = settings.promotion_metric
-        sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-        beats = (not settings.promotion_beat_naive
-                 or sign * (held[metric] - held[f"naive_{metric}"]) > 0)
+        beats, _why = gate(metric, held[metric], None, settings.promotion_tolerance,
+                           held[f"naive_{metric}"] if settings.promotion_beat_naive else None)
         out = []
         for w in range(weeks):
             days = [train_until + timedelta(days=1 + 7 * w + i) for i in range(7)]

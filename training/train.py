@@ -118,6 +118,11 @@ def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any =
     return name, params, model, cv
 
 
+def naive_metrics(y: np.ndarray, frame: pd.DataFrame, naive: str) -> dict[str, float]:
+    """``score`` of the naive feature itself on ``frame``'s rows, keys prefixed ``naive_``."""
+    return {f"naive_{k}": v for k, v in score(y, frame[naive].to_numpy(dtype=float)).items()}
+
+
 def gate(metric: str, candidate: float, champion: float | None, tolerance: float,
          baseline: float | None = None) -> tuple[bool, str]:
     """Promote only when the candidate beats the champion by more than ``tolerance`` and, when a
@@ -223,8 +228,7 @@ def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: 
     y = holdout["label"].to_numpy(dtype=int)
     p = predict(model, holdout, [naive])
     metrics = score(y, p)
-    metrics.update({f"naive_{k}": v for k, v in
-                    score(y, holdout[naive].to_numpy(dtype=float)).items()})
+    metrics.update(naive_metrics(y, holdout, naive))
     metrics.update({"train_rows": float(len(train)), "holdout_rows": float(len(holdout))})
     registered = registry.register(model, "NaiveBaseline", {"feature": naive}, metrics, [naive],
                                    window, lineage_of(parts, dates),
@@ -293,8 +297,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             name, params, model, cv = choose(train, features, pool=pool)
             p_holdout = predict(model, holdout, features)
             metrics = score(y, p_holdout)
-            naive = score(y, holdout[domain.features.naive].to_numpy(dtype=float))
-            metrics.update({f"naive_{k}": v for k, v in naive.items()})
+            metrics.update(naive_metrics(y, holdout, domain.features.naive))
             metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
                             "holdout_rows": float(len(holdout))})
             window = window_of(dates, end, holdout)
