@@ -598,8 +598,8 @@ def backtest(
                                              "model may learn from (YYYY-MM-DD).")],
     weeks: Annotated[int, typer.Option(min=1, max=52, help="Weeks after it to judge.")] = 1,
     horizon: Annotated[list[str] | None, typer.Option(
-        "--horizon", help="A horizon of the domain (repeatable; default: every one). The "
-        "first reads the built features; the others compute them from the raw events.")] = None,
+        "--horizon", help="A horizon of the domain to judge (repeatable; default: every "
+        "one).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
     """Train as the pipeline would up to a date, then judge the weeks after it against what
@@ -607,13 +607,11 @@ def backtest(
     if fmt not in ("table", "json"):
         raise typer.BadParameter(f"{fmt!r} is not a format; choose table or json",
                                  param_hint="--format")
-    from streamfit.domains import load_domain
     from training.backtest import run_backtest
 
     settings = _settings()
     until = _parse_day(train_until, "--train-until")
-    names = horizon or list(load_domain(settings.domain).features.horizons)
-    results = [run_backtest(settings, until, weeks, horizon=name) for name in names]
+    results = run_backtest(settings, until, weeks, horizons=horizon)
     if fmt == "json":
         print(json.dumps({"horizons": [r.as_dict() for r in results]}, default=str))
         return
@@ -856,12 +854,13 @@ def demo(
 def _prediction_table(title: str, rows: list[Any], entity: Any) -> Table:
     """Predictions (``scoring.client.Prediction``) as a table, in the domain's own names."""
     table = Table(title=title)
-    for col in (entity.key, f"{entity.time} (UTC)", *entity.columns, "probability", "model",
-                "scored at"):
+    for col in (entity.key, f"{entity.time} (UTC)", *entity.columns, "probability", "as of",
+                "model", "scored at"):
         table.add_column(col)
     for p in rows:
         table.add_row(p.entity_id, f"{p.event_time:%Y-%m-%d %H:%M}",
                       *(p.attributes.get(c, "") for c in entity.columns), f"{p.probability:.3f}",
+                      f"{p.horizon_min // 60} h {p.horizon_min % 60:02d} min before",
                       f"v{p.model_version}", f"{p.scored_at:%Y-%m-%d %H:%M:%S}")
     return table
 
@@ -901,7 +900,8 @@ def predictions_get(
         if history:
             for h in client.history(key):
                 when = f"{h.scored_at:%Y-%m-%d %H:%M:%S}"
-                console.print(f"v{h.model_version}: {h.probability:.4f} at {when}")
+                console.print(f"v{h.model_version}, {h.horizon_min} min before: "
+                              f"{h.probability:.4f} at {when}")
 
 
 @predictions_app.command("list")

@@ -45,7 +45,10 @@ def domain_models(domain: Domain) -> dict[str, Any]:
     plural = f"{e.name}s"
     fields: dict[str, Any] = {e.key: (str, ...), e.day: (date, ...), e.time: (str, ...)}
     fields.update({c: (str | None, None) for c in e.columns})
-    fields.update(probability=(float, ...), model_version=(int, ...), scored_at=(str, ...))
+    fields.update(probability=(float, ...), model_version=(int, ...),
+                  horizon_min=(int, Field(description="Made this many minutes before the "
+                                          f"{e.time}, with the features known then.")),
+                  as_of=(str, ...), scored_at=(str, ...))
     prediction: Any = _model(f"{e.name.title()}Prediction", **fields)
     page: Any = _model(f"{e.name.title()}PredictionPage", items=(list[prediction], ...),
                         next_page=(str | None, Field(description="Pass as `page` for the next "

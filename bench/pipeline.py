@@ -215,8 +215,8 @@ def scoring(s: Settings, last: date, days: int = 30) -> dict[str, Any]:
     # the ceiling: the same three writes per row, prepared, tuples built before the clock starts
     with connect(s) as session:
         select = session.prepare(
-            "SELECT day, entity_id, event_time, attributes, probability "
-            "FROM entity_predictions_by_day WHERE day = ?")
+            "SELECT day, entity_id, horizon_min, event_time, attributes, probability "
+            "FROM day_predictions_by_horizon WHERE day = ?")
         rows = [r for d in dates for r in session.execute(select, (d,))]
         latest = session.prepare(INSERT_LATEST.format(ks=s.keyspace))
         by_date = session.prepare(INSERT_BY_DATE.format(ks=s.keyspace))
@@ -225,9 +225,9 @@ def scoring(s: Settings, last: date, days: int = 30) -> dict[str, Any]:
         statements: list[Any] = []
         for r in rows:
             common = (r.event_time, r.attributes, r.probability, 99, now)
-            statements += [(latest, (r.entity_id, r.day, *common)),
-                           (by_date, (r.day, r.entity_id, *common)),
-                           (history, (r.entity_id, 99, r.probability, now))]
+            statements += [(latest, (r.entity_id, r.horizon_min, r.day, *common)),
+                           (by_date, (r.day, r.entity_id, r.horizon_min, *common)),
+                           (history, (r.entity_id, 99, r.horizon_min, r.probability, now))]
         t0 = time.perf_counter()
         execute_concurrent(session, statements, concurrency=64, raise_on_first_error=True,
                            results_generator=False)

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 
 from scoring.predictions import PredictionWriter
-from streamfit.domains import EVENT_TIME, load_domain
+from streamfit.domains import EVENT_TIME, HORIZON, load_domain
 from streamfit.featurestore import FeatureStore
 from streamfit.registry import Registry, predict
 from streamfit.settings import Settings
@@ -43,9 +43,17 @@ class ScoreResult:
     alerts: list[str] = field(default_factory=list)
 
 
+def due(frame: pd.DataFrame, now: datetime) -> pd.Series:
+    """The rows to score at ``now``: past their horizon's as-of time, before their event time."""
+    when = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    as_of = when - pd.to_timedelta(frame[HORIZON].astype(float), unit="m")
+    now_ts = pd.Timestamp(now)
+    return (as_of <= now_ts) & (when > now_ts)
+
+
 def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None,
                 evaluate: Iterable[date] = ()) -> ScoreResult:
-    """Score the entities of ``dates`` still ahead of ``as_of`` with the champion, record the
+    """Score the rows of ``dates`` due at ``as_of`` (None: every row) with the champion, record the
     run's drift and prediction distribution, and evaluate the stored predictions of ``evaluate``
     (dates whose outcomes have landed) against their outcomes."""
     from scoring.monitoring import (
@@ -82,8 +90,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
             if frame.empty:
                 continue
             if as_of is not None:
-                ahead = pd.to_datetime(frame[EVENT_TIME], utc=True) > pd.Timestamp(as_of)
-                frame = frame[ahead]
+                frame = frame[due(frame, as_of)]
             if frame.empty:
                 continue
             t = time.perf_counter()

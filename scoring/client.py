@@ -19,7 +19,7 @@ import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cassandra.cluster import Session
@@ -46,6 +46,12 @@ class Prediction:
     probability: float
     model_version: int
     scored_at: datetime
+    #: made this many minutes before the event time, with features as of then
+    horizon_min: int = 0
+
+    @property
+    def as_of(self) -> datetime:
+        return self.event_time - timedelta(minutes=self.horizon_min)
 
     def as_dict(self, entity: Entity | None = None) -> dict[str, Any]:
         """A JSON-ready dict. With the domain's ``entity``, keyed by the domain's own names
@@ -55,6 +61,7 @@ class Prediction:
         return {key: self.entity_id, day: self.day.isoformat(),
                 when: self.event_time.isoformat(), **self.attributes,
                 "probability": self.probability, "model_version": self.model_version,
+                "horizon_min": self.horizon_min, "as_of": self.as_of.isoformat(),
                 "scored_at": self.scored_at.isoformat()}
 
 
@@ -73,6 +80,7 @@ class HistoryEntry:
     model_version: int
     probability: float
     scored_at: datetime
+    horizon_min: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class ChampionInfo:
 
 def _prediction(r: Any) -> Prediction:
     return Prediction(r.entity_id, cql_date(r.day), as_utc(r.event_time), dict(r.attributes or {}),
-                      r.probability, r.model_version, as_utc(r.scored_at))
+                      r.probability, r.model_version, as_utc(r.scored_at), r.horizon_min)
 
 
 class PredictionClient:
@@ -117,12 +125,14 @@ class PredictionClient:
             yield cls(session, s.keyspace, load_domain(s.domain))
 
     def latest(self, entity_id: str) -> Prediction | None:
+        """The entity's freshest prediction: of its nearest horizon scored so far."""
         row = self.session.execute(self._latest, (entity_id,)).one()
         return _prediction(row) if row else None
 
     def for_date(self, day: date, filters: dict[str, str] | None = None, page_size: int = 100,
                  page_token: str | None = None) -> Page:
-        """A page of ``day``'s predictions (one partition). ``filters``: descriptive columns
+        """A page of ``day``'s predictions (one partition), each entity's freshest one.
+        ``filters``: descriptive columns
         that must match (e.g. ``{"carrier": "UA"}``), applied inside the page read."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
@@ -158,7 +168,7 @@ class PredictionClient:
         return state
 
     def history(self, entity_id: str) -> list[HistoryEntry]:
-        return [HistoryEntry(r.model_version, r.probability, as_utc(r.scored_at))
+        return [HistoryEntry(r.model_version, r.probability, as_utc(r.scored_at), r.horizon_min)
                 for r in self.session.execute(self._history, (entity_id,))]
 
     def champion(self) -> ChampionInfo | None:

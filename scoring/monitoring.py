@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 from cassandra.cluster import Session
 
+from scoring.predictions import SELECT_DAY_ALL
 from streamfit.quality import PSI_SHIFTED, PSI_STABLE, drift, prediction_summary, realised
 
 __all__ = ["PSI_SHIFTED", "PSI_STABLE", "MonitoringStore", "ScoringRun", "drift",
@@ -60,9 +61,7 @@ class MonitoringStore:
         self._perfs = session.prepare(
             f"SELECT model_version, sched_date, flights, late, mean_probability, roc_auc, brier "
             f"FROM {ks}.model_performance WHERE model = ?")
-        self._predictions = session.prepare(
-            f"SELECT entity_id, probability, model_version FROM {ks}.entity_predictions_by_day "
-            "WHERE day = ?")
+        self._predictions = session.prepare(SELECT_DAY_ALL.format(ks=ks))
 
     def record_run(self, run: ScoringRun) -> None:
         self.session.execute(self._run, (
@@ -77,14 +76,19 @@ class MonitoringStore:
 
     def evaluate(self, day: date, labelled: pd.DataFrame) -> dict[int, dict[str, float]]:
         """Score the stored predictions of ``day`` against the labels in ``labelled``
-        (entity_id, label); one row per model version that predicted those entities."""
+        (entity_id, label); one row per model version that predicted those entities, judged on
+        each entity's freshest prediction by that version (what a reader was served last)."""
         rows = list(self.session.execute(self._predictions, (day,)))
         if not rows or labelled.empty:
             return {}
         preds = pd.DataFrame({"entity_id": [r.entity_id for r in rows],
+                              "horizon_min": [r.horizon_min for r in rows],
                               "probability": [r.probability for r in rows],
                               "model_version": [r.model_version for r in rows]})
-        truth = labelled[labelled["label"].notna()][["entity_id", "label"]]
+        preds = preds.sort_values("horizon_min").drop_duplicates(
+            ["entity_id", "model_version"], keep="first")
+        truth = labelled[labelled["label"].notna()][["entity_id", "label"]].drop_duplicates(
+            "entity_id")
         joined = preds.merge(truth, on="entity_id", how="inner")
         out: dict[int, dict[str, float]] = {}
         now = datetime.now(UTC)

@@ -1,9 +1,10 @@
 """The prediction tables' CQL, in one place: written by batch scoring (``PredictionWriter``), read
 by the Python client (``scoring.client``), and so by the CLI and the HTTP API.
 
-Three tables per keyspace, generic over the domain (migration 10): the latest prediction per
-entity, every entity of a date, and one row per entity and model version. Keys are deterministic,
-so a rerun overwrites the same rows.
+Three tables per keyspace, generic over the domain and keyed by prediction horizon (migration 11):
+the latest prediction per entity and horizon (freshest horizon first, so "latest" reads one row),
+every entity of a date, and one row per entity, model version and horizon. Keys are
+deterministic, so a rerun overwrites the same rows.
 """
 
 from __future__ import annotations
@@ -14,31 +15,39 @@ from typing import TYPE_CHECKING, Any
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 
-from streamfit.domains import ENTITY_ID, EVENT_TIME, Domain
+from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, Domain
 
 if TYPE_CHECKING:
     import pandas as pd  # the client reads without it: the CLI starts faster
 
-COLUMNS = "entity_id, day, event_time, attributes, probability, model_version, scored_at"
-SELECT_LATEST = f"SELECT {COLUMNS} FROM {{ks}}.entity_predictions WHERE entity_id = ?"
-SELECT_BY_DAY = f"SELECT {COLUMNS} FROM {{ks}}.entity_predictions_by_day WHERE day = ?"
+COLUMNS = ("entity_id, horizon_min, day, event_time, attributes, probability, model_version, "
+           "scored_at")
+#: the freshest horizon's prediction: the partition's first row
+SELECT_LATEST = f"SELECT {COLUMNS} FROM {{ks}}.predictions_by_horizon WHERE entity_id = ? LIMIT 1"
+#: one row per entity, its freshest horizon (a group's first row)
+SELECT_BY_DAY = (f"SELECT {COLUMNS} FROM {{ks}}.day_predictions_by_horizon WHERE day = ? "
+                 "GROUP BY day, entity_id")
+#: every horizon's (monitoring judges each)
+SELECT_DAY_ALL = (f"SELECT entity_id, horizon_min, probability, model_version "
+                  f"FROM {{ks}}.day_predictions_by_horizon WHERE day = ?")
 SELECT_HISTORY = """
-SELECT model_version, probability, scored_at FROM {ks}.entity_prediction_history
+SELECT model_version, horizon_min, probability, scored_at FROM {ks}.prediction_history_by_horizon
 WHERE entity_id = ? LIMIT 100"""
 INSERT_LATEST = """
-INSERT INTO {ks}.entity_predictions (entity_id, day, event_time, attributes, probability,
-                                     model_version, scored_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)"""
+INSERT INTO {ks}.predictions_by_horizon (entity_id, horizon_min, day, event_time, attributes,
+                                         probability, model_version, scored_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_BY_DATE = """
-INSERT INTO {ks}.entity_predictions_by_day (day, entity_id, event_time, attributes, probability,
-                                            model_version, scored_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)"""
+INSERT INTO {ks}.day_predictions_by_horizon (day, entity_id, horizon_min, event_time, attributes,
+                                             probability, model_version, scored_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 INSERT_HISTORY = """
-INSERT INTO {ks}.entity_prediction_history (entity_id, model_version, probability, scored_at)
-VALUES (?, ?, ?, ?)"""
+INSERT INTO {ks}.prediction_history_by_horizon (entity_id, model_version, horizon_min,
+                                                probability, scored_at)
+VALUES (?, ?, ?, ?, ?)"""
 
 
-#: Rows of one entity_predictions_by_day partition per unlogged batch (small enough to stay well
+#: Rows of one day_predictions_by_horizon partition per unlogged batch (small enough to stay well
 #: under Cassandra's batch size warning threshold).
 BY_DATE_BATCH = 40
 
@@ -61,16 +70,18 @@ class PredictionWriter:
         by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
         attrs = frame[self.columns].astype(str).to_numpy() if self.columns else None
         times = pd.to_datetime(frame[EVENT_TIME], utc=True)
-        for i, (entity, when, p) in enumerate(zip(frame[ENTITY_ID], times, frame["probability"],
-                                                  strict=True)):
+        for i, (entity, horizon, when, p) in enumerate(zip(
+                frame[ENTITY_ID], frame[HORIZON].astype(int), times, frame["probability"],
+                strict=True)):
             attributes = dict(zip(self.columns, attrs[i], strict=True)) if attrs is not None \
                 else {}
             common = (when.to_pydatetime(), attributes, float(p), version, scored_at)
-            statements.append((self._latest, (entity, day, *common)))
-            statements.append((self._history, (entity, version, float(p), scored_at)))
-            # One date is one partition of entity_predictions_by_day: its rows travel in
+            statements.append((self._latest, (entity, int(horizon), day, *common)))
+            statements.append((self._history, (entity, version, int(horizon), float(p),
+                                               scored_at)))
+            # One date is one partition of day_predictions_by_horizon: its rows travel in
             # unlogged batches (one request and one mutation per batch, as ingest does).
-            by_date.add(self._by_date, (day, entity, *common))
+            by_date.add(self._by_date, (day, entity, int(horizon), *common))
             if len(by_date) >= BY_DATE_BATCH:
                 statements.append((by_date, ()))
                 by_date = BatchStatement(batch_type=BatchType.UNLOGGED)

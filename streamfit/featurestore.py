@@ -3,9 +3,10 @@
 Written by the feature stage (``features.build``), read by training, batch scoring and the HTTP
 server. One table family, generic over the domain:
 
-- ``entity_features``: one partition per entity date, one row per entity, with its event time,
-  its descriptive ``attributes``, every stored feature (one frozen map, so a rebuild overwrites
-  the cell without a tombstone), the outcome and the label (None until known);
+- ``features_by_horizon``: one partition per entity date, one row per entity and prediction
+  horizon (``horizon_min``), with its event time, its descriptive ``attributes``, every stored
+  feature as of that horizon (one frozen map, so a rebuild overwrites the cell without a
+  tombstone), the outcome and the label (None until known);
 - ``feature_partitions``: one small row per built date (entities, labelled, Kafka lineage), in
   the partition of the domain's name.
 
@@ -29,20 +30,21 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 
 from streamfit.cassandra import as_utc, cql_date
-from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, Domain
+from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, LABEL, OUTCOME, Domain
 from streamfit.store import IngestStore
 
-#: Parsed raw partitions kept by one reader: a date's window in the flights domain is 68 of
-#: them (arrivals and schedules of 31 event dates, weather of two), with room to spare.
+#: Parsed raw partitions kept by one reader: a date's window in the flights domain is 69 of
+#: them (arrivals and schedules of 32 event dates, weather and departures of two), with room to
+#: spare.
 CACHED_PARTITIONS = 96
 
 INSERT_FEATURES = """
-INSERT INTO {ks}.entity_features (day, entity_id, event_time, attributes, feature_values,
-                                  outcome, label, feature_version, built_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT INTO {ks}.features_by_horizon (day, entity_id, horizon_min, event_time, attributes,
+                                      feature_values, outcome, label, feature_version, built_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 SELECT_FEATURES = """
-SELECT entity_id, event_time, attributes, feature_values, outcome, label
-FROM {ks}.entity_features WHERE day = ?"""
+SELECT entity_id, horizon_min, event_time, attributes, feature_values, outcome, label
+FROM {ks}.features_by_horizon WHERE day = ?"""
 INSERT_PARTITION = """
 INSERT INTO {ks}.feature_partitions (feature_set, sched_date, flights, labelled, sources, built_at)
 VALUES (?, ?, ?, ?, ?, ?)"""
@@ -113,14 +115,20 @@ class FeatureStore:
                               "built_at": r.built_at} for r in rows])
 
     def build_day(self, day: date, sources: dict[str, Any] | None = None) -> BuildResult:
-        """Build ``day``'s rows with the domain's builder and write them (a rebuild overwrites)."""
-        frame = self.domain.features.build_day(self.raw, day)
-        if frame.empty:
+        """Build ``day``'s rows at every horizon with the domain's builder and write them (a
+        rebuild overwrites)."""
+        spec = self.domain.features
+        frames = [spec.build_day(self.raw, day, spec.horizons[name]).assign(**{HORIZON: minutes})
+                  for minutes, name in spec.horizon_minutes.items()]
+        frames = [f for f in frames if not f.empty]
+        if not frames:
             return BuildResult(day, 0, 0)
-        return self.write_day(day, frame, sources)
+        return self.write_day(day, pd.concat(frames, ignore_index=True), sources)
 
     def write_day(self, day: date, frame: pd.DataFrame,
                   sources: dict[str, Any] | None = None) -> BuildResult:
+        """Write ``frame``'s rows (one per entity and ``horizon_min``) and the date's summary:
+        its entities, and those labelled."""
         names = list(self.domain.features.names)
         columns = list(self.domain.entity.columns)
         now = datetime.now(UTC)
@@ -128,32 +136,37 @@ class FeatureStore:
         attrs = frame[columns].astype(str).to_numpy() if columns else None
         times = pd.to_datetime(frame[EVENT_TIME], utc=True)
         params = []
-        labelled = 0
-        for i, (entity, when, outcome, label) in enumerate(zip(
-                frame[ENTITY_ID], times, frame[OUTCOME], frame[LABEL], strict=True)):
+        labelled: set[str] = set()
+        for i, (entity, horizon, when, outcome, label) in enumerate(zip(
+                frame[ENTITY_ID], frame[HORIZON], times, frame[OUTCOME], frame[LABEL],
+                strict=True)):
             known = label is not None and not pd.isna(label)
-            labelled += known
-            params.append((day, str(entity), when.to_pydatetime(),
+            if known:
+                labelled.add(str(entity))
+            params.append((day, str(entity), int(horizon), when.to_pydatetime(),
                            dict(zip(columns, attrs[i], strict=True)) if attrs is not None else {},
                            dict(zip(names, values[i].tolist(), strict=True)),
                            None if pd.isna(outcome) else float(outcome),
                            bool(label) if known else None, self.domain.features.version, now))
         execute_concurrent_with_args(self.session, self._insert, params, concurrency=64,
                                      raise_on_first_error=True)
-        self.session.execute(self._insert_partition, (self.domain.name, day, len(params),
-                                                      labelled, json.dumps(sources or {}), now))
-        return BuildResult(day, len(params), labelled)
+        entities = frame[ENTITY_ID].nunique()
+        self.session.execute(self._insert_partition, (self.domain.name, day, entities,
+                                                      len(labelled), json.dumps(sources or {}),
+                                                      now))
+        return BuildResult(day, entities, len(labelled))
 
     def read_day(self, day: date) -> pd.DataFrame:
-        """``day``'s rows: entity_id, event_time, the entity's columns, every stored feature
-        (NaN where a row lacks one), outcome and label."""
+        """``day``'s rows, one per entity and horizon: entity_id, horizon_min, event_time, the
+        entity's columns, every stored feature (NaN where a row lacks one), outcome and
+        label."""
         rows = list(self.session.execute(self._select, (day,)))
         if not rows:
             return pd.DataFrame()
         names = list(self.domain.features.names)
         data = pd.DataFrame([[(r.feature_values or {}).get(n, float("nan")) for n in names]
                              for r in rows], columns=names)
-        meta = {ENTITY_ID: [r.entity_id for r in rows],
+        meta = {ENTITY_ID: [r.entity_id for r in rows], HORIZON: [r.horizon_min for r in rows],
                 EVENT_TIME: [as_utc(r.event_time) for r in rows]}
         for c in self.domain.entity.columns:
             meta[c] = [(r.attributes or {}).get(c) for r in rows]
@@ -163,9 +176,11 @@ class FeatureStore:
 
     def features_for(self, entities: pd.DataFrame) -> pd.DataFrame:
         """Point-in-time features of entities given in a request, computed now from the raw
-        events (``POST /score``, transient requests)."""
-        build = self.domain.features.build_for
-        if build is None:
+        events as of the freshest horizon (``POST /score``, transient requests)."""
+        spec = self.domain.features
+        if spec.build_for is None:
             raise NotImplementedError(f"the {self.domain.name} domain does not score entities "
                                       "given in a request")
-        return build(self.raw, entities)
+        minutes, name = next(iter(spec.horizon_minutes.items()))
+        return spec.build_for(self.raw, entities, spec.horizons[name]).assign(
+            **{HORIZON: minutes})

@@ -354,6 +354,59 @@ MIGRATIONS: tuple[Migration, ...] = (
         # untouched; the old flight_* and predictions_* tables are left as they were).
         "DELETE FROM {ks}.stage_progress WHERE stage IN ('features', 'training', 'scoring')",
     )),
+    Migration(11, "features and predictions per prediction horizon", (
+        # One row per entity and horizon (minutes before its event time), in the entity date's
+        # partition: a date's every horizon is one read.
+        """CREATE TABLE IF NOT EXISTS {ks}.features_by_horizon (
+               day date,
+               entity_id text,
+               horizon_min int,
+               event_time timestamp,
+               attributes frozen<map<text, text>>,
+               feature_values frozen<map<text, double>>,
+               outcome double,
+               label boolean,
+               feature_version int,
+               built_at timestamp,
+               PRIMARY KEY ((day), entity_id, horizon_min)
+           )""",
+        # The latest predictions of an entity, freshest horizon first: "latest" reads one row.
+        """CREATE TABLE IF NOT EXISTS {ks}.predictions_by_horizon (
+               entity_id text,
+               horizon_min int,
+               day date,
+               event_time timestamp,
+               attributes frozen<map<text, text>>,
+               probability double,
+               model_version int,
+               scored_at timestamp,
+               PRIMARY KEY ((entity_id), horizon_min)
+           ) WITH CLUSTERING ORDER BY (horizon_min ASC)""",
+        # Every entity of a date, each horizon's latest prediction, freshest first; the API
+        # pages one row per entity (GROUP BY day, entity_id keeps the freshest).
+        """CREATE TABLE IF NOT EXISTS {ks}.day_predictions_by_horizon (
+               day date,
+               entity_id text,
+               horizon_min int,
+               event_time timestamp,
+               attributes frozen<map<text, text>>,
+               probability double,
+               model_version int,
+               scored_at timestamp,
+               PRIMARY KEY ((day), entity_id, horizon_min)
+           ) WITH CLUSTERING ORDER BY (entity_id ASC, horizon_min ASC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.prediction_history_by_horizon (
+               entity_id text,
+               model_version int,
+               horizon_min int,
+               probability double,
+               scored_at timestamp,
+               PRIMARY KEY ((entity_id), model_version, horizon_min)
+           ) WITH CLUSTERING ORDER BY (model_version DESC, horizon_min ASC)""",
+        # A keyspace from before this migration rebuilds its features (every horizon) from its
+        # ledger, retrains and rescores; the horizonless tables are left as they were.
+        "DELETE FROM {ks}.stage_progress WHERE stage IN ('features', 'training', 'scoring')",
+    )),
 )
 
 

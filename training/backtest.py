@@ -9,12 +9,10 @@ the trained one if it beats the naive baseline on the holdout, else the baseline
 against what happened: realised ROC AUC, PR AUC, Brier and calibration error, next to the naive
 baseline's, so a holdout figure can be checked against the weeks that follow it.
 
-Horizons: the pipeline stores features as of each entity's event time (for flights, the
-scheduled departure: arrivals and weather known by then), and the first horizon reads those. A
-domain may declare more (``FeatureSpec.horizons``; flights: 2 h and 24 h before departure); for
-them the backtest computes the features of the training window and of the judged weeks from the
-raw events as of that horizon (training rows and scored rows alike), so each horizon's figure is
-what a model trained and served at that horizon would get.
+Horizons: the feature store holds every horizon's rows (each built as of that horizon before the
+entity's event time), and the pipeline trains one model on all of them, the horizon being one of
+its inputs. The backtest does the same, then judges each horizon's rows of the weeks after on
+their own: the figure of a horizon is what serving at that horizon would get.
 """
 
 from __future__ import annotations
@@ -23,12 +21,14 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from streamfit.domains import load_domain
+from streamfit.domains import HORIZON, load_domain
 from streamfit.registry import predict
 from training.train import (
     baseline_model,
+    below_floor,
     choose,
     gate,
+    horizon_metrics,
     load_window,
     naive_metrics,
     score,
@@ -71,37 +71,25 @@ class Backtest:
                           for w in self.weeks]}
 
 
-class _AsOf:
-    """``read_day`` of the domain's features as of a horizon, built from the raw events (the
-    interface ``load_window`` reads, as the feature store's is)."""
-
-    def __init__(self, raw: Any, build_day: Any, horizon: timedelta) -> None:
-        self.raw, self.build_day, self.horizon = raw, build_day, horizon
-
-    def read_day(self, day: date) -> Any:
-        return self.build_day(self.raw, day, horizon=self.horizon)
-
-
 def run_backtest(settings: Any, train_until: date, weeks: int,
-                 features: list[str] | None = None, horizon: str | None = None) -> Backtest:
-    """``features``: the model's features (default: the domain's), to compare feature sets;
-    ``horizon``: one of the domain's horizons (default: the first, the stored features)."""
+                 features: list[str] | None = None,
+                 horizons: list[str] | None = None) -> list[Backtest]:
+    """One ``Backtest`` per horizon (default: every one of the domain's). ``features``: the
+    model's features (default: the domain's), to compare feature sets."""
     from streamfit.cassandra import connect
-    from streamfit.featurestore import FeatureStore, RawReader
+    from streamfit.featurestore import FeatureStore
 
     domain = load_domain(settings.domain)
-    features = list(features or domain.features.model)
-    naive = domain.features.naive
-    horizons = domain.features.horizons
-    name = horizon or next(iter(horizons))
-    if name not in horizons:
-        raise BacktestError(f"{name!r} is not a horizon of the {domain.name} domain; choose "
-                            f"from {', '.join(map(repr, horizons))}")
+    spec = domain.features
+    features = [*(features or spec.model), HORIZON]
+    naive = spec.naive
+    names = horizons or list(spec.horizons)
+    unknown = [n for n in names if n not in spec.horizons]
+    if unknown:
+        raise BacktestError(f"{unknown[0]!r} is not a horizon of the {domain.name} domain; "
+                            f"choose from {', '.join(map(repr, spec.horizons))}")
     with connect(settings) as session:
-        store: Any = FeatureStore(session, settings.keyspace, domain)
-        if name != next(iter(horizons)):
-            store = _AsOf(RawReader(session, settings.keyspace), domain.features.build_day,
-                          horizons[name])
+        store = FeatureStore(session, settings.keyspace, domain)
         frame = load_window(store, window_dates(train_until, settings.train_days))
         if frame.empty:
             raise BacktestError(
@@ -115,26 +103,37 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
         algorithm, _params, model, _cv = choose(train, features)
         baseline = baseline_model(train, naive)
         y = holdout["label"].to_numpy(dtype=int)
-        held = score(y, predict(model, holdout, features))
-        held.update(naive_metrics(y, holdout, naive))
-        # the floor: the promotion gate, as it judges a first model
+        p = predict(model, holdout, features)
+        held = {**score(y, p), **naive_metrics(y, holdout, naive),
+                **horizon_metrics(y, p, holdout, naive)}
+        # the floor: the promotion gate, as it judges a first model, at every horizon
         metric = settings.promotion_metric
         beats, _why = gate(metric, held[metric], None, settings.promotion_tolerance,
                            held[f"naive_{metric}"] if settings.promotion_beat_naive else None)
+        if settings.promotion_beat_naive and below_floor(held, metric):
+            beats = False
+        tests = [load_window(store, [train_until + timedelta(days=1 + 7 * w + i)
+                                     for i in range(7)]) for w in range(weeks)]
         out = []
-        for w in range(weeks):
-            days = [train_until + timedelta(days=1 + 7 * w + i) for i in range(7)]
-            test = load_window(store, days)
-            if test.empty or test["label"].nunique() < 2:
-                continue  # nothing matured in that week (or one class only): nothing to judge
-            yw = test["label"].to_numpy(dtype=int)
-            trained = score(yw, predict(model, test, features))
-            v0 = score(yw, predict(baseline, test, [naive]))
-            out.append(Week(days[0], days[-1], len(test), float(yw.mean()),
-                            trained if beats else v0, trained,
-                            score(yw, test[naive].to_numpy(dtype=float))))
-        if not out:
-            raise BacktestError(f"no labelled features in the {weeks} week(s) after "
-                                f"{train_until}: build those dates first")
-    return Backtest(train_until, name, algorithm,
-                    "trained" if beats else "naive baseline (v0)", held, out)
+        for name in names:
+            minutes = spec.horizons[name] // timedelta(minutes=1)
+            suffix = f"_h{minutes}"
+            mine = {k.removesuffix(suffix): v for k, v in held.items() if k.endswith(suffix)}
+            judged = []
+            for w, test in enumerate(tests):
+                test = test[test[HORIZON] == minutes] if not test.empty else test
+                if test.empty or test["label"].nunique() < 2:
+                    continue  # nothing matured in that week (or one class only)
+                start = train_until + timedelta(days=1 + 7 * w)
+                yw = test["label"].to_numpy(dtype=int)
+                trained = score(yw, predict(model, test, features))
+                v0 = score(yw, predict(baseline, test, [naive]))
+                judged.append(Week(start, start + timedelta(days=6), len(test), float(yw.mean()),
+                                   trained if beats else v0, trained,
+                                   score(yw, test[naive].to_numpy(dtype=float))))
+            if not judged:
+                raise BacktestError(f"no labelled features in the {weeks} week(s) after "
+                                    f"{train_until}: build those dates first")
+            out.append(Backtest(train_until, name, algorithm,
+                                "trained" if beats else "naive baseline (v0)", mine, judged))
+    return out

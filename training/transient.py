@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from cassandra.cluster import Session
 
-from streamfit.domains import ENTITY_ID, EVENT_TIME, load_domain
+from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, load_domain
 from streamfit.featurestore import FeatureStore
 from streamfit.registry import predict
 from streamfit.settings import Settings
@@ -87,7 +87,7 @@ def run_transient(settings: Settings, request_id: str, dates: list[date] | None 
     if not dates and (entities is None or entities.empty):
         raise TransientError("give dates or entities to score")
     domain = load_domain(settings.domain)
-    names = list(domain.features.model)
+    names = domain.features.inputs
     with connect(settings) as session:
         store = FeatureStore(session, settings.keyspace, domain)
         parts = store.partitions()
@@ -110,7 +110,9 @@ def run_transient(settings: Settings, request_id: str, dates: list[date] | None 
         frames = [f for f in frames if not f.empty]
         rows = []
         if frames:
-            frame = pd.concat(frames, ignore_index=True)
+            # one prediction per entity: as of its freshest horizon
+            frame = pd.concat(frames, ignore_index=True).sort_values(HORIZON, kind="stable")
+            frame = frame.drop_duplicates(ENTITY_ID).sort_index()
             probability = predict(model, frame, names)
             days = pd.to_datetime(frame[EVENT_TIME], utc=True).dt.date
             now = datetime.now(UTC)

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 #: The standard columns of a feature frame, besides the entity's descriptive columns and the
 #: features: what every builder returns and what ``streamfit.featurestore`` stores and reads.
 ENTITY_ID, EVENT_TIME, OUTCOME, LABEL = "entity_id", "event_time", "outcome", "label"
+#: The horizon of a feature row or a prediction, in minutes before the event time. The rows of
+#: every horizon train one model, with the horizon as one of its inputs.
+HORIZON = "horizon_min"
 
 
 @dataclass(frozen=True)
@@ -85,28 +88,47 @@ class Label:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """A domain's point-in-time features. ``build_day(raw, day)`` returns one row per entity of
-    ``day``: ``entity_id``, ``event_time``, the entity's columns, every name in ``names``, and
-    ``outcome``/``label`` (None until known). Every feature of a row may use only events that
-    happened before its ``event_time``."""
+    """A domain's point-in-time features. ``build_day(raw, day, horizon)`` returns one row per
+    entity of ``day``: ``entity_id``, ``event_time``, the entity's columns, every name in
+    ``names``, and ``outcome``/``label`` (None until known). Every feature of a row may use only
+    events that happened before its *as-of* time, ``horizon`` before its ``event_time``."""
 
     names: tuple[str, ...]
     #: the stored features a model is trained on (a subset of ``names``)
     model: tuple[str, ...]
     #: the feature that is itself a probability: the naive baseline every model must beat
     naive: str
-    #: ``(raw, day)``, and ``horizon=`` for the horizons beyond the first
-    build_day: Callable[..., pd.DataFrame]
+    #: ``(raw, day, horizon)`` -> the rows of ``day`` as of ``horizon`` before each event time
+    build_day: Callable[[RawEvents, date, timedelta], pd.DataFrame]
     #: event dates whose events landed -> the entity dates whose rows they change
     days_affected: Callable[[Iterable[date]], list[date]]
-    #: entities given as request rows -> their features now (``POST /score``); None: not offered
-    build_for: Callable[[RawEvents, pd.DataFrame], pd.DataFrame] | None = None
+    #: ``(raw, entities, horizon)``: entities given as request rows -> their features as of
+    #: ``horizon`` before each one's event time (``POST /score``); None: not offered
+    build_for: Callable[[RawEvents, pd.DataFrame, timedelta], pd.DataFrame] | None = None
     version: int = 1
-    #: horizon name -> how long before the event time the features are computed. The pipeline
-    #: stores the first (as of the event time); ``build_day(raw, day, horizon=...)`` computes the
-    #: others, which ``streamfit backtest`` judges. A domain without them has only the first.
+    #: horizon name -> how long before the event time a prediction is made, freshest first.
+    #: Features are stored and predictions made per horizon: an entity is scored at a horizon
+    #: once the stream's event time passes its as-of time, until its own event time.
     horizons: dict[str, timedelta] = field(
-        default_factory=lambda: {"at the event time": timedelta(0)})
+        default_factory=lambda: {"1 h before the event": timedelta(hours=1)})
+
+    def __post_init__(self) -> None:
+        offsets = list(self.horizons.values())
+        if not offsets or any(h <= timedelta(0) or h % timedelta(minutes=1) for h in offsets):
+            raise ValueError("a domain's horizons must be whole minutes greater than 0 (a "
+                             "prediction is made before the event time)")
+        if offsets != sorted(offsets) or len(set(offsets)) != len(offsets):
+            raise ValueError("list a domain's horizons freshest first, each once")
+
+    @property
+    def horizon_minutes(self) -> dict[int, str]:
+        """Minutes -> horizon name, freshest first."""
+        return {h // timedelta(minutes=1): name for name, h in self.horizons.items()}
+
+    @property
+    def inputs(self) -> list[str]:
+        """What a trained model is fed: the model features, and the horizon of the row."""
+        return [*self.model, HORIZON]
 
 
 @dataclass(frozen=True)

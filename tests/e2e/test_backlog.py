@@ -48,13 +48,14 @@ def _scheduled(events: list[dict[str, object]]) -> dict[date, set[str]]:
 def _features(s: Settings, day: date) -> set[str]:
     with connect(s) as session:
         return {r.entity_id for r in session.execute(
-            "SELECT entity_id FROM entity_features WHERE day = %s", (day,))}
+            "SELECT entity_id FROM features_by_horizon WHERE day = %s", (day,))}
 
 
 def _predicted(s: Settings, day: date) -> dict[str, int]:
     with connect(s) as session:
         return {r.entity_id: r.model_version for r in session.execute(
-            "SELECT entity_id, model_version FROM entity_predictions_by_day WHERE day = %s",
+            "SELECT entity_id, model_version FROM day_predictions_by_horizon WHERE day = %s "
+            "GROUP BY day, entity_id",
             (day,))}
 
 

@@ -59,7 +59,7 @@ def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) ->
     def done() -> bool:
         last[:] = pipeline_status(s, [s.keyspace])
         with connect(s) as session:
-            predicted = session.execute("SELECT entity_id FROM entity_predictions_by_day "
+            predicted = session.execute("SELECT entity_id FROM day_predictions_by_horizon "
                                         "WHERE day = %s LIMIT 1", (NEXT,)).one()
         return predicted is not None and caught_up(last)  # type: ignore[arg-type]
 
@@ -82,18 +82,18 @@ def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) ->
         v1 = versions[1]
         assert versions[0].features == [DELIVERIES.features.naive]
         assert registry.aliases()["champion"] == v1.version
-        assert v1.features == list(DELIVERIES.features.model)
+        assert v1.features == DELIVERIES.features.inputs
         # the synthetic label is learnable from the point-in-time features, beyond the naive rate
         assert v1.metrics["roc_auc"] > v1.metrics["naive_roc_auc"] + 0.02, v1.metrics
         assert v1.lineage["kafka_offsets"][s.events_topic]
         # nothing of the flights domain ran in this keyspace
         assert Registry(session, s.keyspace, "flight_delay").versions() == []
         features = {r.entity_id: r for r in session.execute(
-            "SELECT entity_id, feature_values, attributes, label FROM entity_features "
+            "SELECT entity_id, feature_values, attributes, label FROM features_by_horizon "
             "WHERE day = %s", (END - timedelta(days=7),))}
         predicted = {r.entity_id: r for r in session.execute(
             "SELECT entity_id, probability, model_version, attributes "
-            "FROM entity_predictions_by_day WHERE day = %s", (NEXT,))}
+            "FROM day_predictions_by_horizon WHERE day = %s", (NEXT,))}
     day_booked = {e["entity_key"] for e in events if e["event_type"] == "parcel_booked"
                   and e["payload"]["pickup_at"][:10] == (END - timedelta(days=7)).isoformat()}
     assert set(features) == day_booked

@@ -47,7 +47,7 @@ def _predictions(s: Settings, day: date) -> list[Any]:
     with connect(s) as session:
         return list(session.execute(
             "SELECT entity_id AS flight_id, model_version, scored_at, probability "
-            "FROM entity_predictions_by_day WHERE day = %s", (day,)))
+            "FROM day_predictions_by_horizon WHERE day = %s GROUP BY day, entity_id", (day,)))
 
 
 def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(

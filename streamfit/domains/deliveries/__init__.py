@@ -77,16 +77,16 @@ def _days_affected(event_dates: Iterable[date]) -> list[date]:
                    for i in range(-MAX_TRANSIT_DAYS, MAX_LEAD_DAYS + 1)})
 
 
-def _build_day(raw: RawEvents, day: date) -> pd.DataFrame:
+def _build_day(raw: RawEvents, day: date, horizon: timedelta) -> pd.DataFrame:
     from streamfit.domains.deliveries import features
 
-    return features.build_day(raw, day)
+    return features.build_day(raw, day, horizon)
 
 
-def _build_for(raw: RawEvents, parcels: pd.DataFrame) -> pd.DataFrame:
+def _build_for(raw: RawEvents, parcels: pd.DataFrame, horizon: timedelta) -> pd.DataFrame:
     from streamfit.domains.deliveries import features
 
-    return features.build_for(raw, parcels)
+    return features.build_for(raw, parcels, horizon)
 
 
 def _replay(options: object) -> Iterable[dict[str, object]]:
@@ -104,7 +104,10 @@ DOMAIN = Domain(
                 description="delivered after the time it was promised by"),
     features=FeatureSpec(names=FEATURES, model=FEATURES, naive="late_rate_depot_3d",
                          build_day=_build_day, days_affected=_days_affected,
-                         build_for=_build_for),
+                         build_for=_build_for,
+                         # bookings come 6 to 30 hours ahead: 6 h before pickup, every parcel is
+                         # known
+                         horizons={"6 h before pickup": timedelta(hours=6)}),
     model_name="parcel_late",
     datasets={"synthetic": _replay},
     description="synthetic parcel deliveries (deterministic)",

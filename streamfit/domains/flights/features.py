@@ -14,6 +14,7 @@ server's ``POST /score`` for flights given in a request. The computation itself 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pandas as pd
@@ -44,9 +45,21 @@ def _latest_per_flight(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:
     return frame.sort_values(time_col).drop_duplicates("flight_id", keep="last")
 
 
-def context(raw: RawEvents, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """What the features of any flight departing ``day`` may draw on: the arrival history
-    (with each arrival's schedule) and the weather of that day and the one before."""
+@dataclass(frozen=True)
+class Context:
+    """What the features of any flight departing ``day`` may draw on."""
+
+    #: arrivals of the trailing windows, each with its schedule
+    history: pd.DataFrame
+    #: weather of that day and the one before
+    weather: pd.DataFrame
+    #: the flights scheduled to depart that day and the one before, and their departures
+    schedule: pd.DataFrame
+    departures: pd.DataFrame
+
+
+def context(raw: RawEvents, day: date) -> Context:
+    """The inputs of ``build_features`` for flights departing ``day``, from the raw events."""
     # Arrivals up to the next event date: evening departures land after midnight UTC, and
     # their arrival is this date's label. Features still see only arrivals before departure.
     past = [day + timedelta(days=1) - timedelta(days=i) for i in range(HISTORY_DAYS + 2)]
@@ -67,7 +80,12 @@ def context(raw: RawEvents, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     weather = raw.frame([day - timedelta(days=1), day], "weather_observed")
     if weather.empty:
         weather = pd.DataFrame(columns=["origin", "observed_at"])
-    return arrived, weather
+    # schedules of day-1 and day are events of day-2 and day-1; departures of day-1 and day
+    schedule = _latest_per_flight(raw.frame([day - timedelta(days=2), day - timedelta(days=1)],
+                                            "flight_scheduled"), "scheduled_departure")
+    departures = _latest_per_flight(raw.frame([day - timedelta(days=1), day], "flight_departed"),
+                                    "actual_departure")
+    return Context(arrived, weather, schedule, departures)
 
 
 def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd.DataFrame:
@@ -79,9 +97,11 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
         sched = sched[pd.to_datetime(sched["scheduled_departure"], utc=True).dt.date == day]
     if sched.empty:
         return pd.DataFrame()
-    history, weather = context(raw, day)
-    feats = build_features(sched, history, weather, planes_reference(),
-                           pd.Timedelta(horizon) if horizon else None)
+    ctx = context(raw, day)
+    history = ctx.history
+    feats = build_features(sched, history, ctx.weather, planes_reference(),
+                           pd.Timedelta(horizon) if horizon else None, ctx.schedule,
+                           ctx.departures)
     own = history.set_index("flight_id")["arr_delay"] if not history.empty else pd.Series()
     outcome = sched["flight_id"].map(own).astype(float).to_numpy()
     late = pd.Series(outcome >= LATE_MINUTES, dtype=object)
@@ -95,17 +115,20 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
     return frame.assign(**{OUTCOME: outcome, LABEL: late.to_numpy()})
 
 
-def build_for(raw: RawEvents, flights: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time features of flights given in a request (FLIGHT_COLUMNS), in their order."""
+def build_for(raw: RawEvents, flights: pd.DataFrame,
+              horizon: timedelta | None = None) -> pd.DataFrame:
+    """Point-in-time features of flights given in a request (FLIGHT_COLUMNS), as of ``horizon``
+    before each departure, in their order."""
     frame = flights.reindex(columns=FLIGHT_COLUMNS).copy()
     frame["scheduled_departure"] = pd.to_datetime(frame["scheduled_departure"], utc=True)
     frame["distance"] = pd.to_numeric(frame["distance"], errors="coerce")
     frame["_order"] = range(len(frame))
     parts = []
     for day, group in frame.groupby(frame["scheduled_departure"].dt.date):
-        history, weather = context(raw, day)
-        feats = build_features(group.drop(columns="_order"), history, weather,
-                               planes_reference())
+        ctx = context(raw, day)
+        feats = build_features(group.drop(columns="_order"), ctx.history, ctx.weather,
+                               planes_reference(), pd.Timedelta(horizon) if horizon else None,
+                               ctx.schedule, ctx.departures)
         parts.append(feats.assign(_order=group["_order"].to_numpy(),
                                   **{EVENT_TIME: group["scheduled_departure"].to_numpy()}))
     out = pd.concat(parts).sort_values("_order").drop(columns="_order").reset_index(drop=True)

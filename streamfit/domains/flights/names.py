@@ -9,14 +9,21 @@ GROUPS: dict[str, list[str]] = {
     "carrier": ["carrier"], "origin": ["origin"], "route": ["origin", "dest"], "hour": ["sched_hour"],
 }
 WEATHER_COLS = ["temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+#: over the three hours up to the latest observation (``pointintime._weather_trends``)
+WEATHER_TRENDS = ["precip_3h", "visib_min_3h", "pressure_change_3h"]
 PLANE_COLS = ["plane_year", "plane_seats", "plane_engines"]
+#: Signals of the day itself: congestion at the origin and the aircraft's previous leg.
+SAME_DAY = ["origin_dep_delay_2h", "origin_late_share_2h", "origin_scheduled_1h",
+            "carrier_late_share_3h", "late_rate_dest_3h", "rotation_legs", "rotation_gap_min",
+            "rotation_prev_delay", "rotation_propagated"]
 
 
 def feature_names() -> list[str]:
     rates = [f"late_rate_{g}_{w}" for g in GROUPS for w in WINDOW_DAYS]
     counts = [f"n_{g}_{w}" for g in GROUPS for w in WINDOW_DAYS]
     calendar = ["sched_hour", "day_of_week", "month", "day_of_year", "distance"]
-    return rates + counts + [f"wx_{c}" for c in WEATHER_COLS] + PLANE_COLS + calendar
+    weather = [f"wx_{c}" for c in [*WEATHER_COLS, *WEATHER_TRENDS]]
+    return rates + counts + weather + PLANE_COLS + SAME_DAY + calendar
 
 
 def model_features() -> list[str]:

@@ -9,6 +9,13 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
   (origin-dest) and scheduled hour, over several windows ending at ``a``, counting only arrivals
   whose ``actual_arrival < a`` (never the flight's own arrival, which comes after its departure);
 - the origin's latest weather observation at or before ``a``'s hour;
+- same-day congestion at the origin: the departure delays of its flights of the two hours before
+  ``a`` (departures seen before ``a``, and flights due in that window that had not left by ``a``,
+  which are late by at least ``a`` minus their schedule);
+- the aircraft's rotation: its previous leg from New York (same tail number, scheduled in the
+  ``ROTATION_HOURS`` before), the delay that leg had by ``a``, and how much of it the scheduled
+  turnaround cannot absorb (delay propagation, the largest single cause of delay minutes in the
+  US carriers' own cause reports);
 - plane attributes (static reference data);
 - calendar features of ``t`` (known from the schedule).
 """
@@ -23,6 +30,7 @@ from streamfit.domains.flights.names import (
     LATE_MINUTES,
     PLANE_COLS,
     WEATHER_COLS,
+    WEATHER_TRENDS,
     WINDOW_DAYS,
     feature_names,
 )
@@ -35,11 +43,30 @@ WINDOWS: dict[str, pd.Timedelta] = {name: pd.Timedelta(days=days)
 MIN_SUPPORT = 5
 #: Late share used before any arrival is known (about the 2013 average).
 DEFAULT_PRIOR = 0.2
+#: The same-day congestion window before the as-of time.
+CONGESTION_WINDOW = pd.Timedelta(hours=2)
+#: The window of the weather trends (precipitation, visibility, pressure).
+TREND_WINDOW = pd.Timedelta(hours=3)
+#: The window of the carrier's own recent departures.
+CARRIER_WINDOW = pd.Timedelta(hours=3)
+#: The window of recent arrivals at the destination.
+DEST_WINDOW = pd.Timedelta(hours=3)
+#: How far back a previous leg of the same aircraft is looked for.
+ROTATION_HOURS = pd.Timedelta(hours=18)
+#: Minutes of ground time an aircraft needs at each end of an out-and-back trip (taxi, turnaround).
+TURNAROUND_MIN = 60.0
+#: Typical cruise speed, miles per minute (about 450 mph): a leg's air time from its distance.
+MILES_PER_MIN = 7.5
 
 
 def _utc(values: pd.Series) -> pd.Series:
     """One datetime dtype everywhere: merge_asof refuses keys of different resolutions."""
     return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+
+
+def _naive(values: pd.Series) -> np.ndarray:
+    """UTC times as numpy datetime64 (NaT where missing), for broadcast comparisons."""
+    return _utc(values).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
 
 
 def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
@@ -73,8 +100,174 @@ def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
     return rate, n
 
 
+def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame
+                ) -> dict[str, np.ndarray]:
+    """Per flight of ``f`` (with ``as_of``), at its origin: the mean departure delay over the
+    congestion window before ``as_of``; the share of the flights due there in that window known
+    by ``as_of`` to be 15+ minutes late (NaN where nothing was due); and the number of flights
+    scheduled to leave there within an hour of its own departure (the schedule is known)."""
+    mean_delay = np.full(len(f), np.nan)
+    late_share = np.full(len(f), np.nan)
+    load = np.zeros(len(f))
+    carrier_share = np.full(len(f), np.nan)
+    out = {"origin_dep_delay_2h": mean_delay, "origin_late_share_2h": late_share,
+           "origin_scheduled_1h": load, "carrier_late_share_3h": carrier_share}
+    if schedule.empty:
+        return out
+    sched = schedule.merge(departures, on="flight_id", how="left") if not departures.empty \
+        else schedule.assign(actual_departure=pd.NaT, dep_delay=np.nan)
+    sched["actual_departure"] = _utc(sched["actual_departure"])
+    window = np.timedelta64(CONGESTION_WINDOW)
+    as_of = _naive(f["as_of"])
+    own_time = _naive(f["scheduled_departure"])
+    hour = np.timedelta64(30, "m")
+    for origin, rows in f.groupby("origin", sort=False).indices.items():
+        there = sched[sched["origin"] == origin]
+        if there.empty:
+            continue
+        a = as_of[rows][:, None]
+        own = f["flight_id"].to_numpy()[rows][:, None] == there["flight_id"].to_numpy()[None, :]
+        dep = _naive(there["actual_departure"])[None, :]
+        delay = there["dep_delay"].to_numpy(dtype=float)[None, :]
+        due = _naive(there["scheduled_departure"])[None, :]
+        gone = dep < a  # NaT compares False: not departed (yet, or ever)
+        # departures seen in the window
+        left = gone & (dep >= a - window) & ~own
+        n_left = left.sum(axis=1)
+        mean_delay[rows] = np.where(n_left > 0, np.where(left, delay, 0.0).sum(axis=1)
+                                    / np.maximum(n_left, 1), np.nan)
+        late_share[rows] = _late_share(as_of[rows], f["flight_id"].to_numpy()[rows], there,
+                                       window)
+        t = own_time[rows][:, None]
+        load[rows] = ((due >= t - hour) & (due < t + hour)).sum(axis=1)
+    # the carrier's flights from all three airports: a bad day at the airline (crews, hub)
+    for carrier, rows in f.groupby("carrier", sort=False).indices.items():
+        theirs = sched[sched["carrier"] == carrier]
+        if not theirs.empty:
+            carrier_share[rows] = _late_share(as_of[rows], f["flight_id"].to_numpy()[rows],
+                                              theirs, np.timedelta64(CARRIER_WINDOW))
+    return out
+
+
+def _late_share(as_of: np.ndarray, ids: np.ndarray, there: pd.DataFrame,
+                window: np.timedelta64) -> np.ndarray:
+    """Per as-of time: the share of ``there``'s flights due in ``window`` before it known then
+    to be 15+ minutes late (left that late, or waited that long); NaN where none was due."""
+    a = as_of[:, None]
+    own = ids[:, None] == there["flight_id"].to_numpy()[None, :]
+    dep = _naive(there["actual_departure"])[None, :]
+    delay = there["dep_delay"].to_numpy(dtype=float)[None, :]
+    due = _naive(there["scheduled_departure"])[None, :]
+    in_window = (due < a) & (due >= a - window) & ~own
+    waited = (a - due) / np.timedelta64(1, "m")
+    late = np.where(dep < a, np.nan_to_num(delay) >= LATE_MINUTES, waited >= LATE_MINUTES)
+    n_due = in_window.sum(axis=1)
+    return np.where(n_due > 0, (in_window & late).sum(axis=1) / np.maximum(n_due, 1), np.nan)
+
+
+def _rotation(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame,
+              arrivals: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per flight of ``f``, about its aircraft's earlier New York departures (same tail number,
+    scheduled in the ``ROTATION_HOURS`` before its own):
+
+    - ``rotation_legs``: how many there were (the schedule is known a day ahead);
+    - ``rotation_gap_min``: minutes between the previous one's schedule and its own;
+    - ``rotation_prev_delay``: that leg's delay known by ``as_of``: its arrival delay if it had
+      landed, else its departure delay if it had left, else how long it had been due (0 if not
+      due yet);
+    - ``rotation_propagated``: that delay less the slack of the out-and-back trip (the gap less
+      both legs' air time and ground time): what would reach this flight.
+
+    NaN where the aircraft has no earlier leg in the window (0 legs)."""
+    out = {"rotation_legs": np.zeros(len(f)), "rotation_gap_min": np.full(len(f), np.nan),
+           "rotation_prev_delay": np.full(len(f), np.nan),
+           "rotation_propagated": np.full(len(f), np.nan)}
+    legs = schedule[schedule["tailnum"].notna() & (schedule["tailnum"] != "")]
+    q = f[["tailnum", "scheduled_departure", "as_of"]].reset_index()
+    q = q[q["tailnum"].notna()]
+    if legs.empty or q.empty:
+        return out
+    empty_dep = pd.DataFrame(columns=["flight_id", "actual_departure", "dep_delay"])
+    empty_arr = pd.DataFrame(columns=["flight_id", "actual_arrival", "arr_delay"])
+    legs = legs.merge(departures if not departures.empty else empty_dep, on="flight_id",
+                      how="left")
+    legs = legs.merge(arrivals[["flight_id", "actual_arrival", "arr_delay"]]
+                      if not arrivals.empty else empty_arr, on="flight_id", how="left")
+    legs = legs.assign(tailnum=legs["tailnum"].astype(str),
+                       actual_departure=_utc(legs["actual_departure"]),
+                       actual_arrival=_utc(legs["actual_arrival"]),
+                       prev_departure=legs["scheduled_departure"]).sort_values("prev_departure")
+    legs["leg"] = legs.groupby("tailnum").cumcount() + 1.0
+    q = q.assign(tailnum=q["tailnum"].astype(str),
+                 earliest=q["scheduled_departure"] - ROTATION_HOURS)
+    cols = ["tailnum", "prev_departure", "leg", "actual_departure", "dep_delay",
+            "actual_arrival", "arr_delay", "distance"]
+    m = pd.merge_asof(q.sort_values("scheduled_departure"), legs[cols],
+                      left_on="scheduled_departure", right_on="prev_departure", by="tailnum",
+                      allow_exact_matches=False, direction="backward", tolerance=ROTATION_HOURS)
+    first = pd.merge_asof(q.sort_values("earliest"), legs[["tailnum", "prev_departure", "leg"]],
+                          left_on="earliest", right_on="prev_departure", by="tailnum",
+                          allow_exact_matches=False, direction="backward")
+    before_window = first.set_index("index")["leg"].fillna(0.0)
+    m = m[m["prev_departure"].notna()].set_index("index")
+    if m.empty:
+        return out
+    minutes = pd.Timedelta(minutes=1)
+    gap = (m["scheduled_departure"] - m["prev_departure"]) / minutes
+    left = m["actual_departure"].notna() & (m["actual_departure"] < m["as_of"])
+    landed = m["actual_arrival"].notna() & (m["actual_arrival"] < m["as_of"])
+    waited = ((m["as_of"] - m["prev_departure"]) / minutes).clip(lower=0)
+    delay = np.where(landed, m["arr_delay"].astype(float),
+                     np.where(left, m["dep_delay"].astype(float), waited))
+    slack = (gap - 2 * m["distance"].astype(float) / MILES_PER_MIN - 2 * TURNAROUND_MIN).clip(
+        lower=0)
+    pos = m.index.to_numpy()
+    out["rotation_legs"][pos] = (m["leg"] - before_window.reindex(m.index)).to_numpy()
+    out["rotation_gap_min"][pos] = gap.to_numpy()
+    out["rotation_prev_delay"][pos] = delay
+    out["rotation_propagated"][pos] = delay - slack.to_numpy()
+    return out
+
+
+def _weather_trends(w: pd.DataFrame) -> pd.DataFrame:
+    """Per origin, over the three hours up to each observation (inclusive, so no later one):
+    the precipitation that fell, the lowest visibility and the change in pressure. Storms
+    that close airports come with all three."""
+    if w.empty or "precip" not in w:
+        return w.assign(**{c: np.nan for c in WEATHER_TRENDS})
+    w = w.sort_values("observed_at").reset_index(drop=True)
+    parts = []
+    for _, g in w.groupby("origin", sort=False):
+        r = g.set_index("observed_at")
+        roll = r[["precip", "visib", "pressure"]].astype(float).rolling(TREND_WINDOW)
+        parts.append(pd.DataFrame({
+            "precip_3h": roll["precip"].sum().to_numpy(),
+            "visib_min_3h": roll["visib"].min().to_numpy(),
+            "pressure_change_3h": (r["pressure"].astype(float)
+                                   - roll["pressure"].apply(lambda x: x[0], raw=True)).to_numpy(),
+        }, index=g.index))
+    return w.join(pd.concat(parts))
+
+
+def _schedule_frame(schedule: pd.DataFrame | None) -> pd.DataFrame:
+    cols = ["flight_id", "carrier", "origin", "tailnum", "scheduled_departure", "distance"]
+    if schedule is None or schedule.empty:
+        return pd.DataFrame(columns=cols)
+    out = schedule.reindex(columns=cols).drop_duplicates("flight_id", keep="last")
+    return out.assign(scheduled_departure=_utc(out["scheduled_departure"]))
+
+
+def _departures_frame(departures: pd.DataFrame | None) -> pd.DataFrame:
+    if departures is None or departures.empty:
+        return pd.DataFrame()
+    out = departures.reindex(columns=["flight_id", "actual_departure", "dep_delay"])
+    return out.drop_duplicates("flight_id", keep="last")
+
+
 def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.DataFrame,
-                   planes: pd.DataFrame, horizon: pd.Timedelta | None = None) -> pd.DataFrame:
+                   planes: pd.DataFrame, horizon: pd.Timedelta | None = None,
+                   schedule: pd.DataFrame | None = None,
+                   departures: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per flight of ``flights`` with ``feature_names()`` columns, as of ``horizon``
     before each flight's scheduled departure (None: as of the departure).
 
@@ -83,8 +276,11 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
              arr_delay (rows at or after a flight's as-of time are ignored for that flight).
     weather: origin, observed_at, WEATHER_COLS (observations after it are ignored too).
     planes: tailnum, year, seats, engines.
+    schedule: the flights scheduled around them (flight_id, origin, tailnum,
+              scheduled_departure, distance): schedules are published a day ahead, so known.
+    departures: flight_id, actual_departure, dep_delay (those at or after as-of are ignored).
     """
-    f = flights.copy()
+    f = flights.copy().reset_index(drop=True)
     f["scheduled_departure"] = _utc(f["scheduled_departure"])
     f["as_of"] = f["scheduled_departure"] - (horizon or pd.Timedelta(0))
     f["sched_hour"] = f["scheduled_departure"].dt.hour.astype("int64")
@@ -110,18 +306,27 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     w["observed_at"] = _utc(w["observed_at"])
     # merge_asof wants the same dtype on both sides: an empty weather frame has object columns
     w["origin"] = w["origin"].astype(f["origin"].dtype)
+    w = _weather_trends(w)
     left = f[["origin", "as_of"]].reset_index()
     left["hour"] = left["as_of"].dt.floor("h")
     wx = pd.merge_asof(left.sort_values("hour"), w.sort_values("observed_at"),
                        left_on="hour", right_on="observed_at", by="origin", direction="backward")
     wx = wx.set_index("index").reindex(left["index"])
-    for c in WEATHER_COLS:
+    for c in [*WEATHER_COLS, *WEATHER_TRENDS]:
         out[f"wx_{c}"] = wx[c].to_numpy(dtype=float) if c in wx else np.nan
     p = planes.rename(columns={"year": "plane_year", "seats": "plane_seats",
                                "engines": "plane_engines"})
     merged = f[["tailnum"]].merge(p[["tailnum", *PLANE_COLS]], on="tailnum", how="left")
     for c in PLANE_COLS:
         out[c] = merged[c].to_numpy(dtype=float)
+    schedule = _schedule_frame(schedule)
+    departures = _departures_frame(departures)
+    for name, values in _congestion(f, schedule, departures).items():
+        out[name] = values
+    for name, values in _rotation(f, schedule, departures, hist).items():
+        out[name] = values
+    # congestion where the flight is going: the late share of the arrivals there just before
+    out["late_rate_dest_3h"], _ = _trailing(f, hist, ["dest"], DEST_WINDOW, prior)
     out["sched_hour"] = f["sched_hour"].to_numpy()
     out["day_of_week"] = f["scheduled_departure"].dt.day_of_week.to_numpy()
     out["month"] = f["scheduled_departure"].dt.month.to_numpy()

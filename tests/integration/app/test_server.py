@@ -85,7 +85,8 @@ def _stored(s: Settings, day: date) -> dict[str, Any]:
         return {r.entity_id: SimpleNamespace(probability=r.probability, **r.attributes,
                                              scheduled_departure=r.event_time)
                 for r in session.execute(
-                    "SELECT * FROM entity_predictions_by_day WHERE day = %s", (day,))}
+                    "SELECT * FROM day_predictions_by_horizon WHERE day = %s "
+                    "GROUP BY day, entity_id", (day,))}
 
 
 def test_read_one_prediction_and_page_through_a_date(served: Settings, api: str) -> None:

@@ -14,7 +14,11 @@ import pytest
 from scoring.batch import NoChampion, score_dates
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
-from tests.integration.training.test_registry_and_training import START, _write_features
+from tests.integration.training.test_registry_and_training import (
+    FLIGHTS,
+    START,
+    _write_features,
+)
 from training.train import train_and_maybe_promote
 
 DAY = START + timedelta(days=29)
@@ -36,28 +40,42 @@ def _rows(s: Settings, table: str, where: str, *args: object) -> list:
 
 
 def test_scoring_writes_all_three_tables_and_is_idempotent(champion: Settings) -> None:
-    first = score_dates(champion, [DAY])
-    assert first.model_version == 1 and first.scored == 150
-    by_date = _rows(champion, "entity_predictions_by_day", "day = %s", DAY)
-    assert len(by_date) == 150
+    from scoring.client import PredictionClient
+
+    first = score_dates(champion, [DAY])  # no as-of: every flight at every horizon
+    assert first.model_version == 1 and first.scored == 300
+    by_date = _rows(champion, "day_predictions_by_horizon", "day = %s", DAY)
+    assert len(by_date) == 300 and {r.horizon_min for r in by_date} == {120, 1440}
     assert all(0.0 < r.probability < 1.0 and r.model_version == 1 for r in by_date)
     # the flight's descriptive columns travel with its prediction
     assert {tuple(sorted(r.attributes)) for r in by_date} == {("carrier", "dest", "origin")}
-    latest = _rows(champion, "entity_predictions", "entity_id = %s", by_date[0].entity_id)
-    assert latest[0].probability == by_date[0].probability
-    assert latest[0].attributes == by_date[0].attributes
+    some = by_date[0].entity_id
+    latest = _rows(champion, "predictions_by_horizon", "entity_id = %s", some)
+    assert [r.horizon_min for r in latest] == [120, 1440]  # freshest first
+    near = next(r for r in by_date if r.entity_id == some and r.horizon_min == 120)
+    assert latest[0].probability == near.probability and latest[0].attributes == near.attributes
+    with connect(champion) as session:
+        client = PredictionClient(session, champion.keyspace, FLIGHTS)
+        got = client.latest(some)
+        page = client.for_date(DAY, page_size=1000)
+    assert got is not None and (got.horizon_min, got.probability) == (120, near.probability)
+    assert got.as_of == got.event_time - timedelta(hours=2)
+    # a date's listing has one row per flight: its freshest prediction
+    assert len(page.items) == 150 and {p.horizon_min for p in page.items} == {120}
     again = score_dates(champion, [DAY])  # a rerun overwrites the same rows
-    assert again.scored == 150
-    assert len(_rows(champion, "entity_predictions_by_day", "day = %s", DAY)) == 150
-    history = _rows(champion, "entity_prediction_history", "entity_id = %s",
-                    by_date[0].entity_id)
-    assert [h.model_version for h in history] == [1]
+    assert again.scored == 300
+    assert len(_rows(champion, "day_predictions_by_horizon", "day = %s", DAY)) == 300
+    history = _rows(champion, "prediction_history_by_horizon", "entity_id = %s", some)
+    assert [(h.model_version, h.horizon_min) for h in history] == [(1, 120), (1, 1440)]
 
 
-def test_only_flights_not_yet_departed_are_scored(champion: Settings) -> None:
-    as_of = datetime(DAY.year, DAY.month, DAY.day, 6, 0, tzinfo=UTC) + timedelta(minutes=99)
-    result = score_dates(champion, [DAY], as_of)
-    assert result.scored == 50  # departures at 06:00 + 0..149 minutes; after 07:39 remain
+def test_a_flight_is_scored_at_a_horizon_once_the_stream_reaches_it(champion: Settings) -> None:
+    """Departures at 06:00 + 0..149 minutes. At 05:00 every flight is inside the day-ahead
+    horizon and those until 07:00 inside the 2-hour one; at 07:39 only those after 07:39 are
+    still ahead, and all of them are inside both horizons."""
+    six = datetime(DAY.year, DAY.month, DAY.day, 6, 0, tzinfo=UTC)
+    assert score_dates(champion, [DAY], six - timedelta(hours=1)).scored == 150 + 61
+    assert score_dates(champion, [DAY], six + timedelta(minutes=99)).scored == 50 + 50
 
 
 def test_no_champion_is_a_clear_error(fresh_keyspace_settings: Settings) -> None:
@@ -90,7 +108,7 @@ def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: 
     assert latest.drift["late_rate_route_28d"] > 10 * PSI_SHIFTED
     assert latest.max_psi == max(latest.drift.values())
     assert set(latest.drift) == set(earlier.drift) and len(latest.drift) > 20
-    assert latest.predictions["count"] == latest.rows == 150
+    assert latest.predictions["count"] == latest.rows == 300
     row = perf[(perf["model_version"] == 1) & (perf["sched_date"] == DAY)].iloc[0]
     assert row["flights"] == 150 and 0 < row["late"] < 150 and 0.5 < row["roc_auc"] <= 1.0
 
@@ -129,5 +147,7 @@ def _write_shifted_day(s: Settings, day: date) -> None:
                          event_time=[datetime(day.year, day.month, day.day, 6, tzinfo=UTC)
                                      + timedelta(minutes=i) for i in range(150)],
                          carrier="UA", origin="EWR", dest="ORD", outcome=np.nan, label=None)
+    frame = pd.concat([frame.assign(horizon_min=m) for m in FLIGHTS.features.horizon_minutes],
+                      ignore_index=True)
     with connect(s) as session:
         FeatureStore(session, s.keyspace, FLIGHTS).write_day(day, frame)

@@ -33,7 +33,9 @@ def built(keyspace_settings: Settings) -> Settings:
 
 
 def test_the_weeks_after_training_are_judged_next_to_the_naive_baseline(built: Settings) -> None:
-    result = run_backtest(built, UNTIL, weeks=2)
+    near, ahead = run_backtest(built, UNTIL, weeks=2)
+    assert (near.horizon, ahead.horizon) == ("2 h before departure", "day ahead (24 h before)")
+    result = near
     assert [(w.start, w.end) for w in result.weeks] == [
         (UNTIL + timedelta(days=1), UNTIL + timedelta(days=7)),
         (UNTIL + timedelta(days=8), UNTIL + timedelta(days=14))]
@@ -42,6 +44,7 @@ def test_the_weeks_after_training_are_judged_next_to_the_naive_baseline(built: S
     with connect(built) as session:
         store = FeatureStore(session, built.keyspace, load_domain("flights"))
         week = [store.read_day(UNTIL + timedelta(days=i)) for i in range(1, 8)]
+    week = [f[f["horizon_min"] == 120] for f in week]  # the horizon judged
     y = np.concatenate([f["label"].to_numpy(dtype=int) for f in week])
     naive = np.concatenate([f["late_rate_route_28d"].to_numpy(dtype=float) for f in week])
     assert result.weeks[0].naive["roc_auc"] == pytest.approx(roc_auc_score(y, naive), abs=1e-12)
@@ -52,6 +55,9 @@ def test_the_weeks_after_training_are_judged_next_to_the_naive_baseline(built: S
         "naive_roc_auc"]
     assert all(w.served == w.trained and w.served["roc_auc"] > w.naive["roc_auc"] + 0.05
                for w in result.weeks)
+    # one model for both horizons, judged on each horizon's own rows
+    assert near.algorithm == ahead.algorithm and len(ahead.weeks) == 2
+    assert all(w.rows == 7 * 150 for w in ahead.weeks)
     # a backtest registers nothing
     with connect(built) as session:
         assert Registry(session, built.keyspace, "flight_delay").versions() == []
@@ -66,13 +72,12 @@ def test_the_cli_prints_json_and_explains_what_is_missing(built: Settings) -> No
         return subprocess.run([cli, "backtest", *args], env=env, capture_output=True, text=True,
                               timeout=300, check=False)
 
-    # planted features only (no raw events): the first horizon, the stored features
-    done = run("--train-until", UNTIL.isoformat(), "--weeks", "1", "--horizon", "at departure",
-               "--format", "json")
+    done = run("--train-until", UNTIL.isoformat(), "--weeks", "1", "--horizon",
+               "day ahead (24 h before)", "--format", "json")
     assert done.returncode == 0, done.stderr
     [body] = json.loads(done.stdout)["horizons"]
     assert body["train_until"] == UNTIL.isoformat() and len(body["weeks"]) == 1
-    assert body["horizon"] == "at departure"
+    assert body["horizon"] == "day ahead (24 h before)"
     assert set(body["weeks"][0]["served"]) >= {"roc_auc", "pr_auc", "brier", "calibration_error"}
     for args, message in ((("--train-until", "2013-02-30"), "not a date"),
                           (("--train-until", UNTIL.isoformat(), "--horizon", "soon"),

@@ -10,7 +10,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 
 from streamfit.cassandra import connect
-from streamfit.domains import load_domain
+from streamfit.domains import HORIZON, load_domain
 from streamfit.featurestore import FeatureStore
 from streamfit.registry import ModelIntegrityError, Registry
 from streamfit.settings import Settings
@@ -23,7 +23,8 @@ FLIGHTS = load_domain("flights")
 def _write_features(settings: Settings, days: int, per_day: int = 150, seed: int = 0) -> None:
     """Synthetic labelled flight features where the route delay rate (the naive baseline) and
     the weather's precipitation both predict delays, so a model can beat the baseline; written
-    through the feature store as a build would."""
+    through the feature store as a build would, one row per flight at each of the domain's
+    horizons (the same values: the signal does not depend on it)."""
     rng = np.random.default_rng(seed)
     names = list(FLIGHTS.features.names)
     with connect(settings) as session:
@@ -40,6 +41,8 @@ def _write_features(settings: Settings, days: int, per_day: int = 150, seed: int
                             + timedelta(minutes=i) for i in range(per_day)],
                 carrier="UA", origin="EWR", dest="ORD",
                 outcome=np.where(late, 30.0, 0.0), label=late.astype(object))
+            frame = pd.concat([frame.assign(**{HORIZON: m})
+                               for m in FLIGHTS.features.horizon_minutes], ignore_index=True)
             store.write_day(day, frame, {"t": {"0": [d * 100, d * 100 + 99]}})
 
 
@@ -75,9 +78,9 @@ def test_first_model_becomes_champion_with_metrics_and_lineage(trained: Settings
         v = versions[1]
         assert v.train_window["end"] == (START + timedelta(days=29)).isoformat()
         assert v.lineage["kafka_offsets"]["t"]["0"] == [0, 2999]
-        assert v.features == list(FLIGHTS.features.model)
+        assert v.features == FLIGHTS.features.inputs
         model = registry.load(1)
-        assert model.predict_proba(np.zeros((1, len(list(FLIGHTS.features.model))))).shape == (1, 2)
+        assert model.predict_proba(np.zeros((1, len(FLIGHTS.features.inputs)))).shape == (1, 2)
 
         # too little new data: the retrain is skipped and says why
         skipped = train_and_maybe_promote(trained)

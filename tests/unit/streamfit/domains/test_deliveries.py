@@ -16,6 +16,7 @@ from streamfit.domains import ENTITY_ID, LABEL, ReplayOptions, load_domain
 
 DOMAIN = load_domain("deliveries")
 START, END = date(2024, 1, 1), date(2024, 1, 14)
+HORIZON = DOMAIN.features.horizons["6 h before pickup"]
 
 
 class Landed:
@@ -64,7 +65,7 @@ def test_scaled_copies_are_distinct_parcels(events: list[dict[str, Any]]) -> Non
 
 def test_a_day_has_its_parcels_labels_and_every_feature(events: list[dict[str, Any]]) -> None:
     day = date(2024, 1, 8)
-    frame = DOMAIN.features.build_day(Landed(events), day)
+    frame = DOMAIN.features.build_day(Landed(events), day, HORIZON)
     booked = {e["entity_key"] for e in events if e["event_type"] == "parcel_booked"
               and e["payload"]["pickup_at"][:10] == day.isoformat()}
     assert set(frame[ENTITY_ID]) == booked
@@ -73,23 +74,24 @@ def test_a_day_has_its_parcels_labels_and_every_feature(events: list[dict[str, A
     late = frame[LABEL].astype(bool)
     assert ((frame["outcome"] > 0) == late).all() and 0.1 < late.mean() < 0.5
     # the last day's parcels are not delivered yet: no label
-    last = DOMAIN.features.build_day(Landed(events), END)
+    last = DOMAIN.features.build_day(Landed(events), END, HORIZON)
     assert last[LABEL].isna().mean() > 0.5
 
 
-def test_features_use_nothing_after_the_pickup(events: list[dict[str, Any]]) -> None:
-    """The features of a parcel built from all events equal those built from only the events
-    before its pickup: nothing later leaks in."""
+def test_features_use_nothing_after_the_as_of_time(events: list[dict[str, Any]]) -> None:
+    """Leakage test of the horizon: the features of a parcel built from all events equal those
+    built from only the events before its as-of time (6 h before pickup)."""
     day = date(2024, 1, 10)
-    full = DOMAIN.features.build_day(Landed(events), day).set_index(ENTITY_ID)
+    full = DOMAIN.features.build_day(Landed(events), day, HORIZON).set_index(ENTITY_ID)
     names = list(DOMAIN.features.names)
     for parcel in full.sample(15, random_state=0).index:
-        t = full.loc[parcel, "event_time"]
+        t = full.loc[parcel, "event_time"] - HORIZON
         cut = (t.astimezone(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
         before = Landed(e for e in events if e["event_time"] < cut)
         row = next(e["payload"] for e in events if e["entity_key"] == parcel
                    and e["event_type"] == "parcel_booked")
-        alone = DOMAIN.features.build_for(before, pd.DataFrame([row]))  # type: ignore[misc]
+        alone = DOMAIN.features.build_for(before, pd.DataFrame([row]),  # type: ignore[misc]
+                                          HORIZON)
         assert alone[names].iloc[0].tolist() == pytest.approx(full.loc[parcel, names].tolist())
 
 

@@ -9,6 +9,7 @@ import pytest
 from streamfit.domains.flights.pointintime import LATE_MINUTES, MIN_SUPPORT, build_features, feature_names
 
 T0 = pd.Timestamp("2013-03-01T12:00:00Z")
+M = pd.Timedelta(minutes=1)
 
 
 def _flights(n: int = 3) -> pd.DataFrame:
@@ -152,3 +153,84 @@ def test_events_after_a_horizons_as_of_time_leave_its_features_unchanged(hours: 
     at_departure = feats([500.0] * 3, weather, None)
     assert at_departure.iloc[0]["late_rate_carrier_7d"] > feats([0.0] * 3, weather, None).iloc[0][
         "late_rate_carrier_7d"]
+
+
+def _schedule(rows: list[tuple[str, str, str, pd.Timestamp]]) -> pd.DataFrame:
+    """(flight_id, origin, tailnum, scheduled departure) -> the schedule frame (UA, 719 mi)."""
+    return pd.DataFrame({"flight_id": [r[0] for r in rows], "carrier": "UA",
+                         "origin": [r[1] for r in rows], "tailnum": [r[2] for r in rows],
+                         "scheduled_departure": [r[3] for r in rows], "distance": 719.0})
+
+
+def _departed(rows: list[tuple[str, pd.Timestamp, float]]) -> pd.DataFrame:
+    return pd.DataFrame({"flight_id": [r[0] for r in rows],
+                         "actual_departure": [r[1] for r in rows],
+                         "dep_delay": [r[2] for r in rows]})
+
+
+H = pd.Timedelta(hours=1)
+
+
+def test_same_day_congestion_counts_what_was_known_at_the_as_of_time() -> None:
+    """As of T0 at EWR: A left 40 min late, B on time, C (due 30 min ago) has not left, so it
+    is late too; D leaves late but only after T0, and E is at another airport."""
+    flights = _flights(1)  # F0: EWR, T0
+    schedule = _schedule([("A", "EWR", "N2", T0 - 90 * M), ("B", "EWR", "N3", T0 - 60 * M),
+                          ("C", "EWR", "N4", T0 - 30 * M), ("D", "EWR", "N5", T0 - 10 * M),
+                          ("E", "JFK", "N6", T0 - 60 * M), ("F0", "EWR", "N1", T0)])
+    departed = _departed([("A", T0 - 50 * M, 40.0), ("B", T0 - 60 * M, 0.0),
+                          ("D", T0 + 20 * M, 30.0), ("E", T0 - 10 * M, 50.0)])
+    row = build_features(flights, _history([], []), WEATHER, PLANES, None, schedule,
+                         departed).iloc[0]
+    assert row["origin_dep_delay_2h"] == pytest.approx(20.0)  # A and B
+    # due in the window: A, B, C, D; late by T0: A (left late) and C (waited 30 min)
+    assert row["origin_late_share_2h"] == pytest.approx(2 / 4)
+    assert row["origin_scheduled_1h"] == 3  # C, D and itself: due within 30 minutes of T0
+    assert row["carrier_late_share_3h"] == pytest.approx(3 / 5)  # A, C and E of A-E
+
+
+def test_rotation_follows_the_aircraft_and_what_its_previous_leg_had_by_the_as_of_time() -> None:
+    flights = _flights(1)  # F0 flown by N1 at T0
+    schedule = _schedule([("P", "EWR", "N1", T0 - 6 * H), ("Q", "LGA", "N1", T0 - 9 * H),
+                          ("X", "EWR", "N9", T0 - 2 * H), ("F0", "EWR", "N1", T0)])
+    slack = 6 * 60 - 2 * 719.0 / 7.5 - 2 * 60.0
+    left_late = _departed([("P", T0 - 5 * H, 60.0)])
+    row = build_features(flights, _history([], []), WEATHER, PLANES, None, schedule,
+                         left_late).iloc[0]
+    assert (row["rotation_legs"], row["rotation_gap_min"]) == (2, 360)
+    assert row["rotation_prev_delay"] == 60.0
+    assert row["rotation_propagated"] == pytest.approx(60.0 - slack)
+    # 8 h ahead, P had not been due yet: no delay known then, whatever happened later
+    early = build_features(flights, _history([], []), WEATHER, PLANES, 8 * H, schedule,
+                           left_late).iloc[0]
+    assert early["rotation_prev_delay"] == 0.0 and early["rotation_legs"] == 2
+    # 5.5 h ahead, P was due 30 minutes before and had not left: 30 minutes late so far
+    waiting = build_features(flights, _history([], []), WEATHER, PLANES, 5.5 * H, schedule,
+                             left_late).iloc[0]
+    assert waiting["rotation_prev_delay"] == 30.0
+    alone = build_features(flights, _history([], []), WEATHER, PLANES, None,
+                           schedule[schedule["tailnum"] != "N1"], left_late).iloc[0]
+    assert alone["rotation_legs"] == 0 and np.isnan(alone["rotation_prev_delay"])
+
+
+@pytest.mark.parametrize("hours", [2, 24])
+def test_departures_after_a_horizons_as_of_time_leave_its_features_unchanged(hours: int) -> None:
+    """Leakage test of the same-day signals: departures at or after ``departure - horizon``
+    (the flight's own included) cannot matter; before it they do."""
+    horizon = pd.Timedelta(hours=hours)
+    as_of = T0 - horizon
+    flights = _flights(1)
+    schedule = _schedule([("P", "EWR", "N1", as_of - 3 * H), ("B", "EWR", "N3", as_of - H),
+                          ("L", "EWR", "N4", as_of + 10 * M), ("F0", "EWR", "N1", T0)])
+    known = [("P", as_of - 2 * H, 60.0), ("B", as_of - 30 * M, 30.0)]
+    later = [("L", as_of + 40 * M, 30.0), ("F0", T0 + 5 * M, 5.0)]
+
+    def feats(later_delay: float, b_delay: float = 30.0) -> pd.DataFrame:
+        rows = [(k, t, b_delay if k == "B" else d) for k, t, d in known]
+        rows += [(k, t + later_delay * M, d + later_delay) for k, t, d in later]
+        return build_features(flights, _history([], []), WEATHER, PLANES, horizon, schedule,
+                              _departed(rows))
+
+    pd.testing.assert_frame_equal(feats(0.0), feats(300.0))
+    assert feats(0.0).iloc[0]["origin_dep_delay_2h"] != feats(0.0, b_delay=90.0).iloc[0][
+        "origin_dep_delay_2h"]
