@@ -639,8 +639,9 @@ def backtest(
 def score(
     day: Annotated[list[str], typer.Option("--date", help="Scheduled date to score (repeatable).")],
     as_of: Annotated[str | None, typer.Option(
-        "--as-of", help="Only entities whose time is after this (for flights: not yet "
-        "departed), ISO-8601 with zone.")] = None,
+        "--as-of", help="The stream's \"now\", ISO-8601 with zone: only the rows due then "
+        "(inside their horizon, before their event time). Default: every row, every "
+        "horizon.")] = None,
     transient: Annotated[bool, typer.Option(
         "--transient", help="Train a throw-away model for this request instead of using the "
         "champion; store its predictions under a request id (never registered).")] = False,

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from scoring.monitoring import PSI_SHIFTED, PSI_STABLE, ScoringRun, performance_summary
+from streamfit.quality import quality_alerts
 from streamfit.registry import ModelVersion
 from streamfit.settings import Settings
 
@@ -39,6 +40,8 @@ class ReportData:
     performance: pd.DataFrame
     #: (stage, wall-clock time, size) for the freshness timeline
     timeline: list[tuple[str, datetime, float]] = field(default_factory=list)
+    #: what is wrong with the champion (``streamfit.quality.quality_alerts``): empty if nothing
+    alerts: list[str] = field(default_factory=list)
 
 
 def collect(settings: Settings) -> ReportData:
@@ -72,9 +75,17 @@ def collect(settings: Settings) -> ReportData:
                     timeline.append(("raw events signalled", datetime_from_uuid1(row.signal_id),
                                      float(row.rows or 0)))
                 day += timedelta(days=1)
-        return ReportData(settings.keyspace, versions, registry.aliases(),
-                          [r._asdict() for r in registry.decisions(50)], runs,
-                          monitor.performance(), [t for t in timeline if t[1] is not None])
+        aliases = registry.aliases()
+        performance = monitor.performance()
+        champion = next((v for v in versions if v.version == aliases.get("champion")), None)
+        alerts = [] if champion is None else quality_alerts(
+            champion.metrics, performance_summary(performance).get(champion.version),
+            next((r.drift for r in runs if r.model_version == champion.version), {}),
+            settings.alert_quality_gap, settings.alert_drift_psi,
+            champion.reference.get("daily_psi"))
+        return ReportData(settings.keyspace, versions, aliases,
+                          [r._asdict() for r in registry.decisions(50)], runs, performance,
+                          [t for t in timeline if t[1] is not None], alerts)
 
 
 def write_report(settings: Settings, path: Path) -> Path:
@@ -153,7 +164,10 @@ def _drift_plots(runs: list[ScoringRun]) -> str:
     a.set_title(f"PSI per feature, run of {latest.scored_at:%Y-%m-%d %H:%M} (v{latest.model_version})")
     a.tick_params(axis="y", labelsize=7)
     ordered = runs[::-1]
-    b.plot([r.scored_at for r in ordered], [r.max_psi for r in ordered], "o-")
+    times = [r.scored_at for r in ordered]
+    b.plot(times, [r.max_psi for r in ordered], "o-")
+    if len(set(times)) == 1:  # one run: an hour either side, not an axis of years
+        b.set_xlim(times[0] - timedelta(hours=1), times[0] + timedelta(hours=1))
     b.axhline(PSI_SHIFTED, color="red", linestyle="--")
     b.set_title("largest PSI per scoring run")
     b.tick_params(axis="x", labelrotation=30, labelsize=7)
@@ -225,15 +239,24 @@ def render(data: ReportData) -> str:
              "alias": ", ".join(a for a, n in data.aliases.items() if n == v.version),
              "algorithm": v.algorithm, "window": f"{v.train_window.get('start')}.."
              f"{v.train_window.get('end')}", "roc_auc": v.metrics.get("roc_auc"),
-             "naive_roc_auc": v.metrics.get("naive_roc_auc"), "brier": v.metrics.get("brier"),
+             "naive_roc_auc": v.metrics.get("naive_roc_auc"),
+             "realised_roc_auc": realised.get(v.version, {}).get("roc_auc_daily_mean"),
+             "brier": v.metrics.get("brier"),
              "naive_brier": v.metrics.get("naive_brier"),
              "realised_brier": realised.get(v.version, {}).get("brier"),
              "realised_flights": realised.get(v.version, {}).get("flights")} for v in versions]
     sections = [
         f"<h1>streamfit report: keyspace <code>{html.escape(data.keyspace)}</code></h1>",
         f"<p>Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Champion: "
-        f"{'v' + str(champion) if champion else 'none yet'}.</p>",
+        f"{'v' + str(champion) if champion is not None else 'none yet'}.</p>",
+        "<h2>Alerts</h2>",
+        ("<ul>" + "".join(f"<li class='alert'>ALERT: {html.escape(a)}</li>"
+                          for a in data.alerts) + "</ul>") if data.alerts
+        else "<p>None: the champion's realised quality and inputs are within the alert "
+             "thresholds.</p>",
         "<h2>Model versions</h2>",
+        "<p>roc_auc is on the holdout at training; realised_roc_auc is the daily mean over the "
+        "predictions that matured since (each entity's freshest prediction).</p>",
         _table(rows, list(rows[0]) if rows else ["version"]),
         _metrics_plot(versions, champion) if versions else "<p>No model yet.</p>",
         "<h2>Promotion decisions</h2>",

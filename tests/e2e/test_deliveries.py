@@ -3,7 +3,7 @@
 Three weeks of the ``deliveries`` domain are landed in a keyspace created for it. The same DAGs
 that run flights (started by the stack with the default ``STREAMFIT_DOMAIN=flights``) read the
 keyspace's recorded domain and build parcel features, train the ``parcel_late`` model and score
-the parcels booked for the next day; the HTTP API serves them under the domain's own names.
+the next day's parcels as the stream reaches 6 hours before their pickup; the HTTP API serves them under the domain's own names.
 Nothing of the flights domain takes part: its registry partition stays empty.
 """
 
@@ -47,10 +47,16 @@ def parcels(stack: Settings) -> Iterator[Settings]:
 
 def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) -> None:
     s = parcels
-    events = list(DELIVERIES.replay("synthetic", ReplayOptions(START, END)))
+    # three weeks, and the next day's events until 09:00: the stream's "now"
+    events = [e for e in DELIVERIES.replay("synthetic", ReplayOptions(START, NEXT))
+              if e["event_time"] < f"{NEXT.isoformat()}T09:00"]
+    now = datetime.fromisoformat(max(e["event_time"] for e in events))
+    horizon = DELIVERIES.features.horizons["6 h before pickup"]
+    # the next day's parcels inside their 6-hour horizon then, and not picked up yet: due
     booked_next = {e["entity_key"] for e in events if e["event_type"] == "parcel_booked"
-                   and e["payload"]["pickup_at"][:10] == NEXT.isoformat()}
-    assert len(events) > 15_000 and len(booked_next) > 100
+                   and e["payload"]["pickup_at"][:10] == NEXT.isoformat()
+                   and now < datetime.fromisoformat(e["payload"]["pickup_at"]) <= now + horizon}
+    assert len(events) > 15_000 and len(booked_next) > 50
 
     since = datetime.now(UTC).isoformat()
     send_events(s, events)
@@ -99,7 +105,8 @@ def test_deliveries_run_the_whole_pipeline_through_airflow(parcels: Settings) ->
     assert set(features) == day_booked
     assert all(r.label is not None and set(r.feature_values) == set(DELIVERIES.features.names)
                for r in features.values())
-    # every parcel booked for the next day was scored by the champion, before its pickup
+    # every parcel of the next day inside its horizon was scored by the champion, before its
+    # pickup, and none further ahead
     assert set(predicted) == booked_next
     assert {r.model_version for r in predicted.values()} == {v1.version}
     assert all(0 < r.probability < 1 and set(r.attributes) == {"depot", "courier", "service"}

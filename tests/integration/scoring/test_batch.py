@@ -116,6 +116,9 @@ def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: 
 def test_models_show_and_report_read_what_monitoring_stored(champion: Settings,
                                                             tmp_path: Path) -> None:
     score_dates(champion, [DAY], evaluate=[DAY])
+    shifted = DAY + timedelta(days=1)
+    _write_shifted_day(champion, shifted)
+    score_dates(champion, [shifted])  # the champion's latest run: a drifted input
     env = {**os.environ, "STREAMFIT_KEYSPACE": champion.keyspace}
     cli = str(Path(sys.executable).parent / "streamfit")
     shown = subprocess.run([cli, "models", "show"], env=env, capture_output=True, text=True,
@@ -129,6 +132,10 @@ def test_models_show_and_report_read_what_monitoring_stored(champion: Settings,
     assert made.returncode == 0, made.stderr
     page = out.read_text()
     assert f"keyspace <code>{champion.keyspace}</code>" in page and "Champion: v1" in page
+    # realised quality beside the holdout's, and the drift alert the last run raised
+    assert "realised_roc_auc" in page and "ALERT: " in page
+    alert = page.split("ALERT: ", 1)[1].split("</li>", 1)[0]
+    assert "late_rate_route_28d" in alert and "ALERT" in shown.stdout
     assert page.count("data:image/png;base64,") == 5
 
 
