@@ -28,8 +28,8 @@ SELECT_LATEST = f"SELECT {COLUMNS} FROM {{ks}}.predictions_by_horizon WHERE enti
 SELECT_BY_DAY = (f"SELECT {COLUMNS} FROM {{ks}}.day_predictions_by_horizon WHERE day = ? "
                  "GROUP BY day, entity_id")
 #: every horizon's (monitoring judges each)
-SELECT_DAY_ALL = (f"SELECT entity_id, horizon_min, probability, model_version "
-                  f"FROM {{ks}}.day_predictions_by_horizon WHERE day = ?")
+SELECT_DAY_ALL = ("SELECT entity_id, horizon_min, probability, model_version "
+                  "FROM {ks}.day_predictions_by_horizon WHERE day = ?")
 SELECT_HISTORY = """
 SELECT model_version, horizon_min, probability, scored_at FROM {ks}.prediction_history_by_horizon
 WHERE entity_id = ? LIMIT 100"""

@@ -3,7 +3,8 @@
 Three weeks of the ``deliveries`` domain are landed in a keyspace created for it. The same DAGs
 that run flights (started by the stack with the default ``STREAMFIT_DOMAIN=flights``) read the
 keyspace's recorded domain and build parcel features, train the ``parcel_late`` model and score
-the next day's parcels as the stream reaches 6 hours before their pickup; the HTTP API serves them under the domain's own names.
+the next day's parcels as the stream reaches 6 hours before their pickup; the HTTP API serves
+them under the domain's own names.
 Nothing of the flights domain takes part: its registry partition stays empty.
 """
 
