@@ -207,6 +207,8 @@ def query_api(settings: Settings, day: date) -> list[str]:
         server.wait(30)
     return [f"GET  {url}/health -> champion v{health['champion']}",
             f"GET  /predictions/{row.entity_id} -> {stored['probability']:.3f} "
-            f"(v{stored['model_version']}, scored {stored['scored_at'][:19]})",
+            f"(v{stored['model_version']}, as of {stored['horizon_min']} min before, scored "
+            f"{stored['scored_at'][:19]})",
             f"POST /score {row.entity_id} -> {scored['predictions'][0]['probability']:.3f} "
-            f"(v{scored['model_version']}, features computed now from the raw events)"]
+            f"(v{scored['model_version']}, features computed now from the raw events, as of "
+            "the nearest horizon)"]
