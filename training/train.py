@@ -3,7 +3,8 @@
 Triggered by the ``train_model`` DAG (scheduled on the ``features`` asset) or the CLI. Steps:
 
 1. training set: labelled rows of the feature tables over ``STREAMFIT_TRAIN_DAYS`` entity dates
-   ending at the newest labelled date; skipped (and logged) when fewer than
+   ending at the newest labelled date, at every prediction horizon (one model for all of them,
+   the horizon being one of its inputs: each row is built as of the offset serving uses); skipped (and logged) when fewer than
    ``STREAMFIT_MIN_NEW_ROWS`` labelled rows are newer than the champion's window;
 2. time-based split: the last ``STREAMFIT_HOLDOUT_DAYS`` days are the holdout;
 3. candidates chosen by time-series cross-validation on the rest: a HistGradientBoostingClassifier
@@ -15,8 +16,9 @@ Triggered by the ``train_model`` DAG (scheduled on the ``features`` asset) or th
 The floor (``STREAMFIT_PROMOTION_BEAT_NAIVE``, on by default): the first training also registers
 the naive baseline as **v0**, a logistic calibration of the domain's naive feature (so it ranks
 exactly as that feature does), and makes it the champion. A trained model then has to beat the
-champion *and* the naive baseline on the same holdout, so no model worse than naive is served,
-the first one included. With the floor off, the first trained model is always promoted.
+champion *and* the naive baseline on the same holdout (the baseline at every horizon), so no
+model worse than naive is served, the first one included. With the floor off, the first trained
+model is always promoted.
 """
 
 from __future__ import annotations
