@@ -4,8 +4,9 @@ Triggered by the ``train_model`` DAG (scheduled on the ``features`` asset) or th
 
 1. training set: labelled rows of the feature tables over ``STREAMFIT_TRAIN_DAYS`` entity dates
    ending at the newest labelled date, at every prediction horizon (one model for all of them,
-   the horizon being one of its inputs: each row is built as of the offset serving uses); skipped (and logged) when fewer than
-   ``STREAMFIT_MIN_NEW_ROWS`` labelled rows are newer than the champion's window;
+   the horizon being one of its inputs: each row is built as of the offset serving uses);
+   skipped (and logged) when fewer than ``STREAMFIT_MIN_NEW_ROWS`` labelled rows are newer than
+   the champion's window;
 2. time-based split: the last ``STREAMFIT_HOLDOUT_DAYS`` days are the holdout;
 3. candidates chosen by time-series cross-validation on the rest: a HistGradientBoostingClassifier
    (small grid) against a logistic-regression baseline;
