@@ -65,11 +65,12 @@ def _build_for(raw: RawEvents, flights: pd.DataFrame, horizon: timedelta) -> pd.
 
 
 def _days_affected(event_dates: Iterable[date]) -> list[date]:
-    """Event date E holds schedules of flights departing E+1, weather and departures of E, and
-    arrivals (labels) of flights that departed on E or, late in the evening, on E-1."""
+    """Event date E holds schedules of flights departing E+1 (and so the earlier legs of
+    aircraft flying again early on E+2), weather and departures of E, and arrivals (labels) of
+    flights that departed on E or, late in the evening, on E-1."""
     out: set[date] = set()
     for day in event_dates:
-        out |= {day - timedelta(days=1), day, day + timedelta(days=1)}
+        out |= {day + timedelta(days=i) for i in range(-1, 3)}
     return sorted(out)
 
 

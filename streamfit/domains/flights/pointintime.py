@@ -104,8 +104,10 @@ def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFram
                 ) -> dict[str, np.ndarray]:
     """Per flight of ``f`` (with ``as_of``), at its origin: the mean departure delay over the
     congestion window before ``as_of``; the share of the flights due there in that window known
-    by ``as_of`` to be 15+ minutes late (NaN where nothing was due); and the number of flights
-    scheduled to leave there within an hour of its own departure (the schedule is known)."""
+    by ``as_of`` to be 15+ minutes late (NaN where nothing was due); the number of flights
+    scheduled to leave there within 30 minutes either side of its own departure (the schedule is
+    known); and the same late share for its carrier's flights from every airport, over
+    ``CARRIER_WINDOW``."""
     mean_delay = np.full(len(f), np.nan)
     late_share = np.full(len(f), np.nan)
     load = np.zeros(len(f))

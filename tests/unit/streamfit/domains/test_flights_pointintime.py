@@ -86,10 +86,11 @@ def test_event_dates_map_to_the_feature_dates_they_affect() -> None:
     from features.build import dates_to_rebuild
     from streamfit.domains import load_domain
 
-    # event date E holds schedules of E+1's flights, weather of E, and arrivals of flights that
-    # departed on E or late on E-1
+    # event date E holds schedules of E+1's flights (earlier legs of E+2's early ones), weather
+    # and departures of E, and arrivals of flights that departed on E or late on E-1
     assert dates_to_rebuild(load_domain("flights"), ["2013-03-01", "2013-03-02"]) == [
-        date(2013, 2, 28), date(2013, 3, 1), date(2013, 3, 2), date(2013, 3, 3)]
+        date(2013, 2, 28), date(2013, 3, 1), date(2013, 3, 2), date(2013, 3, 3),
+        date(2013, 3, 4)]
 
 
 def test_offset_ranges_merge_per_topic_and_partition() -> None:
