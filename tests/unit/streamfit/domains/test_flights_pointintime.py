@@ -235,3 +235,38 @@ def test_departures_after_a_horizons_as_of_time_leave_its_features_unchanged(hou
     pd.testing.assert_frame_equal(feats(0.0), feats(300.0))
     assert feats(0.0).iloc[0]["origin_dep_delay_2h"] != feats(0.0, b_delay=90.0).iloc[0][
         "origin_dep_delay_2h"]
+
+
+def test_a_dates_context_is_read_once_for_all_its_horizons() -> None:
+    """A build asks for a date once per horizon: the raw events are gathered once per reader and
+    date, and a new reader (a new build) reads them again."""
+    from datetime import date, timedelta
+
+    from streamfit.domains import load_domain
+
+    day = date(2013, 3, 1)
+    flight = {"flight_id": "F0", "carrier": "UA", "flight": 1, "tailnum": "N1", "origin": "EWR",
+              "dest": "ORD", "scheduled_departure": "2013-03-01T12:00:00Z", "distance": 719.0}
+
+    class Counting:
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def payloads(self, d: date, event_type: str) -> list[dict]:
+            return [flight] if (d, event_type) == (day - timedelta(days=1),
+                                                   "flight_scheduled") else []
+
+        def frame(self, days: list[date], event_type: str) -> pd.DataFrame:
+            self.reads += 1
+            return pd.DataFrame([p for d in days for p in self.payloads(d, event_type)])
+
+    spec = load_domain("flights").features
+    raw = Counting()
+    frames = [spec.build_day(raw, day, h) for h in spec.horizons.values()]
+    once = raw.reads
+    assert all(len(f) == 1 for f in frames) and once > 1
+    spec.build_day(raw, day, next(iter(spec.horizons.values())))
+    assert raw.reads == once + 1  # only the day's own schedules again
+    other = Counting()
+    spec.build_day(other, day, next(iter(spec.horizons.values())))
+    assert other.reads == once - len(spec.horizons) + 1
