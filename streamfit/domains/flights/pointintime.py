@@ -22,6 +22,8 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -127,44 +129,53 @@ def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFram
         there = sched[sched["origin"] == origin]
         if there.empty:
             continue
-        a = as_of[rows][:, None]
-        own = f["flight_id"].to_numpy()[rows][:, None] == there["flight_id"].to_numpy()[None, :]
-        dep = _naive(there["actual_departure"])[None, :]
-        delay = there["dep_delay"].to_numpy(dtype=float)[None, :]
-        due = _naive(there["scheduled_departure"])[None, :]
-        gone = dep < a  # NaT compares False: not departed (yet, or ever)
-        # departures seen in the window
-        left = gone & (dep >= a - window) & ~own
+        grid = _Grid.of(as_of[rows], f["flight_id"].to_numpy()[rows], there)
+        a, dep, due = grid.a, grid.dep, grid.due
+        # departures seen in the window (NaT compares False: not departed, yet or ever)
+        left = (dep < a) & (dep >= a - window) & ~grid.own
         n_left = left.sum(axis=1)
-        mean_delay[rows] = np.where(n_left > 0, np.where(left, delay, 0.0).sum(axis=1)
+        mean_delay[rows] = np.where(n_left > 0, np.where(left, grid.delay, 0.0).sum(axis=1)
                                     / np.maximum(n_left, 1), np.nan)
-        late_share[rows] = _late_share(as_of[rows], f["flight_id"].to_numpy()[rows], there,
-                                       window)
+        late_share[rows] = grid.late_share(window)
         t = own_time[rows][:, None]
         load[rows] = ((due >= t - hour) & (due < t + hour)).sum(axis=1)
     # the carrier's flights from all three airports: a bad day at the airline (crews, hub)
     for carrier, rows in f.groupby("carrier", sort=False).indices.items():
         theirs = sched[sched["carrier"] == carrier]
         if not theirs.empty:
-            carrier_share[rows] = _late_share(as_of[rows], f["flight_id"].to_numpy()[rows],
-                                              theirs, np.timedelta64(CARRIER_WINDOW))
+            carrier_share[rows] = _Grid.of(as_of[rows], f["flight_id"].to_numpy()[rows],
+                                           theirs).late_share(np.timedelta64(CARRIER_WINDOW))
     return out
 
 
-def _late_share(as_of: np.ndarray, ids: np.ndarray, there: pd.DataFrame,
-                window: np.timedelta64) -> np.ndarray:
-    """Per as-of time: the share of ``there``'s flights due in ``window`` before it known then
-    to be 15+ minutes late (left that late, or waited that long); NaN where none was due."""
-    a = as_of[:, None]
-    own = ids[:, None] == there["flight_id"].to_numpy()[None, :]
-    dep = _naive(there["actual_departure"])[None, :]
-    delay = there["dep_delay"].to_numpy(dtype=float)[None, :]
-    due = _naive(there["scheduled_departure"])[None, :]
-    in_window = (due < a) & (due >= a - window) & ~own
-    waited = (a - due) / np.timedelta64(1, "m")
-    late = np.where(dep < a, np.nan_to_num(delay) >= LATE_MINUTES, waited >= LATE_MINUTES)
-    n_due = in_window.sum(axis=1)
-    return np.where(n_due > 0, (in_window & late).sum(axis=1) / np.maximum(n_due, 1), np.nan)
+@dataclass(frozen=True)
+class _Grid:
+    """Flights (rows, by as-of time) against the flights scheduled at one place (columns)."""
+
+    a: np.ndarray  # as-of times, one row each
+    own: np.ndarray  # the row's own flight
+    dep: np.ndarray  # actual departures (NaT: not departed)
+    delay: np.ndarray  # departure delays
+    due: np.ndarray  # scheduled departures
+
+    @classmethod
+    def of(cls, as_of: np.ndarray, ids: np.ndarray, there: pd.DataFrame) -> _Grid:
+        return cls(as_of[:, None], ids[:, None] == there["flight_id"].to_numpy()[None, :],
+                   _naive(there["actual_departure"])[None, :],
+                   there["dep_delay"].to_numpy(dtype=float)[None, :],
+                   _naive(there["scheduled_departure"])[None, :])
+
+    def late_share(self, window: np.timedelta64) -> np.ndarray:
+        """Per row: the share of the flights due in ``window`` before its as-of time known
+        then to be 15+ minutes late (left that late, or waited that long); NaN where none was
+        due."""
+        in_window = (self.due < self.a) & (self.due >= self.a - window) & ~self.own
+        waited = (self.a - self.due) / np.timedelta64(1, "m")
+        late = np.where(self.dep < self.a, np.nan_to_num(self.delay) >= LATE_MINUTES,
+                        waited >= LATE_MINUTES)
+        n_due = in_window.sum(axis=1)
+        return np.where(n_due > 0, (in_window & late).sum(axis=1) / np.maximum(n_due, 1),
+                        np.nan)
 
 
 def _rotation(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame,
