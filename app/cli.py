@@ -960,17 +960,23 @@ def predictions_list(
 
 @app.command("serve")
 @handle_errors
-def serve() -> None:
+def serve(
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, max=64,
+        help="Server processes (default STREAMFIT_API_WORKERS).")] = None,
+) -> None:
     """Start the predictions HTTP API (STREAMFIT_API_HOST:STREAMFIT_API_PORT; docs at /docs)."""
     import uvicorn
 
-    from app.server import create_app
-
     settings = _settings()
-    console.print(f"serving http://{settings.api_host}:{settings.api_port} (docs at /docs)"
+    count = workers or settings.api_workers
+    console.print(f"serving http://{settings.api_host}:{settings.api_port} (docs at /docs, "
+                  f"{count} worker{'s' if count > 1 else ''})"
                   + ("; API key required" if settings.api_key else ""))
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level="warning")
+    # Each worker process builds its own app, session and champion from the same environment
+    # (uvicorn needs an import string for more than one).
+    uvicorn.run("app.server:create_app", factory=True, workers=count, host=settings.api_host,
+                port=settings.api_port, log_level="warning", access_log=False)
 
 
 @app.command("settings")

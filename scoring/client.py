@@ -24,8 +24,8 @@ from typing import Any
 
 from cassandra.cluster import Session
 
-from scoring.predictions import SELECT_BY_DAY, SELECT_HISTORY, SELECT_LATEST
-from streamfit.cassandra import as_utc, cql_date
+from scoring.predictions import SELECT_BY_DAY, SELECT_HISTORY, SELECT_LATEST, page_token_secret
+from streamfit.cassandra import aexecute, as_utc, cql_date
 from streamfit.domains import Domain, Entity
 from streamfit.settings import Settings
 
@@ -99,19 +99,24 @@ def _prediction(r: Any) -> Prediction:
 
 
 class PredictionClient:
-    def __init__(self, session: Session, keyspace: str, domain: Domain,
-                 token_key: bytes | None = None) -> None:
+    """Reads of the prediction tables. Each call has an ``async`` twin (``latest_async``,
+    ``for_date_async``) for event-loop code such as the HTTP server: it awaits the driver's
+    own future instead of holding a thread."""
+
+    def __init__(self, session: Session, keyspace: str, domain: Domain) -> None:
         ks = keyspace
         self.session = session
         self.keyspace = keyspace
         self.domain = domain
         # Page tokens carry Cassandra's paging state with an HMAC over it and the query. A
         # forged or corrupted paging state must never reach Cassandra: the driver treats the
-        # protocol error as a broken connection and marks the node down for every caller.
-        self._token_key = token_key or hashlib.sha256(f"streamfit-page:{ks}".encode()).digest()
+        # protocol error as a broken connection and marks the node down for every caller. The
+        # key is the keyspace's random secret, so no one without it can make a valid token.
+        self._token_key = page_token_secret(session, ks)
         self._latest = session.prepare(SELECT_LATEST.format(ks=ks))
         self._by_date = session.prepare(SELECT_BY_DAY.format(ks=ks))
         self._history = session.prepare(SELECT_HISTORY.format(ks=ks))
+        self._registry: Any = None
 
     @classmethod
     @contextmanager
@@ -129,11 +134,26 @@ class PredictionClient:
         row = self.session.execute(self._latest, (entity_id,)).one()
         return _prediction(row) if row else None
 
+    async def latest_async(self, entity_id: str) -> Prediction | None:
+        row = (await aexecute(self.session, self._latest, (entity_id,))).one()
+        return _prediction(row) if row else None
+
     def for_date(self, day: date, filters: dict[str, str] | None = None, page_size: int = 100,
                  page_token: str | None = None) -> Page:
         """A page of ``day``'s predictions (one partition), each entity's freshest one.
-        ``filters``: descriptive columns
-        that must match (e.g. ``{"carrier": "UA"}``), applied inside the page read."""
+        ``filters``: descriptive columns that must match (e.g. ``{"carrier": "UA"}``), applied
+        inside the page read."""
+        bound, state, scope, filters = self._page_query(day, filters, page_size, page_token)
+        return self._page(self.session.execute(bound, paging_state=state), scope, filters)
+
+    async def for_date_async(self, day: date, filters: dict[str, str] | None = None,
+                             page_size: int = 100, page_token: str | None = None) -> Page:
+        bound, state, scope, filters = self._page_query(day, filters, page_size, page_token)
+        return self._page(await aexecute(self.session, bound, paging_state=state), scope,
+                          filters)
+
+    def _page_query(self, day: date, filters: dict[str, str] | None, page_size: int,
+                    page_token: str | None) -> tuple[Any, bytes | None, bytes, dict[str, str]]:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
         filters = {k: v for k, v in (filters or {}).items() if v is not None}
@@ -145,7 +165,9 @@ class PredictionClient:
         bound.fetch_size = page_size
         scope = f"{day.isoformat()}|{sorted(filters.items())}".encode()
         state = self._open(page_token, scope) if page_token else None
-        result = self.session.execute(bound, paging_state=state)
+        return bound, state, scope, filters
+
+    def _page(self, result: Any, scope: bytes, filters: dict[str, str]) -> Page:
         items = [p for p in map(_prediction, result.current_rows)
                  if all(p.attributes.get(k) == v for k, v in filters.items())]
         token = result.paging_state
@@ -174,7 +196,9 @@ class PredictionClient:
     def champion(self) -> ChampionInfo | None:
         from streamfit.registry import Registry
 
-        registry = Registry(self.session, self.keyspace, self.domain.model_name)
+        if self._registry is None:  # its statements are prepared once, on first use
+            self._registry = Registry(self.session, self.keyspace, self.domain.model_name)
+        registry = self._registry
         version = registry.aliases().get("champion")
         if version is None:
             return None

@@ -54,6 +54,8 @@ class MonitoringStore:
         self._runs = session.prepare(
             f"SELECT scored_at, model_version, dates, rows, predictions, drift, max_psi "
             f"FROM {ks}.scoring_runs WHERE model = ? LIMIT ?")
+        self._last_run = session.prepare(
+            f"SELECT scored_at FROM {ks}.scoring_runs WHERE model = ? LIMIT 1")
         self._perf = session.prepare(
             f"INSERT INTO {ks}.model_performance (model, model_version, sched_date, flights, "
             "late, mean_probability, roc_auc, brier, evaluated_at) "
@@ -67,6 +69,12 @@ class MonitoringStore:
         self.session.execute(self._run, (
             self.model, run.scored_at, run.model_version, run.dates, run.rows,
             json.dumps(run.predictions), json.dumps(run.drift), run.max_psi))
+
+    def last_run_at(self) -> datetime | None:
+        """When the newest scoring run finished writing (one row read; the API clears its
+        cache of predictions when this moves)."""
+        row = self.session.execute(self._last_run, (self.model,)).one()
+        return row.scored_at if row is not None else None
 
     def runs(self, limit: int = 50) -> list[ScoringRun]:
         return [ScoringRun(r.scored_at, r.model_version, list(r.dates or []), r.rows,

@@ -47,6 +47,30 @@ INSERT INTO {ks}.prediction_history_by_horizon (entity_id, model_version, horizo
 VALUES (?, ?, ?, ?, ?)"""
 
 
+#: The keyspace's page-token secret, made once (see ``page_token_secret``).
+SELECT_PAGE_SECRET = "SELECT value FROM {ks}.pipeline_config WHERE name = 'page_token_secret'"
+INSERT_PAGE_SECRET = """
+INSERT INTO {ks}.pipeline_config (name, value, set_at) VALUES ('page_token_secret', %s, %s)
+IF NOT EXISTS"""
+
+
+def page_token_secret(session: Session, keyspace: str) -> bytes:
+    """The key that signs page tokens: 32 random bytes, made by the first reader of a keyspace
+    and kept in its ``pipeline_config`` table. A compare-and-set insert makes every server
+    process and CLI agree on one, and nothing outside Cassandra (not the keyspace's name)
+    predicts it, so a token cannot be forged even with no API key set."""
+    import secrets
+    from datetime import UTC
+
+    row = session.execute(SELECT_PAGE_SECRET.format(ks=keyspace)).one()
+    if row is not None:
+        return bytes.fromhex(row.value)
+    mine = secrets.token_hex(32)
+    made = session.execute(INSERT_PAGE_SECRET.format(ks=keyspace), (mine, datetime.now(UTC))).one()
+    value = mine if made.applied else made.value  # another process's won the race
+    return bytes.fromhex(value)
+
+
 #: Rows of one day_predictions_by_horizon partition per unlogged batch (small enough to stay well
 #: under Cassandra's batch size warning threshold).
 BY_DATE_BATCH = 40

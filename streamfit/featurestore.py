@@ -19,7 +19,9 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -31,12 +33,48 @@ from cassandra.concurrent import execute_concurrent_with_args
 
 from streamfit.cassandra import as_utc, cql_date
 from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, LABEL, OUTCOME, Domain
-from streamfit.store import IngestStore
+from streamfit.store import RAW_BUCKETS, IngestStore
 
 #: Parsed raw partitions kept by one reader: a date's window in the flights domain is 69 of
 #: them (arrivals and schedules of 32 event dates, weather and departures of two), with room to
 #: spare.
 CACHED_PARTITIONS = 96
+#: Values derived from raw partitions (a date's context in the flights domain) kept by one
+#: reader, under the same expiry as the partitions.
+CACHED_DERIVED = 4
+
+
+class ReadBudgetExceeded(RuntimeError):
+    """The work asked for needs more Cassandra partition reads than it may cause."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"needs more than {limit} partition reads")
+        self.limit = limit
+
+
+#: [reads left, the limit] for the code running in this context (None: unbounded).
+_reads_left: ContextVar[list[int] | None] = ContextVar("reads_left", default=None)
+
+
+@contextmanager
+def read_budget(limit: int) -> Iterator[None]:
+    """Inside, raw reads that miss the cache may cost at most ``limit`` partition reads in all;
+    the read that would pass it raises ReadBudgetExceeded before reaching Cassandra (the HTTP
+    server bounds one request's cost this way)."""
+    token = _reads_left.set([limit, limit])
+    try:
+        yield
+    finally:
+        _reads_left.reset(token)
+
+
+def _charge(reads: int) -> None:
+    left = _reads_left.get()
+    if left is None:
+        return
+    if left[0] < reads:
+        raise ReadBudgetExceeded(left[1])
+    left[0] -= reads
 
 INSERT_FEATURES = """
 INSERT INTO {ks}.features_by_horizon (day, entity_id, horizon_min, event_time, attributes,
@@ -74,6 +112,7 @@ class RawReader:
             OrderedDict()
         self._ttl = cache_ttl_s
         self._lock = threading.Lock()
+        self._derived: OrderedDict[object, tuple[float, Any]] = OrderedDict()
 
     def payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
         key = (day, event_type)
@@ -83,6 +122,7 @@ class RawReader:
             if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
                 self._cache.move_to_end(key)
                 return hit[1]
+        _charge(RAW_BUCKETS)
         rows = [orjson.loads(p) for p in self.store.read_payloads(day, event_type)]
         with self._lock:
             self._cache[key] = (now, rows)
@@ -93,6 +133,24 @@ class RawReader:
 
     def frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
         return pd.DataFrame([row for d in days for row in self.payloads(d, event_type)])
+
+    def memo(self, key: object, make: Callable[[], Any]) -> Any:
+        """``make()``, reused under ``key`` for as long as a parsed partition would be: a
+        builder keeps what it derives from many partitions (a date's context) across the
+        horizons of a build, or across requests in the API. At most CACHED_DERIVED values."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._derived.get(key)
+            if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
+                self._derived.move_to_end(key)
+                return hit[1]
+        value = make()
+        with self._lock:
+            self._derived[key] = (now, value)
+            self._derived.move_to_end(key)
+            while len(self._derived) > CACHED_DERIVED:
+                self._derived.popitem(last=False)
+        return value
 
 
 class FeatureStore:

@@ -94,6 +94,8 @@ class Registry:
             f"lineage, sha256, reference FROM {ks}.model_versions WHERE model = ?")
         self._artifact = session.prepare(
             f"SELECT artifact, sha256 FROM {ks}.model_versions WHERE model = ? AND version = ?")
+        self._features_of = session.prepare(
+            f"SELECT features FROM {ks}.model_versions WHERE model = ? AND version = ?")
         # Aliases change by compare-and-set only (LWT): of two racing promotions, one wins.
         self._new_alias = session.prepare(
             f"INSERT INTO {ks}.model_aliases (model, alias, version, updated_at) "
@@ -145,6 +147,13 @@ class Registry:
         if row is None:
             raise ModelNotFound(f"model version {version} does not exist")
         return deserialize(row.artifact, row.sha256)
+
+    def features_of(self, version: int) -> list[str]:
+        """The feature list version ``version`` was trained on (one row read)."""
+        row = self.session.execute(self._features_of, (self.model, version)).one()
+        if row is None:
+            raise ModelNotFound(f"model version {version} does not exist")
+        return json.loads(row.features)  # type: ignore[no-any-return]
 
     def aliases(self) -> dict[str, int]:
         return {r.alias: r.version for r in self.session.execute(self._aliases,
@@ -243,27 +252,63 @@ class Champion:
 
 
 class ChampionCache:
-    """The champion model in a long-running process (the HTTP server), re-checked at most every
-    ``refresh_s`` seconds (one small read), so a promotion is served without a restart."""
+    """The champion model in a long-running process (the HTTP server). ``refresh`` (blocking:
+    the server runs it off the event loop every ``refresh_s`` seconds) reads the alias, one
+    small row, and loads a new champion only when the alias moved; requests read ``current``,
+    which never touches Cassandra and takes no lock. As batch scoring does, a champion whose
+    artifact fails its digest check is refused and the champion before it serves, and
+    ``status`` says so."""
 
     def __init__(self, registry: Registry, refresh_s: float) -> None:
         self.registry = registry
         self.refresh_s = refresh_s
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one refresh at a time; readers never take it
         self._current: Champion | None = None
+        self._alias: int | None = None
+        self._problem: str | None = None
         self._checked = float("-inf")
 
-    def get(self) -> Champion | None:
+    @property
+    def current(self) -> Champion | None:
+        return self._current
+
+    def status(self) -> dict[str, Any]:
+        """What is served: the champion alias, the version serving, and why they differ."""
+        serving = self._current.version if self._current else None
+        return {"alias": self._alias, "serving": serving, "fallback": self._problem}
+
+    def refresh(self) -> None:
         with self._lock:
-            if time.monotonic() - self._checked >= self.refresh_s:
-                self._checked = time.monotonic()
-                version = self.registry.aliases().get("champion")
-                if version is None:
-                    self._current = None
-                elif self._current is None or self._current.version != version:
-                    model = self.registry.load(version)  # digest-checked
-                    features = next(v.features for v in self.registry.versions()
-                                    if v.version == version)
-                    self._current = Champion(version, model, features)
-                    log.info("serving champion v%d", version)
-            return self._current
+            self._checked = time.monotonic()
+            alias = self.registry.aliases().get("champion")
+            if alias is not None and alias == self._alias and self._current is not None:
+                return  # unchanged: nothing to load
+            if alias is None:
+                self._current, self._alias, self._problem = None, None, None
+                return
+            try:
+                loaded = self.registry.load_champion()  # digest-checked, walking back
+            except ModelIntegrityError as exc:  # not one loadable: serve nothing, say why
+                self._current, self._alias, self._problem = None, alias, str(exc)
+                log.error("%s", exc)
+                return
+            if loaded is None:  # the alias went away meanwhile
+                self._current, self._alias, self._problem = None, None, None
+                return
+            version, model = loaded
+            self._current = Champion(version, model, self.registry.features_of(version))
+            self._alias = alias
+            self._problem = None if version == alias else (
+                f"champion v{alias}'s artifact fails its digest check; serving v{version}, the "
+                f"champion before it (retrain, or `streamfit models promote`)")
+            if self._problem:
+                log.error("%s", self._problem)
+            else:
+                log.info("serving champion v%d", version)
+
+    def get(self) -> Champion | None:
+        """``current``, refreshed first when ``refresh_s`` has passed (for callers without a
+        background refresh)."""
+        if time.monotonic() - self._checked >= self.refresh_s:
+            self.refresh()
+        return self._current

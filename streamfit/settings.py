@@ -183,8 +183,26 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024,
                                     description="Larger request bodies are refused (413).")
     api_champion_refresh_s: float = Field(
-        default=5.0, ge=0.0, le=3600.0,
-        description="How often the API checks for a new champion (no restart needed).")
+        default=5.0, ge=0.05, le=3600.0,
+        description="How often the API checks for a new champion and a new scoring run (no "
+        "restart needed).")
+    api_cache_ttl_s: float = Field(
+        default=60.0, ge=0.0, le=3600.0,
+        description="GET /predictions/{id} reuses an answer until the next scoring run is "
+        "seen (within STREAMFIT_API_CHAMPION_REFRESH_S), and for this long at most (0: every "
+        "request reads Cassandra).")
+    api_workers: int = Field(
+        default=2, ge=1, le=64,
+        description="Server processes of `streamfit serve` (uvicorn workers): one per core "
+        "is a good start.")
+    api_max_score_dates: int = Field(
+        default=3, ge=1, le=31,
+        description="Most distinct dates one POST /score may cover (each costs about a "
+        "thousand partition reads when not cached); more is refused with 422.")
+    api_max_score_reads: int = Field(
+        default=4000, ge=100, le=1_000_000,
+        description="Most Cassandra partition reads one POST /score may cause (cached "
+        "partitions are free); a request that needs more is refused with 413.")
 
     # --- scoring and alerts ------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from streamfit.settings import Settings
 from tests.net import free_port
@@ -14,12 +15,19 @@ from tests.net import free_port
 @contextmanager
 def serving(s: Settings) -> Iterator[str]:
     """The base URL of ``streamfit serve``'s app for settings ``s``, stopped on exit."""
-    import uvicorn
-
     from app.server import create_app
 
+    with serving_app(create_app(s)) as url:
+        yield url
+
+
+@contextmanager
+def serving_app(app: Any) -> Iterator[str]:
+    """The base URL of ``app`` served by uvicorn on a loopback port, stopped on exit."""
+    import uvicorn
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from statistics import median
 from typing import Any
 
+import httpx
 import psutil
 from kafka import KafkaProducer
 
@@ -40,7 +41,9 @@ from tests.integration.ingest.conftest import (
     landed_ids,
     running_ingest,
     wait_caught_up,
+    wait_for,
 )
+from tests.serve import serving
 
 
 def _events(s: Settings, first: date, days: int) -> list[dict[str, Any]]:
@@ -129,15 +132,26 @@ def test_consumer_crash_random_sigkills(chaos_settings: Settings) -> None:
 OUTAGE_S = 30 if FULL else 12
 
 
+def _cassandra_problem(api: str) -> bool:
+    """Whether the API's readiness names Cassandra (its liveness must answer regardless)."""
+    assert httpx.get(f"{api}/health/live", timeout=10).status_code == 200
+    ready = httpx.get(f"{api}/health/ready", timeout=10)
+    assert ready.status_code == 503  # this keyspace has no champion: never ready
+    return any("Cassandra" in p for p in ready.json()["problems"])
+
+
 def test_cassandra_outage(chaos_settings: Settings) -> None:
+    """Ingest holds its offsets and lands everything after; the HTTP API stays alive and
+    reports itself not ready while Cassandra is away."""
     from app.stack import control
 
     s = chaos_settings
     before = _events(s, date(2013, 5, 1), 2)
     during = _events(s, date(2013, 5, 3), 4 if FULL else 2)
     send_events(s, before)
-    with running_ingest(s, workers=2):
+    with running_ingest(s, workers=2), serving(s) as api:
         wait_caught_up(s)
+        assert not _cassandra_problem(api)
         try:
             control.down(s, ["cassandra"])
             stopped = time.monotonic()
@@ -145,6 +159,7 @@ def test_cassandra_outage(chaos_settings: Settings) -> None:
             # letters must go out once, not once per retry of the batch
             sent_bad = _flood(s, during)
             held = committed(s)
+            assert _cassandra_problem(api)
             time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))
             # no offset moved while no write could succeed: nothing committed past unwritten data
             assert committed(s) == held
@@ -154,6 +169,7 @@ def test_cassandra_outage(chaos_settings: Settings) -> None:
         back = time.monotonic()
         wait_caught_up(s, timeout=600)
         recovery = time.monotonic() - back
+        wait_for(lambda: not _cassandra_problem(api), 120, "the API to be ready for Cassandra")
     lost, duplicated = _account(s, f"2. Cassandra outage ({OUTAGE_S} s)", before + during,
                                 recovery)
     assert (lost, duplicated) == (0, 0)

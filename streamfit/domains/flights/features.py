@@ -101,7 +101,13 @@ _last_context: tuple[Any, date, Context] | None = None
 
 
 def _context_of(raw: RawEvents, day: date) -> Context:
+    """``context(raw, day)``, reused: kept by the reader when it can keep derived values (the
+    feature store's does, expiring them with its partitions, so the API reuses a date's context
+    across requests for a few seconds), else the last one built."""
     global _last_context
+    memo = getattr(raw, "memo", None)
+    if memo is not None:
+        return memo(("flights.context", day), lambda: context(raw, day))  # type: ignore[no-any-return]
     last = _last_context
     if last is not None and last[0]() is raw and last[1] == day:
         return last[2]
@@ -148,7 +154,7 @@ def build_for(raw: RawEvents, flights: pd.DataFrame,
     frame["_order"] = range(len(frame))
     parts = []
     for day, group in frame.groupby(frame["scheduled_departure"].dt.date):
-        ctx = context(raw, day)
+        ctx = _context_of(raw, day)
         feats = build_features(group.drop(columns="_order"), ctx.history, ctx.weather,
                                planes_reference(), pd.Timedelta(horizon) if horizon else None,
                                ctx.schedule, ctx.departures)

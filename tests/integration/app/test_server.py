@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,9 +29,9 @@ from scoring.client import BadPageToken, PredictionClient
 from streamfit.cassandra import connect
 from streamfit.registry import Registry
 from streamfit.settings import Settings
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up
+from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 from tests.replay import one_origin
-from tests.serve import serving
+from tests.serve import serving, serving_app
 from training.train import train_and_maybe_promote
 
 FIRST, LAST = date(2013, 2, 1), date(2013, 2, 14)
@@ -45,7 +46,7 @@ def served(keyspace_settings: Settings) -> Settings:
     s = keyspace_settings.model_copy(update={
         "events_topic": f"t.api.{keyspace_settings.keyspace}", "ingest_metrics_port": 0,
         "ingest_group": f"t-api-{keyspace_settings.keyspace}", "train_days": 14,
-        "holdout_days": 4, "api_champion_refresh_s": 0.0,
+        "holdout_days": 4, "api_champion_refresh_s": 0.1,
         # these tests need a trained v1 as champion, whatever its quality against the naive
         # baseline (the floor is tested with training)
         "promotion_beat_naive": False})
@@ -166,6 +167,9 @@ def test_a_new_champion_is_served_without_a_restart(served: Settings, api: str) 
         registry = Registry(session, served.keyspace, "flight_delay")
         registry.set_alias("champion", result.version)  # promoted by hand
         try:
+            # the alias is re-read off the request path, every refresh period (0.1 s here)
+            wait_for(lambda: httpx.get(f"{api}/health").json()["champion"] == result.version,
+                     10, "the API to serve the new champion")
             body = httpx.post(f"{api}/score", json={"flights": [flight]}).json()
             assert body["model_version"] == result.version
             assert httpx.get(f"{api}/health").json()["champion"] == result.version
@@ -174,10 +178,168 @@ def test_a_new_champion_is_served_without_a_restart(served: Settings, api: str) 
             assert {v["version"] for v in models["versions"]} >= {1, result.version}
         finally:
             registry.set_alias("champion", 1)
+            wait_for(lambda: httpx.get(f"{api}/health").json()["champion"] == 1, 10,
+                     "the API to serve v1 again")
+
+
+def test_a_corrupted_champion_artifact_is_refused_for_the_one_before(
+        served: Settings, api: str) -> None:
+    """As batch scoring does: the new champion's artifact fails its digest check, so the API
+    keeps serving the champion before it, and /health says which and why."""
+    from sklearn.dummy import DummyClassifier
+
+    result = train_and_maybe_promote(served, force=True, pool=lambda: [
+        ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
+    flight = _flights_of(served, 1)[0]
+    with connect(served) as session:
+        registry = Registry(session, served.keyspace, "flight_delay")
+        session.execute("UPDATE model_versions SET artifact = %s WHERE model = %s AND version = %s",
+                        (b"not a model", "flight_delay", result.version))
+        # promoted as a promotion would (alias, then the decision naming the champion before)
+        registry.set_alias("champion", result.version, expected=1)
+        registry.record_decision(result.version, 1, "roc_auc", 0.9, 0.5, 0.0, True, "test")
+        try:
+            wait_for(lambda: httpx.get(f"{api}/health").json()["champion_alias"]
+                     == result.version, 10, "the API to see the new alias")
+            health = httpx.get(f"{api}/health").json()
+            assert health["champion"] == 1, health
+            assert "digest" in health["champion_fallback"] and f"v{result.version}" in \
+                health["champion_fallback"]
+            scored = httpx.post(f"{api}/score", json={"flights": [flight]}, timeout=60)
+            assert scored.status_code == 200 and scored.json()["model_version"] == 1
+            assert httpx.get(f"{api}/health/ready").status_code == 200
+        finally:
+            registry.set_alias("champion", 1)
+            wait_for(lambda: httpx.get(f"{api}/health").json()["champion_fallback"] is None,
+                     10, "the API to serve v1 plainly again")
+
+
+def _flights_of(s: Settings, n: int, day: date = NEXT) -> list[dict[str, Any]]:
+    """``n`` flights of ``day`` as ``POST /score`` takes them (from the stored predictions)."""
+    return [{"flight_id": fid, "carrier": r.carrier, "origin": r.origin, "dest": r.dest,
+             "scheduled_departure": r.scheduled_departure.isoformat() + "Z"}
+            for fid, r in list(_stored(s, day).items())[:n]]
+
+
+def test_the_cost_of_one_score_call_is_bounded(served: Settings, api: str) -> None:
+    flight = _flights_of(served, 1)[0]
+    days = [dict(flight, scheduled_departure=f"2013-02-{d:02d}T15:00:00Z") for d in (15, 16, 17, 18)]
+    refused = httpx.post(f"{api}/score", json={"flights": days}, timeout=60)
+    assert refused.status_code == 422 and "STREAMFIT_API_MAX_SCORE_DATES" in refused.text
+    assert httpx.post(f"{api}/score", json={"flights": days[:3]}, timeout=60).status_code == 200
+    # a date's context is about a thousand partition reads: a budget of 100 refuses a cold one
+    with serving(served.model_copy(update={"api_max_score_reads": 100})) as small:
+        cold = dict(flight, scheduled_departure="2013-02-20T15:00:00Z")
+        over = httpx.post(f"{small}/score", json={"flights": [cold]}, timeout=60)
+        assert over.status_code == 413 and "STREAMFIT_API_MAX_SCORE_READS" in over.text
+        assert "100" in over.json()["detail"]
+
+
+def test_the_body_limit_holds_for_chunked_uploads(served: Settings, api: str) -> None:
+    flight = _flights_of(served, 1)[0]
+
+    def chunked(payload: bytes, size: int = 65536) -> Iterator[bytes]:
+        for i in range(0, len(payload), size):
+            yield payload[i:i + size]
+
+    huge = b'{"flights": [' + b" " * 2_000_000 + b"]}"
+    refused = httpx.post(f"{api}/score", content=chunked(huge),
+                         headers={"content-type": "application/json"}, timeout=60)
+    assert refused.status_code == 413 and "STREAMFIT_API_MAX_BODY_BYTES" in refused.text
+    small = json.dumps({"flights": [flight]}).encode()
+    accepted = httpx.post(f"{api}/score", content=chunked(small, 16),
+                          headers={"content-type": "application/json"}, timeout=60)
+    assert accepted.status_code == 200, accepted.text  # a chunked body within the limit is read
+
+
+def test_no_statement_is_prepared_per_request(served: Settings) -> None:
+    from app.server import create_app
+
+    app = create_app(served)
+    with serving_app(app) as url:
+        session = app.state.streamfit["session"]
+        prepared: list[str] = []
+        real = session.prepare
+
+        def counting(query: str, *args: Any, **kwargs: Any) -> Any:
+            prepared.append(query)
+            return real(query, *args, **kwargs)
+
+        session.prepare = counting
+        some = next(iter(_stored(served, NEXT)))
+        flight = _flights_of(served, 1)[0]
+        for _ in range(2):
+            assert httpx.get(f"{url}/predictions/{some}").status_code == 200
+            page = httpx.get(f"{url}/predictions", params={"date": NEXT.isoformat(),
+                                                           "page_size": 5}).json()
+            assert httpx.get(f"{url}/predictions", params={
+                "date": NEXT.isoformat(), "page_size": 5,
+                "page": page["next_page"]}).status_code == 200
+            assert httpx.post(f"{url}/score", json={"flights": [flight]},
+                              timeout=60).status_code == 200
+            assert httpx.get(f"{url}/models").status_code == 200
+            assert httpx.get(f"{url}/transient/{'0' * 32}").status_code == 404
+            assert httpx.get(f"{url}/health/ready").status_code == 200
+        time.sleep(0.3)  # champion checks ran meanwhile (every 0.1 s) and prepared nothing either
+    assert prepared == []
+
+
+def test_page_tokens_cannot_be_forged_without_the_keyspace_secret(
+        served: Settings, api: str) -> None:
+    """No API key is set here: the token's key is the keyspace's random secret, not anything
+    derived from names a client knows."""
+    import base64
+    import hashlib
+    import hmac
+
+    from scoring.predictions import SELECT_BY_DAY, page_token_secret
+
+    with connect(served) as session:
+        secret = page_token_secret(session, served.keyspace)
+        statement = session.prepare(SELECT_BY_DAY.format(ks=served.keyspace))
+        bound = statement.bind((NEXT,))
+        bound.fetch_size = 10
+        state = session.execute(bound).paging_state
+        stored = session.execute("SELECT value FROM pipeline_config WHERE name = "
+                                 "'page_token_secret'").one().value
+    assert state and len(secret) == 32 and secret == bytes.fromhex(stored)
+    scope = f"{NEXT.isoformat()}|[]".encode()
+
+    def sealed(key: bytes) -> str:
+        mac = hmac.new(key, scope + b"|" + state, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac + state).decode()
+
+    params = {"date": NEXT.isoformat(), "page_size": 10}
+    # the key the API used before (derived from the keyspace name): refused
+    guessed = hashlib.sha256(f"streamfit-page:{served.keyspace}".encode()).digest()
+    forged = httpx.get(f"{api}/predictions", params=params | {"page": sealed(guessed)})
+    assert forged.status_code == 400 and "page token" in forged.json()["detail"]
+    # the same state sealed with the secret is the token the API itself hands out
+    real = httpx.get(f"{api}/predictions", params=params | {"page": sealed(secret)})
+    assert real.status_code == 200 and len(real.json()["items"]) == 10
+    first = httpx.get(f"{api}/predictions", params=params).json()
+    assert first["next_page"] == sealed(secret)
+
+
+def test_liveness_and_readiness(served: Settings, api: str, stack: Settings) -> None:
+    assert httpx.get(f"{api}/health/live").json() == {"status": "ok"}
+    ready = httpx.get(f"{api}/health/ready")
+    assert ready.status_code == 200 and ready.json()["champion"] == 1
+    # a keyspace without a champion: alive, not ready, and it says why
+    from tests.conftest import migrated_keyspace
+
+    with migrated_keyspace(stack, f"t_ready_{uuid.uuid4().hex[:8]}") as empty, \
+            serving(empty) as bare:
+        assert httpx.get(f"{bare}/health/live").status_code == 200
+        not_ready = httpx.get(f"{bare}/health/ready")
+        assert not_ready.status_code == 503
+        assert any("no champion" in p for p in not_ready.json()["problems"])
 
 
 def test_an_api_key_can_be_required(keyed_api: str) -> None:
     assert httpx.get(f"{keyed_api}/health").status_code == 200  # liveness stays open
+    assert httpx.get(f"{keyed_api}/health/live").status_code == 200
+    assert httpx.get(f"{keyed_api}/health/ready").status_code == 200
     assert httpx.get(f"{keyed_api}/models").status_code == 401
     assert httpx.get(f"{keyed_api}/models", headers={"X-API-Key": "wrong"}).status_code == 401
     assert httpx.get(f"{keyed_api}/models", headers={"X-API-Key": KEY}).status_code == 200
@@ -297,3 +459,35 @@ def test_post_transient_runs_the_dag_through_airflow(served: Settings, api: str)
     with connect(served) as session:
         assert [v.version for v in Registry(session, served.keyspace, "flight_delay").versions()] == before
     assert httpx.post(f"{api}/transient", json={}).status_code == 422
+
+
+def test_a_rescored_prediction_is_served_once_its_run_is_recorded(
+        served: Settings, api: str) -> None:
+    """The API reuses answers (for 60 s by default, here too), yet serves what a new scoring
+    run wrote within the refresh period (0.1 s here): the run clears the cache. (Last in the
+    module: it leaves a second model version in the predictions' history.)"""
+    from sklearn.dummy import DummyClassifier
+
+    stored = _stored(served, NEXT)
+    some = next(iter(stored))
+    assert served.api_cache_ttl_s >= 60
+    before = httpx.get(f"{api}/predictions/{some}").json()
+    assert before["probability"] == stored[some].probability
+    result = train_and_maybe_promote(served, force=True, pool=lambda: [
+        ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
+    with connect(served) as session:
+        registry = Registry(session, served.keyspace, "flight_delay")
+        registry.set_alias("champion", result.version)
+        try:
+            score_dates(served, [NEXT])
+            rescored = _stored(served, NEXT)[some].probability
+            assert rescored != before["probability"]
+            wait_for(lambda: httpx.get(f"{api}/predictions/{some}").json()["probability"]
+                     == rescored, 10, "the API to serve the rescored prediction")
+            assert httpx.get(f"{api}/predictions/{some}").json()["model_version"] == \
+                result.version
+        finally:  # v1's predictions again, for the other tests
+            registry.set_alias("champion", 1)
+            score_dates(served, [NEXT])
+    wait_for(lambda: httpx.get(f"{api}/predictions/{some}").json()["model_version"] == 1, 10,
+             "the API to serve v1's prediction again")
