@@ -76,7 +76,11 @@ def domain_models(domain: Domain) -> dict[str, Any]:
            for c in e.columns},
         page=(str | None, Field(default=None, max_length=512, pattern=r"^[A-Za-z0-9_\-=]+$")),
         page_size=(int, Field(default=100, ge=1, le=1000)))
-    scored: Any = _model("Scored", **{e.key: (str, ...), "probability": (float, ...)})
+    scored: Any = _model("Scored", **{
+        e.key: (str, ...), "probability": (float, ...),
+        "features": (str, Field(description="`stored`: the batch-built features of this "
+                                "entity, built from exactly these inputs and every landed event; "
+                                "`computed`: computed for this request from the raw events"))})
     out: dict[str, Any] = {
         "prediction": prediction, "page": page, "listing": listing,
         "score_response": _model("ScoreResponse", model_version=(int, ...),
@@ -215,12 +219,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         check (Cassandra away) keeps serving what is loaded."""
         last_run: object = None  # None: not read yet (a keyspace never scored reads None too)
         seen = False
+        next_backlog_check = 0.0
         while True:
             try:
                 if seen:
                     await asyncio.to_thread(state["champion"].refresh)
+                if s.api_score_stored_features and time.monotonic() >= next_backlog_check:
+                    state["features_built"] = await asyncio.to_thread(features_built)
+                    next_backlog_check = time.monotonic() + max(s.api_champion_refresh_s, 2.0)
                 run = await asyncio.to_thread(state["monitor"].last_run_at)
             except Exception as exc:  # noqa: BLE001 - logged; the next period retries
+                state["features_built"] = False  # unknown: compute features on demand
                 log.warning("champion and scoring-run check failed (%s: %s); serving what is "
                             "loaded", type(exc).__name__, exc)
             else:
@@ -229,13 +238,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 last_run, seen = run, True
             await asyncio.sleep(s.api_champion_refresh_s)
 
+    def features_built() -> bool:
+        """Whether the feature stage has built every landed event (durable state: the ingest
+        ledger against its watermark): only then are stored features current."""
+        from features.run import pending_ledger
+
+        return pending_ledger(s, state["session"], state["progress"], state["ingest"]).rows == 0
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from scoring.client import PredictionClient
         from scoring.monitoring import MonitoringStore
         from streamfit.cassandra import open_session
         from streamfit.featurestore import FeatureStore
+        from streamfit.progress import Progress
         from streamfit.registry import ChampionCache, Registry
+        from streamfit.store import IngestStore
         from training.transient import TransientStore
 
         session = open_session(s)
@@ -248,6 +266,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                      store=FeatureStore(session, s.keyspace, domain, cache_ttl_s=10.0),
                      transient=TransientStore(session, s.keyspace),
                      monitor=MonitoringStore(session, s.keyspace, domain.model_name),
+                     progress=Progress(session, s.keyspace), ingest=IngestStore(session, s.keyspace),
+                     features_built=False,
                      ping=session.prepare("SELECT release_version FROM system.local"))
         app.state.streamfit = state  # for tests that look inside (prepared statements)
         try:
@@ -369,7 +389,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             """Score entities with the champion; features are computed point-in-time from the
             raw events in Cassandra. Nothing is stored. (A plain function: the feature work is
             CPU-bound, so it runs in the thread pool, off the event loop.)"""
-            from streamfit.featurestore import ReadBudgetExceeded, read_budget
+            from streamfit.featurestore import FEATURE_SOURCE, ReadBudgetExceeded, read_budget
             from streamfit.registry import predict
 
             given = getattr(body, plural)
@@ -387,7 +407,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     "(STREAMFIT_API_MAX_SCORE_DATES): split the request")
             try:
                 with read_budget(s.api_max_score_reads):
-                    feats = state["store"].features_for(rows)
+                    feats = state["store"].features_for(
+                        rows, stored=s.api_score_stored_features and state["features_built"])
             except ReadBudgetExceeded as exc:
                 raise HTTPException(413, f"this call needs more than {exc.limit} Cassandra "
                                     "partition reads (STREAMFIT_API_MAX_SCORE_READS): send "
@@ -395,8 +416,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             probability = predict(champion.model, feats, champion.features)
             return json_response({
                 "model_version": champion.version,
-                "predictions": [{entity.key: k, "probability": float(p)}
-                                for k, p in zip(feats[ENTITY_ID], probability, strict=True)]})
+                "predictions": [{entity.key: k, "probability": float(p), "features": source}
+                                for k, p, source in zip(feats[ENTITY_ID], probability,
+                                                        feats[FEATURE_SOURCE], strict=True)]})
 
     @app.get("/models", dependencies=guarded)
     def models_list() -> Response:

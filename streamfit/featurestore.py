@@ -39,6 +39,8 @@ from streamfit.store import RAW_BUCKETS, IngestStore
 #: them (arrivals and schedules of 32 event dates, weather and departures of two), with room to
 #: spare.
 CACHED_PARTITIONS = 96
+#: The column of ``features_for`` that says where a row's features came from.
+FEATURE_SOURCE = "feature_source"
 #: Values derived from raw partitions (a date's context in the flights domain) kept by one
 #: reader, under the same expiry as the partitions.
 CACHED_DERIVED = 4
@@ -80,6 +82,9 @@ INSERT_FEATURES = """
 INSERT INTO {ks}.features_by_horizon (day, entity_id, horizon_min, event_time, attributes,
                                       feature_values, outcome, label, feature_version, built_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+SELECT_FEATURE_ROW = """
+SELECT feature_values, feature_version FROM {ks}.features_by_horizon
+WHERE day = ? AND entity_id = ? AND horizon_min = ?"""
 SELECT_FEATURES = """
 SELECT entity_id, horizon_min, event_time, attributes, feature_values, outcome, label
 FROM {ks}.features_by_horizon WHERE day = ?"""
@@ -161,6 +166,7 @@ class FeatureStore:
         self.raw = RawReader(session, keyspace, cache_ttl_s)
         self._insert = session.prepare(INSERT_FEATURES.format(ks=keyspace))
         self._select = session.prepare(SELECT_FEATURES.format(ks=keyspace))
+        self._select_row = session.prepare(SELECT_FEATURE_ROW.format(ks=keyspace))
         self._insert_partition = session.prepare(INSERT_PARTITION.format(ks=keyspace))
         self._partitions = session.prepare(SELECT_PARTITIONS.format(ks=keyspace))
 
@@ -232,13 +238,55 @@ class FeatureStore:
         meta[LABEL] = [r.label for r in rows]
         return pd.concat([pd.DataFrame(meta), data], axis=1)
 
-    def features_for(self, entities: pd.DataFrame) -> pd.DataFrame:
-        """Point-in-time features of entities given in a request, computed now from the raw
-        events as of the freshest horizon (``POST /score``, transient requests)."""
+    def features_for(self, entities: pd.DataFrame, stored: bool = False) -> pd.DataFrame:
+        """Point-in-time features of entities given in a request, as of the freshest horizon
+        (``POST /score``, transient requests), in their order: computed now from the raw
+        events, or, with ``stored`` (the caller knows every landed event is built), read from
+        the stored row of each entity the domain says was built from exactly these inputs.
+        Column ``feature_source`` says which ("computed" or "stored")."""
         spec = self.domain.features
         if spec.build_for is None:
             raise NotImplementedError(f"the {self.domain.name} domain does not score entities "
                                       "given in a request")
         minutes, name = next(iter(spec.horizon_minutes.items()))
-        return spec.build_for(self.raw, entities, spec.horizons[name]).assign(
-            **{HORIZON: minutes})
+        entities = entities.reset_index(drop=True)
+        found: dict[int, dict[str, float]] = {}
+        if stored and spec.built_as_given is not None:
+            found = self._stored_rows(entities, spec.built_as_given(self.raw, entities), minutes)
+        rest = [i for i in range(len(entities)) if i not in found]
+        parts = []
+        if rest:
+            parts.append(spec.build_for(self.raw, entities.iloc[rest], spec.horizons[name])
+                         .assign(_order=rest, **{FEATURE_SOURCE: "computed"}))
+        if found:
+            names = list(spec.names)
+            rows = sorted(found)
+            parts.append(pd.DataFrame([[found[i].get(n, float("nan")) for n in names]
+                                       for i in rows], columns=names).assign(
+                **{ENTITY_ID: [str(entities.at[i, self.domain.entity.key]) for i in rows],
+                   EVENT_TIME: pd.to_datetime(entities[self.domain.entity.time].iloc[rows],
+                                              utc=True).to_numpy(),
+                   "_order": rows, FEATURE_SOURCE: "stored"}))
+        out = pd.concat(parts, ignore_index=True).sort_values("_order")
+        return out.drop(columns="_order").reset_index(drop=True).assign(**{HORIZON: minutes})
+
+    def _stored_rows(self, entities: pd.DataFrame, same: Any, minutes: int
+                     ) -> dict[int, dict[str, float]]:
+        """Row index -> stored feature values, for the rows ``same`` marks whose stored row
+        exists at ``minutes`` and has the domain's current feature version."""
+        e = self.domain.entity
+        wanted = [i for i in range(len(entities)) if same[i]]
+        if not wanted:
+            return {}
+        days = pd.to_datetime(entities[e.time], utc=True).dt.date
+        results = execute_concurrent_with_args(
+            self.session, self._select_row,
+            [(days.iat[i], str(entities.at[i, e.key]), minutes) for i in wanted],
+            concurrency=32, raise_on_first_error=True)
+        version = self.domain.features.version
+        out = {}
+        for i, (_ok, rows) in zip(wanted, results, strict=True):
+            row = rows.one() if hasattr(rows, "one") else (rows[0] if rows else None)
+            if row is not None and row.feature_version == version and row.feature_values:
+                out[i] = dict(row.feature_values)
+        return out

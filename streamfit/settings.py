@@ -191,6 +191,11 @@ class Settings(BaseSettings):
         description="GET /predictions/{id} reuses an answer until the next scoring run is "
         "seen (within STREAMFIT_API_CHAMPION_REFRESH_S), and for this long at most (0: every "
         "request reads Cassandra).")
+    api_score_stored_features: bool = Field(
+        default=True,
+        description="POST /score reads the stored features of an entity given exactly as the "
+        "batch built it, while the feature stage has built every landed event; false: always "
+        "computes them from the raw events.")
     api_workers: int = Field(
         default=2, ge=1, le=64,
         description="Server processes of `streamfit serve` (uvicorn workers): one per core "

@@ -105,6 +105,10 @@ class FeatureSpec:
     #: ``(raw, entities, horizon)``: entities given as request rows -> their features as of
     #: ``horizon`` before each one's event time (``POST /score``); None: not offered
     build_for: Callable[[RawEvents, pd.DataFrame, timedelta], pd.DataFrame] | None = None
+    #: ``(raw, entities)`` -> which request rows carry exactly the inputs the batch build used
+    #: for that entity: their stored features are what ``build_for`` would compute, so a
+    #: request may read them instead (``POST /score``). None: always computed on demand.
+    built_as_given: Callable[[RawEvents, pd.DataFrame], Any] | None = None
     version: int = 1
     #: horizon name -> how long before the event time a prediction is made, freshest first.
     #: Features are stored and predictions made per horizon: an entity is scored at a horizon

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -64,6 +64,12 @@ def _build_for(raw: RawEvents, flights: pd.DataFrame, horizon: timedelta) -> pd.
     return features.build_for(raw, flights, horizon)
 
 
+def _built_as_given(raw: RawEvents, flights: pd.DataFrame) -> Any:
+    from streamfit.domains.flights import features
+
+    return features.built_as_given(raw, flights)
+
+
 def _days_affected(event_dates: Iterable[date]) -> list[date]:
     """Event date E holds schedules of flights departing E+1 (and so the earlier legs of
     aircraft flying again early on E+2), weather and departures of E, and arrivals (labels) of
@@ -85,6 +91,7 @@ DOMAIN = Domain(
     features=FeatureSpec(names=tuple(feature_names()), model=tuple(model_features()),
                          naive="late_rate_route_28d", build_day=_build_day,
                          days_affected=_days_affected, build_for=_build_for,
+                         built_as_given=_built_as_given,
                          horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",

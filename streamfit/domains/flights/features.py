@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, RawEvents
@@ -142,6 +143,43 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
         "dest": sched["dest"].to_numpy()})
     frame = pd.concat([frame, feats[feature_names()].reset_index(drop=True)], axis=1)
     return frame.assign(**{OUTCOME: outcome, LABEL: late.to_numpy()})
+
+
+def _inputs(flight_id: Any, carrier: Any, origin: Any, dest: Any, when: Any, tailnum: Any,
+            distance: Any) -> tuple[Any, ...]:
+    """A flight's request inputs, normalised as ``build_for`` reads them: the departure as a UTC
+    instant, a missing tail number or distance as None."""
+    stamp = pd.Timestamp(when)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    tail = tailnum if isinstance(tailnum, str) and tailnum else None
+    miles = None if distance is None or pd.isna(distance) else float(distance)
+    return (str(flight_id), carrier, origin, dest, stamp.value, tail, miles)
+
+
+def _scheduled_inputs(raw: RawEvents, day: date) -> dict[str, tuple[Any, ...]]:
+    """The inputs ``build_day`` used for each flight of ``day``: its latest schedule."""
+    sched = _latest_per_flight(raw.frame([day - timedelta(days=1)], "flight_scheduled"),
+                               "scheduled_departure")
+    if sched.empty:
+        return {}
+    sched = sched.reindex(columns=FLIGHT_COLUMNS)
+    return {key[0]: key for key in (_inputs(*row) for row in sched.itertuples(index=False))}
+
+
+def built_as_given(raw: RawEvents, flights: pd.DataFrame) -> np.ndarray:
+    """Which flights of a request are exactly a scheduled flight as the batch build read it
+    (same carrier, airports, departure, tail number and distance): their stored features are
+    what ``build_for`` would compute from the same landed events."""
+    frame = flights.reindex(columns=FLIGHT_COLUMNS)
+    out = np.zeros(len(frame), dtype=bool)
+    for i, row in enumerate(frame.itertuples(index=False)):
+        given = _inputs(*row)
+        day = pd.Timestamp(given[4], tz="UTC").date()
+        memo = getattr(raw, "memo", None)
+        known = memo(("flights.inputs", day), lambda day=day: _scheduled_inputs(raw, day)) \
+            if memo is not None else _scheduled_inputs(raw, day)
+        out[i] = known.get(given[0]) == given
+    return out
 
 
 def build_for(raw: RawEvents, flights: pd.DataFrame,

@@ -21,7 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from app.demo import events_of_days
-from features.build import run_build
+from features.run import build_pending
 from ingest.producer import send_events
 from ingest.service import ensure_topics
 from scoring.batch import score_dates
@@ -55,7 +55,10 @@ def served(keyspace_settings: Settings) -> Settings:
     # no data-arrival signals: Airflow's DAGs stay out of this keyspace
     with running_ingest(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"}), workers=2):
         wait_caught_up(s)
-    run_build(s, days=[FIRST + timedelta(days=i) for i in range((NEXT - FIRST).days + 1)])
+    # the feature stage as the pipeline runs it (its watermark then says every landed event is
+    # built, so POST /score may read stored features)
+    built = build_pending(s)["by_keyspace"][s.keyspace]
+    assert NEXT.isoformat() in built["dates"], built
     assert train_and_maybe_promote(s).promoted
     assert score_dates(s, [NEXT]).scored > 200
     return s
@@ -139,10 +142,26 @@ def test_on_demand_scoring_matches_the_batch_prediction(served: Settings, api: s
                            src["tailnum"], str) else None,
                        "distance": float(src["distance"]),
                        "scheduled_departure": row.scheduled_departure.isoformat() + "Z"})
-    body = httpx.post(f"{api}/score", json={"flights": picked}, timeout=60).json()
+    # computed from the raw events for this request, and read from the stored rows: both are
+    # the batch's features, so both give the batch's probability
+    with serving(served.model_copy(update={"api_score_stored_features": False})) as computed:
+        body = httpx.post(f"{computed}/score", json={"flights": picked}, timeout=60).json()
     assert body["model_version"] == 1
+    assert {p["features"] for p in body["predictions"]} == {"computed"}
     for p in body["predictions"]:
         assert abs(p["probability"] - stored[p["flight_id"]].probability) < 1e-9, p
+    wait_for(lambda: httpx.post(f"{api}/score", json={"flights": picked[:1]}).json()[
+        "predictions"][0]["features"] == "stored", 30, "the API to see every landed event built")
+    body = httpx.post(f"{api}/score", json={"flights": picked}, timeout=60).json()
+    assert {p["features"] for p in body["predictions"]} == {"stored"}
+    for p in body["predictions"]:
+        assert abs(p["probability"] - stored[p["flight_id"]].probability) < 1e-9, p
+    # another aircraft than the schedule's: not the flight the batch built, so computed
+    other = dict(picked[0], tailnum="N00000")
+    mixed = httpx.post(f"{api}/score", json={"flights": [other, picked[1]]}, timeout=60).json()
+    assert [p["features"] for p in mixed["predictions"]] == ["computed", "stored"]
+    assert [p["flight_id"] for p in mixed["predictions"]] == [other["flight_id"],
+                                                              picked[1]["flight_id"]]
 
     too_many = {"flights": picked[:1] * 501}
     assert httpx.post(f"{api}/score", json=too_many, timeout=60).status_code == 413
