@@ -274,6 +274,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(state["champion"].refresh)
         except Exception as exc:  # noqa: BLE001 - not ready yet; /health/ready says so
             log.warning("no champion loaded at start (%s: %s)", type(exc).__name__, exc)
+        # One OpenMP thread per server process: a request scores a few rows, and the thread
+        # team a tree ensemble starts per tree cost more than the trees (py-spy: a quarter of a
+        # one-flight POST /score); the processes themselves use the cores.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
         # Everything loaded so far (pandas, scikit-learn, the model) lives as long as the
         # process: moved out of the collector's sight, a full collection no longer walks it
         # (py-spy: such pauses were the p99 under load).

@@ -11,7 +11,8 @@ port), then measures side by side:
     10 and at 32 connections: requests/s, p50, p99; and ``GET /health/live`` (no I/O) at 10;
 (b) the ceiling: a bare asyncio loop in this process awaiting the driver's own futures for the
     same prepared read, 32 in flight, for the same time: requests/s, p50, p99;
-(c) ``POST /score`` latency for 1 and for 50 flights once warm (one client, in turn);
+(c) ``POST /score`` latency for 1 and for 50 flights once warm (one client, in turn): flights as
+    scheduled (stored features) and the same on another aircraft (computed);
 (d) ``PredictionClient.latest`` against the bare driver's synchronous ``execute``.
 
 The exact wrk command of each run is printed and kept in the JSON.
@@ -148,26 +149,35 @@ def client_reads(s: Settings, ids: list[str], n: int = 3000) -> dict[str, float]
 
 
 def score_latency(base_url: str, s: Settings, n: int = 40) -> dict[str, float]:
-    """POST /score once warm: the first calls of a date read its raw partitions (cached for
-    10 s), so each size is warmed first, then timed."""
+    """POST /score once warm, for flights as scheduled (their stored features serve) and for
+    the same flights on another aircraft (a what-if: computed from the raw events). The first
+    calls of a date read its raw partitions (reused for 10 s), so each case is warmed first."""
     import httpx
 
-    with PredictionClient.open(s) as client:
-        rows = client.for_date(NEXT, None, 50).items
-    flights = [{"flight_id": r.entity_id, **r.attributes,
-                "scheduled_departure": r.event_time.isoformat()} for r in rows]
+    from streamfit.domains import load_domain
+    from streamfit.domains.flights.features import FLIGHT_COLUMNS
+    from streamfit.featurestore import FeatureStore
+
+    with connect(s) as session:
+        raw = FeatureStore(session, s.keyspace, load_domain(s.domain)).raw
+        scheduled = [{c: p.get(c) for c in FLIGHT_COLUMNS}
+                     for p in raw.payloads(NEXT - timedelta(days=1), "flight_scheduled")
+                     if p["scheduled_departure"][:10] == NEXT.isoformat()][:50]
+    what_if = [dict(f, tailnum="N00000") for f in scheduled]
     out: dict[str, float] = {}
     with httpx.Client(base_url=base_url, timeout=60) as http:
-        for size in (1, 50):
-            times = []
-            for i in range(n + 3):
-                t = time.perf_counter()
-                r = http.post("/score", json={"flights": flights[:size]})
-                if i >= 3:
-                    times.append((time.perf_counter() - t) * 1000)
-                assert r.status_code == 200, r.text
-            out[f"score_{size}_p50_ms"] = pct(times, 50)
-            out[f"score_{size}_p99_ms"] = pct(times, 99)
+        for case, flights in (("stored", scheduled), ("computed", what_if)):
+            for size in (1, 50):
+                times = []
+                for i in range(n + 3):
+                    t = time.perf_counter()
+                    r = http.post("/score", json={"flights": flights[:size]})
+                    if i >= 3:
+                        times.append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 200, r.text
+                    assert {p["features"] for p in r.json()["predictions"]} == {case}, r.text
+                out[f"score_{size}_{case}_p50_ms"] = pct(times, 50)
+                out[f"score_{size}_{case}_p99_ms"] = pct(times, 99)
     return out
 
 
