@@ -279,7 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # one-flight POST /score); the processes themselves use the cores.
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)
+        limits = threadpool_limits(1)
         # Everything loaded so far (pandas, scikit-learn, the model) lives as long as the
         # process: moved out of the collector's sight, a full collection no longer walks it
         # (py-spy: such pauses were the p99 under load).
@@ -290,6 +290,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             refresher.cancel()
+            limits.restore_original_limits()  # the process may go on (a test's server thread)
             session.cluster.shutdown()
 
     app = FastAPI(title="streamfit predictions API", version="1",

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
@@ -160,9 +161,16 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
     since = datetime.now(UTC).isoformat()
     assert signal_now(s) is not None
     with AirflowService(s).client() as client:
-        wait_for(lambda: any(r.summary for r in client.pipeline_runs(
-            "score_batch", since, s.keyspace)), 420,
-            "Airflow (logged in from its env) to build features, train and score")
+
+        def scored() -> bool:
+            try:
+                return any(r.summary for r in client.pipeline_runs("score_batch", since,
+                                                                   s.keyspace))
+            except httpx.TransportError:  # its API server, busy running the tasks, was slow
+                return False
+
+        wait_for(scored, 420, "Airflow (logged in from its env) to build features, train and "
+                 "score")
     ids = landed_ids(s, {date.fromisoformat(e["event_time"][:10]) for e in events})
     expected = {e["event_id"] for e in events}
     letters = list_dead_letters(s, limit=None)
