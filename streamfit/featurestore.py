@@ -114,28 +114,17 @@ class RawReader:
         is short): for the whole run. A long-lived reader (the API) passes a few seconds, so
         data that lands later is seen."""
         self.store = IngestStore(session, keyspace)
-        self._cache: OrderedDict[tuple[date, str], tuple[float, list[dict[str, Any]]]] = \
-            OrderedDict()
+        self._cache: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
         self._ttl = cache_ttl_s
         self._lock = threading.Lock()
         self._derived: OrderedDict[object, tuple[float, Any]] = OrderedDict()
 
     def payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
-        key = (day, event_type)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
-                self._cache.move_to_end(key)
-                return hit[1]
-        _charge(RAW_BUCKETS)
-        rows = [orjson.loads(p) for p in self.store.read_payloads(day, event_type)]
-        with self._lock:
-            self._cache[key] = (now, rows)
-            self._cache.move_to_end(key)
-            while len(self._cache) > CACHED_PARTITIONS:
-                self._cache.popitem(last=False)
-        return rows
+        def read() -> list[dict[str, Any]]:
+            _charge(RAW_BUCKETS)
+            return [orjson.loads(p) for p in self.store.read_payloads(day, event_type)]
+
+        return self._cached(self._cache, CACHED_PARTITIONS, (day, event_type), read)  # type: ignore[no-any-return]
 
     def frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
         return pd.DataFrame([row for d in days for row in self.payloads(d, event_type)])
@@ -144,18 +133,23 @@ class RawReader:
         """``make()``, reused under ``key`` for as long as a parsed partition would be: a
         builder keeps what it derives from many partitions (a date's context) across the
         horizons of a build, or across requests in the API. At most CACHED_DERIVED values."""
+        return self._cached(self._derived, CACHED_DERIVED, key, make)
+
+    def _cached(self, cache: OrderedDict[Any, tuple[float, Any]], size: int, key: object,
+                make: Callable[[], Any]) -> Any:
+        """An LRU of at most ``size`` entries, each young enough for the reader's expiry."""
         now = time.monotonic()
         with self._lock:
-            hit = self._derived.get(key)
+            hit = cache.get(key)
             if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
-                self._derived.move_to_end(key)
+                cache.move_to_end(key)
                 return hit[1]
-        value = make()
+        value = make()  # outside the lock: other keys are served meanwhile
         with self._lock:
-            self._derived[key] = (now, value)
-            self._derived.move_to_end(key)
-            while len(self._derived) > CACHED_DERIVED:
-                self._derived.popitem(last=False)
+            cache[key] = (now, value)
+            cache.move_to_end(key)
+            while len(cache) > size:
+                cache.popitem(last=False)
         return value
 
 
