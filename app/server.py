@@ -261,7 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Every statement a request runs is prepared here, once per process.
         state.update(session=session, registry=registry,
                      client=PredictionClient(session, s.keyspace, domain),
-                     champion=ChampionCache(registry, s.api_champion_refresh_s),
+                     champion=ChampionCache(registry),
                      # raw partitions reused for 10 s at most: new events are seen soon after
                      store=FeatureStore(session, s.keyspace, domain, cache_ttl_s=10.0),
                      transient=TransientStore(session, s.keyspace),

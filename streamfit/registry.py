@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -253,20 +252,18 @@ class Champion:
 
 class ChampionCache:
     """The champion model in a long-running process (the HTTP server). ``refresh`` (blocking:
-    the server runs it off the event loop every ``refresh_s`` seconds) reads the alias, one
+    the server runs it off the event loop every refresh period) reads the alias, one
     small row, and loads a new champion only when the alias moved; requests read ``current``,
     which never touches Cassandra and takes no lock. As batch scoring does, a champion whose
     artifact fails its digest check is refused and the champion before it serves, and
     ``status`` says so."""
 
-    def __init__(self, registry: Registry, refresh_s: float) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.refresh_s = refresh_s
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
         self._current: Champion | None = None
         self._alias: int | None = None
         self._problem: str | None = None
-        self._checked = float("-inf")
 
     @property
     def current(self) -> Champion | None:
@@ -279,7 +276,6 @@ class ChampionCache:
 
     def refresh(self) -> None:
         with self._lock:
-            self._checked = time.monotonic()
             alias = self.registry.aliases().get("champion")
             if alias is not None and alias == self._alias and self._current is not None:
                 return  # unchanged: nothing to load
@@ -305,10 +301,3 @@ class ChampionCache:
                 log.error("%s", self._problem)
             else:
                 log.info("serving champion v%d", version)
-
-    def get(self) -> Champion | None:
-        """``current``, refreshed first when ``refresh_s`` has passed (for callers without a
-        background refresh)."""
-        if time.monotonic() - self._checked >= self.refresh_s:
-            self.refresh()
-        return self._current
