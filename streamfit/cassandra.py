@@ -61,22 +61,14 @@ def row_class(colnames: tuple[str, ...]) -> Any:
 
 def make_cluster(settings: Settings, connect_timeout: float = 10.0,
                  request_timeout: float = 20.0) -> Cluster:
-    profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(
-            DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)
-        ),
-        request_timeout=request_timeout,
-        consistency_level=ConsistencyLevel.name_to_value[settings.consistency("write")],
-    )
-    # The same, with rows of cached classes, for hot reads (``aexecute``). Not the default:
-    # the driver's LWT ``was_applied`` only knows its own row factories.
-    fast = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(
-            DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)),
-        request_timeout=request_timeout,
-        consistency_level=profile.consistency_level,
-        row_factory=cached_row_factory,
-    )
+    def profile(**extra: Any) -> ExecutionProfile:  # each with a policy of its own
+        return ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(
+                DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)),
+            request_timeout=request_timeout,
+            consistency_level=ConsistencyLevel.name_to_value[settings.consistency("write")],
+            **extra)
+
     auth = None
     if settings.cassandra_username:
         password = settings.cassandra_password.get_secret_value() if settings.cassandra_password else ""
@@ -89,7 +81,10 @@ def make_cluster(settings: Settings, connect_timeout: float = 10.0,
         port=settings.cassandra_port,
         # v4, not v5: the driver frames v5 in pure-Python checksummed segments (~25% slower here).
         protocol_version=4,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile, FAST_ROWS: fast},
+        # FAST_ROWS: rows of cached classes, for hot reads (``aexecute``). Not the default: the
+        # driver's LWT ``was_applied`` only knows its own row factories.
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile(),
+                            FAST_ROWS: profile(row_factory=cached_row_factory)},
         auth_provider=auth,
         connect_timeout=connect_timeout,
         control_connection_timeout=connect_timeout,

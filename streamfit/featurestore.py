@@ -42,9 +42,10 @@ from streamfit.store import RAW_BUCKETS, IngestStore
 CACHED_PARTITIONS = 96
 #: The column of ``features_for`` that says where a row's features came from.
 FEATURE_SOURCE = "feature_source"
-#: Values derived from raw partitions (a date's context in the flights domain) kept by one
-#: reader, under the same expiry as the partitions.
-CACHED_DERIVED = 4
+#: Values derived from raw partitions kept by one reader, under the same expiry as the
+#: partitions: in the flights domain a date's context and its scheduled inputs, so a
+#: ``POST /score`` of STREAMFIT_API_MAX_SCORE_DATES dates (3 by default) keeps all six.
+CACHED_DERIVED = 8
 
 
 class ReadBudgetExceeded(RuntimeError):
@@ -290,7 +291,7 @@ class FeatureStore:
         version = self.domain.features.version
         out = {}
         for i, (_ok, rows) in zip(wanted, results, strict=True):
-            row = rows.one() if hasattr(rows, "one") else (rows[0] if rows else None)
+            row = rows.one()
             if row is not None and row.feature_version == version and row.feature_values:
                 out[i] = dict(row.feature_values)
         return out

@@ -101,14 +101,19 @@ def context(raw: RawEvents, day: date) -> Context:
 _last_context: tuple[Any, date, Context] | None = None
 
 
+def _reused(raw: RawEvents, key: tuple[str, date], make: Any) -> Any:
+    """``make()``, kept by the reader under ``key`` when it can keep derived values."""
+    memo = getattr(raw, "memo", None)
+    return memo(key, make) if memo is not None else make()
+
+
 def _context_of(raw: RawEvents, day: date) -> Context:
     """``context(raw, day)``, reused: kept by the reader when it can keep derived values (the
     feature store's does, expiring them with its partitions, so the API reuses a date's context
     across requests for a few seconds), else the last one built."""
     global _last_context
-    memo = getattr(raw, "memo", None)
-    if memo is not None:
-        return memo(("flights.context", day), lambda: context(raw, day))  # type: ignore[no-any-return]
+    if hasattr(raw, "memo"):
+        return _reused(raw, ("flights.context", day), lambda: context(raw, day))  # type: ignore[no-any-return]
     last = _last_context
     if last is not None and last[0]() is raw and last[1] == day:
         return last[2]
@@ -175,9 +180,8 @@ def built_as_given(raw: RawEvents, flights: pd.DataFrame) -> np.ndarray:
     for i, row in enumerate(frame.itertuples(index=False)):
         given = _inputs(*row)
         day = pd.Timestamp(given[4], tz="UTC").date()
-        memo = getattr(raw, "memo", None)
-        known = memo(("flights.inputs", day), lambda day=day: _scheduled_inputs(raw, day)) \
-            if memo is not None else _scheduled_inputs(raw, day)
+        known = _reused(raw, ("flights.inputs", day),
+                        lambda day=day: _scheduled_inputs(raw, day))
         out[i] = known.get(given[0]) == given
     return out
 
