@@ -48,7 +48,7 @@ tools:
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock:
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 -o requirements.lock
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamfit ingest features training scoring app dags tests bench

@@ -110,12 +110,14 @@ def handle_errors(func: F) -> F:
 
 ServicesOpt = Annotated[
     list[str] | None,
-    typer.Option("--service", "-s", help="Only this service (repeatable): cassandra, kafka, airflow."),
+    typer.Option("--service", "-s", help="Only this service (repeatable): cassandra, kafka, airflow, spark "
+                "(spark: a standalone master and worker, started by default only with "
+                "STREAMFIT_STACK_SPARK=true)."),
 ]
 
 
 def _validate_services(services: list[str] | None) -> list[str] | None:
-    from app.stack.control import SERVICE_NAMES
+    from app.stack.control import ALL_SERVICE_NAMES as SERVICE_NAMES
 
     for name in services or []:
         if name not in SERVICE_NAMES:
@@ -159,6 +161,16 @@ def stack_up(services: ServicesOpt = None) -> None:
         console.print(f"Airflow UI: {settings.airflow_api_url}  (user [bold]"
                       f"{settings.airflow_username}[/], password in {airflow.password_file})")
     console.print(f"stack up took {time.monotonic() - start:.1f}s")
+
+
+@stack_app.command("jars")
+@handle_errors
+def stack_jars() -> None:
+    """Fetch the Spark Cassandra Connector's jars from Maven Central (STREAMFIT_ENGINE=spark
+    jobs load them; `stack up` does this too when the engine is Spark)."""
+    from app.stack.services import install_connector
+
+    console.print(f"connector jars in {install_connector(_settings())}")
 
 
 @stack_app.command("down")

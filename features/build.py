@@ -10,15 +10,18 @@ days of weather), so memory is bounded by the window, not by the history.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cassandra.cluster import Session
 
 from streamfit.domains import Domain, load_domain
-from streamfit.featurestore import FeatureStore
 from streamfit.settings import Settings
+
+if TYPE_CHECKING:
+    # pandas comes with it: a task that submits a Spark job never loads it
+    from streamfit.featurestore import BuildResult
 
 log = logging.getLogger("streamfit.features")
 
@@ -29,20 +32,31 @@ def dates_to_rebuild(domain: Domain, event_dates: Iterable[str | date]) -> list[
     return domain.features.days_affected(days)
 
 
+#: Builds and writes the partitions of some dates (and their summaries), returning each date's
+#: result: the Spark engine's builder (``features.spark_build``) replaces the pandas loop.
+Builder = Callable[[list[date], dict[str, Any] | None], Iterable["BuildResult"]]
+
+
 def build_days(session: Session, keyspace: str, domain: Domain, days: Iterable[date],
                sources: dict[str, Any] | None = None,
-               max_event_time: datetime | None = None) -> dict[str, Any]:
+               max_event_time: datetime | None = None,
+               builder: Builder | None = None) -> dict[str, Any]:
     """Build the feature partitions of ``days`` and append the build to the feature-build log
     (which training and scoring consume). ``sources`` (Kafka offsets per topic/partition) is
-    recorded per built date as lineage."""
+    recorded per built date as lineage. ``builder``: None builds each date here in pandas."""
     from streamfit.progress import Progress
 
-    store = FeatureStore(session, keyspace, domain)
-    results = []
-    for day in sorted(set(days)):
-        results.append(store.build_day(day, sources))
-        log.info("features %s: %d %ss, %d labelled", day, results[-1].entities,
-                 domain.entity.name, results[-1].labelled)
+    wanted = sorted(set(days))
+    if builder is None:
+        from streamfit.featurestore import FeatureStore
+
+        store = FeatureStore(session, keyspace, domain)
+        results = [store.build_day(day, sources) for day in wanted]
+    else:
+        results = list(builder(wanted, sources))
+    for r in results:
+        log.info("features %s: %d %ss, %d labelled", r.day, r.entities, domain.entity.name,
+                 r.labelled)
     built = [r for r in results if r.entities]
     summary: dict[str, Any] = {
         "dates": [r.day.isoformat() for r in built], "entities": sum(r.entities for r in built),
@@ -55,6 +69,22 @@ def build_days(session: Session, keyspace: str, domain: Domain, days: Iterable[d
     return summary
 
 
+def build_with_engine(settings: Settings, session: Session, keyspace: str, days: Iterable[date],
+                      sources: dict[str, Any] | None = None,
+                      max_event_time: datetime | None = None) -> dict[str, Any]:
+    """``build_days`` on the configured engine: here in pandas, or (``STREAMFIT_ENGINE=spark``)
+    as a Spark job this process submits and waits for, never loading the data itself."""
+    wanted = sorted(set(days))
+    if settings.engine == "spark":
+        from streamfit.spark import submit
+
+        return submit(settings, "features.spark_build:job", {
+            "keyspace": keyspace, "days": [d.isoformat() for d in wanted], "sources": sources,
+            "max_event_time": max_event_time.isoformat() if max_event_time else None})
+    return build_days(session, keyspace, load_domain(settings.domain), wanted, sources,
+                      max_event_time)
+
+
 def run_build(settings: Settings, event_dates: Iterable[str | date] = (),
               days: Iterable[date] = ()) -> dict[str, Any]:
     """Rebuild the feature partitions that these event dates (or explicit days) affect
@@ -63,5 +93,5 @@ def run_build(settings: Settings, event_dates: Iterable[str | date] = (),
 
     domain = load_domain(settings.domain)
     with connect(settings) as session:
-        return build_days(session, settings.keyspace, domain,
-                          set(dates_to_rebuild(domain, event_dates)) | set(days))
+        return build_with_engine(settings, session, settings.keyspace,
+                                 set(dates_to_rebuild(domain, event_dates)) | set(days))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -51,11 +52,71 @@ def due(frame: pd.DataFrame, now: datetime) -> pd.Series:
     return (as_of <= now_ts) & (when > now_ts)
 
 
+@dataclass
+class Scored:
+    """What one scoring pass did: the dates it scored, how many rows, and the rows' features and
+    probabilities (all of them here; a bounded random sample from Spark) for drift."""
+
+    dates: list[str]
+    scored: int
+    sample: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+    #: the feature partitions read, by date (evaluation reuses them)
+    read: dict[date, pd.DataFrame] = field(default_factory=dict)
+
+
+#: ``(dates, as_of, model, its features, its version, scored_at)`` -> the pass, predictions
+#: written: the Spark engine's scorer (``scoring.spark_score``) replaces ``score_here``.
+Scorer = Callable[[list[date], datetime | None, Any, list[str], int, datetime], Scored]
+
+
+def score_here(store: FeatureStore, writer: PredictionWriter, model: Any, features: list[str],
+               version: int, dates: Iterable[date], as_of: datetime | None,
+               scored_at: datetime) -> Scored:
+    """The pandas engine: each date's partition read, scored and written in this process."""
+    done, total, frames = [], 0, []
+    clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
+    read: dict[date, pd.DataFrame] = {}
+    for day in sorted(set(dates)):
+        t = time.perf_counter()
+        frame = read[day] = store.read_day(day)
+        clock["read"] += time.perf_counter() - t
+        if frame.empty:
+            continue
+        if as_of is not None:
+            frame = frame[due(frame, as_of)]
+        if frame.empty:
+            continue
+        t = time.perf_counter()
+        frame = frame.assign(probability=predict(model, frame, features))
+        clock["predict"] += time.perf_counter() - t
+        t = time.perf_counter()
+        writer.write(day, frame, version, scored_at)
+        clock["write"] += time.perf_counter() - t
+        done.append(day.isoformat())
+        total += len(frame)
+        frames.append(frame)
+    sample = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return Scored(done, total, sample, clock, read)
+
+
 def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None,
-                evaluate: Iterable[date] = ()) -> ScoreResult:
+                evaluate: Iterable[date] = (), scorer: Scorer | None = None) -> ScoreResult:
     """Score the rows of ``dates`` due at ``as_of`` (None: every row) with the champion, record the
     run's drift and prediction distribution, and evaluate the stored predictions of ``evaluate``
-    (dates whose outcomes have landed) against their outcomes."""
+    (dates whose outcomes have landed) against their outcomes. With ``STREAMFIT_ENGINE=spark``
+    (and no ``scorer``) this is a Spark job the process submits and waits for."""
+    if settings.engine == "spark" and scorer is None:
+        from streamfit.spark import submit
+
+        ran = submit(settings, "scoring.spark_score:job", {
+            "keyspace": settings.keyspace, "dates": sorted({d.isoformat() for d in dates}),
+            "as_of": as_of.isoformat() if as_of else None,
+            "evaluate": sorted({d.isoformat() for d in evaluate})})
+        return ScoreResult(ran["model_version"], ran["dates"], ran["scored"],
+                           {d: {int(v): n for v, n in m.items()}
+                            for d, m in ran["evaluated"].items()},
+                           ran["timings"], ran["alerts"])
     from scoring.monitoring import (
         MonitoringStore,
         ScoringRun,
@@ -78,35 +139,21 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         version = next(v for v in registry.versions() if v.version == champion)
         store = FeatureStore(session, settings.keyspace, domain)
         monitor = MonitoringStore(session, settings.keyspace, domain.model_name)
-        writer = PredictionWriter(session, settings.keyspace, domain)
         scored_at = datetime.now(UTC)
-        done, total, frames = [], 0, []
-        clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
-        read: dict[date, pd.DataFrame] = {}  # evaluation below reuses what scoring read
-        for day in sorted(set(dates)):
-            t = time.perf_counter()
-            frame = read[day] = store.read_day(day)
-            clock["read"] += time.perf_counter() - t
-            if frame.empty:
-                continue
-            if as_of is not None:
-                frame = frame[due(frame, as_of)]
-            if frame.empty:
-                continue
-            t = time.perf_counter()
-            frame = frame.assign(probability=predict(model, frame, version.features))
-            clock["predict"] += time.perf_counter() - t
-            t = time.perf_counter()
-            writer.write(day, frame, champion, scored_at)
-            clock["write"] += time.perf_counter() - t
-            done.append(day.isoformat())
-            total += len(frame)
-            frames.append(frame)
-        if frames:
-            scored = pd.concat(frames, ignore_index=True)
-            psi = drift(version.reference.get("features", {}), scored)
+        if scorer is None:
+            writer = PredictionWriter(session, settings.keyspace, domain)
+            out = score_here(store, writer, model, version.features, champion, dates, as_of,
+                             scored_at)
+        else:
+            out = scorer(sorted(set(dates)), as_of, model, version.features, champion,
+                         scored_at)
+        done, total, clock, read = out.dates, out.scored, out.timings, out.read
+        psi: dict[str, float] = {}
+        if out.dates:
+            psi = drift(version.reference.get("features", {}), out.sample)
             monitor.record_run(ScoringRun(scored_at, champion, done, total,
-                                          prediction_summary(scored["probability"].to_numpy()),
+                                          prediction_summary(out.sample["probability"]
+                                                             .to_numpy()),
                                           psi, max(psi.values(), default=0.0)))
         matured = {}
         for day in sorted(set(evaluate)):
@@ -116,7 +163,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
                 matured[day.isoformat()] = {v: m["flights"] for v, m in result.items()}
         problems = quality_alerts(
             version.metrics, performance_summary(monitor.performance()).get(champion) if matured
-            else None, psi if frames else {}, settings.alert_quality_gap,
+            else None, psi if out.dates else {}, settings.alert_quality_gap,
             settings.alert_drift_psi, version.reference.get("daily_psi"))
         if problems:
             quality_alert(settings.keyspace, domain.model_name, champion, problems,

@@ -105,6 +105,60 @@ class BuildResult:
     labelled: int
 
 
+def feature_rows(domain: Domain, day: date, frame: pd.DataFrame, built_at: datetime
+                 ) -> tuple[list[tuple[Any, ...]], BuildResult]:
+    """The ``features_by_horizon`` rows of a builder's frame for ``day`` (in INSERT_FEATURES'
+    column order), and the date's summary. Both engines store exactly these."""
+    names = list(domain.features.names)
+    columns = list(domain.entity.columns)
+    values = frame[names].to_numpy(dtype=float)
+    attrs = frame[columns].astype(str).to_numpy() if columns else None
+    times = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    params = []
+    labelled: set[str] = set()
+    for i, (entity, horizon, when, outcome, label) in enumerate(zip(
+            frame[ENTITY_ID], frame[HORIZON], times, frame[OUTCOME], frame[LABEL],
+            strict=True)):
+        known = label is not None and not pd.isna(label)
+        if known:
+            labelled.add(str(entity))
+        params.append((day, str(entity), int(horizon), when.to_pydatetime(),
+                       dict(zip(columns, attrs[i], strict=True)) if attrs is not None else {},
+                       dict(zip(names, values[i].tolist(), strict=True)),
+                       None if pd.isna(outcome) else float(outcome),
+                       bool(label) if known else None, domain.features.version, built_at))
+    return params, BuildResult(day, int(frame[ENTITY_ID].nunique()), len(labelled))
+
+
+def build_frame(domain: Domain, raw: Any, day: date) -> pd.DataFrame:
+    """``day``'s rows at every horizon from the domain's builder (empty: no entity that day)."""
+    spec = domain.features
+    frames = [spec.build_day(raw, day, spec.horizons[name]).assign(**{HORIZON: minutes})
+              for minutes, name in spec.horizon_minutes.items()]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def stored_frame(domain: Domain, entities: Iterable[Any], horizons: Iterable[Any],
+                 times: Iterable[Any], attributes: Iterable[Any], values: Iterable[Any],
+                 outcomes: Iterable[Any], labels: Iterable[Any]) -> pd.DataFrame:
+    """Stored feature rows as a frame: entity_id, horizon_min, event_time, the entity's
+    columns, every stored feature (NaN where a row lacks one), outcome and label. Both engines'
+    scoring reads rows through this."""
+    names = list(domain.features.names)
+    nan = float("nan")
+    data = pd.DataFrame([[(v or {}).get(n, nan) for n in names] for v in values], columns=names,
+                        dtype=float)
+    attrs = [a or {} for a in attributes]
+    meta: dict[str, list[Any]] = {ENTITY_ID: list(entities), HORIZON: list(horizons),
+                                  EVENT_TIME: [as_utc(t) for t in times]}
+    for c in domain.entity.columns:
+        meta[c] = [a.get(c) for a in attrs]
+    meta[OUTCOME] = list(outcomes)
+    meta[LABEL] = list(labels)
+    return pd.concat([pd.DataFrame(meta), data], axis=1)
+
+
 class RawReader:
     """Parsed payloads of raw-event partitions. Consecutive dates share most of their window
     (a full flights rebuild asked each partition ~60 times), so a small LRU of parsed
@@ -177,62 +231,39 @@ class FeatureStore:
     def build_day(self, day: date, sources: dict[str, Any] | None = None) -> BuildResult:
         """Build ``day``'s rows at every horizon with the domain's builder and write them (a
         rebuild overwrites)."""
-        spec = self.domain.features
-        frames = [spec.build_day(self.raw, day, spec.horizons[name]).assign(**{HORIZON: minutes})
-                  for minutes, name in spec.horizon_minutes.items()]
-        frames = [f for f in frames if not f.empty]
-        if not frames:
+        frame = build_frame(self.domain, self.raw, day)
+        if frame.empty:
             return BuildResult(day, 0, 0)
-        return self.write_day(day, pd.concat(frames, ignore_index=True), sources)
+        return self.write_day(day, frame, sources)
 
     def write_day(self, day: date, frame: pd.DataFrame,
                   sources: dict[str, Any] | None = None) -> BuildResult:
         """Write ``frame``'s rows (one per entity and ``horizon_min``) and the date's summary:
         its entities, and those labelled."""
-        names = list(self.domain.features.names)
-        columns = list(self.domain.entity.columns)
         now = datetime.now(UTC)
-        values = frame[names].to_numpy(dtype=float)
-        attrs = frame[columns].astype(str).to_numpy() if columns else None
-        times = pd.to_datetime(frame[EVENT_TIME], utc=True)
-        params = []
-        labelled: set[str] = set()
-        for i, (entity, horizon, when, outcome, label) in enumerate(zip(
-                frame[ENTITY_ID], frame[HORIZON], times, frame[OUTCOME], frame[LABEL],
-                strict=True)):
-            known = label is not None and not pd.isna(label)
-            if known:
-                labelled.add(str(entity))
-            params.append((day, str(entity), int(horizon), when.to_pydatetime(),
-                           dict(zip(columns, attrs[i], strict=True)) if attrs is not None else {},
-                           dict(zip(names, values[i].tolist(), strict=True)),
-                           None if pd.isna(outcome) else float(outcome),
-                           bool(label) if known else None, self.domain.features.version, now))
+        params, result = feature_rows(self.domain, day, frame, now)
         execute_concurrent_with_args(self.session, self._insert, params, concurrency=64,
                                      raise_on_first_error=True)
-        entities = frame[ENTITY_ID].nunique()
-        self.session.execute(self._insert_partition, (self.domain.name, day, entities,
-                                                      len(labelled), json.dumps(sources or {}),
-                                                      now))
-        return BuildResult(day, entities, len(labelled))
+        self.record_partition(result, sources, now)
+        return result
+
+    def record_partition(self, result: BuildResult, sources: dict[str, Any] | None,
+                         built_at: datetime) -> None:
+        """The date's summary row, once its feature rows are durable (whichever engine wrote
+        them): its entities, those labelled, and the Kafka offsets it was built from."""
+        self.session.execute(self._insert_partition, (
+            self.domain.name, result.day, result.entities, result.labelled,
+            json.dumps(sources or {}), built_at))
 
     def read_day(self, day: date) -> pd.DataFrame:
-        """``day``'s rows, one per entity and horizon: entity_id, horizon_min, event_time, the
-        entity's columns, every stored feature (NaN where a row lacks one), outcome and
-        label."""
+        """``day``'s rows, one per entity and horizon (``stored_frame``)."""
         rows = list(self.session.execute(self._select, (day,)))
         if not rows:
             return pd.DataFrame()
-        names = list(self.domain.features.names)
-        data = pd.DataFrame([[(r.feature_values or {}).get(n, float("nan")) for n in names]
-                             for r in rows], columns=names)
-        meta = {ENTITY_ID: [r.entity_id for r in rows], HORIZON: [r.horizon_min for r in rows],
-                EVENT_TIME: [as_utc(r.event_time) for r in rows]}
-        for c in self.domain.entity.columns:
-            meta[c] = [(r.attributes or {}).get(c) for r in rows]
-        meta[OUTCOME] = [r.outcome for r in rows]
-        meta[LABEL] = [r.label for r in rows]
-        return pd.concat([pd.DataFrame(meta), data], axis=1)
+        return stored_frame(self.domain, [r.entity_id for r in rows],
+                            [r.horizon_min for r in rows], [r.event_time for r in rows],
+                            [r.attributes for r in rows], [r.feature_values for r in rows],
+                            [r.outcome for r in rows], [r.label for r in rows])
 
     def features_for(self, entities: pd.DataFrame, stored: bool = False) -> pd.DataFrame:
         """Point-in-time features of entities given in a request, as of the freshest horizon

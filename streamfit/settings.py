@@ -155,6 +155,37 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="A partition with lag whose committed offset has not "
         "moved for this long is reported as stalled (logs, metrics, `ingest status`).")
 
+    # --- processing engine -------------------------------------------------------------------
+    engine: Literal["pandas", "spark"] = Field(
+        default="pandas", description="Where feature builds and batch scoring run: pandas in "
+        "the calling process (the DAG task, the CLI), or Spark jobs the caller submits with "
+        "spark-submit and waits for.")
+    spark_master: str = Field(
+        default="local[2]", description="Spark master of those jobs: local[N] (in the "
+        "spark-submit process), or spark://host:port (a standalone cluster; the local stack's "
+        "is spark://127.0.0.1:<STREAMFIT_SPARK_MASTER_PORT>).")
+    spark_connector_version: str = Field(
+        default="3.5.1", description="spark-cassandra-connector_2.12 version from Maven Central.")
+    spark_jars_dir: Path | None = Field(
+        default=None, description="Directory holding the connector's jars; unset: the local "
+        "stack's jar cache, filled by `streamfit stack up` (or `streamfit stack jars`).")
+    spark_driver_memory: str = Field(default="512m", description="Spark driver JVM heap.")
+    spark_executor_memory: str = Field(default="768m", description="Spark executor JVM heap.")
+    spark_chunk_days: int = Field(
+        default=14, ge=1, le=366, description="Entity dates one Spark task builds: each task "
+        "reads its dates' raw-event windows once, so larger chunks read less and hold more.")
+    stack_spark: bool = Field(
+        default=False, description="`streamfit stack up` also starts a Spark standalone master "
+        "and one worker.")
+    spark_master_port: Port = Field(default=17077, description="Local Spark master port.")
+    spark_master_ui_port: Port = Field(default=18081, description="Local Spark master UI port "
+                                       "(Spark's default, 8080, is Airflow's here).")
+    spark_worker_ui_port: Port = Field(default=18082, description="Local Spark worker UI port.")
+    spark_worker_cores: int = Field(default=2, ge=1, le=256,
+                                    description="Cores the local Spark worker offers.")
+    spark_worker_memory: str = Field(default="1g",
+                                     description="Memory the local Spark worker offers.")
+
     # --- training ----------------------------------------------------------------------------
     train_days: int = Field(default=60, ge=7, le=3650,
                             description="Trailing window of scheduled dates used for training.")
@@ -238,7 +269,8 @@ class Settings(BaseSettings):
     )
 
     @field_validator("kafka_port", "kafka_controller_port", "cassandra_port",
-                     "cassandra_storage_port", "airflow_port", "api_port")
+                     "cassandra_storage_port", "airflow_port", "api_port", "spark_master_port",
+                     "spark_master_ui_port", "spark_worker_ui_port")
     @classmethod
     def _ports(cls, value: int) -> int:
         return _check_port(value)
@@ -264,7 +296,8 @@ class Settings(BaseSettings):
                              "'*/2 * * * *' (every two minutes)")
         return value
 
-    @field_validator("kafka_heap", "cassandra_heap")
+    @field_validator("kafka_heap", "cassandra_heap", "spark_driver_memory",
+                     "spark_executor_memory", "spark_worker_memory")
     @classmethod
     def _heap(cls, value: str) -> str:
         if not (value[:-1].isdigit() and value[-1] in "mMgG"):
@@ -277,6 +310,14 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("the API key is shorter than 16 characters; generate one with "
                              "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        return value
+
+    @field_validator("spark_master")
+    @classmethod
+    def _spark_master(cls, value: str) -> str:
+        if not re.fullmatch(r"local(\[(\d+|\*)\])?|spark://[\w.\-]+:\d+(,[\w.\-]+:\d+)*", value):
+            raise ValueError(f"{value!r} is not a Spark master this engine submits to; write "
+                             "local[2] or spark://127.0.0.1:17077")
         return value
 
     @field_validator("home")
@@ -313,12 +354,39 @@ class Settings(BaseSettings):
                 raise ValueError(f"STREAMFIT_KAFKA_USERNAME {KAFKA_BROKER_USER!r} is the local "
                                  "broker's own user; choose another name")
         ports = [self.kafka_port, self.kafka_controller_port, self.cassandra_port,
-                 self.cassandra_storage_port, self.airflow_port]
+                 self.cassandra_storage_port, self.airflow_port, self.spark_master_port,
+                 self.spark_master_ui_port, self.spark_worker_ui_port]
         if len(set(ports)) != len(ports):
             raise ValueError(f"the local stack's ports must all differ, got {ports}")
         return self
 
     # --- derived -----------------------------------------------------------------------------
+    @property
+    def spark_jars(self) -> Path:
+        """Where the Spark Cassandra Connector's jars are (``streamfit stack up`` fills the
+        default from Maven Central)."""
+        return self.spark_jars_dir or (
+            self.home / "cache" / f"spark-cassandra-connector-{self.spark_connector_version}"
+            / "lib")
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``STREAMFIT_*`` variables, secrets included: what a child process
+        (a submitted Spark job) needs to build the same settings. Unset fields are absent."""
+        import json
+
+        out = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, dict | list):
+                value = json.dumps(value)
+            out[f"STREAMFIT_{name.upper()}"] = str(value)
+        return out
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"

@@ -14,10 +14,18 @@ from dataclasses import dataclass
 import psutil
 
 from app.stack.process import ProcessSpec, StackError, Supervisor, wait_until
-from app.stack.services import Service, all_services
+from app.stack.services import Service, all_services, install_connector
 from streamfit.settings import Settings
 
+#: What `stack up` starts by default.
 SERVICE_NAMES = ("cassandra", "kafka", "airflow")
+#: Every service it knows, in start order: Spark only when asked (STREAMFIT_STACK_SPARK=true or
+#: `--service spark`).
+ALL_SERVICE_NAMES = (*SERVICE_NAMES, "spark")
+
+
+def default_services(settings: Settings) -> tuple[str, ...]:
+    return ALL_SERVICE_NAMES if settings.stack_spark else SERVICE_NAMES
 
 
 @dataclass(frozen=True)
@@ -38,11 +46,12 @@ def supervisor(settings: Settings) -> Supervisor:
 
 def _select(settings: Settings, only: Iterable[str] | None) -> list[Service]:
     services = all_services(settings)
-    names = list(only) if only else list(SERVICE_NAMES)
+    names = list(only) if only else list(default_services(settings))
     unknown = [n for n in names if n not in services]
     if unknown:
-        raise StackError(f"unknown service(s) {unknown}; choose from {', '.join(SERVICE_NAMES)}")
-    return [services[n] for n in SERVICE_NAMES if n in names]
+        raise StackError(f"unknown service(s) {unknown}; choose from "
+                         f"{', '.join(ALL_SERVICE_NAMES)}")
+    return [services[n] for n in ALL_SERVICE_NAMES if n in names]
 
 
 def _tree_rss_mb(proc: psutil.Process) -> float | None:
@@ -61,6 +70,8 @@ def up(settings: Settings, only: Iterable[str] | None = None,
     """
     sup = supervisor(settings)
     services = _select(settings, only)
+    if settings.engine == "spark":
+        install_connector(settings)  # local[N] jobs need the connector's jars too
     missing: dict[str, list[str]] = {}
     for svc in services:
         missing[svc.name] = [c for c in svc.components if sup.process(c) is None]
@@ -94,8 +105,9 @@ def down(settings: Settings, only: Iterable[str] | None = None,
     """Stop the selected services (SIGTERM, wait, SIGKILL leftovers). Returns what was stopped."""
     sup = supervisor(settings)
     stopped = []
-    # Airflow first (its tasks may talk to Kafka/Cassandra), Cassandra last.
-    for svc in reversed(_select(settings, only)):
+    # Spark and Airflow first (their jobs talk to Kafka/Cassandra), Cassandra last; every
+    # service by default, so a Spark started with `--service spark` stops too.
+    for svc in reversed(_select(settings, only or ALL_SERVICE_NAMES)):
         for component in reversed(svc.components):
             if sup.stop(component, timeout=90.0):
                 stopped.append(component)

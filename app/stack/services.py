@@ -1,4 +1,5 @@
-"""The three services of the local stack: Kafka (KRaft), Cassandra and Airflow.
+"""The services of the local stack: Kafka (KRaft), Cassandra and Airflow, and on request
+(``STREAMFIT_STACK_SPARK=true``) a Spark standalone master and worker.
 
 Each service knows how to prepare itself (jars, config, one-time formatting), which processes to
 run, and when it is actually usable. ``app.stack.control`` starts and stops them.
@@ -435,6 +436,9 @@ class AirflowService(Service):
         s = self.settings
         env = {"STREAMFIT_STACK_AUTH": str(s.stack_auth).lower(),
                "STREAMFIT_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism}
+        # the engine the tasks run feature builds and scoring on, and where its jobs go
+        env.update({k: v for k, v in s.as_env().items()
+                    if k == "STREAMFIT_ENGINE" or k.startswith("STREAMFIT_SPARK_")})
         for service in ("cassandra", "kafka"):
             user, password = getattr(s, f"{service}_username"), getattr(s, f"{service}_password")
             if user and password:
@@ -482,7 +486,77 @@ class AirflowService(Service):
             return client.version()
 
 
+def install_connector(settings: Settings) -> Path:
+    """The Spark Cassandra Connector's jars, from Maven Central into the jar cache (once per
+    version): what ``STREAMFIT_ENGINE=spark`` jobs load, wherever their master runs."""
+    if settings.spark_jars_dir is not None:
+        return settings.spark_jars_dir
+    return install_jars("spark-cassandra-connector", "connector.version",
+                        settings.spark_connector_version, settings.home / "cache")
+
+
+class SparkService(Service):
+    """A Spark standalone master and one worker (``STREAMFIT_STACK_SPARK=true``), run from
+    pyspark's own distribution; jobs reach it as ``spark://127.0.0.1:<spark_master_port>``."""
+
+    name = "spark"
+    components = ("spark-master", "spark-worker")
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        s = self.settings
+        return (s.spark_master_port, s.spark_master_ui_port, s.spark_worker_ui_port)
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.settings.spark_master_port}"
+
+    def prepare(self) -> list[ProcessSpec]:
+        from streamfit.spark import spark_home
+
+        s = self.settings
+        install_connector(s)
+        home = spark_home()
+        spark_class = str(home / "bin" / "spark-class")
+        env = {"SPARK_HOME": str(home), "SPARK_DAEMON_MEMORY": "256m",
+               "SPARK_LOG_DIR": str(s.home / "logs"), "SPARK_LOCAL_IP": "127.0.0.1",
+               # executors run Python workers with this venv's interpreter and packages
+               "PYSPARK_PYTHON": sys.executable}
+        work = self.home / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        return [
+            ProcessSpec("spark-master", [
+                spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                "--port", str(s.spark_master_port), "--webui-port", str(s.spark_master_ui_port)],
+                ports=(s.spark_master_port, s.spark_master_ui_port), env=env, cwd=self.home),
+            ProcessSpec("spark-worker", [
+                spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                "--webui-port", str(s.spark_worker_ui_port), "--cores",
+                str(s.spark_worker_cores), "--memory", s.spark_worker_memory,
+                "--work-dir", str(work), self.master_url],
+                ports=(s.spark_worker_ui_port,), env=env, cwd=self.home),
+        ]
+
+    def ready(self) -> bool:
+        """The master answers and has a live worker."""
+        import httpx
+
+        if not port_open(self.settings.spark_master_port):
+            return False
+        try:
+            state = httpx.get(f"http://127.0.0.1:{self.settings.spark_master_ui_port}/json/",
+                              timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return any(w.get("state") == "ALIVE" for w in state.get("workers", []))
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("pyspark")
+
+
 def all_services(settings: Settings) -> dict[str, Service]:
     # Cassandra first: it boots slowest, so it gets the head start.
     return {svc.name: svc for svc in (CassandraService(settings), KafkaService(settings),
-                                      AirflowService(settings))}
+                                      AirflowService(settings), SparkService(settings))}

@@ -109,6 +109,9 @@ class FeatureSpec:
     #: for that entity: their stored features are what ``build_for`` would compute, so a
     #: request may read them instead (``POST /score``). None: always computed on demand.
     built_as_given: Callable[[RawEvents, pd.DataFrame], Any] | None = None
+    #: ``day`` -> every (event date, event type) raw partition ``build_day(raw, day, ...)``
+    #: reads: an engine that fetches them up front (Spark) needs it. None: pandas engine only.
+    reads: Callable[[date], Iterable[tuple[date, str]]] | None = None
     version: int = 1
     #: horizon name -> how long before the event time a prediction is made, freshest first.
     #: Features are stored and predictions made per horizon: an entity is scored at a horizon

@@ -70,6 +70,12 @@ def _built_as_given(raw: RawEvents, flights: pd.DataFrame) -> Any:
     return features.built_as_given(raw, flights)
 
 
+def _reads(day: date) -> set[tuple[date, str]]:
+    from streamfit.domains.flights import features
+
+    return features.reads(day)
+
+
 def _days_affected(event_dates: Iterable[date]) -> list[date]:
     """Event date E holds schedules of flights departing E+1 (and so the earlier legs of
     aircraft flying again early on E+2), weather and departures of E, and arrivals (labels) of
@@ -91,7 +97,7 @@ DOMAIN = Domain(
     features=FeatureSpec(names=tuple(feature_names()), model=tuple(model_features()),
                          naive="late_rate_route_28d", build_day=_build_day,
                          days_affected=_days_affected, build_for=_build_for,
-                         built_as_given=_built_as_given,
+                         built_as_given=_built_as_given, reads=_reads,
                          horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",

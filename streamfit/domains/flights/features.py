@@ -63,17 +63,39 @@ class Context:
     departures: pd.DataFrame
 
 
-def context(raw: RawEvents, day: date) -> Context:
-    """The inputs of ``build_features`` for flights departing ``day``, from the raw events."""
+def windows(day: date) -> dict[str, tuple[str, list[date]]]:
+    """The raw-event partitions (event type, event dates) each input of ``day``'s features is
+    read from: ``context`` reads exactly these, and ``reads`` lists them for engines that fetch
+    a date's partitions up front (Spark)."""
     # Arrivals up to the next event date: evening departures land after midnight UTC, and
     # their arrival is this date's label. Features still see only arrivals before departure.
     past = [day + timedelta(days=1) - timedelta(days=i) for i in range(HISTORY_DAYS + 2)]
-    arrived = _latest_per_flight(raw.frame(past, "flight_arrived"), "actual_arrival")
+    return {
+        "arrivals": ("flight_arrived", past),
+        # a flight's schedule is an event of the date before its departure
+        "arrival_schedules": ("flight_scheduled", [d - timedelta(days=1) for d in past]),
+        # day-ahead as-of times fall on the day before: its weather, and the trends' hours before
+        "weather": ("weather_observed", [day - timedelta(days=2), day - timedelta(days=1), day]),
+        # schedules of day-1 and day are events of day-2 and day-1; departures of day-1 and day
+        "schedule": ("flight_scheduled", [day - timedelta(days=2), day - timedelta(days=1)]),
+        "departures": ("flight_departed", [day - timedelta(days=1), day]),
+        "flights": ("flight_scheduled", [day - timedelta(days=1)]),
+    }
+
+
+def reads(day: date) -> set[tuple[date, str]]:
+    """Every (event date, event type) partition ``build_day(raw, day, ...)`` reads."""
+    return {(d, event_type) for event_type, days in windows(day).values() for d in days}
+
+
+def context(raw: RawEvents, day: date) -> Context:
+    """The inputs of ``build_features`` for flights departing ``day``, from the raw events."""
+    w = windows(day)
+    arrived = _latest_per_flight(raw.frame(w["arrivals"][1], "flight_arrived"), "actual_arrival")
     known = pd.DataFrame()
     if not arrived.empty:
-        known = _latest_per_flight(
-            raw.frame([d - timedelta(days=1) for d in past], "flight_scheduled"),
-            "scheduled_departure")
+        known = _latest_per_flight(raw.frame(w["arrival_schedules"][1], "flight_scheduled"),
+                                   "scheduled_departure")
     if known.empty:
         # Arrivals whose schedules never landed (a stream joined mid-way) carry no history.
         arrived = pd.DataFrame()
@@ -82,15 +104,12 @@ def context(raw: RawEvents, day: date) -> Context:
             known[["flight_id", "carrier", "origin", "dest", "scheduled_departure"]],
             on="flight_id", how="inner")
         arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"], utc=True).dt.hour
-    # day-ahead as-of times fall on the day before: its weather, and the trends' hours before
-    weather = raw.frame([day - timedelta(days=2), day - timedelta(days=1), day],
-                        "weather_observed")
+    weather = raw.frame(w["weather"][1], "weather_observed")
     if weather.empty:
         weather = pd.DataFrame(columns=["origin", "observed_at"])
-    # schedules of day-1 and day are events of day-2 and day-1; departures of day-1 and day
-    schedule = _latest_per_flight(raw.frame([day - timedelta(days=2), day - timedelta(days=1)],
-                                            "flight_scheduled"), "scheduled_departure")
-    departures = _latest_per_flight(raw.frame([day - timedelta(days=1), day], "flight_departed"),
+    schedule = _latest_per_flight(raw.frame(w["schedule"][1], "flight_scheduled"),
+                                  "scheduled_departure")
+    departures = _latest_per_flight(raw.frame(w["departures"][1], "flight_departed"),
                                     "actual_departure")
     return Context(arrived, weather, schedule, departures)
 
@@ -126,7 +145,7 @@ def _context_of(raw: RawEvents, day: date) -> Context:
 def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd.DataFrame:
     """The flights departing ``day``, with their features (as of ``horizon`` before each
     departure; None: as of the departure), arrival delay and late label."""
-    sched = _latest_per_flight(raw.frame([day - timedelta(days=1)], "flight_scheduled"),
+    sched = _latest_per_flight(raw.frame(windows(day)["flights"][1], "flight_scheduled"),
                                "scheduled_departure")
     if not sched.empty:
         sched = sched[pd.to_datetime(sched["scheduled_departure"], utc=True).dt.date == day]

@@ -1,0 +1,179 @@
+"""Feature builds on Spark (``STREAMFIT_ENGINE=spark``): the job the feature stage submits.
+
+Submitted by ``features.build.build_days`` through ``streamfit.spark.submit`` (from the
+``build_features`` DAG's task, its time fallback, ``streamfit pipeline run`` and ``streamfit
+features build``), and run inside spark-submit. The domain's own builder computes every row, in
+pandas inside the Spark tasks (``applyInPandas``), so the point-in-time rules are written once;
+Spark brings the raw events and the parallelism:
+
+- the entity dates are cut into chunks of ``STREAMFIT_SPARK_CHUNK_DAYS`` consecutive dates, one
+  Spark task each;
+- a chunk's raw-event partitions (the union of what the domain's ``reads`` says each of its
+  dates reads) are fetched by partition key through the connector's direct join, never a scan.
+  Neighbouring dates share most of their windows, so a chunk reads each partition once;
+- the task rebuilds its dates from those rows in the order the pandas engine reads them, and
+  returns the ``features_by_horizon`` rows ``streamfit.featurestore.feature_rows`` makes;
+- the rows are written through the connector; then the job's driver writes each date's
+  ``feature_partitions`` summary and the build log row, as the pandas engine does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pandas as pd
+
+from streamfit.domains import Domain, load_domain
+from streamfit.featurestore import BuildResult, build_frame, feature_rows
+from streamfit.store import RAW_BUCKETS
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from streamfit.settings import Settings
+
+#: The rows of features_by_horizon as a Spark task returns them. The feature values travel as
+#: JSON: Arrow turns a NaN inside a list or map into a null, which Cassandra refuses in a map,
+#: while the pandas engine stores the NaN itself (a feature with no data).
+ROW_SCHEMA = ("day date, entity_id string, horizon_min int, event_time timestamp, "
+              "attributes map<string,string>, feature_json string, "
+              "outcome double, label boolean, feature_version int, built_at timestamp")
+ROW_COLUMNS = [c.split()[0] for c in ROW_SCHEMA.split(", ")]
+
+
+class FrameRaw:
+    """The raw events one Spark task was given, read as a feature builder reads Cassandra
+    (``streamfit.domains.RawEvents``): per event date and type, in the pandas engine's order
+    (bucket, then the partition's clustering order of event time and id)."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        rows = rows.sort_values(["event_date", "event_type", "bucket", "event_time", "event_id"],
+                                kind="stable")
+        self._payloads: dict[tuple[date, str], list[str]] = defaultdict(list)
+        for day, event_type, payload in zip(rows["event_date"], rows["event_type"],
+                                            rows["payload"], strict=True):
+            self._payloads[(pd.Timestamp(day).date(), event_type)].append(payload)
+        self._parsed: dict[tuple[date, str], list[dict[str, Any]]] = {}
+        self._memo: dict[object, Any] = {}
+
+    def payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
+        key = (day, event_type)
+        if key not in self._parsed:
+            self._parsed[key] = [orjson.loads(p) for p in self._payloads.get(key, ())]
+        return self._parsed[key]
+
+    def frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
+        return pd.DataFrame([row for d in days for row in self.payloads(d, event_type)])
+
+    def memo(self, key: object, make: Any) -> Any:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+
+def chunks_of(days: Iterable[date], size: int) -> list[list[date]]:
+    """Consecutive dates, ``size`` at a time."""
+    ordered = sorted(set(days))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def partition_keys(domain: Domain, chunks: list[list[date]]) -> list[tuple[int, date, int, str]]:
+    """(chunk, event date, bucket, event type) of every raw partition each chunk reads."""
+    reads = domain.features.reads
+    if reads is None:
+        raise ValueError(f"the {domain.name} domain does not declare the raw partitions a date "
+                         "reads (FeatureSpec.reads), which the Spark engine needs; set "
+                         "STREAMFIT_ENGINE=pandas or add it")
+    wanted = {(i, d, t) for i, chunk in enumerate(chunks) for day in chunk for d, t in reads(day)}
+    return [(i, d, b, t) for i, d, t in sorted(wanted) for b in range(RAW_BUCKETS)]
+
+
+def build_chunk(domain: Domain, days: list[date], rows: pd.DataFrame, built_at: datetime
+                ) -> pd.DataFrame:
+    """The stored rows of ``days``, built from the raw ``rows`` of their windows."""
+    raw = FrameRaw(rows)
+    out: list[tuple[Any, ...]] = []
+    for day in days:
+        frame = build_frame(domain, raw, day)
+        if not frame.empty:
+            out.extend((*row[:5], json.dumps(row[5]), *row[6:])
+                       for row in feature_rows(domain, day, frame, built_at)[0])
+    result = pd.DataFrame(out, columns=ROW_COLUMNS)
+    # Arrow wants one type per column: a label column of None and bools stays object
+    result["label"] = result["label"].astype(object)
+    return result
+
+
+def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days: Iterable[date],
+                   sources: dict[str, Any] | None = None) -> list[BuildResult]:
+    """Build and write the feature partitions of ``days`` in ``keyspace`` with Spark; each built
+    date's summary row is written after its feature rows."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from streamfit.cassandra import connect
+    from streamfit.featurestore import FeatureStore
+    from streamfit.spark import read_partitions, write_table
+
+    domain = load_domain(settings.domain)
+    chunks = chunks_of(days, settings.spark_chunk_days)
+    if not chunks:
+        return []
+    keys = spark.createDataFrame(partition_keys(domain, chunks),
+                                 "chunk int, event_date date, bucket short, event_type string")
+    raw = read_partitions(spark, keyspace, "raw_events", keys).select(
+        "chunk", "event_date", "bucket", "event_type", "event_time", "event_id", "payload")
+    built_at = datetime.now(UTC)
+    spec = settings.domain
+
+    def build(rows: pd.DataFrame) -> pd.DataFrame:
+        chunk = int(rows["chunk"].iloc[0])
+        return build_chunk(load_domain(spec), chunks[chunk], rows, built_at)
+
+    # one task per chunk: repartitioning by chunk puts each chunk's rows in one place
+    features = (raw.repartition(len(chunks), "chunk").groupBy("chunk")
+                .applyInPandas(build, ROW_SCHEMA)
+                .withColumn("feature_values", F.from_json(
+                    "feature_json", "map<string,double>", {"allowNonNumericNumbers": "true"}))
+                .drop("feature_json")
+                .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        write_table(features, keyspace, "features_by_horizon")
+        labelled = F.when(F.col("label").isNotNull(), F.col("entity_id"))
+        summary = (features.groupBy("day")
+                   .agg(F.countDistinct("entity_id").alias("entities"),
+                        F.countDistinct(labelled).alias("labelled"))
+                   .collect())
+    finally:
+        features.unpersist()
+    results = sorted((BuildResult(r["day"], int(r["entities"]), int(r["labelled"]))
+                      for r in summary), key=lambda r: r.day)
+    with connect(settings, keyspace=keyspace) as session:
+        store = FeatureStore(session, keyspace, domain)
+        for result in results:
+            store.record_partition(result, sources, built_at)
+    return results
+
+
+def job(spark: SparkSession, settings: Settings, args: dict[str, Any]) -> dict[str, Any]:
+    """spark-submit's job: ``features.build.build_days`` with this engine's builder."""
+    from features.build import build_days
+    from streamfit.cassandra import connect
+
+    keyspace = args["keyspace"]
+    days = [date.fromisoformat(d) for d in args["days"]]
+    max_event_time = (datetime.fromisoformat(args["max_event_time"])
+                      if args.get("max_event_time") else None)
+
+    def builder(wanted: list[date], sources: dict[str, Any] | None) -> Iterator[BuildResult]:
+        return iter(build_on_spark(spark, settings, keyspace, wanted, sources))
+
+    domain = load_domain(settings.domain)
+    with connect(settings, keyspace=keyspace) as session:
+        return build_days(session, keyspace, domain, days, args.get("sources"), max_event_time,
+                          builder=builder)
