@@ -123,7 +123,7 @@ def decode(raw: bytes | None, domain: Domain, max_bytes: int,
         return Rejection("impossible_timestamp", f"event_time {doc['event_time']} is outside "
                          f"{EARLIEST:%Y-%m-%d} .. now + {MAX_FUTURE.days} days")
     try:
-        model.model_validate(doc["payload"])
+        valid = model.model_validate(doc["payload"])
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()[:5])
@@ -133,8 +133,22 @@ def decode(raw: bytes | None, domain: Domain, max_bytes: int,
     return Envelope(
         event_id=doc["event_id"], event_type=event_type, event_time=event_time,
         entity_key=doc["entity_key"], schema_version=version,
-        payload_json=orjson.dumps(doc["payload"], option=orjson.OPT_SORT_KEYS).decode(),
+        payload_json=orjson.dumps(canonical_times(doc["payload"], valid),
+                                  option=orjson.OPT_SORT_KEYS).decode(),
     )
+
+
+def canonical_times(payload: dict[str, object], valid: object) -> dict[str, object]:
+    """The payload with every time its schema parsed written one way: UTC, milliseconds, ``Z``
+    (``2013-02-06T00:11:00.000Z``). Any ISO-8601 form with a zone is valid input, but the
+    builders compare and parse the stored text, and one payload in another form (``+02:00``,
+    no milliseconds) would sort wrongly or fail a date's whole build."""
+    out = dict(payload)
+    for name, value in vars(valid).items():
+        if isinstance(value, datetime) and value.tzinfo is not None and name in out:
+            utc = value.astimezone(UTC)
+            out[name] = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return out
 
 
 def encode(event: dict[str, object]) -> bytes:

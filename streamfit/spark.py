@@ -136,6 +136,9 @@ def session(settings: Settings, app: str = "streamfit") -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app)
+    # the Python workers of a session made here run this interpreter (spark-submit's runs
+    # the one spark.pyspark.python names)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if not os.environ.get("SPARK_ENV_LOADED") and "spark.master" not in os.environ.get(
             "PYSPARK_SUBMIT_ARGS", ""):
         builder = builder.master(settings.spark_master).config(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -33,3 +35,23 @@ def _with_topic(base: Settings) -> Settings:
     })
     ensure_topics(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def spark_jars(stack: Settings) -> Settings:
+    """The Spark Cassandra Connector's jars, fetched from Maven Central as `stack up` does."""
+    from app.stack.services import install_connector
+
+    install_connector(stack)
+    return stack
+
+
+@pytest.fixture(scope="session")
+def spark(spark_jars: Settings) -> Iterator[Any]:
+    """One local[2] SparkSession with the connector for the session's Spark tests (a JVM start
+    costs seconds): jobs' functions are called on it directly; `submit` is tested apart."""
+    from streamfit.spark import session
+
+    spark = session(spark_jars.model_copy(update={"engine": "spark"}), "streamfit tests")
+    yield spark
+    spark.stop()

@@ -103,7 +103,8 @@ def context(raw: RawEvents, day: date) -> Context:
         arrived = arrived.merge(
             known[["flight_id", "carrier", "origin", "dest", "scheduled_departure"]],
             on="flight_id", how="inner")
-        arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"], utc=True).dt.hour
+        arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"], utc=True,
+                                           format="ISO8601").dt.hour
     weather = raw.frame(w["weather"][1], "weather_observed")
     if weather.empty:
         weather = pd.DataFrame(columns=["origin", "observed_at"])
@@ -148,7 +149,8 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
     sched = _latest_per_flight(raw.frame(windows(day)["flights"][1], "flight_scheduled"),
                                "scheduled_departure")
     if not sched.empty:
-        sched = sched[pd.to_datetime(sched["scheduled_departure"], utc=True).dt.date == day]
+        sched = sched[pd.to_datetime(sched["scheduled_departure"], utc=True,
+                                     format="ISO8601").dt.date == day]
     if sched.empty:
         return pd.DataFrame()
     ctx = _context_of(raw, day)
@@ -162,7 +164,8 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
     late[pd.isna(outcome)] = None
     frame = pd.DataFrame({
         ENTITY_ID: sched["flight_id"].to_numpy(),
-        EVENT_TIME: pd.to_datetime(sched["scheduled_departure"], utc=True).to_numpy(),
+        EVENT_TIME: pd.to_datetime(sched["scheduled_departure"], utc=True,
+                                   format="ISO8601").to_numpy(),
         "carrier": sched["carrier"].to_numpy(), "origin": sched["origin"].to_numpy(),
         "dest": sched["dest"].to_numpy()})
     frame = pd.concat([frame, feats[feature_names()].reset_index(drop=True)], axis=1)

@@ -63,7 +63,7 @@ MILES_PER_MIN = 7.5
 
 def _utc(values: pd.Series) -> pd.Series:
     """One datetime dtype everywhere: merge_asof refuses keys of different resolutions."""
-    return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+    return pd.to_datetime(values, utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
 
 
 def _naive(values: pd.Series) -> np.ndarray:
