@@ -75,13 +75,15 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from streamfit.registry import AliasConflict, ModelIntegrityError, ModelNotFound
     from streamfit.schema import MigrationError
     from streamfit.selfcheck import SelfCheckFailed
+    from streamfit.spark import SparkJobFailed, SparkUnavailable
     from training.backtest import BacktestError
     from training.transient import TransientError
 
     return (AliasConflict, LeaseHeld, ProgressConflict,
             StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
             ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed,
-            TransientError, BadPageToken, KafkaAuthError, OriginalUnreadable, BacktestError)
+            TransientError, BadPageToken, KafkaAuthError, OriginalUnreadable, BacktestError,
+            SparkUnavailable, SparkJobFailed)
 
 
 def handle_errors(func: F) -> F:

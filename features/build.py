@@ -76,7 +76,13 @@ def build_with_engine(settings: Settings, session: Session, keyspace: str, days:
     as a Spark job this process submits and waits for, never loading the data itself."""
     wanted = sorted(set(days))
     if settings.engine == "spark":
-        from streamfit.spark import submit
+        from streamfit.spark import SparkUnavailable, submit
+
+        if load_domain(settings.domain).features.reads is None:
+            raise SparkUnavailable(
+                f"the {settings.domain} domain does not declare the raw partitions a date reads "
+                "(FeatureSpec.reads), which the Spark engine needs: set STREAMFIT_ENGINE=pandas "
+                "or declare them")
 
         return submit(settings, "features.spark_build:job", {
             "keyspace": keyspace, "days": [d.isoformat() for d in wanted], "sources": sources,

@@ -110,9 +110,15 @@ def build_chunk(domain: Domain, days: list[date], rows: pd.DataFrame, built_at: 
 
 
 def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days: Iterable[date],
-                   sources: dict[str, Any] | None = None) -> list[BuildResult]:
+                   sources: dict[str, Any] | None = None,
+                   timings: dict[str, float] | None = None) -> list[BuildResult]:
     """Build and write the feature partitions of ``days`` in ``keyspace`` with Spark; each built
-    date's summary row is written after its feature rows."""
+    date's summary row is written after its feature rows. ``timings`` gets the seconds of each
+    phase."""
+    import time
+
+    clock = timings if timings is not None else {}
+    started = time.perf_counter()
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -144,6 +150,7 @@ def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
                 .persist(StorageLevel.MEMORY_AND_DISK))
     try:
         write_table(features, keyspace, "features_by_horizon")
+        clock["read_build_write_s"] = time.perf_counter() - started
         labelled = F.when(F.col("label").isNotNull(), F.col("entity_id"))
         summary = (features.groupBy("day")
                    .agg(F.countDistinct("entity_id").alias("entities"),
@@ -151,6 +158,7 @@ def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
                    .collect())
     finally:
         features.unpersist()
+    clock["summaries_s"] = time.perf_counter() - started - clock.get("read_build_write_s", 0.0)
     results = sorted((BuildResult(r["day"], int(r["entities"]), int(r["labelled"]))
                       for r in summary), key=lambda r: r.day)
     with connect(settings, keyspace=keyspace) as session:
@@ -170,10 +178,13 @@ def job(spark: SparkSession, settings: Settings, args: dict[str, Any]) -> dict[s
     max_event_time = (datetime.fromisoformat(args["max_event_time"])
                       if args.get("max_event_time") else None)
 
+    timings: dict[str, float] = {}
+
     def builder(wanted: list[date], sources: dict[str, Any] | None) -> Iterator[BuildResult]:
-        return iter(build_on_spark(spark, settings, keyspace, wanted, sources))
+        return iter(build_on_spark(spark, settings, keyspace, wanted, sources, timings))
 
     domain = load_domain(settings.domain)
     with connect(settings, keyspace=keyspace) as session:
-        return build_days(session, keyspace, domain, days, args.get("sources"), max_event_time,
-                          builder=builder)
+        summary = build_days(session, keyspace, domain, days, args.get("sources"),
+                             max_event_time, builder=builder)
+    return {**summary, "spark_timings": timings}

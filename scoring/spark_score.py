@@ -15,6 +15,7 @@ Drift and the prediction distribution are computed on the driver from a random s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,9 @@ def score_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
             if not out.empty:
                 yield out
 
+    started = time.perf_counter()
     scored = rows.mapInPandas(score, SCORED_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    clock = {}
     try:
         common = ["entity_id", "horizon_min", "day", "event_time", "attributes", "probability",
                   "model_version", "scored_at"]
@@ -101,6 +104,7 @@ def score_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
         write_table(scored.select(*common), keyspace, "day_predictions_by_horizon")
         write_table(scored.select("entity_id", "model_version", "horizon_min", "probability",
                                   "scored_at"), keyspace, "prediction_history_by_horizon")
+        clock["read_score_write_s"] = time.perf_counter() - started
         per_day = {r["day"]: int(r["n"]) for r in
                    scored.groupBy("day").count().withColumnRenamed("count", "n").collect()}
         total = sum(per_day.values())
@@ -111,7 +115,8 @@ def score_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
         scored.unpersist()
     sample = pd.DataFrame([_as_dict(v) for v in picked["feature_values"]])
     sample["probability"] = picked["probability"].to_numpy()
-    return Scored(sorted(d.isoformat() for d in per_day), total, sample)
+    clock["count_and_sample_s"] = time.perf_counter() - started - clock["read_score_write_s"]
+    return Scored(sorted(d.isoformat() for d in per_day), total, sample, clock)
 
 
 def job(spark: SparkSession, settings: Settings, args: dict[str, Any]) -> dict[str, Any]:

@@ -177,11 +177,14 @@ def main(argv: list[str]) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module_name, _, function = job.partition(":")
     run = getattr(importlib.import_module(module_name), function)
+    started = time.perf_counter()
     spark = session(settings, f"streamfit {job}")
+    session_s = time.perf_counter() - started
     try:
         result = run(spark, settings, json.loads(Path(args_file).read_text()))
     finally:
         spark.stop()
+    result.setdefault("spark_timings", {})["session_s"] = session_s
     Path(result_file).write_text(json.dumps(result, default=str))
 
 
