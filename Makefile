@@ -84,6 +84,7 @@ bench: install
 	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
 	$(BIN)/python bench/serving.py --json bench/results/serving.json
 	$(BIN)/python bench/backtest.py --json bench/results/backtest.json
+	$(BIN)/python bench/spark.py --json bench/results/spark.json
 
 clean:
 	-$(BIN)/streamfit stack down

@@ -96,28 +96,36 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
+def submit_command(settings: Settings, job: str, args_file: Path, result_file: Path,
+                   secrets_file: Path) -> list[str]:
+    """The ``spark-submit`` command of ``job``. Secrets stay out of it (``ps`` shows argv): the
+    connector's password is written to ``secrets_file``, a properties file only we can read."""
+    home = spark_home()
+    conf = spark_conf(settings)
+    secret = {k: conf.pop(k) for k in list(conf) if k == "spark.cassandra.auth.password"}
+    secrets_file.touch(mode=0o600)
+    secrets_file.chmod(0o600)
+    secrets_file.write_text("".join(f"{k} {v}\n" for k, v in secret.items()))
+    cmd = [str(home / "bin" / "spark-submit"), "--master", settings.spark_master,
+           "--name", f"streamfit {job}", "--driver-memory", settings.spark_driver_memory,
+           "--jars", ",".join(str(j) for j in connector_jars(settings)),
+           "--properties-file", str(secrets_file)]
+    for key, value in conf.items():
+        cmd += ["--conf", f"{key}={value}"]
+    return [*cmd, str(Path(__file__).resolve()), job, str(args_file), str(result_file)]
+
+
 def submit(settings: Settings, job: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run ``job`` (``package.module:function``) with ``args`` through ``spark-submit`` on
     ``STREAMFIT_SPARK_MASTER`` and return what it returned. Blocks until the job ends; its log
     goes to this process's stderr (an Airflow task's log)."""
-    home = spark_home()
-    jars = connector_jars(settings)
-    conf = spark_conf(settings)
-    # secrets stay out of argv (ps shows it): the connector's password goes by file
-    secret = {k: conf.pop(k) for k in list(conf) if k == "spark.cassandra.auth.password"}
     with tempfile.TemporaryDirectory(prefix="streamfit-spark-") as tmp:
         args_file, result_file = Path(tmp) / "args.json", Path(tmp) / "result.json"
         args_file.write_text(json.dumps(args, default=str))
-        props = Path(tmp) / "secret.conf"
-        props.touch(mode=0o600)
-        props.write_text("".join(f"{k} {v}\n" for k, v in secret.items()))
-        cmd = [str(home / "bin" / "spark-submit"), "--master", settings.spark_master,
-               "--name", f"streamfit {job}", "--driver-memory", settings.spark_driver_memory,
-               "--jars", ",".join(str(j) for j in jars), "--properties-file", str(props)]
-        for key, value in conf.items():
-            cmd += ["--conf", f"{key}={value}"]
-        cmd += [str(Path(__file__).resolve()), job, str(args_file), str(result_file)]
-        env = {**os.environ, **settings.as_env(), "SPARK_HOME": str(home),
+        cmd = submit_command(settings, job, args_file, result_file, Path(tmp) / "secret.conf")
+        # the job builds its one Settings object from these (secrets too: the environment is
+        # not shown by ps)
+        env = {**os.environ, **settings.as_env(), "SPARK_HOME": str(spark_home()),
                "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
         started = time.monotonic()
         proc = subprocess.run(cmd, env=env, check=False, stdin=subprocess.DEVNULL)  # noqa: S603
