@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
+from pyspark.accumulators import AccumulatorParam
 
 from streamfit.domains import Domain, load_domain
 from streamfit.featurestore import BuildResult, build_frame, feature_rows
@@ -94,19 +95,34 @@ def partition_keys(domain: Domain, chunks: list[list[date]]) -> list[tuple[int, 
 
 
 def build_chunk(domain: Domain, days: list[date], rows: pd.DataFrame, built_at: datetime
-                ) -> pd.DataFrame:
-    """The stored rows of ``days``, built from the raw ``rows`` of their windows."""
+                ) -> tuple[pd.DataFrame, list[BuildResult]]:
+    """The stored rows of ``days``, built from the raw ``rows`` of their windows, and the
+    summary of each date that has entities."""
     raw = FrameRaw(rows)
     out: list[tuple[Any, ...]] = []
+    results = []
     for day in days:
         frame = build_frame(domain, raw, day)
         if not frame.empty:
-            out.extend((*row[:5], json.dumps(row[5]), *row[6:])
-                       for row in feature_rows(domain, day, frame, built_at)[0])
-    result = pd.DataFrame(out, columns=ROW_COLUMNS)
+            params, result = feature_rows(domain, day, frame, built_at)
+            out.extend((*row[:5], json.dumps(row[5]), *row[6:]) for row in params)
+            results.append(result)
+    table = pd.DataFrame(out, columns=ROW_COLUMNS)
     # Arrow wants one type per column: a label column of None and bools stays object
-    result["label"] = result["label"].astype(object)
-    return result
+    table["label"] = table["label"].astype(object)
+    return table, results
+
+
+class _Summaries(AccumulatorParam):  # type: ignore[misc]
+    """Date -> (entities, labelled), merged across tasks."""
+
+    def zero(self, value: dict[date, tuple[int, int]]) -> dict[date, tuple[int, int]]:
+        return {}
+
+    def addInPlace(self, a: dict[date, tuple[int, int]], b: dict[date, tuple[int, int]]
+                   ) -> dict[date, tuple[int, int]]:
+        a.update(b)
+        return a
 
 
 def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days: Iterable[date],
@@ -119,7 +135,6 @@ def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
 
     clock = timings if timings is not None else {}
     started = time.perf_counter()
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from streamfit.cassandra import connect
@@ -136,31 +151,27 @@ def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
         "chunk", "event_date", "bucket", "event_type", "event_time", "event_id", "payload")
     built_at = datetime.now(UTC)
     spec = settings.domain
+    # Each task reports its dates' summaries through an accumulator instead of the job keeping
+    # every row for a second pass: a year of rows held by the executors ran a 512 MB heap out
+    # of memory. A retried task reports the same values again, which the merge absorbs.
+    summaries = spark.sparkContext.accumulator({}, _Summaries())
 
     def build(rows: pd.DataFrame) -> pd.DataFrame:
         chunk = int(rows["chunk"].iloc[0])
-        return build_chunk(load_domain(spec), chunks[chunk], rows, built_at)
+        out, results = build_chunk(load_domain(spec), chunks[chunk], rows, built_at)
+        summaries.add({r.day: (r.entities, r.labelled) for r in results})
+        return out
 
     # one task per chunk: repartitioning by chunk puts each chunk's rows in one place
     features = (raw.repartition(len(chunks), "chunk").groupBy("chunk")
                 .applyInPandas(build, ROW_SCHEMA)
                 .withColumn("feature_values", F.from_json(
                     "feature_json", "map<string,double>", {"allowNonNumericNumbers": "true"}))
-                .drop("feature_json")
-                .persist(StorageLevel.MEMORY_AND_DISK))
-    try:
-        write_table(features, keyspace, "features_by_horizon")
-        clock["read_build_write_s"] = time.perf_counter() - started
-        labelled = F.when(F.col("label").isNotNull(), F.col("entity_id"))
-        summary = (features.groupBy("day")
-                   .agg(F.countDistinct("entity_id").alias("entities"),
-                        F.countDistinct(labelled).alias("labelled"))
-                   .collect())
-    finally:
-        features.unpersist()
-    clock["summaries_s"] = time.perf_counter() - started - clock.get("read_build_write_s", 0.0)
-    results = sorted((BuildResult(r["day"], int(r["entities"]), int(r["labelled"]))
-                      for r in summary), key=lambda r: r.day)
+                .drop("feature_json"))
+    write_table(features, keyspace, "features_by_horizon")
+    clock["read_build_write_s"] = time.perf_counter() - started
+    results = sorted((BuildResult(day, n, k) for day, (n, k) in summaries.value.items()),
+                     key=lambda r: r.day)
     with connect(settings, keyspace=keyspace) as session:
         store = FeatureStore(session, keyspace, domain)
         for result in results:

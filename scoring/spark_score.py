@@ -95,7 +95,10 @@ def score_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
                 yield out
 
     started = time.perf_counter()
-    scored = rows.mapInPandas(score, SCORED_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    # kept on disk, serialised, for the three writes and the sample: executors' heaps stay
+    # small however many dates are scored (a year of feature rows held in memory ran a 512 MB
+    # heap out of memory in the feature job)
+    scored = rows.mapInPandas(score, SCORED_SCHEMA).persist(StorageLevel.DISK_ONLY)
     clock = {}
     try:
         common = ["entity_id", "horizon_min", "day", "event_time", "attributes", "probability",

@@ -71,7 +71,8 @@ def test_a_task_rebuilds_its_dates_from_its_rows_as_the_store_would(
     shuffled = rows.sample(frac=1.0, random_state=3)  # Spark gives a task its rows in any order
     built_at = pd.Timestamp("2026-12-01", tz="UTC").to_pydatetime()
     days = [DAY, DAY + timedelta(days=1)]
-    out = build_chunk(FLIGHTS, days, shuffled, built_at)
+    out, summaries = build_chunk(FLIGHTS, days, shuffled, built_at)
+    assert [r.day for r in summaries] == days
     raw = Recording(march)
     expected = [r for d in days
                 for r in feature_rows(FLIGHTS, d, build_frame(FLIGHTS, raw, d), built_at)[0]]
