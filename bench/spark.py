@@ -37,10 +37,17 @@ from streamfit.settings import Settings, get_settings  # noqa: E402
 FIRST = date(2013, 1, 1)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not getrusage's ru_maxrss: Linux keeps that across fork and
+    exec, so a child of a big parent reports the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def run_once(argv: list[str]) -> None:
     """The child: one build, then its figures as JSON on the last line of stdout."""
-    import resource
-
     from features.build import run_build
 
     keyspace, engine, master, mode, arg = argv
@@ -54,7 +61,7 @@ def run_once(argv: list[str]) -> None:
     else:
         summary = run_build(s, event_dates=[date.fromisoformat(arg)])
     seconds = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "dates": len(summary["dates"]),
                       "entities": summary["entities"], "labelled": summary["labelled"]}))
 
