@@ -50,8 +50,18 @@ def spark_jars(stack: Settings) -> Settings:
 def spark(spark_jars: Settings) -> Iterator[Any]:
     """One local[2] SparkSession with the connector for the session's Spark tests (a JVM start
     costs seconds): jobs' functions are called on it directly; `submit` is tested apart."""
+    from pyspark import SparkContext
+
     from streamfit.spark import session
 
     spark = session(spark_jars.model_copy(update={"engine": "spark"}), "streamfit tests")
     yield spark
+    # stop() ends the context, not the JVM py4j started: end that too, or it outlives the stack
+    gateway = spark.sparkContext._gateway
     spark.stop()
+    gateway.shutdown()
+    proc = getattr(gateway, "proc", None)
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=60)
+    SparkContext._gateway = SparkContext._jvm = None
