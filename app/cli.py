@@ -71,6 +71,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from streamfit.airflow_api import AirflowAPIError
     from streamfit.cassandra import CassandraUnavailable
     from streamfit.kafka import KafkaAuthError
+    from streamfit.memory import MemoryBudgetExceeded
     from streamfit.progress import LeaseHeld, ProgressConflict
     from streamfit.registry import AliasConflict, ModelIntegrityError, ModelNotFound
     from streamfit.schema import MigrationError
@@ -83,7 +84,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
             StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
             ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed,
             TransientError, BadPageToken, KafkaAuthError, OriginalUnreadable, BacktestError,
-            SparkUnavailable, SparkJobFailed)
+            SparkUnavailable, SparkJobFailed, MemoryBudgetExceeded)
 
 
 def handle_errors(func: F) -> F:

@@ -40,18 +40,25 @@ Builder = Callable[[list[date], dict[str, Any] | None], Iterable["BuildResult"]]
 def build_days(session: Session, keyspace: str, domain: Domain, days: Iterable[date],
                sources: dict[str, Any] | None = None,
                max_event_time: datetime | None = None,
-               builder: Builder | None = None) -> dict[str, Any]:
+               builder: Builder | None = None, memory_mb: int = 0) -> dict[str, Any]:
     """Build the feature partitions of ``days`` and append the build to the feature-build log
     (which training and scoring consume). ``sources`` (Kafka offsets per topic/partition) is
-    recorded per built date as lineage. ``builder``: None builds each date here in pandas."""
+    recorded per built date as lineage. ``builder``: None builds each date here in pandas,
+    adding at most ``memory_mb`` MiB to this process (``streamfit.memory.budget``; 0: no
+    limit)."""
     from streamfit.progress import Progress
 
     wanted = sorted(set(days))
     if builder is None:
         from streamfit.featurestore import FeatureStore
+        from streamfit.memory import budget
 
         store = FeatureStore(session, keyspace, domain)
-        results = [store.build_day(day, sources) for day in wanted]
+        results = []
+        with budget(memory_mb, "the feature build") as work:
+            for day in wanted:
+                work.doing = f"the feature build of {day}"
+                results.append(store.build_day(day, sources))
     else:
         results = list(builder(wanted, sources))
     for r in results:
@@ -88,7 +95,7 @@ def build_with_engine(settings: Settings, session: Session, keyspace: str, days:
             "keyspace": keyspace, "days": [d.isoformat() for d in wanted], "sources": sources,
             "max_event_time": max_event_time.isoformat() if max_event_time else None})
     return build_days(session, keyspace, load_domain(settings.domain), wanted, sources,
-                      max_event_time)
+                      max_event_time, memory_mb=settings.pandas_memory_mb)
 
 
 def run_build(settings: Settings, event_dates: Iterable[str | date] = (),

@@ -22,6 +22,7 @@ import pandas as pd
 from scoring.predictions import PredictionWriter
 from streamfit.domains import EVENT_TIME, HORIZON, load_domain
 from streamfit.featurestore import FeatureStore
+from streamfit.memory import Budget, budget
 from streamfit.registry import Registry, predict
 from streamfit.settings import Settings
 
@@ -72,12 +73,22 @@ Scorer = Callable[[list[date], datetime | None, Any, list[str], int, datetime], 
 
 def score_here(store: FeatureStore, writer: PredictionWriter, model: Any, features: list[str],
                version: int, dates: Iterable[date], as_of: datetime | None,
-               scored_at: datetime) -> Scored:
-    """The pandas engine: each date's partition read, scored and written in this process."""
+               scored_at: datetime, memory_mb: int = 0) -> Scored:
+    """The pandas engine: each date's partition read, scored and written in this process,
+    adding at most ``memory_mb`` MiB to it (``streamfit.memory.budget``; 0: no limit)."""
+    with budget(memory_mb, "batch scoring") as work:
+        return _score_dates_here(store, writer, model, features, version, dates, as_of,
+                                 scored_at, work)
+
+
+def _score_dates_here(store: FeatureStore, writer: PredictionWriter, model: Any,
+                      features: list[str], version: int, dates: Iterable[date],
+                      as_of: datetime | None, scored_at: datetime, work: Budget) -> Scored:
     done, total, frames = [], 0, []
     clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
     read: dict[date, pd.DataFrame] = {}
     for day in sorted(set(dates)):
+        work.doing = f"batch scoring of {day}"
         t = time.perf_counter()
         frame = read[day] = store.read_day(day)
         clock["read"] += time.perf_counter() - t
@@ -143,7 +154,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         if scorer is None:
             writer = PredictionWriter(session, settings.keyspace, domain)
             out = score_here(store, writer, model, version.features, champion, dates, as_of,
-                             scored_at)
+                             scored_at, settings.pandas_memory_mb)
         else:
             out = scorer(sorted(set(dates)), as_of, model, version.features, champion,
                          scored_at)

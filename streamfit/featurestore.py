@@ -46,6 +46,10 @@ FEATURE_SOURCE = "feature_source"
 #: partitions: in the flights domain a date's context and its scheduled inputs, so a
 #: ``POST /score`` of STREAMFIT_API_MAX_SCORE_DATES dates (3 by default) keeps all six.
 CACHED_DERIVED = 8
+#: The same for a build's reader, which walks dates in order and reuses a date's derived values
+#: only across that date's horizons: a flights context at ``--scale 4`` holds ~10 MB of
+#: arrivals, and keeping eight cost a build ~100 MiB of RSS.
+CACHED_DERIVED_BUILD = 2
 
 
 class ReadBudgetExceeded(RuntimeError):
@@ -159,6 +163,35 @@ def stored_frame(domain: Domain, entities: Iterable[Any], horizons: Iterable[Any
     return pd.concat([pd.DataFrame(meta), data], axis=1)
 
 
+class Lru:
+    """At most ``size`` values by key, least recently used out first; with ``ttl_s``, a value
+    older than that is made again. Thread-safe: the API's handlers share one reader."""
+
+    def __init__(self, size: int, ttl_s: float | None = None) -> None:
+        self.size = size
+        self._ttl = ttl_s
+        self._lock = threading.Lock()
+        self._items: OrderedDict[object, tuple[float, Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: object, make: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
+                self._items.move_to_end(key)
+                return hit[1]
+        value = make()  # outside the lock: other keys are served meanwhile
+        with self._lock:
+            self._items[key] = (now, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
 class RawReader:
     """Parsed payloads of raw-event partitions. Consecutive dates share most of their window
     (a full flights rebuild asked each partition ~60 times), so a small LRU of parsed
@@ -169,17 +202,16 @@ class RawReader:
         is short): for the whole run. A long-lived reader (the API) passes a few seconds, so
         data that lands later is seen."""
         self.store = IngestStore(session, keyspace)
-        self._cache: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
-        self._ttl = cache_ttl_s
-        self._lock = threading.Lock()
-        self._derived: OrderedDict[object, tuple[float, Any]] = OrderedDict()
+        self._cache = Lru(CACHED_PARTITIONS, cache_ttl_s)
+        self._derived = Lru(CACHED_DERIVED_BUILD if cache_ttl_s is None else CACHED_DERIVED,
+                            cache_ttl_s)
 
     def payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             _charge(RAW_BUCKETS)
             return [orjson.loads(p) for p in self.store.read_payloads(day, event_type)]
 
-        return self._cached(self._cache, CACHED_PARTITIONS, (day, event_type), read)  # type: ignore[no-any-return]
+        return self._cache.get((day, event_type), read)  # type: ignore[no-any-return]
 
     def frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
         return pd.DataFrame([row for d in days for row in self.payloads(d, event_type)])
@@ -187,25 +219,9 @@ class RawReader:
     def memo(self, key: object, make: Callable[[], Any]) -> Any:
         """``make()``, reused under ``key`` for as long as a parsed partition would be: a
         builder keeps what it derives from many partitions (a date's context) across the
-        horizons of a build, or across requests in the API. At most CACHED_DERIVED values."""
-        return self._cached(self._derived, CACHED_DERIVED, key, make)
-
-    def _cached(self, cache: OrderedDict[Any, tuple[float, Any]], size: int, key: object,
-                make: Callable[[], Any]) -> Any:
-        """An LRU of at most ``size`` entries, each young enough for the reader's expiry."""
-        now = time.monotonic()
-        with self._lock:
-            hit = cache.get(key)
-            if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
-                cache.move_to_end(key)
-                return hit[1]
-        value = make()  # outside the lock: other keys are served meanwhile
-        with self._lock:
-            cache[key] = (now, value)
-            cache.move_to_end(key)
-            while len(cache) > size:
-                cache.popitem(last=False)
-        return value
+        horizons of a build, or across requests in the API (CACHED_DERIVED values; a build's
+        reader, without expiry, CACHED_DERIVED_BUILD)."""
+        return self._derived.get(key, make)
 
 
 class FeatureStore:

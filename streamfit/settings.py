@@ -160,6 +160,11 @@ class Settings(BaseSettings):
         default="pandas", description="Where feature builds and batch scoring run: pandas in "
         "the calling process (the DAG task, the CLI), or Spark jobs the caller submits with "
         "spark-submit and waits for.")
+    pandas_memory_mb: int = Field(
+        default=0, ge=0, le=1_048_576, description="Memory (MiB) a pandas-engine feature build "
+        "or batch scoring may add to the process running it (an address-space limit while it "
+        "runs, as Spark's spark.executor.pyspark.memory): past it the work fails with an error "
+        "naming the date, instead of the OOM killer taking the Airflow worker. 0: no limit.")
     spark_master: str = Field(
         default="local[2]", description="Spark master of those jobs: local[N] (in the "
         "spark-submit process), or spark://host:port (a standalone cluster; the local stack's "

@@ -108,3 +108,24 @@ def test_a_domain_that_declares_no_reads_is_refused_with_the_fix() -> None:
     deliveries = load_domain("deliveries")
     with pytest.raises(ValueError, match="STREAMFIT_ENGINE=pandas"):
         partition_keys(deliveries, [[date(2024, 1, 1)]])
+
+
+def test_a_task_keeps_a_bounded_number_of_partitions_parsed() -> None:
+    """A chunk's rows span many windows; FrameRaw parses at most CACHED_PARTITIONS of them at
+    once (and derived values of CACHED_DERIVED_BUILD dates), and re-parses an evicted one the
+    same way."""
+    from streamfit.featurestore import CACHED_DERIVED_BUILD, CACHED_PARTITIONS
+
+    days = [DAY + timedelta(days=i) for i in range(CACHED_PARTITIONS + 10)]
+    rows = pd.DataFrame([{
+        "event_date": d, "bucket": 0, "event_type": "weather_observed",
+        "event_time": pd.Timestamp(d, tz="UTC"), "event_id": f"e{i}",
+        "payload": orjson.dumps({"n": i}).decode()} for i, d in enumerate(days)])
+    raw = FrameRaw(rows)
+    first = raw.payloads(days[0], "weather_observed")
+    for d in days:
+        raw.payloads(d, "weather_observed")
+    assert len(raw._parsed) == CACHED_PARTITIONS
+    assert raw.payloads(days[0], "weather_observed") == first == [{"n": 0}]
+    made = [raw.memo(d, lambda d=d: d.isoformat()) for d in days[:5]]
+    assert made == [d.isoformat() for d in days[:5]] and len(raw._memo) == CACHED_DERIVED_BUILD
