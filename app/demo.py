@@ -35,12 +35,14 @@ class DemoFailed(RuntimeError):
     pass
 
 
-def events_of_days(settings: Settings, first: date, last: date) -> list[dict[str, Any]]:
-    """The domain's events whose event time falls on ``first``..``last`` (UTC)."""
+def events_of_days(settings: Settings, first: date, last: date,
+                   scale: int = 1) -> list[dict[str, Any]]:
+    """The domain's events whose event time falls on ``first``..``last`` (UTC); ``scale``:
+    ``produce replay --scale``'s copies of every entity."""
     domain = load_domain(settings.domain)
     lo, hi = first.isoformat(), last.isoformat()
-    return [e for e in domain.replay("nycflights13", ReplayOptions(first, last + timedelta(days=1)))
-            if lo <= e["event_time"][:10] <= hi]
+    options = ReplayOptions(first, last + timedelta(days=1), scale)
+    return [e for e in domain.replay("nycflights13", options) if lo <= e["event_time"][:10] <= hi]
 
 
 def _caught_up(settings: Settings) -> tuple[int, int]:

@@ -160,15 +160,16 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
         cleanup(s)
 
 
-def land_days(s: Settings, first: date, last: date) -> None:
-    """Replay ``first``..``last`` through Kafka and land it with the ingest service (no
-    signals to Airflow: the benchmarks call the stages themselves)."""
+def land_days(s: Settings, first: date, last: date, scale: int = 1) -> None:
+    """Replay ``first``..``last`` (``--scale``: copies of every flight) through Kafka and land it
+    with the ingest service (no signals to Airflow: the benchmarks call the stages themselves)."""
     t0 = time.time()
-    events = events_of_days(s, first, last)
+    events = events_of_days(s, first, last, scale)
     send_events(s, events)
     with running_in_background(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
         wait(lambda: caught_up(s), 1800, f"the events of {first}..{last} to land")
-    print(f"landed {len(events):,} events of {first}..{last} in {time.time() - t0:.0f}s",
+    print(f"landed {len(events):,} events of {first}..{last} x{scale} in "
+          f"{time.time() - t0:.0f}s",
           flush=True)
 
 

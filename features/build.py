@@ -44,8 +44,8 @@ def build_days(session: Session, keyspace: str, domain: Domain, days: Iterable[d
     """Build the feature partitions of ``days`` and append the build to the feature-build log
     (which training and scoring consume). ``sources`` (Kafka offsets per topic/partition) is
     recorded per built date as lineage. ``builder``: None builds each date here in pandas,
-    adding at most ``memory_mb`` MiB to this process (``streamfit.memory.budget``; 0: no
-    limit)."""
+    stopping once this process has passed ``memory_mb`` MiB (``streamfit.memory.budget``; 0:
+    no limit)."""
     from streamfit.progress import Progress
 
     wanted = sorted(set(days))
@@ -57,7 +57,7 @@ def build_days(session: Session, keyspace: str, domain: Domain, days: Iterable[d
         results = []
         with budget(memory_mb, "the feature build") as work:
             for day in wanted:
-                work.doing = f"the feature build of {day}"
+                work.step(f"the feature build of {day}")
                 results.append(store.build_day(day, sources))
     else:
         results = list(builder(wanted, sources))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from scoring.predictions import PredictionWriter
@@ -66,6 +67,21 @@ class Scored:
     read: dict[date, pd.DataFrame] = field(default_factory=dict)
 
 
+#: Drift and the prediction distribution of a run come from a uniform sample of at most this many
+#: scored rows (both engines), so a run over many dates holds one date and the sample, not all:
+#: PSI over 100k rows is as good as over all.
+DRIFT_SAMPLE = 100_000
+
+
+def keep_sample(sample: pd.DataFrame, frame: pd.DataFrame, rng: np.random.Generator,
+                size: int = DRIFT_SAMPLE) -> pd.DataFrame:
+    """``sample`` with ``frame``'s rows added, kept to a uniform sample of at most ``size`` of
+    all rows seen: every row draws a key, and the ``size`` smallest keys stay (a bottom-k
+    sample). Until there are more than ``size`` rows, every row stays, in order."""
+    both = pd.concat([sample, frame.assign(_key=rng.random(len(frame)))], ignore_index=True)
+    return both.nsmallest(size, "_key") if len(both) > size else both
+
+
 #: ``(dates, as_of, model, its features, its version, scored_at)`` -> the pass, predictions
 #: written: the Spark engine's scorer (``scoring.spark_score``) replaces ``score_here``.
 Scorer = Callable[[list[date], datetime | None, Any, list[str], int, datetime], Scored]
@@ -73,24 +89,29 @@ Scorer = Callable[[list[date], datetime | None, Any, list[str], int, datetime], 
 
 def score_here(store: FeatureStore, writer: PredictionWriter, model: Any, features: list[str],
                version: int, dates: Iterable[date], as_of: datetime | None,
-               scored_at: datetime, memory_mb: int = 0) -> Scored:
+               scored_at: datetime, memory_mb: int = 0, keep: Iterable[date] = ()) -> Scored:
     """The pandas engine: each date's partition read, scored and written in this process,
-    adding at most ``memory_mb`` MiB to it (``streamfit.memory.budget``; 0: no limit)."""
+    stopping once it has passed ``memory_mb`` MiB (``streamfit.memory.budget``; 0: no limit). The
+    partitions of ``keep`` (dates to evaluate next) are returned; the others are let go."""
     with budget(memory_mb, "batch scoring") as work:
         return _score_dates_here(store, writer, model, features, version, dates, as_of,
-                                 scored_at, work)
+                                 scored_at, work, set(keep))
 
 
 def _score_dates_here(store: FeatureStore, writer: PredictionWriter, model: Any,
                       features: list[str], version: int, dates: Iterable[date],
-                      as_of: datetime | None, scored_at: datetime, work: Budget) -> Scored:
-    done, total, frames = [], 0, []
+                      as_of: datetime | None, scored_at: datetime, work: Budget,
+                      keep: set[date]) -> Scored:
+    done, total, sample = [], 0, pd.DataFrame()
+    rng = np.random.default_rng(7)
     clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
     read: dict[date, pd.DataFrame] = {}
     for day in sorted(set(dates)):
-        work.doing = f"batch scoring of {day}"
+        work.step(f"batch scoring of {day}")
         t = time.perf_counter()
-        frame = read[day] = store.read_day(day)
+        frame = store.read_day(day)
+        if day in keep:
+            read[day] = frame
         clock["read"] += time.perf_counter() - t
         if frame.empty:
             continue
@@ -106,9 +127,8 @@ def _score_dates_here(store: FeatureStore, writer: PredictionWriter, model: Any,
         clock["write"] += time.perf_counter() - t
         done.append(day.isoformat())
         total += len(frame)
-        frames.append(frame)
-    sample = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return Scored(done, total, sample, clock, read)
+        sample = keep_sample(sample, frame, rng)
+    return Scored(done, total, sample.drop(columns="_key", errors="ignore"), clock, read)
 
 
 def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None,
@@ -117,6 +137,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
     run's drift and prediction distribution, and evaluate the stored predictions of ``evaluate``
     (dates whose outcomes have landed) against their outcomes. With ``STREAMFIT_ENGINE=spark``
     (and no ``scorer``) this is a Spark job the process submits and waits for."""
+    evaluate = sorted(set(evaluate))
     if settings.engine == "spark" and scorer is None:
         from streamfit.spark import submit
 
@@ -154,7 +175,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         if scorer is None:
             writer = PredictionWriter(session, settings.keyspace, domain)
             out = score_here(store, writer, model, version.features, champion, dates, as_of,
-                             scored_at, settings.pandas_memory_mb)
+                             scored_at, settings.pandas_memory_mb, evaluate)
         else:
             out = scorer(sorted(set(dates)), as_of, model, version.features, champion,
                          scored_at)

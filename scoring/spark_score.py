@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from scoring.batch import Scored, due, score_dates
+from scoring.batch import DRIFT_SAMPLE, Scored, due, score_dates
 from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, load_domain
 from streamfit.featurestore import stored_frame
 from streamfit.registry import predict
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
     from streamfit.settings import Settings
 
-#: Scored rows brought to the driver for drift: PSI over 100k rows is as good as over all.
-DRIFT_SAMPLE = 100_000
 SCORED_SCHEMA = ("day date, entity_id string, horizon_min int, event_time timestamp, "
                  "attributes map<string,string>, probability double, model_version int, "
                  "scored_at timestamp, feature_values map<string,double>")

@@ -161,10 +161,10 @@ class Settings(BaseSettings):
         "the calling process (the DAG task, the CLI), or Spark jobs the caller submits with "
         "spark-submit and waits for.")
     pandas_memory_mb: int = Field(
-        default=0, ge=0, le=1_048_576, description="Memory (MiB) a pandas-engine feature build "
-        "or batch scoring may add to the process running it (an address-space limit while it "
-        "runs, as Spark's spark.executor.pyspark.memory): past it the work fails with an error "
-        "naming the date, instead of the OOM killer taking the Airflow worker. 0: no limit.")
+        default=0, ge=0, le=1_048_576, description="Peak resident memory (MiB) the process "
+        "running a pandas-engine feature build or batch scoring may reach, checked after every "
+        "date: past it the work stops with an error naming the date, instead of growing until "
+        "the OOM killer takes the Airflow worker. 0: no limit.")
     spark_master: str = Field(
         default="local[2]", description="Spark master of those jobs: local[N] (in the "
         "spark-submit process), or spark://host:port (a standalone cluster; the local stack's "
@@ -176,6 +176,10 @@ class Settings(BaseSettings):
         "stack's jar cache, filled by `streamfit stack up` (or `streamfit stack jars`).")
     spark_driver_memory: str = Field(default="512m", description="Spark driver JVM heap.")
     spark_executor_memory: str = Field(default="768m", description="Spark executor JVM heap.")
+    spark_python_memory: str | None = Field(
+        default=None, description="Address-space limit of each executor's Python workers "
+        "(spark.executor.pyspark.memory, e.g. 2g; Spark gives each worker this divided by "
+        "spark.executor.cores); unset: no limit.")
     spark_chunk_days: int = Field(
         default=14, ge=1, le=366, description="Entity dates one Spark task builds: each task "
         "reads its dates' raw-event windows once, so larger chunks read less and hold more.")
@@ -302,9 +306,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("kafka_heap", "cassandra_heap", "spark_driver_memory",
-                     "spark_executor_memory", "spark_worker_memory")
+                     "spark_executor_memory", "spark_worker_memory", "spark_python_memory")
     @classmethod
-    def _heap(cls, value: str) -> str:
+    def _heap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not (value[:-1].isdigit() and value[-1] in "mMgG"):
             raise ValueError(f"{value!r} is not a JVM heap size; write e.g. 512m or 1G")
         return value

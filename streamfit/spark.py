@@ -90,6 +90,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # pandas in the Python workers: one BLAS/OpenMP thread each, Spark runs them in parallel
         "spark.executorEnv.OMP_NUM_THREADS": "1",
     }
+    if settings.spark_python_memory:
+        conf["spark.executor.pyspark.memory"] = settings.spark_python_memory
     if settings.cassandra_username and settings.cassandra_password:
         conf["spark.cassandra.auth.username"] = settings.cassandra_username
         conf["spark.cassandra.auth.password"] = settings.cassandra_password.get_secret_value()

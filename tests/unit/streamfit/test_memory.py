@@ -1,41 +1,56 @@
-"""The pandas engine's memory budget: an address-space limit while the work runs, lifted after."""
+"""The pandas engine's memory budget: the process's peak RSS, checked after every step."""
 
 from __future__ import annotations
 
-import resource
+from pathlib import Path
 
 import pytest
 
-from streamfit.memory import MIB, MemoryBudgetExceeded, budget
+from streamfit.memory import MemoryBudgetExceeded, budget
+
+MIB = 1024 * 1024
 
 
-def test_work_past_its_budget_fails_naming_what_it_did_and_the_process_carries_on() -> None:
-    before = resource.getrlimit(resource.RLIMIT_AS)
-    with pytest.raises(MemoryBudgetExceeded) as caught, budget(64, "the build") as work:
-        work.doing = "the feature build of 2013-02-05"
-        small = bytearray(8 * MIB)  # within the budget
-        assert resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
-        bytearray(512 * MIB)
+def rss_mb() -> float:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines()
+                if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_the_step_that_passes_the_budget_is_named_and_the_next_never_starts() -> None:
+    limit = int(rss_mb()) + 64
+    started = []
+    with pytest.raises(MemoryBudgetExceeded) as caught, budget(limit, "the build") as work:
+        for day in ("2013-02-04", "2013-02-05", "2013-02-06"):
+            work.step(f"the feature build of {day}")
+            started.append(day)
+            if day == "2013-02-05":
+                held = bytearray(256 * MIB)  # zero-filled: resident
     message = str(caught.value)
-    assert "the feature build of 2013-02-05" in message
-    assert "STREAMFIT_PANDAS_MEMORY_MB=64" in message and "STREAMFIT_ENGINE=spark" in message
-    assert len(small) == 8 * MIB
-    assert resource.getrlimit(resource.RLIMIT_AS) == before
-    assert len(bytearray(512 * MIB)) == 512 * MIB  # the limit is gone
+    assert started == ["2013-02-04", "2013-02-05"]
+    assert message.startswith("the feature build of 2013-02-05 took this process to ")
+    assert f"past STREAMFIT_PANDAS_MEMORY_MB={limit};" in message
+    assert "STREAMFIT_ENGINE=spark" in message
+    assert len(held) == 256 * MIB
 
 
-def test_work_within_its_budget_or_without_one_runs_unchanged() -> None:
-    before = resource.getrlimit(resource.RLIMIT_AS)
-    with budget(256, "scoring"):
-        assert len(bytearray(32 * MIB)) == 32 * MIB
-    with budget(0, "scoring"):
-        assert resource.getrlimit(resource.RLIMIT_AS) == before
-        assert len(bytearray(512 * MIB)) == 512 * MIB
-    assert resource.getrlimit(resource.RLIMIT_AS) == before
+def test_the_last_step_is_checked_too() -> None:
+    limit = int(rss_mb()) + 64
+    with pytest.raises(MemoryBudgetExceeded, match="batch scoring of 2013-02-06"), \
+            budget(limit, "batch scoring") as work:
+        work.step("batch scoring of 2013-02-06")
+        held = bytearray(256 * MIB)
+    assert len(held) == 256 * MIB
 
 
-def test_other_errors_pass_through_and_lift_the_limit() -> None:
-    before = resource.getrlimit(resource.RLIMIT_AS)
-    with pytest.raises(KeyError), budget(64, "scoring"):
-        raise KeyError("x")
-    assert resource.getrlimit(resource.RLIMIT_AS) == before
+def test_the_peak_is_the_works_own_and_no_limit_means_none() -> None:
+    before = bytearray(256 * MIB)  # an earlier peak of the same process
+    del before
+    limit = int(rss_mb()) + 128
+    with budget(limit, "scoring") as work:  # judged from here: the earlier peak is not its own
+        work.step("scoring of 2013-02-04")
+        small = bytearray(16 * MIB)
+    with budget(0, "scoring") as work:
+        work.step("scoring of 2013-02-05")
+        big = bytearray(512 * MIB)
+    assert len(small) + len(big) == 528 * MIB

@@ -51,3 +51,11 @@ def test_consistency_follows_the_settings() -> None:
 def test_missing_jars_say_how_to_get_them(tmp_path: Path) -> None:
     with pytest.raises(SparkUnavailable, match="streamfit stack jars"):
         connector_jars(Settings(spark_jars_dir=tmp_path))
+
+
+def test_python_workers_are_limited_only_when_asked() -> None:
+    assert "spark.executor.pyspark.memory" not in spark_conf(Settings())
+    conf = spark_conf(Settings(spark_python_memory="2g"))
+    assert conf["spark.executor.pyspark.memory"] == "2g"
+    with pytest.raises(ValueError, match="not a JVM heap size"):
+        Settings(spark_python_memory="lots")
