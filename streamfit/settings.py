@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     spark_python_memory: str | None = Field(
         default=None, description="Address-space limit of each executor's Python workers "
         "(spark.executor.pyspark.memory, e.g. 2g; Spark gives each worker this divided by "
-        "spark.executor.cores); unset: no limit.")
+        "spark.executor.cores, 1 unless set); unset: no limit.")
     spark_chunk_days: int = Field(
         default=14, ge=1, le=366, description="Entity dates one Spark task builds: each task "
         "reads its dates' raw-event windows once, so larger chunks read less and hold more.")
