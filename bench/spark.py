@@ -40,19 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Only the settings at the top: a child (one build, as a DAG task runs it) imports what the
 # feature stage imports and nothing of the bench's, so its peak RSS is the task's.
+from streamfit.memory import status_mb  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
 
 FIRST = date(2013, 1, 1)
-
-
-def status_mb(field: str) -> float:
-    """A size from /proc/self/status, e.g. VmHWM: this process's peak RSS (not getrusage's
-    ru_maxrss, which Linux keeps across fork and exec, so a child of a big parent reports the
-    parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def run_once(argv: list[str]) -> None:
@@ -71,7 +62,7 @@ def run_once(argv: list[str]) -> None:
     else:
         summary = run_build(s, event_dates=[date.fromisoformat(arg)])
     seconds = time.perf_counter() - t0
-    rss = status_mb("VmHWM")
+    rss = status_mb("VmHWM")  # not ru_maxrss: Linux keeps that across fork and exec
     # what STREAMFIT_PANDAS_MEMORY_MB bounds: the address space the build added
     grew = status_mb("VmPeak") - size_before
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "address_space_added_mb": grew,

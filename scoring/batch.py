@@ -23,7 +23,7 @@ import pandas as pd
 from scoring.predictions import PredictionWriter
 from streamfit.domains import EVENT_TIME, HORIZON, load_domain
 from streamfit.featurestore import FeatureStore
-from streamfit.memory import Budget, budget
+from streamfit.memory import budget
 from streamfit.registry import Registry, predict
 from streamfit.settings import Settings
 
@@ -93,41 +93,34 @@ def score_here(store: FeatureStore, writer: PredictionWriter, model: Any, featur
     """The pandas engine: each date's partition read, scored and written in this process,
     stopping once it has passed ``memory_mb`` MiB (``streamfit.memory.budget``; 0: no limit). The
     partitions of ``keep`` (dates to evaluate next) are returned; the others are let go."""
-    with budget(memory_mb, "batch scoring") as work:
-        return _score_dates_here(store, writer, model, features, version, dates, as_of,
-                                 scored_at, work, set(keep))
-
-
-def _score_dates_here(store: FeatureStore, writer: PredictionWriter, model: Any,
-                      features: list[str], version: int, dates: Iterable[date],
-                      as_of: datetime | None, scored_at: datetime, work: Budget,
-                      keep: set[date]) -> Scored:
     done, total, sample = [], 0, pd.DataFrame()
     rng = np.random.default_rng(7)
     clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
     read: dict[date, pd.DataFrame] = {}
-    for day in sorted(set(dates)):
-        work.step(f"batch scoring of {day}")
-        t = time.perf_counter()
-        frame = store.read_day(day)
-        if day in keep:
-            read[day] = frame
-        clock["read"] += time.perf_counter() - t
-        if frame.empty:
-            continue
-        if as_of is not None:
-            frame = frame[due(frame, as_of)]
-        if frame.empty:
-            continue
-        t = time.perf_counter()
-        frame = frame.assign(probability=predict(model, frame, features))
-        clock["predict"] += time.perf_counter() - t
-        t = time.perf_counter()
-        writer.write(day, frame, version, scored_at)
-        clock["write"] += time.perf_counter() - t
-        done.append(day.isoformat())
-        total += len(frame)
-        sample = keep_sample(sample, frame, rng)
+    wanted = set(keep)
+    with budget(memory_mb, "batch scoring") as work:
+        for day in sorted(set(dates)):
+            work.step(f"batch scoring of {day}")
+            t = time.perf_counter()
+            frame = store.read_day(day)
+            if day in wanted:
+                read[day] = frame
+            clock["read"] += time.perf_counter() - t
+            if frame.empty:
+                continue
+            if as_of is not None:
+                frame = frame[due(frame, as_of)]
+            if frame.empty:
+                continue
+            t = time.perf_counter()
+            frame = frame.assign(probability=predict(model, frame, features))
+            clock["predict"] += time.perf_counter() - t
+            t = time.perf_counter()
+            writer.write(day, frame, version, scored_at)
+            clock["write"] += time.perf_counter() - t
+            done.append(day.isoformat())
+            total += len(frame)
+            sample = keep_sample(sample, frame, rng)
     return Scored(done, total, sample.drop(columns="_key", errors="ignore"), clock, read)
 
 

@@ -27,7 +27,8 @@ class MemoryBudgetExceeded(MemoryError):
     """Work inside ``budget`` took the process past its memory budget."""
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
+    """A size of this process from /proc/self/status in MiB, e.g. VmHWM (peak RSS)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
@@ -54,7 +55,7 @@ class Budget:
 
     def peak_mb(self) -> float:
         """The process's peak RSS since the work began (where the peak cannot be reset: now)."""
-        return _status_mb(self._peak_field)
+        return status_mb(self._peak_field)
 
     def step(self, doing: str) -> None:
         """Check the step done so far, then name the next one."""
