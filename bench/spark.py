@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Only the settings at the top: a child (one build, as a DAG task runs it) imports what the
+# Only core modules at the top: a child (one build, as a DAG task runs it) imports what the
 # feature stage imports and nothing of the bench's, so its peak RSS is the task's.
 from streamfit.memory import status_mb  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
@@ -63,7 +63,7 @@ def run_once(argv: list[str]) -> None:
         summary = run_build(s, event_dates=[date.fromisoformat(arg)])
     seconds = time.perf_counter() - t0
     rss = status_mb("VmHWM")  # not ru_maxrss: Linux keeps that across fork and exec
-    # what STREAMFIT_PANDAS_MEMORY_MB bounds: the address space the build added
+    # the address space the build added: why STREAMFIT_PANDAS_MEMORY_MB bounds RSS, not this
     grew = status_mb("VmPeak") - size_before
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "address_space_added_mb": grew,
                       "dates": len(summary["dates"]),
@@ -76,10 +76,13 @@ class SparkPeaks:
 
     KINDS = {"python_worker": "pyspark.daemon", "executor_jvm": "CoarseGrainedExecutorBackend",
              "driver_jvm": "org.apache.spark.deploy.SparkSubmit"}
+    #: /proc/<pid>/status field -> the figure it gives: peak RSS, peak address space
+    FIELDS = {"VmHWM": "peak_mb", "VmPeak": "vm_peak_mb"}
 
     def __init__(self) -> None:
+        #: f"{kind}_{figure}" -> {pid: MiB}
         self.peaks: dict[str, dict[str, float]] = {
-            k: {} for kind in self.KINDS for k in (kind, f"{kind}_vm")}
+            f"{kind}_{figure}": {} for kind in self.KINDS for figure in self.FIELDS.values()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -105,17 +108,16 @@ class SparkPeaks:
                 if kind is None:
                     continue
                 for line in status.splitlines():
-                    field = line.split(":")[0]
-                    if field in ("VmHWM", "VmPeak"):
+                    figure = self.FIELDS.get(line.split(":")[0])
+                    if figure is not None:
+                        peaks = self.peaks[f"{kind}_{figure}"]
                         mb = int(line.split()[1]) / 1024
-                        peaks = self.peaks[kind if field == "VmHWM" else f"{kind}_vm"]
                         peaks[proc.name] = max(peaks.get(proc.name, 0.0), mb)
 
     def summary(self) -> dict[str, Any]:
-        """Per kind, the largest peak RSS (``_peak_mb``) and address space (``_vm_peak_mb``)."""
-        return {f"{kind.removesuffix('_vm')}_{'vm_' if kind.endswith('_vm') else ''}peak_mb":
-                max(p.values(), default=0.0) for kind, p in self.peaks.items()
-                } | {"python_workers": len(self.peaks["python_worker"])}
+        """Per kind, the largest of its processes' peaks, and how many Python workers ran."""
+        return {name: max(p.values(), default=0.0) for name, p in self.peaks.items()
+                } | {"python_workers": len(self.peaks["python_worker_peak_mb"])}
 
 
 def run(s: Settings, engine: str, master: str, mode: str, arg: str,
@@ -182,7 +184,7 @@ def scaled(base: Settings, days: int, scale: int, budget_mb: int, standalone: st
     """``days`` days rebuilt under a pandas memory budget: at scale 1 pandas fits in it; at
     ``scale`` copies pandas exceeds it (and, for reference, what it needs with no limit), and
     Spark finishes from a process under the same budget, its Python workers limited to
-    ``python_memory`` (divided among the executor's cores) and its executor to its heap."""
+    ``python_memory`` (spark.executor.pyspark.memory) and its executor to its heap."""
     from bench.pipeline import cleanup, fresh, land_days
 
     last = FIRST + timedelta(days=days - 1)
