@@ -43,6 +43,11 @@ class FlightIn(BaseModel):
                                 examples=["N14228"])
     distance: float | None = Field(default=None, gt=0, lt=20000, allow_inf_nan=False,
                                    examples=[1400.0])
+    #: the flight number and scheduled local arrival: without them the flight-number rates
+    #: fall back to the all-flights share and the block time is unknown (NaN)
+    flight: int | None = Field(default=None, ge=0, le=99999, examples=[1545])
+    scheduled_arrival_local: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}$",
+                                                examples=["13:28"])
 
     @field_validator("scheduled_departure")
     @classmethod
@@ -97,7 +102,7 @@ DOMAIN = Domain(
     features=FeatureSpec(names=tuple(feature_names()), model=tuple(model_features()),
                          naive="late_rate_route_28d", build_day=_build_day,
                          days_affected=_days_affected, build_for=_build_for,
-                         built_as_given=_built_as_given, reads=_reads,
+                         built_as_given=_built_as_given, reads=_reads, version=2,
                          horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",

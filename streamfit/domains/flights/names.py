@@ -7,6 +7,7 @@ LATE_MINUTES = 15.0
 WINDOW_DAYS: dict[str, int] = {"7d": 7, "28d": 28}
 GROUPS: dict[str, list[str]] = {
     "carrier": ["carrier"], "origin": ["origin"], "route": ["origin", "dest"], "hour": ["sched_hour"],
+    "flight": ["carrier", "flight", "origin"],
 }
 WEATHER_COLS = ["temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 #: over the three hours up to the latest observation (``pointintime._weather_trends``)
@@ -15,7 +16,9 @@ PLANE_COLS = ["plane_year", "plane_seats", "plane_engines"]
 #: Signals of the day itself: congestion at the origin and the aircraft's previous leg.
 SAME_DAY = ["origin_dep_delay_2h", "origin_late_share_2h", "origin_scheduled_1h",
             "carrier_late_share_3h", "late_rate_dest_3h", "rotation_legs", "rotation_gap_min",
-            "rotation_prev_delay", "rotation_propagated"]
+            "rotation_prev_delay", "rotation_propagated", "dest_late_share_3h",
+            "origin_late_share_6h", "sched_block_min", "block_slack_min",
+            "mean_delay_flight_28d", "mean_delay_route_7d"]
 
 
 def feature_names() -> list[str]:

@@ -6,8 +6,9 @@ only information available strictly before its *as-of* time ``a = t - horizon``,
 its scheduled departure (the pipeline's horizon is 0: as of the departure):
 
 - trailing delay rates (share of arrivals 15+ minutes late) by carrier, origin, route
-  (origin-dest) and scheduled hour, over several windows ending at ``a``, counting only arrivals
-  whose ``actual_arrival < a`` (never the flight's own arrival, which comes after its departure);
+  (origin-dest), scheduled hour and flight number, over several windows ending at ``a``, counting
+  only arrivals whose ``actual_arrival < a`` (never the flight's own arrival, which comes after
+  its departure), and the mean arrival delay of the flight number and of the route;
 - the origin's latest weather observation before ``a``, and its three-hour trends;
 - same-day congestion at the origin: the departure delays of its flights of the two hours before
   ``a`` (departures seen before ``a``, and flights due in that window that had not left by ``a``,
@@ -16,6 +17,10 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
   ``ROTATION_HOURS`` before), the delay that leg had by ``a``, and how much of it the scheduled
   turnaround cannot absorb (delay propagation, the largest single cause of delay minutes in the
   US carriers' own cause reports);
+- the late share of the New York departures to the same destination due in the three hours
+  before ``a`` (a ground-delay programme there holds them all);
+- the scheduled block time and what it leaves over the route's mean air time (a padded
+  schedule absorbs a late departure);
 - plane attributes (static reference data);
 - calendar features of ``t`` (known from the schedule).
 """
@@ -51,7 +56,9 @@ CONGESTION_WINDOW = pd.Timedelta(hours=2)
 TREND_WINDOW = pd.Timedelta(hours=3)
 #: The window of the carrier's own recent departures.
 CARRIER_WINDOW = pd.Timedelta(hours=3)
-#: The window of recent arrivals at the destination.
+#: The longer congestion window: how the origin's day has gone so far.
+DAY_SO_FAR = pd.Timedelta(hours=6)
+#: The window of recent arrivals at the destination (and departures to it).
 DEST_WINDOW = pd.Timedelta(hours=3)
 #: How far back a previous leg of the same aircraft is looked for.
 ROTATION_HOURS = pd.Timedelta(hours=18)
@@ -72,7 +79,8 @@ def _naive(values: pd.Series) -> np.ndarray:
 
 
 def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
-              window: pd.Timedelta, prior: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+              window: pd.Timedelta, prior: np.ndarray | float, value: str = "late"
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Late-arrival share and count per flight over (a - window, a), by ``keys`` ([] = all)."""
     hist = history.sort_values("actual_arrival")
     q = flights[[*keys, "as_of"]].reset_index()
@@ -83,9 +91,9 @@ def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
     hist = hist.assign(_one=1.0)
     if keys:
         grouped = hist.groupby(keys, sort=False)
-        hist = hist.assign(cum_n=grouped["_one"].cumsum(), cum_late=grouped["late"].cumsum())
+        hist = hist.assign(cum_n=grouped["_one"].cumsum(), cum_late=grouped[value].cumsum())
     else:
-        hist = hist.assign(cum_n=hist["_one"].cumsum(), cum_late=hist["late"].cumsum())
+        hist = hist.assign(cum_n=hist["_one"].cumsum(), cum_late=hist[value].cumsum())
     right = hist[[*keys, "actual_arrival", "cum_n", "cum_late"]]
 
     def upto(times: str) -> pd.DataFrame:
@@ -106,16 +114,21 @@ def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFram
                 ) -> dict[str, np.ndarray]:
     """Per flight of ``f`` (with ``as_of``), at its origin: the mean departure delay over the
     congestion window before ``as_of``; the share of the flights due there in that window known
-    by ``as_of`` to be 15+ minutes late (NaN where nothing was due); the number of flights
-    scheduled to leave there within 30 minutes either side of its own departure (the schedule is
-    known); and the same late share for its carrier's flights from every airport, over
-    ``CARRIER_WINDOW``."""
+    by ``as_of`` to be 15+ minutes late (NaN where nothing was due), and that share over
+    ``DAY_SO_FAR``; the number of flights scheduled to leave there within 30 minutes either side
+    of its own departure (the schedule is known); the same late share for its carrier's flights
+    from every airport, over ``CARRIER_WINDOW``, and for the flights to its destination from
+    every airport, over ``DEST_WINDOW``."""
     mean_delay = np.full(len(f), np.nan)
     late_share = np.full(len(f), np.nan)
     load = np.zeros(len(f))
     carrier_share = np.full(len(f), np.nan)
+    dest_share = np.full(len(f), np.nan)
+    origin_share_6h = np.full(len(f), np.nan)
     out = {"origin_dep_delay_2h": mean_delay, "origin_late_share_2h": late_share,
-           "origin_scheduled_1h": load, "carrier_late_share_3h": carrier_share}
+           "origin_scheduled_1h": load, "carrier_late_share_3h": carrier_share,
+           "dest_late_share_3h": dest_share,
+           "origin_late_share_6h": origin_share_6h}
     if schedule.empty:
         return out
     sched = schedule.merge(departures, on="flight_id", how="left") if not departures.empty \
@@ -137,6 +150,7 @@ def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFram
         mean_delay[rows] = np.where(n_left > 0, np.where(left, grid.delay, 0.0).sum(axis=1)
                                     / np.maximum(n_left, 1), np.nan)
         late_share[rows] = grid.late_share(window)
+        origin_share_6h[rows] = grid.late_share(np.timedelta64(DAY_SO_FAR))
         t = own_time[rows][:, None]
         load[rows] = ((due >= t - hour) & (due < t + hour)).sum(axis=1)
     # the carrier's flights from all three airports: a bad day at the airline (crews, hub)
@@ -145,6 +159,13 @@ def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFram
         if not theirs.empty:
             carrier_share[rows] = _Grid.of(as_of[rows], f["flight_id"].to_numpy()[rows],
                                            theirs).late_share(np.timedelta64(CARRIER_WINDOW))
+    # New York's flights to the same destination: a ground-delay programme there holds them all
+    for dest, rows in f.groupby("dest", sort=False).indices.items():
+        going = sched[sched["dest"] == dest]
+        if going.empty:
+            continue
+        grid = _Grid.of(as_of[rows], f["flight_id"].to_numpy()[rows], going)
+        dest_share[rows] = grid.late_share(np.timedelta64(DEST_WINDOW))
     return out
 
 
@@ -242,6 +263,34 @@ def _rotation(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame,
     return out
 
 
+def _block(f: pd.DataFrame, hist: pd.DataFrame, zones: dict[str, str] | None
+           ) -> dict[str, np.ndarray]:
+    """Scheduled block time (departure to the scheduled local arrival, in the destination's
+    time zone) and what it leaves over the route's mean air time in the history known before
+    every as-of time of ``f``: schedules padded well absorb a late departure."""
+    block = np.full(len(f), np.nan)
+    out = {"sched_block_min": block, "block_slack_min": np.full(len(f), np.nan)}
+    if not zones or "scheduled_arrival_local" not in f:
+        return out
+    arr = f["scheduled_arrival_local"]
+    hhmm = pd.to_timedelta(arr.where(arr.notna(), None).astype(str).str.slice(0, 5) + ":00",
+                           errors="coerce")
+    for dest, rows in f.groupby("dest", sort=False).indices.items():
+        zone = zones.get(dest)
+        if zone is None:
+            continue
+        local = f["scheduled_departure"].iloc[rows].dt.tz_convert(zone).dt.tz_localize(None)
+        cand = local.dt.normalize() + hhmm.iloc[rows]
+        cand = cand.where(cand >= local, cand + pd.Timedelta(days=1))
+        block[rows] = ((cand - local) / pd.Timedelta(minutes=1)).to_numpy(dtype=float)
+    if not hist.empty and "air_time" in hist:
+        known = hist[hist["actual_arrival"] < f["as_of"].min()]
+        mean_air = known.groupby(["origin", "dest"])["air_time"].mean()
+        key = pd.MultiIndex.from_frame(f[["origin", "dest"]])
+        out["block_slack_min"] = block - mean_air.reindex(key).to_numpy(dtype=float)
+    return out
+
+
 def _weather_trends(w: pd.DataFrame) -> pd.DataFrame:
     """Per origin, over the three hours up to each observation (inclusive, so no later one):
     the precipitation that fell, the lowest visibility and the change in pressure. Storms
@@ -263,7 +312,8 @@ def _weather_trends(w: pd.DataFrame) -> pd.DataFrame:
 
 
 def _schedule_frame(schedule: pd.DataFrame | None) -> pd.DataFrame:
-    cols = ["flight_id", "carrier", "origin", "tailnum", "scheduled_departure", "distance"]
+    cols = ["flight_id", "carrier", "origin", "dest", "tailnum", "scheduled_departure",
+            "distance"]
     if schedule is None or schedule.empty:
         return pd.DataFrame(columns=cols)
     out = schedule.reindex(columns=cols).drop_duplicates("flight_id", keep="last")
@@ -280,28 +330,39 @@ def _departures_frame(departures: pd.DataFrame | None) -> pd.DataFrame:
 def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.DataFrame,
                    planes: pd.DataFrame, horizon: pd.Timedelta | None = None,
                    schedule: pd.DataFrame | None = None,
-                   departures: pd.DataFrame | None = None) -> pd.DataFrame:
+                   departures: pd.DataFrame | None = None,
+                   zones: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per flight of ``flights`` with ``feature_names()`` columns, as of ``horizon``
     before each flight's scheduled departure (None: as of the departure).
 
-    flights: flight_id, carrier, origin, dest, tailnum, scheduled_departure (UTC), distance.
-    history: arrivals before these flights: carrier, origin, dest, sched_hour, actual_arrival,
-             arr_delay (rows at or after a flight's as-of time are ignored for that flight).
+    flights: flight_id, carrier, origin, dest, tailnum, scheduled_departure (UTC), distance,
+             and if known flight (number) and scheduled_arrival_local ("HH:MM").
+    history: arrivals before these flights: carrier, flight, origin, dest, sched_hour,
+             actual_arrival, arr_delay, air_time (rows at or after a flight's as-of time are
+             ignored for that flight).
     weather: origin, observed_at, WEATHER_COLS (observations after it are ignored too).
     planes: tailnum, year, seats, engines.
     schedule: the flights scheduled around them (flight_id, origin, tailnum,
               scheduled_departure, distance): schedules are published a day ahead, so known.
     departures: flight_id, actual_departure, dep_delay (those at or after as-of are ignored).
+    zones: airport -> IANA time zone, for the block time (None: block time unknown).
     """
     f = flights.copy().reset_index(drop=True)
     f["scheduled_departure"] = _utc(f["scheduled_departure"])
     f["as_of"] = f["scheduled_departure"] - (horizon or pd.Timedelta(0))
     f["sched_hour"] = f["scheduled_departure"].dt.hour.astype("int64")
+    # one dtype on both sides of the flight-number join; a request may not give the number
+    f["flight"] = pd.to_numeric(f["flight"], errors="coerce").astype(float) if "flight" in f \
+        else np.nan
     hist = history.copy()
     if not hist.empty:
+        hist["flight"] = pd.to_numeric(hist["flight"], errors="coerce").astype(float) \
+            if "flight" in hist else np.nan
         hist["actual_arrival"] = _utc(hist["actual_arrival"])
         hist["sched_hour"] = hist["sched_hour"].astype("int64")
         hist["late"] = (hist["arr_delay"] >= LATE_MINUTES).astype(float)
+        # clipped: one 20-hour delay would otherwise dominate a flight number's mean for weeks
+        hist["delay_c"] = hist["arr_delay"].astype(float).clip(-30, 120)
     else:
         hist = pd.DataFrame(columns=["carrier", "origin", "dest", "sched_hour", "actual_arrival",
                                      "arr_delay", "late"])
@@ -338,6 +399,16 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     for name, values in _congestion(f, schedule, departures).items():
         out[name] = values
     for name, values in _rotation(f, schedule, departures, hist).items():
+        out[name] = values
+    # the mean delay, not only the late share: how late a habitually late flight runs
+    if not hist.empty:
+        out["mean_delay_flight_28d"], _ = _trailing(f, hist, GROUPS["flight"], WINDOWS["28d"],
+                                                    np.nan, "delay_c")
+        out["mean_delay_route_7d"], _ = _trailing(f, hist, GROUPS["route"], WINDOWS["7d"],
+                                                  np.nan, "delay_c")
+    else:
+        out["mean_delay_flight_28d"] = out["mean_delay_route_7d"] = np.nan
+    for name, values in _block(f, hist, zones).items():
         out[name] = values
     # congestion where the flight is going: the late share of the arrivals there just before
     out["late_rate_dest_3h"], _ = _trailing(f, hist, ["dest"], DEST_WINDOW, prior)

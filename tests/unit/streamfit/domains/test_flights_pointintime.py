@@ -8,6 +8,8 @@ import pytest
 
 from streamfit.domains.flights.pointintime import LATE_MINUTES, MIN_SUPPORT, build_features, feature_names
 
+ZONES = {"EWR": "America/New_York", "ORD": "America/Chicago", "HNL": "Pacific/Honolulu"}
+
 T0 = pd.Timestamp("2013-03-01T12:00:00Z")
 M = pd.Timedelta(minutes=1)
 
@@ -17,13 +19,17 @@ def _flights(n: int = 3) -> pd.DataFrame:
         "flight_id": [f"F{i}" for i in range(n)], "carrier": ["UA"] * n, "origin": ["EWR"] * n,
         "dest": ["ORD"] * n, "tailnum": ["N1"] * n,
         "scheduled_departure": [T0 + pd.Timedelta(hours=i) for i in range(n)],
-        "distance": [719.0] * n,
+        "distance": [719.0] * n, "flight": [1545] * n,
+        # 07:00 EST + 2 h 30 min in the air and on the ground -> 08:30 CST at O'Hare
+        "scheduled_arrival_local": [f"{8 + i:02d}:30" for i in range(n)],
     })
 
 
-def _history(times: list[pd.Timestamp], delays: list[float]) -> pd.DataFrame:
+def _history(times: list[pd.Timestamp], delays: list[float],
+             flights: list[int] | None = None) -> pd.DataFrame:
     return pd.DataFrame({"carrier": "UA", "origin": "EWR", "dest": "ORD", "sched_hour": 10,
-                         "actual_arrival": times, "arr_delay": delays})
+                         "flight": flights or [1545] * len(times), "actual_arrival": times,
+                         "arr_delay": delays, "air_time": 120.0})
 
 
 WEATHER = pd.DataFrame({"origin": ["EWR", "EWR"],
@@ -143,7 +149,7 @@ def test_events_after_a_horizons_as_of_time_leave_its_features_unchanged(hours: 
 
     def feats(delays_later: list[float], wx: pd.DataFrame, h: pd.Timedelta | None) -> pd.DataFrame:
         hist = _history(known + later, [0.0] * 7 + delays_later)
-        return build_features(flights, hist, wx, PLANES, h)
+        return build_features(flights, hist, wx, PLANES, h, zones=ZONES)
 
     base = feats([0.0] * 3, weather, horizon)
     changed = feats([500.0] * 3, weather.assign(temp=weather["temp"].where(
@@ -154,12 +160,43 @@ def test_events_after_a_horizons_as_of_time_leave_its_features_unchanged(hours: 
     at_departure = feats([500.0] * 3, weather, None)
     assert at_departure.iloc[0]["late_rate_carrier_7d"] > feats([0.0] * 3, weather, None).iloc[0][
         "late_rate_carrier_7d"]
+    assert at_departure.iloc[0]["mean_delay_flight_28d"] > base.iloc[0]["mean_delay_flight_28d"]
 
 
-def _schedule(rows: list[tuple[str, str, str, pd.Timestamp]]) -> pd.DataFrame:
+def test_flight_number_rates_follow_only_that_flight_number() -> None:
+    """Flight 1545 was late 3 times of 5, another flight never; a 20-hour delay counts as 120
+    minutes in the mean (clipped), and a request without a number gets the all-flights share."""
+    times = [T0 - pd.Timedelta(days=d) for d in range(1, 11)]
+    delays = [60.0, 1200.0, 20.0, 0.0, 0.0] + [0.0] * 5
+    hist = _history(times, delays, [1545] * 5 + [7] * 5)
+    feats = build_features(_flights(1), hist, WEATHER, PLANES).iloc[0]
+    assert (feats["n_flight_7d"], feats["late_rate_flight_7d"]) == (5, pytest.approx(3 / 5))
+    assert feats["mean_delay_flight_28d"] == pytest.approx((60 + 120 + 20) / 5)
+    assert feats["mean_delay_route_7d"] == pytest.approx((60 + 120 + 20) / 7)  # days 1-7
+    anonymous = build_features(_flights(1).drop(columns="flight"), hist, WEATHER, PLANES).iloc[0]
+    assert anonymous["n_flight_7d"] == 0
+    assert anonymous["late_rate_flight_7d"] == pytest.approx(feats["late_rate_carrier_28d"])
+
+
+def test_block_time_is_measured_in_the_destinations_time_zone() -> None:
+    """07:00 EST to 08:30 CST is 150 minutes; the route flew 120 minutes in the air before, so
+    30 are left for taxiing and delay. Across midnight and to Honolulu too."""
+    hist = _history([T0 - pd.Timedelta(days=1)], [0.0])
+    feats = build_features(_flights(1), hist, WEATHER, PLANES, zones=ZONES).iloc[0]
+    assert (feats["sched_block_min"], feats["block_slack_min"]) == (150.0, 30.0)
+    late = _flights(1).assign(scheduled_departure=T0 + pd.Timedelta(hours=11),  # 18:00 EST
+                              dest="HNL", scheduled_arrival_local="00:10")  # 13:00 HST, on at 00:10
+    assert build_features(late, hist, WEATHER, PLANES, zones=ZONES).iloc[0][
+        "sched_block_min"] == 11 * 60 + 10
+    unknown = build_features(_flights(1), hist, WEATHER, PLANES).iloc[0]  # no zones given
+    assert np.isnan(unknown["sched_block_min"]) and np.isnan(unknown["block_slack_min"])
+
+
+def _schedule(rows: list[tuple[str, str, str, pd.Timestamp]], dest: str = "ORD") -> pd.DataFrame:
     """(flight_id, origin, tailnum, scheduled departure) -> the schedule frame (UA, 719 mi)."""
     return pd.DataFrame({"flight_id": [r[0] for r in rows], "carrier": "UA",
-                         "origin": [r[1] for r in rows], "tailnum": [r[2] for r in rows],
+                         "origin": [r[1] for r in rows], "dest": dest,
+                         "tailnum": [r[2] for r in rows],
                          "scheduled_departure": [r[3] for r in rows], "distance": 719.0})
 
 
@@ -188,6 +225,17 @@ def test_same_day_congestion_counts_what_was_known_at_the_as_of_time() -> None:
     assert row["origin_late_share_2h"] == pytest.approx(2 / 4)
     assert row["origin_scheduled_1h"] == 3  # C, D and itself: due within 30 minutes of T0
     assert row["carrier_late_share_3h"] == pytest.approx(3 / 5)  # A, C and E of A-E
+    # all go to O'Hare: A, C and E of the five due in the 3 h before T0, from any airport
+    assert row["dest_late_share_3h"] == pytest.approx(3 / 5)
+    # over the 6 h of the day so far at EWR, an on-time flight due 5 h before joins them
+    earlier = pd.concat([schedule, _schedule([("G", "EWR", "N7", T0 - 5 * H)])])
+    day = build_features(flights, _history([], []), WEATHER, PLANES, None, earlier,
+                         pd.concat([departed, _departed([("G", T0 - 5 * H, 0.0)])])).iloc[0]
+    assert (day["origin_late_share_2h"], day["origin_late_share_6h"]) == (2 / 4, 2 / 5)
+    elsewhere = build_features(flights, _history([], []), WEATHER, PLANES, None,
+                               _schedule([("A", "EWR", "N2", T0 - 90 * M)], dest="BOS"),
+                               departed).iloc[0]
+    assert np.isnan(elsewhere["dest_late_share_3h"])
 
 
 def test_rotation_follows_the_aircraft_and_what_its_previous_leg_had_by_the_as_of_time() -> None:
