@@ -140,7 +140,10 @@ def test_on_demand_scoring_matches_the_batch_prediction(served: Settings, api: s
         picked.append({"flight_id": flight_id, "carrier": row.carrier, "origin": row.origin,
                        "dest": row.dest, "tailnum": src["tailnum"] if isinstance(
                            src["tailnum"], str) else None,
-                       "distance": float(src["distance"]),
+                       "distance": float(src["distance"]), "flight": int(src["flight"]),
+                       "scheduled_arrival_local": "{:02d}:{:02d}".format(
+                           int(src["sched_arr_time"]) // 100 % 24,
+                           int(src["sched_arr_time"]) % 100),
                        "scheduled_departure": row.scheduled_departure.isoformat() + "Z"})
     # computed from the raw events for this request, and read from the stored rows: both are
     # the batch's features, so both give the batch's probability
