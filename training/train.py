@@ -101,6 +101,19 @@ def candidates() -> list[tuple[str, dict[str, Any], Any]]:
     return out
 
 
+def fittable(x: np.ndarray) -> np.ndarray:
+    """``x`` with its columns that are missing on every row set to 0: HistGradientBoosting
+    cannot bin a column without one known value (ValueError from its binner), and a young
+    stream has such columns (the mean delays before any arrival of that flight landed). At
+    prediction a missing value goes down the larger branch, as for any value it never saw."""
+    empty = np.isnan(x).all(axis=0)
+    if not empty.any():
+        return x
+    x = x.copy()
+    x[:, empty] = 0.0
+    return x
+
+
 def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any = None
            ) -> tuple[str, dict[str, Any], Any, float]:
     """Pick the candidate with the best mean ROC AUC over time-ordered CV folds; refit on all."""
@@ -112,7 +125,7 @@ def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any =
         for fit_idx, val_idx in TimeSeriesSplit(n_splits=folds).split(x):
             if len(set(y[val_idx])) < 2:
                 continue
-            model.fit(x[fit_idx], y[fit_idx])
+            model.fit(fittable(x[fit_idx]), y[fit_idx])
             aucs.append(roc_auc_score(y[val_idx], model.predict_proba(x[val_idx])[:, 1]))
         cv = float(np.mean(aucs)) if aucs else float("nan")
         log.info("candidate %s %s: CV ROC AUC %.4f", name, params, cv)
@@ -120,7 +133,7 @@ def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any =
             best = (name, params, model, cv)
     assert best is not None
     name, params, model, cv = best
-    model.fit(x, y)
+    model.fit(fittable(x), y)
     return name, params, model, cv
 
 
