@@ -318,3 +318,38 @@ def test_a_dates_context_is_read_once_for_all_its_horizons() -> None:
     other = Counting()
     spec.build_day(other, day, next(iter(spec.horizons.values())))
     assert other.reads == once - len(spec.horizons) + 1
+
+
+def test_trailing_windows_equal_counting_every_arrival_by_hand() -> None:
+    """The binary-search windows (``_Arrivals``) against a plain count over random arrivals:
+    arrivals exactly at as-of and exactly at the window's start, groups that never arrived,
+    a flight without its key, and a group with fewer than MIN_SUPPORT arrivals (the prior)."""
+    from streamfit.domains.flights.pointintime import _Arrivals
+
+    rng = np.random.default_rng(7)
+    n_hist, n_flights, window = 400, 60, pd.Timedelta(hours=6)
+    grid = [T0 + pd.Timedelta(minutes=int(m)) for m in rng.integers(0, 24 * 60, n_hist)]
+    hist = pd.DataFrame({"carrier": rng.choice(["UA", "DL", "B6"], n_hist),
+                         "flight": rng.choice([1.0, 2.0, 3.0, 4.0], n_hist),
+                         "actual_arrival": grid, "late": rng.integers(0, 2, n_hist).astype(float),
+                         "delay_c": rng.normal(10, 30, n_hist)})
+    # as-of times on arrival times and on window starts, so both edges are exercised
+    picks = rng.choice(grid, n_flights // 2).tolist()
+    as_of = picks + [t + window for t in rng.choice(grid, n_flights - len(picks))]
+    flights = pd.DataFrame({"carrier": rng.choice(["UA", "DL", "AA"], n_flights),
+                            "flight": rng.choice([1.0, 2.0, 9.0, np.nan], n_flights),
+                            "as_of": as_of})
+    prior = rng.uniform(0, 1, n_flights)
+    arrivals = _Arrivals(flights, hist)
+    for keys in ([], ["carrier"], ["carrier", "flight"]):
+        for value in ("late", "delay_c"):
+            rate, n = arrivals.trailing(keys, window, prior, value)
+            for i, q in flights.iterrows():
+                hit = (hist["actual_arrival"] < q["as_of"]) & \
+                    (hist["actual_arrival"] >= q["as_of"] - window)
+                for k in keys:
+                    hit &= hist[k] == q[k]  # NaN equals nothing
+                assert n[i] == hit.sum(), (keys, value, i)
+                want = hist.loc[hit, value].mean() if hit.sum() >= MIN_SUPPORT else prior[i]
+                assert rate[i] == pytest.approx(want), (keys, value, i)
+    assert (n >= MIN_SUPPORT).any() and ((n > 0) & (n < MIN_SUPPORT)).any()
