@@ -96,6 +96,7 @@ class _Arrivals:
         self._known = t != np.iinfo("int64").min  # NaT: no arrival time
         self._times = np.unique(t[self._known])
         self._rank = np.searchsorted(self._times, t)
+        self._span = len(self._times) + 1  # ranks run 0..len; a group's keys stay in its span
         self._sorted: dict[tuple[tuple[str, ...], str], tuple[np.ndarray, np.ndarray,
                                                               np.ndarray]] = {}
 
@@ -120,10 +121,6 @@ class _Arrivals:
         cum = np.concatenate([[0.0], np.cumsum(v[keep][order])])
         self._sorted[(tuple(keys), value)] = prepared = (q_code, h_key[order], cum)
         return prepared
-
-    @property
-    def _span(self) -> int:
-        return len(self._times) + 1
 
     def trailing(self, keys: list[str], window: pd.Timedelta, prior: np.ndarray | float,
                  value: str = "late") -> tuple[np.ndarray, np.ndarray]:
