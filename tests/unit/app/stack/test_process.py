@@ -61,6 +61,32 @@ def test_start_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert not sup.stop("sleeper")  # second stop: nothing to do
 
 
+def test_stop_all_stops_several_groups_together(tmp_path: Path) -> None:
+    """Each sleeper takes a second to exit after SIGTERM and logs when it got the signal and
+    when it left: every one was signalled before any had left (their shutdowns overlapped),
+    all are gone, and ``stop_all`` names only the ones that were running."""
+    sup = Supervisor(tmp_path / "run", tmp_path / "logs")
+    script = ("import signal, sys, time\n"
+              "def bye(*_):\n"
+              "    print('term', time.time(), flush=True)\n"
+              "    time.sleep(1)\n"
+              "    print('exit', time.time(), flush=True)\n"
+              "    sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, bye)\n"
+              "print('up', flush=True)\n"
+              "time.sleep(600)\n")
+    names = [f"slow{i}" for i in range(3)]
+    procs = [sup.start(ProcessSpec(name, [sys.executable, "-c", script])) for name in names]
+    for name in names:
+        wait_until(lambda name=name: "up" in sup.log_file(name).read_text(), 10, name)
+    assert sup.stop_all(["slow0", "never-started", "slow1", "slow2"], timeout=20) == names
+    assert all(not psutil.pid_exists(p.pid) or p.status() == psutil.STATUS_ZOMBIE for p in procs)
+    assert all(sup.process(name) is None for name in names)
+    logged = [dict(line.split() for line in sup.log_file(name).read_text().splitlines()
+                   if line.startswith(("term", "exit"))) for name in names]
+    assert max(float(x["term"]) for x in logged) < min(float(x["exit"]) for x in logged)
+
+
 def test_stale_pid_file_is_ignored(tmp_path: Path) -> None:
     sup = Supervisor(tmp_path / "run", tmp_path / "logs")
     sup.run_dir.mkdir(parents=True)
