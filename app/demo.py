@@ -25,6 +25,7 @@ from ingest.producer import send_events
 from ingest.service import IngestService, ensure_topics, running_in_background
 from streamfit.airflow_api import AirflowClient, PipelineRun
 from streamfit.domains import ReplayOptions, load_domain
+from streamfit.progress import NOTHING_PENDING
 from streamfit.settings import Settings
 
 Say = Callable[[str], None]
@@ -97,7 +98,8 @@ def watch(client: AirflowClient, settings: Settings, since: str, say: Say, timeo
         runs = {d: client.pipeline_runs(d, since, settings.keyspace) for d in PIPELINE}
         for dag_id in PIPELINE:
             for run in reversed(runs[dag_id]):
-                if run.run_id not in seen:
+                # a fallback tick that found nothing to do here is not part of the story
+                if run.run_id not in seen and run.reason != NOTHING_PENDING:
                     seen.add(run.run_id)
                     say(f"  Airflow ran [bold]{dag_id}[/] by itself ({run.run_type}): "
                         f"{run.state}{_brief(run)}")
@@ -125,10 +127,13 @@ def _brief(run: PipelineRun) -> str:
     s = run.summary or {}
     if run.dag_id == "build_features" and s:
         return f" - {s['entities']:,} flights of {len(s['dates'])} dates"
-    if run.dag_id == "train_model":
-        return (f" - v{s['version']} is champion" if s else
-                " - no new champion: the current one stays (v0 is the naive baseline); "
-                "see `streamfit models list`")
+    if run.dag_id == "train_model" and s:
+        return f" - v{s['version']} is champion"
+    if run.dag_id == "train_model" and run.reason:
+        return (f" - no new champion ({run.reason}): the current one stays (v0 is the naive "
+                "baseline); see `streamfit models list`")
+    if run.reason:
+        return f" - {run.reason}"
     if run.dag_id == "score_batch" and s:
         return f" - {s['scored']:,} flights of {', '.join(s['dates'])} with v{s['model_version']}"
     return ""

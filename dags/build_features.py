@@ -12,7 +12,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
-from streamfit_assets import FEATURES, RAW_EVENTS, fallback
+from streamfit_assets import FEATURES, RAW_EVENTS, fallback, skip
 
 from streamfit.alerts import on_task_failure
 
@@ -36,9 +36,7 @@ def build_features() -> None:
 
         summary = build_pending(get_settings(), hinted_keyspaces(triggering_asset_events))
         if not summary["by_keyspace"]:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            raise AirflowSkipException(f"nothing built: {summary['skipped']}")
+            skip("nothing built", summary)
         outlet_events[FEATURES].extra = summary
         return summary
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
-from streamfit_assets import FEATURES, MODEL, PREDICTIONS, fallback
+from streamfit_assets import FEATURES, MODEL, PREDICTIONS, fallback, skip
 
 from streamfit.alerts import on_task_failure
 
@@ -36,9 +36,7 @@ def score_batch() -> None:
 
         summary = score_pending(get_settings(), hinted_keyspaces(triggering_asset_events))
         if not summary["by_keyspace"]:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            raise AirflowSkipException(f"nothing scored: {summary['skipped']}")
+            skip("nothing scored", summary)
         outlet_events[PREDICTIONS].extra = summary
         return summary
 

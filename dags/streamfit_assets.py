@@ -1,11 +1,14 @@
 """The one registry of streamfit's Airflow assets. DAG files import their schedules and outlets
-from here; nothing else defines an asset.
+from here; nothing else defines an asset. Also the two things every pipeline task shares: its time
+fallback, and how it ends when it did nothing.
 
 The names and URIs come from ``streamfit.catalog`` so that processes outside Airflow (the ingest
 service announcing new data) use exactly the same identities without importing ``dags/``.
 """
 
 from __future__ import annotations
+
+from typing import Any, NoReturn
 
 from airflow.sdk import Asset
 
@@ -26,3 +29,13 @@ def fallback():  # noqa: ANN201 - an Airflow timetable
     from streamfit.settings import get_settings
 
     return CronTriggerTimetable(get_settings().pipeline_fallback_cron, timezone="UTC")
+
+
+def skip(what: str, summary: dict[str, Any]) -> NoReturn:
+    """End a pipeline task that did nothing in any keyspace as skipped, leaving why per keyspace
+    (``summary["skipped"]``) in the ``SKIPPED_XCOM`` XCom, where ``pipeline_runs`` reads it."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    get_current_context()["ti"].xcom_push(catalog.SKIPPED_XCOM, summary["skipped"])
+    raise AirflowSkipException(f"{what}: {summary['skipped']}")

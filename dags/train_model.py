@@ -12,7 +12,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
-from streamfit_assets import FEATURES, MODEL, fallback
+from streamfit_assets import FEATURES, MODEL, fallback, skip
 
 from streamfit.alerts import on_task_failure
 
@@ -37,9 +37,7 @@ def train_model() -> None:
         summary = train_pending(get_settings(), hinted_keyspaces(triggering_asset_events))
         if not summary["by_keyspace"]:
             # No champion changed: emit no model event (scoring runs on the features event).
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            raise AirflowSkipException(f"no promotion: {summary['skipped']}")
+            skip("no promotion", summary)
         outlet_events[MODEL].extra = summary
         return summary
 

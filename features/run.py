@@ -22,7 +22,7 @@ from cassandra.cluster import Session
 
 from streamfit import kafka as kafka_io
 from streamfit.domains import load_domain
-from streamfit.progress import Position, Progress, run_stage
+from streamfit.progress import NOTHING_PENDING, Position, Progress, run_stage
 from streamfit.settings import Settings
 from streamfit.store import IngestStore, LedgerEntry, as_utc, ledger_offsets
 
@@ -119,7 +119,7 @@ def _build_keyspace(settings: Settings, session: Session, progress: Progress
         if summary["entities"]:
             rounds.append(summary)
     if not rounds:
-        return ("nothing pending" if not consumed else
+        return (NOTHING_PENDING if not consumed else
                 f"{consumed} landed rows consumed; no entities in their dates")
     stamps = [r["max_event_time"] for r in rounds if r["max_event_time"]]
     return {"dates": sorted({d for r in rounds for d in r["dates"]}),

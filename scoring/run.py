@@ -22,7 +22,7 @@ from typing import Any
 from cassandra.cluster import Session
 
 from streamfit.domains import load_domain
-from streamfit.progress import FeatureBuild, Position, Progress, run_stage
+from streamfit.progress import NOTHING_PENDING, FeatureBuild, Position, Progress, run_stage
 from streamfit.settings import Settings
 
 STAGE = "scoring"
@@ -84,7 +84,7 @@ def _score_keyspace(settings: Settings, session: Session, progress: Progress
     domain = load_domain(settings.domain)
     backlog = pending_scoring(session, progress, domain.model_name)
     if not backlog.pending:
-        return "nothing pending"
+        return NOTHING_PENDING
     as_of = backlog.as_of
     newest = backlog.builds[-1] if backlog.builds else None
 

@@ -15,11 +15,16 @@ from typing import Any
 
 import httpx
 
+from streamfit.catalog import SKIPPED_XCOM
 from streamfit.settings import Settings
 
 
 class AirflowAPIError(RuntimeError):
     """Airflow's API refused or failed a request; the message carries its status and answer."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def airflow_password(settings: Settings) -> str | None:
@@ -94,7 +99,8 @@ class AirflowClient:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self._http.request(method, path, headers=self._auth_headers(), **kwargs)
         if resp.status_code >= 400:
-            raise AirflowAPIError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
+            raise AirflowAPIError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}",
+                                  resp.status_code)
         return resp.json() if resp.content else None
 
     def version(self) -> str:
@@ -132,7 +138,8 @@ class AirflowClient:
 
     def pipeline_runs(self, dag_id: str, since: str, keyspace: str) -> list[PipelineRun]:
         """Finished runs of a streamfit pipeline DAG created after ``since`` that concern
-        ``keyspace``: runs whose result names it, and skipped runs whose skip reason does."""
+        ``keyspace``: runs whose result names it, and skipped runs whose skip reasons
+        (``SKIPPED_XCOM``) do."""
         out = []
         for run in self.dag_runs(dag_id, since):
             if run["state"] not in ("success", "failed"):
@@ -140,17 +147,28 @@ class AirflowClient:
             base = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances"
             ti = self.request("GET", base)["task_instances"][0]
             summary: dict[str, Any] | None = None
+            reason: str | None = None
             if ti["state"] == "success":
-                value = self.request("GET", f"{base}/{ti['task_id']}/xcomEntries/"
-                                     "return_value")["value"] or {}
-                summary = value.get("by_keyspace", {}).get(keyspace)
+                summary = (self._xcom(base, ti["task_id"], "return_value") or {}).get(
+                    "by_keyspace", {}).get(keyspace)
                 if summary is None:
                     continue
             elif ti["state"] == "skipped":
-                pass  # skipped runs carry no result; the caller decides what they mean
+                reason = (self._xcom(base, ti["task_id"], SKIPPED_XCOM) or {}).get(keyspace)
+                if reason is None:  # it did nothing here because it never looked here
+                    continue
             out.append(PipelineRun(dag_id, run["dag_run_id"], run["run_type"], ti["state"],
-                                   run.get("start_date"), run.get("end_date"), summary))
+                                   run.get("start_date"), run.get("end_date"), summary, reason))
         return out
+
+    def _xcom(self, task_instances: str, task_id: str, key: str) -> Any:
+        """A task's XCom ``key``, None when it left none."""
+        try:
+            return self.request("GET", f"{task_instances}/{task_id}/xcomEntries/{key}")["value"]
+        except AirflowAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def dag_runs(self, dag_id: str, since: str, page_size: int = 100) -> list[dict[str, Any]]:
         """Every run of ``dag_id`` created after ``since``, oldest first, page by page (one page
@@ -175,3 +193,5 @@ class PipelineRun:
     end_date: str | None
     #: the task's summary for the keyspace (None for skipped or failed runs)
     summary: dict[str, Any] | None
+    #: why a skipped run did nothing in the keyspace, e.g. "nothing pending" (None otherwise)
+    reason: str | None = None

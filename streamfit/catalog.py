@@ -18,6 +18,9 @@ RAW_EVENTS = AssetId("raw_events", "cassandra://streamfit/raw_events")
 FEATURES = AssetId("features", "cassandra://streamfit/entity_features")
 MODEL = AssetId("model", "cassandra://streamfit/model_registry/champion")
 PREDICTIONS = AssetId("predictions", "cassandra://streamfit/predictions")
+#: The XCom a pipeline task that did nothing leaves before it skips: keyspace -> why (Airflow
+#: keeps no result of a skipped task, and its skip message is only in the log).
+SKIPPED_XCOM = "skipped"
 
 
 def event_extras(triggering_asset_events: Any) -> list[dict[str, Any]]:

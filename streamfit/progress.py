@@ -263,6 +263,10 @@ def pipeline_keyspaces(session: Session, default: str, hinted: Iterable[str] = (
     return sorted(k for k in served if valid_keyspace(k))
 
 
+#: What a stage's step returns for a keyspace with no work: a time-fallback run usually finds it.
+NOTHING_PENDING = "nothing pending"
+
+
 def settings_for(settings: Any, session: Session, keyspace: str) -> Any:
     """The process's settings pointed at ``keyspace`` and at the domain that keyspace records,
     so one Airflow serves keyspaces of different domains."""

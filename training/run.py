@@ -13,7 +13,7 @@ from typing import Any
 
 from cassandra.cluster import Session
 
-from streamfit.progress import FeatureBuild, Position, Progress, run_stage
+from streamfit.progress import NOTHING_PENDING, FeatureBuild, Position, Progress, run_stage
 from streamfit.settings import Settings
 
 STAGE = "training"
@@ -30,7 +30,7 @@ def _train_keyspace(settings: Settings, _session: Session, progress: Progress
                     ) -> dict[str, Any] | str:
     old, builds = pending_builds(progress)
     if not builds:
-        return "nothing pending"
+        return NOTHING_PENDING
     from training.train import train_and_maybe_promote
 
     result = train_and_maybe_promote(settings)

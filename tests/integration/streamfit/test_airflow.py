@@ -7,6 +7,7 @@ import pytest
 
 from app.stack.services import AirflowService
 from streamfit.airflow_api import AirflowAPIError, AirflowClient
+from streamfit.progress import NOTHING_PENDING
 from streamfit.settings import Settings
 
 
@@ -74,3 +75,24 @@ def test_dag_runs_are_listed_past_the_first_page(airflow: AirflowClient) -> None
                                json={"logical_date": None})["dag_run_id"] for _ in range(3)]
     listed = [r["dag_run_id"] for r in airflow.dag_runs("check_stack", since, page_size=2)]
     assert listed == created  # all three, over two pages, oldest first
+
+
+def test_a_skipped_pipeline_run_says_why_per_keyspace(airflow: AirflowClient,
+                                                     stack: Settings) -> None:
+    """A train_model run with nothing to do skips and leaves why, per keyspace it looked at (the
+    default one always): ``pipeline_runs`` lists it there with that reason, and not for a
+    keyspace it never looked at."""
+    _wait_for_dag(airflow, "train_model")
+    since = datetime.now(UTC).isoformat()
+    run_id = airflow.request("POST", "/api/v2/dags/train_model/dagRuns",
+                             json={"logical_date": None})["dag_run_id"]
+    deadline = time.monotonic() + 240
+    while (airflow.request("GET", f"/api/v2/dags/train_model/dagRuns/{run_id}")["state"]
+           not in ("success", "failed")):
+        assert time.monotonic() < deadline, "the manual train_model run did not finish"
+        time.sleep(2)
+    ours = [r for r in airflow.pipeline_runs("train_model", since, stack.keyspace)
+            if r.run_id == run_id]
+    assert [(r.state, r.summary, r.reason) for r in ours] == [("skipped", None, NOTHING_PENDING)]
+    assert not [r for r in airflow.pipeline_runs("train_model", since, "t_never_looked_at")
+                if r.run_id == run_id]
