@@ -95,7 +95,8 @@ def watch(client: AirflowClient, settings: Settings, since: str, say: Say, timeo
     while True:
         # the backlog first: runs that ended before it was read are all printed below
         backlog = pipeline_status(settings, [settings.keyspace])
-        runs = {d: client.pipeline_runs(d, since, settings.keyspace) for d in PIPELINE}
+        runs = {d: client.pipeline_runs(d, since, settings.keyspace, ended=True)
+                for d in PIPELINE}
         for dag_id in PIPELINE:
             for run in reversed(runs[dag_id]):
                 # a fallback tick that found nothing to do here is not part of the story

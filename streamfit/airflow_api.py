@@ -136,12 +136,15 @@ class AirflowClient:
                     return True
         return False
 
-    def pipeline_runs(self, dag_id: str, since: str, keyspace: str) -> list[PipelineRun]:
-        """Finished runs of a streamfit pipeline DAG created after ``since`` that concern
-        ``keyspace``: runs whose result names it, and skipped runs whose skip reasons
-        (``SKIPPED_XCOM``) do."""
+    def pipeline_runs(self, dag_id: str, since: str, keyspace: str, ended: bool = False
+                      ) -> list[PipelineRun]:
+        """Finished runs of a streamfit pipeline DAG created after ``since`` (``ended``: that
+        ended after it) that concern ``keyspace``: runs whose result names it, and skipped runs
+        whose skip reasons (``SKIPPED_XCOM``) do. A fallback run is filed under its cron tick,
+        which may come just before ``since`` while the run reads what landed after it: a
+        watcher that must see it asks for ``ended``."""
         out = []
-        for run in self.dag_runs(dag_id, since):
+        for run in self.dag_runs(dag_id, since, field="end_date_gte" if ended else "run_after_gte"):
             if run["state"] not in ("success", "failed"):
                 continue
             base = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances"
@@ -170,14 +173,16 @@ class AirflowClient:
                 return None
             raise
 
-    def dag_runs(self, dag_id: str, since: str, page_size: int = 100) -> list[dict[str, Any]]:
-        """Every run of ``dag_id`` created after ``since``, oldest first, page by page (one page
-        of 100 once hid the newest runs from a long-lived Airflow)."""
+    def dag_runs(self, dag_id: str, since: str, page_size: int = 100,
+                 field: str = "run_after_gte") -> list[dict[str, Any]]:
+        """Every run of ``dag_id`` created after ``since`` (or by another of the API's ``*_gte``
+        filters, e.g. ``end_date_gte``), oldest first, page by page (one page of 100 once hid the
+        newest runs from a long-lived Airflow)."""
         runs: list[dict[str, Any]] = []
         while True:
             page = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
                                 params={"limit": page_size, "offset": len(runs), "order_by": "id",
-                                        "run_after_gte": since})
+                                        field: since})
             runs.extend(page["dag_runs"])
             if not page["dag_runs"] or len(runs) >= page["total_entries"]:
                 return runs

@@ -81,11 +81,14 @@ def test_a_skipped_pipeline_run_says_why_per_keyspace(airflow: AirflowClient,
                                                      stack: Settings) -> None:
     """A train_model run with nothing to do skips and leaves why, per keyspace it looked at (the
     default one always): ``pipeline_runs`` lists it there with that reason, and not for a
-    keyspace it never looked at."""
+    keyspace it never looked at. Asked for runs that *ended* after a moment just after it was
+    created (it cannot have ended yet: a task takes seconds), it is listed; asked for runs
+    created after that moment, it is not."""
     _wait_for_dag(airflow, "train_model")
     since = datetime.now(UTC).isoformat()
     run_id = airflow.request("POST", "/api/v2/dags/train_model/dagRuns",
                              json={"logical_date": None})["dag_run_id"]
+    created = datetime.now(UTC).isoformat()
     deadline = time.monotonic() + 240
     while (airflow.request("GET", f"/api/v2/dags/train_model/dagRuns/{run_id}")["state"]
            not in ("success", "failed")):
@@ -96,3 +99,7 @@ def test_a_skipped_pipeline_run_says_why_per_keyspace(airflow: AirflowClient,
     assert [(r.state, r.summary, r.reason) for r in ours] == [("skipped", None, NOTHING_PENDING)]
     assert not [r for r in airflow.pipeline_runs("train_model", since, "t_never_looked_at")
                 if r.run_id == run_id]
+    assert run_id in {r.run_id for r in airflow.pipeline_runs("train_model", created,
+                                                              stack.keyspace, ended=True)}
+    assert run_id not in {r.run_id for r in airflow.pipeline_runs("train_model", created,
+                                                                  stack.keyspace)}
