@@ -102,7 +102,7 @@ DOMAIN = Domain(
     features=FeatureSpec(names=tuple(feature_names()), model=tuple(model_features()),
                          naive="late_rate_route_28d", build_day=_build_day,
                          days_affected=_days_affected, build_for=_build_for,
-                         built_as_given=_built_as_given, reads=_reads, version=2,
+                         built_as_given=_built_as_given, reads=_reads, version=3,
                          horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",

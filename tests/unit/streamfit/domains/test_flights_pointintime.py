@@ -147,13 +147,15 @@ def test_events_after_a_horizons_as_of_time_leave_its_features_unchanged(hours: 
                          WEATHER.iloc[:1].assign(observed_at=as_of + pd.Timedelta(hours=1),
                                                  temp=-40.0)])
 
-    def feats(delays_later: list[float], wx: pd.DataFrame, h: pd.Timedelta | None) -> pd.DataFrame:
+    def feats(delays_later: list[float], wx: pd.DataFrame, h: pd.Timedelta | None,
+              air_later: float = 120.0) -> pd.DataFrame:
         hist = _history(known + later, [0.0] * 7 + delays_later)
+        hist.loc[7:, "air_time"] = air_later  # time lost in the air by the later arrivals
         return build_features(flights, hist, wx, PLANES, h, zones=ZONES)
 
     base = feats([0.0] * 3, weather, horizon)
     changed = feats([500.0] * 3, weather.assign(temp=weather["temp"].where(
-        weather["observed_at"] < as_of.floor("h"), 77.0)), horizon)
+        weather["observed_at"] < as_of.floor("h"), 77.0)), horizon, air_later=400.0)
     pd.testing.assert_frame_equal(base, changed)
     assert base.iloc[0]["wx_temp"] == 40.0  # the observation before as-of, not the later ones
     # as of the departure the same changes are seen
@@ -176,6 +178,34 @@ def test_flight_number_rates_follow_only_that_flight_number() -> None:
     anonymous = build_features(_flights(1).drop(columns="flight"), hist, WEATHER, PLANES).iloc[0]
     assert anonymous["n_flight_7d"] == 0
     assert anonymous["late_rate_flight_7d"] == pytest.approx(feats["late_rate_carrier_28d"])
+
+
+def test_time_lost_in_the_air_counts_the_arrivals_known_at_the_as_of_time() -> None:
+    """Six flights to O'Hare landed in the hour before F0 leaves, 140 minutes in the air on a
+    route that took 120 two days before, and each 30 minutes later than it left; one more lands
+    300 minutes after its departure half an hour after F0 leaves, before F1 does. The route's
+    mean is the one known at the build's first as-of time (1/64 minute)."""
+    old = [T0 - pd.Timedelta(days=2, hours=h) for h in range(20)]
+    recent = [T0 - pd.Timedelta(minutes=10 * k) for k in range(1, 7)]
+    hist = pd.DataFrame({
+        "flight_id": [f"O{i}" for i in range(20)] + [f"R{k}" for k in range(6)] + ["L"],
+        "carrier": "UA", "origin": "EWR", "dest": "ORD", "sched_hour": 10, "flight": 7,
+        "actual_arrival": [*old, *recent, T0 + pd.Timedelta(minutes=30)],
+        "arr_delay": [0.0] * 20 + [40.0] * 6 + [100.0],
+        "air_time": [120.0] * 20 + [140.0] * 6 + [300.0]})
+    departed = _departed([(f"R{k}", T0 - H, 10.0) for k in range(6)] + [("L", T0 - H, 10.0)])
+    feats = build_features(_flights(2), hist, WEATHER, PLANES, departures=departed)
+    mean = round((20 * 120 + 6 * 140) / 26 * 64) / 64
+    f0, f1 = feats.iloc[0], feats.iloc[1]
+    for window in ("dest_3h", "dest_24h", "origin_2h", "all_2h"):
+        assert f0[f"air_excess_{window}"] == 140 - mean  # exact: the mean is a binary fraction
+        assert f1[f"air_excess_{window}"] == pytest.approx((6 * (140 - mean) + 300 - mean) / 7)
+    assert (f0["delay_gained_dest_3h"], f0["delay_gained_all_2h"]) == (30.0, 30.0)
+    assert f1["delay_gained_all_2h"] == pytest.approx((6 * 30 + 90) / 7)
+    # two hours before F0 leaves none of them had landed: too few to say anything
+    early = build_features(_flights(1), hist, WEATHER, PLANES, pd.Timedelta(hours=2),
+                           departures=departed).iloc[0]
+    assert np.isnan(early["air_excess_dest_3h"]) and np.isnan(early["delay_gained_dest_3h"])
 
 
 def test_block_time_is_measured_in_the_destinations_time_zone() -> None:
