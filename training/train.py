@@ -39,7 +39,7 @@ from sklearn.model_selection import TimeSeriesSplit
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from streamfit.domains import EVENT_TIME, HORIZON, load_domain
+from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, load_domain
 from streamfit.registry import predict
 
 log = logging.getLogger("streamfit.training")
@@ -84,7 +84,13 @@ def score(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def time_split(frame: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = frame.sort_values(EVENT_TIME)
+    """(training rows, holdout rows: the last ``holdout_days`` days), each in one order that does
+    not depend on how the rows were read: by time, then entity and horizon. The fit depends on
+    row order (time-ordered CV folds, and the early-stopping split HistGradientBoosting draws
+    past 10,000 rows), so the same rows read in another order (Cassandra's token order, a
+    backtest's, Spark's) train the same model."""
+    keys = [EVENT_TIME, *(c for c in (ENTITY_ID, HORIZON) if c in frame)]
+    frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
     cut = pd.to_datetime(frame[EVENT_TIME], utc=True).max().normalize() - \
         pd.Timedelta(days=holdout_days - 1)
     when = pd.to_datetime(frame[EVENT_TIME], utc=True)
