@@ -320,7 +320,7 @@ def _rotation(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame,
     return out
 
 
-def _block(f: pd.DataFrame, hist: pd.DataFrame, zones: dict[str, str] | None
+def _block(f: pd.DataFrame, route_air: pd.Series | None, zones: dict[str, str] | None
            ) -> dict[str, np.ndarray]:
     """Scheduled block time (departure to the scheduled local arrival, in the destination's
     time zone) and what it leaves over the route's mean air time in the history known before
@@ -337,22 +337,28 @@ def _block(f: pd.DataFrame, hist: pd.DataFrame, zones: dict[str, str] | None
         cand = local.dt.normalize() + hhmm.iloc[rows]
         cand = cand.where(cand >= local, cand + pd.Timedelta(days=1))
         block[rows] = ((cand - local) / pd.Timedelta(minutes=1)).to_numpy(dtype=float)
-    if not hist.empty and "air_time" in hist:
-        out["block_slack_min"] = block - _route_air_time(f, hist, f)
+    if route_air is not None:
+        out["block_slack_min"] = block - _per_route(route_air, f)
     return out
 
 
-def _route_air_time(f: pd.DataFrame, hist: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
-    """The mean air time of the route of each of ``rows`` over the arrivals of ``hist`` known
-    before the earliest as-of time of ``f`` (one mean per build, known to all its flights), to
-    1/64 minute."""
+def _route_air_time(f: pd.DataFrame, hist: pd.DataFrame) -> pd.Series | None:
+    """The mean air time per route (origin, dest) of the arrivals of ``hist`` known before the
+    earliest as-of time of ``f`` (one mean per build, known to all its flights), to 1/64 minute;
+    None without air times."""
+    if hist.empty or "air_time" not in hist:
+        return None
     known = hist[hist["actual_arrival"] < f["as_of"].min()]
     # Rounded to a binary fraction so that whole-minute air times less it, and their sums along
     # any order, are exact: engines that read the arrivals in another order (Spark) then build
     # the very same features.
-    mean_air = (known.groupby(["origin", "dest"])["air_time"].mean() * 64).round() / 64
-    key = pd.MultiIndex.from_frame(rows[["origin", "dest"]])
-    return mean_air.reindex(key).to_numpy(dtype=float)
+    return (known.groupby(["origin", "dest"])["air_time"].mean() * 64).round() / 64
+
+
+def _per_route(route_air: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+    """``route_air`` of the route of each of ``rows`` (NaN for a route it lacks)."""
+    return route_air.reindex(pd.MultiIndex.from_frame(rows[["origin", "dest"]])).to_numpy(
+        dtype=float)
 
 
 def _airborne(arrivals: _Arrivals) -> dict[str, np.ndarray]:
@@ -444,8 +450,10 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
         hist["late"] = (hist["arr_delay"] >= LATE_MINUTES).astype(float)
         # clipped: one 20-hour delay would otherwise dominate a flight number's mean for weeks
         hist["delay_c"] = hist["arr_delay"].astype(float).clip(-30, 120)
-        hist["air_excess"] = (hist["air_time"].astype(float) - _route_air_time(f, hist, hist)
-                              if "air_time" in hist else np.nan)
+    route_air = _route_air_time(f, hist)
+    if not hist.empty:
+        hist["air_excess"] = (hist["air_time"].astype(float) - _per_route(route_air, hist)
+                              if route_air is not None else np.nan)
         # what the flight made up or lost between leaving and landing (clipped like delay_c)
         dep = _departures_frame(departures)
         dep_delay = hist["flight_id"].map(dep.set_index("flight_id")["dep_delay"]) \
@@ -494,7 +502,7 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
                                                         np.nan, "delay_c")
     out["mean_delay_route_7d"], _ = arrivals.trailing(GROUPS["route"], WINDOWS["7d"], np.nan,
                                                       "delay_c")
-    for name, values in _block(f, hist, zones).items():
+    for name, values in _block(f, route_air, zones).items():
         out[name] = values
     for name, values in _airborne(arrivals).items():
         out[name] = values
