@@ -33,8 +33,10 @@ def _write_features(settings: Settings, days: int, per_day: int = 150, seed: int
             day = START + timedelta(days=d)
             values = rng.uniform(size=(per_day, len(names)))
             frame = pd.DataFrame(values, columns=names)
-            late = rng.uniform(size=per_day) < (0.05 + 0.45 * frame["late_rate_route_28d"]
-                                                + 0.45 * frame["wx_precip"])
+            # precipitation weighs more than the route rate: the model must find it among the
+            # other 60-odd uniform columns to beat the naive baseline by a clear margin
+            late = rng.uniform(size=per_day) < (0.05 + 0.35 * frame["late_rate_route_28d"]
+                                                + 0.55 * frame["wx_precip"])
             frame = frame.assign(
                 entity_id=[f"F{d}-{i}" for i in range(per_day)],
                 event_time=[datetime(day.year, day.month, day.day, 6, tzinfo=UTC)
