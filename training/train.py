@@ -91,9 +91,8 @@ def time_split(frame: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd
     backtest's, Spark's) train the same model."""
     keys = [EVENT_TIME, *(c for c in (ENTITY_ID, HORIZON) if c in frame)]
     frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
-    cut = pd.to_datetime(frame[EVENT_TIME], utc=True).max().normalize() - \
-        pd.Timedelta(days=holdout_days - 1)
     when = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    cut = when.max().normalize() - pd.Timedelta(days=holdout_days - 1)
     return frame[when < cut], frame[when >= cut]
 
 

@@ -75,10 +75,10 @@ TURNAROUND_MIN = 60.0
 MILES_PER_MIN = 7.5
 #: The windows of the time lost in the air: at the destination (recent and over the day), at
 #: the origin and over all of New York's arrivals.
-AIRBORNE_WINDOWS = {"dest_3h": (["dest"], pd.Timedelta(hours=3)),
+AIRBORNE_WINDOWS = {"dest_3h": (["dest"], DEST_WINDOW),
                     "dest_24h": (["dest"], pd.Timedelta(hours=24)),
-                    "origin_2h": (["origin"], pd.Timedelta(hours=2)),
-                    "all_2h": ([], pd.Timedelta(hours=2))}
+                    "origin_2h": (["origin"], CONGESTION_WINDOW),
+                    "all_2h": ([], CONGESTION_WINDOW)}
 
 
 def _utc(values: pd.Series) -> pd.Series:
@@ -346,7 +346,7 @@ def _route_air_time(f: pd.DataFrame, hist: pd.DataFrame) -> pd.Series | None:
     """The mean air time per route (origin, dest) of the arrivals of ``hist`` known before the
     earliest as-of time of ``f`` (one mean per build, known to all its flights), to 1/64 minute;
     None without air times."""
-    if hist.empty or "air_time" not in hist:
+    if "air_time" not in hist:
         return None
     known = hist[hist["actual_arrival"] < f["as_of"].min()]
     # Rounded to a binary fraction so that whole-minute air times less it, and their sums along
@@ -441,6 +441,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     # one dtype on both sides of the flight-number join; a request may not give the number
     f["flight"] = pd.to_numeric(f["flight"], errors="coerce").astype(float) if "flight" in f \
         else np.nan
+    departures = _departures_frame(departures)
+    route_air = None
     hist = history.copy()
     if not hist.empty:
         hist["flight"] = pd.to_numeric(hist["flight"], errors="coerce").astype(float) \
@@ -450,14 +452,12 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
         hist["late"] = (hist["arr_delay"] >= LATE_MINUTES).astype(float)
         # clipped: one 20-hour delay would otherwise dominate a flight number's mean for weeks
         hist["delay_c"] = hist["arr_delay"].astype(float).clip(-30, 120)
-    route_air = _route_air_time(f, hist)
-    if not hist.empty:
+        route_air = _route_air_time(f, hist)
         hist["air_excess"] = (hist["air_time"].astype(float) - _per_route(route_air, hist)
                               if route_air is not None else np.nan)
         # what the flight made up or lost between leaving and landing (clipped like delay_c)
-        dep = _departures_frame(departures)
-        dep_delay = hist["flight_id"].map(dep.set_index("flight_id")["dep_delay"]) \
-            if not dep.empty and "flight_id" in hist else np.nan
+        dep_delay = hist["flight_id"].map(departures.set_index("flight_id")["dep_delay"]) \
+            if not departures.empty and "flight_id" in hist else np.nan
         hist["gained"] = (hist["arr_delay"].astype(float) - dep_delay).clip(-60, 120)
     else:
         hist = pd.DataFrame(columns=["carrier", "origin", "dest", "sched_hour", "actual_arrival",
@@ -492,7 +492,6 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     for c in PLANE_COLS:
         out[c] = merged[c].to_numpy(dtype=float)
     schedule = _schedule_frame(schedule)
-    departures = _departures_frame(departures)
     for name, values in _congestion(f, schedule, departures).items():
         out[name] = values
     for name, values in _rotation(f, schedule, departures, hist).items():
