@@ -136,6 +136,10 @@ def _brief(run: PipelineRun) -> str:
     if run.reason:
         return f" - {run.reason}"
     if run.dag_id == "score_batch" and s:
+        if not s["dates"]:
+            # a champion change with every built date already behind the as-of time (a rerun)
+            return (f" - nothing ahead to score with v{s['model_version']}: no built date lies "
+                    "after the as-of time")
         return f" - {s['scored']:,} flights of {', '.join(s['dates'])} with v{s['model_version']}"
     return ""
 
