@@ -140,15 +140,18 @@ def test_models_show_and_report_read_what_monitoring_stored(champion: Settings,
 
 
 def _write_shifted_day(s: Settings, day: date) -> None:
-    """150 flights whose route delay rate sits far above anything seen in training."""
+    """150 flights whose route delay rate sits far above anything seen in training; every
+    other input is as the fixture's training days have it (the signal columns uniform, the rest
+    missing), so that rate is the one feature that drifts."""
     import pandas as pd
 
     from streamfit.featurestore import FeatureStore
-    from tests.integration.training.test_registry_and_training import FLIGHTS
+    from tests.integration.training.test_registry_and_training import FLIGHTS, SIGNAL
 
     rng = np.random.default_rng(7)
     names = list(FLIGHTS.features.names)
-    frame = pd.DataFrame(rng.uniform(size=(150, len(names))), columns=names)
+    frame = pd.DataFrame(np.nan, index=range(150), columns=names)
+    frame[list(SIGNAL)] = rng.uniform(size=(150, len(SIGNAL)))
     frame["late_rate_route_28d"] = 3.0 + rng.uniform(size=150)
     frame = frame.assign(entity_id=[f"S{i}" for i in range(150)],
                          event_time=[datetime(day.year, day.month, day.day, 6, tzinfo=UTC)
