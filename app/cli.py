@@ -637,12 +637,13 @@ def backtest(
                       f"{h['roc_auc']:.4f} vs naive {h['naive_roc_auc']:.4f}; would serve: "
                       f"{result.served_by}")
         table = Table(title=f"realised on the weeks after training, {result.horizon}")
-        for col in ("week", "rows", "late", "ROC AUC", "naive ROC AUC", "PR AUC",
-                    "naive PR AUC", "Brier", "naive Brier", "calibration err"):
+        for col in ("week", "rows", "late", "ROC AUC", "naive ROC AUC", "holdout-judged fit",
+                    "PR AUC", "naive PR AUC", "Brier", "naive Brier", "calibration err"):
             table.add_column(col)
         for w in result.weeks:
             table.add_row(f"{w.start}..{w.end}", str(w.rows), f"{w.late_share:.3f}",
                           f"{w.served['roc_auc']:.4f}", f"{w.naive['roc_auc']:.4f}",
+                          f"{w.trained['roc_auc']:.4f}",
                           f"{w.served['pr_auc']:.4f}", f"{w.naive['pr_auc']:.4f}",
                           f"{w.served['brier']:.4f}", f"{w.naive['brier']:.4f}",
                           f"{w.served['calibration_error']:.4f}")

@@ -95,13 +95,17 @@ class Registry:
         self.model = model
         self._insert = session.prepare(
             f"INSERT INTO {ks}.model_versions (model, version, created_at, algorithm, params, "
-            "metrics, features, train_window, lineage, artifact, sha256, reference) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")
+            "metrics, features, train_window, lineage, artifact, sha256, reference, "
+            "gate_artifact, gate_sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")
         self._versions = session.prepare(
             f"SELECT version, created_at, algorithm, params, metrics, features, train_window, "
             f"lineage, sha256, reference FROM {ks}.model_versions WHERE model = ?")
         self._artifact = session.prepare(
             f"SELECT artifact, sha256 FROM {ks}.model_versions WHERE model = ? AND version = ?")
+        self._gate_artifact = session.prepare(
+            f"SELECT gate_artifact, gate_sha256 FROM {ks}.model_versions "
+            "WHERE model = ? AND version = ?")
         self._features_of = session.prepare(
             f"SELECT features FROM {ks}.model_versions WHERE model = ? AND version = ?")
         # Aliases change by compare-and-set only (LWT): of two racing promotions, one wins.
@@ -131,11 +135,13 @@ class Registry:
     def register(self, model: Any, algorithm: str, params: dict[str, Any],
                  metrics: dict[str, float], features: list[str], train_window: dict[str, str],
                  lineage: dict[str, Any], reference: dict[str, Any] | None = None,
-                 version: int | None = None) -> int:
+                 version: int | None = None, gate_model: Any = None) -> int:
         """Store a new version: the next number, claimed with a lightweight transaction, or
         ``version`` if given and still free (the naive baseline is v0). Returns the number; -1
-        when the given ``version`` was taken already."""
+        when the given ``version`` was taken already. ``gate_model``: the same model fitted
+        without the holdout, when ``model`` (the one served) was refitted with it."""
         blob, digest = serialize(model)
+        gate_blob, gate_digest = serialize(gate_model) if gate_model is not None else (None, None)
         for _attempt in range(20):
             number = version if version is not None else max(
                 (v.version for v in self.versions()), default=0) + 1
@@ -143,14 +149,21 @@ class Registry:
                 self.model, number, datetime.now(UTC), algorithm, json.dumps(params),
                 json.dumps(metrics), json.dumps(features), json.dumps(train_window),
                 json.dumps(lineage, default=str), blob, digest,
-                json.dumps(reference or {}))).was_applied
+                json.dumps(reference or {}), gate_blob, gate_digest)).was_applied
             if applied:
                 return number
             if version is not None:
                 return -1
         raise RuntimeError("could not claim a model version number after 20 attempts")
 
-    def load(self, version: int) -> Any:
+    def load(self, version: int, holdout_free: bool = False) -> Any:
+        """The artifact ``version`` serves; with ``holdout_free``, the one fitted without its
+        holdout when it was refitted with it (to judge it on a later holdout that shares days
+        with its own). A version never refitted has one artifact: it serves both purposes."""
+        if holdout_free:
+            row = self.session.execute(self._gate_artifact, (self.model, version)).one()
+            if row is not None and row.gate_artifact is not None:
+                return deserialize(row.gate_artifact, row.gate_sha256)
         row = self.session.execute(self._artifact, (self.model, version)).one()
         if row is None:
             raise ModelNotFound(f"model version {version} does not exist")

@@ -407,6 +407,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         # ledger, retrains and rescores; the horizonless tables are left as they were.
         "DELETE FROM {ks}.stage_progress WHERE stage IN ('features', 'training', 'scoring')",
     )),
+    Migration(12, "a version's holdout-free artifact, beside the one it serves", (
+        # The served artifact is refitted on the whole window, holdout included; the one fitted
+        # without the holdout judges the version on later holdouts its refit has seen.
+        "ALTER TABLE {ks}.model_versions ADD IF NOT EXISTS gate_artifact blob",
+        "ALTER TABLE {ks}.model_versions ADD IF NOT EXISTS gate_sha256 text",
+    )),
 )
 
 

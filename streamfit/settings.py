@@ -200,6 +200,10 @@ class Settings(BaseSettings):
                             description="Trailing window of scheduled dates used for training.")
     holdout_days: int = Field(default=7, ge=1, le=365,
                               description="Most recent days of the window kept as the holdout.")
+    refit_with_holdout: bool = Field(
+        default=True, description="Once judged on the holdout, refit the chosen model on the "
+        "whole window, holdout included, and serve that (false: serve the model the holdout "
+        "judged).")
     min_new_rows: int = Field(default=500, ge=0,
                               description="Skip a retrain unless this many new labelled flights.")
     promotion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = Field(

@@ -4,10 +4,12 @@ Run by ``streamfit backtest --train-until D --weeks N``. It reads the keyspace's
 (build the dates first: ``streamfit features build``) and registers nothing. The model is chosen
 and fitted exactly as ``train_and_maybe_promote`` would on the window ending at ``D`` (the same
 ``STREAMFIT_TRAIN_DAYS``, holdout and candidates), and the floor decides which model would serve:
-the trained one if it beats the naive baseline on the holdout, else the baseline (v0). Each of the
-``N`` weeks after ``D`` is then scored with the features the pipeline stored for it, and judged
-against what happened: realised ROC AUC, PR AUC, Brier and calibration error, next to the naive
-baseline's, so a holdout figure can be checked against the weeks that follow it.
+the trained one if it beats the naive baseline on the holdout (refitted on the whole window,
+holdout included, under ``STREAMFIT_REFIT_WITH_HOLDOUT`` as training does), else the baseline
+(v0). Each of the ``N`` weeks after ``D`` is then scored with the features the pipeline stored
+for it, and judged against what happened: realised ROC AUC, PR AUC, Brier and calibration error,
+next to the naive baseline's and the holdout-judged fit's, so a holdout figure can be checked
+against the weeks that follow it.
 
 Horizons: the feature store holds every horizon's rows (each built as of that horizon before the
 entity's event time), and the pipeline trains one model on all of them, the horizon being one of
@@ -31,6 +33,7 @@ from training.train import (
     horizon_metrics,
     load_window,
     naive_metrics,
+    refit,
     score,
     time_split,
     window_dates,
@@ -47,8 +50,8 @@ class Week:
     end: date
     rows: int
     late_share: float
-    #: realised metrics of the model that would serve, of the trained model, and of the naive
-    #: feature itself
+    #: realised metrics of the model that would serve, of the trained model as the holdout
+    #: judged it (before any refit), and of the naive feature itself
     served: dict[str, float]
     trained: dict[str, float]
     naive: dict[str, float]
@@ -59,7 +62,7 @@ class Backtest:
     train_until: date
     horizon: str
     algorithm: str
-    served_by: str  # "trained" | "naive baseline (v0)"
+    served_by: str  # "trained" | "trained, refitted with the holdout" | "naive baseline (v0)"
     holdout: dict[str, float]
     weeks: list[Week] = field(default_factory=list)
 
@@ -112,6 +115,9 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
                            held[f"naive_{metric}"] if settings.promotion_beat_naive else None)
         if settings.promotion_beat_naive and below_floor(held, metric):
             beats = False
+        served = refit(model, [train, holdout], features) if settings.refit_with_holdout else model
+        served_by = ("naive baseline (v0)" if not beats else "trained, refitted with the holdout"
+                     if settings.refit_with_holdout else "trained")
         tests = [load_window(store, [train_until + timedelta(days=1 + 7 * w + i)
                                      for i in range(7)]) for w in range(weeks)]
         out = []
@@ -129,11 +135,11 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
                 trained = score(yw, predict(model, test, features))
                 v0 = score(yw, predict(baseline, test, [naive]))
                 judged.append(Week(start, start + timedelta(days=6), len(test), float(yw.mean()),
-                                   trained if beats else v0, trained,
+                                   score(yw, predict(served, test, features)) if beats else v0,
+                                   trained,
                                    score(yw, test[naive].to_numpy(dtype=float))))
             if not judged:
                 raise BacktestError(f"no labelled features in the {weeks} week(s) after "
                                     f"{train_until}: build those dates first")
-            out.append(Backtest(train_until, name, algorithm,
-                                "trained" if beats else "naive baseline (v0)", mine, judged))
+            out.append(Backtest(train_until, name, algorithm, served_by, mine, judged))
     return out

@@ -12,7 +12,11 @@ Triggered by the ``train_model`` DAG (scheduled on the ``features`` asset) or th
    (small grid) against a logistic-regression baseline;
 4. metrics on the holdout (ROC AUC, PR AUC, log loss, Brier, calibration error) next to the naive
    baseline, the domain's naive feature (for flights, the route's trailing delay rate);
-5. register the version; the gate compares it with the champion on the same fresh holdout.
+5. refit the chosen model on the whole window, holdout included (``STREAMFIT_REFIT_WITH_HOLDOUT``,
+   on by default): the weeks after the window are closer to its last days than to any other, so
+   the served fit learns from them too. The holdout-judged fit is stored beside it;
+6. register the version; the gate compares it with the champion on the same fresh holdout, the
+   champion by its holdout-free fit when its refit has seen some of those days.
 
 The floor (``STREAMFIT_PROMOTION_BEAT_NAIVE``, on by default): the first training also registers
 the naive baseline as **v0**, a logistic calibration of the domain's naive feature (so it ranks
@@ -142,6 +146,24 @@ def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any =
     return name, params, model, cv
 
 
+def refit(model: Any, frames: list[pd.DataFrame], features: list[str]) -> Any:
+    """A fresh copy of the chosen ``model`` (same parameters), fitted on all rows of ``frames``:
+    the served fit, once the holdout has judged ``model``."""
+    from sklearn.base import clone
+
+    rows = pd.concat(frames, ignore_index=True)
+    return clone(model).fit(fittable(rows[features].to_numpy(dtype=float)),
+                            rows["label"].to_numpy(dtype=int))
+
+
+def judged_fairly(registry: Any, version: Any, holdout_start: date) -> Any:
+    """``version``'s artifact to judge on a holdout from ``holdout_start``: its served fit, unless
+    that fit's window reaches into the holdout (a refit saw those days), then its holdout-free
+    one."""
+    seen = date.fromisoformat(version.train_window["end"]) >= holdout_start
+    return registry.load(version.version, holdout_free=seen)
+
+
 def naive_metrics(y: np.ndarray, frame: pd.DataFrame, naive: str) -> dict[str, float]:
     """``score`` of the naive feature itself on ``frame``'s rows, keys prefixed ``naive_``."""
     return {f"naive_{k}": v for k, v in score(y, frame[naive].to_numpy(dtype=float)).items()}
@@ -237,7 +259,8 @@ def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
                   for r in rows.itertuples(index=False)) if len(rows) else []
     identity = {"window": [dates[0].isoformat(), dates[-1].isoformat()], "data": data,
                 "features": features, "grid": HGB_GRID, "custom_pool": custom_pool,
-                "holdout_days": settings.holdout_days, "code": version("streamfit")}
+                "holdout_days": settings.holdout_days, "code": version("streamfit"),
+                "refit_with_holdout": settings.refit_with_holdout}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -331,6 +354,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             return TrainResult("skipped", f"too little data: {len(train)} training rows, "
                                f"{len(holdout)} holdout rows", champion=champion)
         y = holdout["label"].to_numpy(dtype=int)
+        holdout_start = pd.to_datetime(holdout[EVENT_TIME], utc=True).min().date()
         key = training_key(settings, parts, dates, features, pool is not None)
         # --force trains anew on purpose; otherwise a twin of a registered version is not made
         existing = None if force else next((v for v in versions.values()
@@ -352,9 +376,13 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
                             "holdout_rows": float(len(holdout))})
             window = window_of(dates, end, holdout)
-            version = registry.register(model, name, params, metrics, features, window,
-                                        {**lineage_of(parts, dates), "training_key": key},
-                                        reference_of(train, features, y, p_holdout, holdout))
+            served, judged = ((refit(model, [train, holdout], features), model)
+                              if settings.refit_with_holdout else (model, None))
+            version = registry.register(served, name, params, metrics, features, window,
+                                        {**lineage_of(parts, dates), "training_key": key,
+                                         "refit_with_holdout": judged is not None},
+                                        reference_of(train, features, y, p_holdout, holdout),
+                                        gate_model=judged)
         metric = settings.promotion_metric
         if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
             champion = _register_baseline(registry, domain.features.naive, train, holdout,
@@ -363,7 +391,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             versions = {v.version: v for v in registry.versions()}
         champ_score = None
         if champion is not None:
-            champ_model = registry.load(champion)
+            champ_model = judged_fairly(registry, versions[champion], holdout_start)
             champ_score = score(y, predict(champ_model, holdout,
                                            versions[champion].features))[metric]
         baseline = metrics[f"naive_{metric}"] if settings.promotion_beat_naive else None

@@ -82,7 +82,7 @@ def run_transient(settings: Settings, request_id: str, dates: list[date] | None 
     and/or ``entities`` (request rows), store the predictions under ``request_id`` and return a
     summary. The model is never registered."""
     from streamfit.cassandra import connect
-    from training.train import choose, load_window, score, time_split, window_dates
+    from training.train import choose, load_window, refit, score, time_split, window_dates
 
     if not dates and (entities is None or entities.empty):
         raise TransientError("give dates or entities to score")
@@ -104,6 +104,8 @@ def run_transient(settings: Settings, request_id: str, dates: list[date] | None 
         metrics = score(y, predict(model, holdout, names))
         metrics["naive_roc_auc"] = score(
             y, holdout[domain.features.naive].to_numpy(dtype=float))["roc_auc"]
+        if settings.refit_with_holdout:  # as a registered version serves
+            model = refit(model, [train, holdout], names)
         frames = [store.read_day(d) for d in dates or []]
         if entities is not None and not entities.empty:
             frames.append(store.features_for(entities))

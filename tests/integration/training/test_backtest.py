@@ -51,10 +51,16 @@ def test_the_weeks_after_training_are_judged_next_to_the_naive_baseline(built: S
     assert result.weeks[0].late_share == pytest.approx(y.mean())
     # the planted signal has two parts, the naive baseline sees one: the trained model serves
     # and beats it on the holdout and on the weeks after
-    assert result.served_by == "trained" and result.holdout["roc_auc"] > result.holdout[
-        "naive_roc_auc"]
-    assert all(w.served == w.trained and w.served["roc_auc"] > w.naive["roc_auc"] + 0.05
-               for w in result.weeks)
+    assert result.served_by == "trained, refitted with the holdout"
+    assert result.holdout["roc_auc"] > result.holdout["naive_roc_auc"]
+    assert all(w.served["roc_auc"] > w.naive["roc_auc"] + 0.05 and
+               w.trained["roc_auc"] > w.naive["roc_auc"] + 0.05 for w in result.weeks)
+    # the served fit is the refit (it differs from the holdout-judged one), unless told not to
+    assert all(w.served != w.trained for w in result.weeks)
+    [unrefitted] = run_backtest(built.model_copy(update={"refit_with_holdout": False}), UNTIL,
+                                weeks=1, horizons=["2 h before departure"])
+    assert unrefitted.served_by == "trained"
+    assert unrefitted.weeks[0].served == unrefitted.weeks[0].trained == result.weeks[0].trained
     # one model for both horizons, judged on each horizon's own rows
     assert near.algorithm == ahead.algorithm and len(ahead.weeks) == 2
     assert all(w.rows == 7 * 150 for w in ahead.weeks)

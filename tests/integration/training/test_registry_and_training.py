@@ -12,9 +12,16 @@ from sklearn.dummy import DummyClassifier
 from streamfit.cassandra import connect
 from streamfit.domains import HORIZON, load_domain
 from streamfit.featurestore import FeatureStore
-from streamfit.registry import ModelIntegrityError, Registry
+from streamfit.registry import ModelIntegrityError, Registry, predict
 from streamfit.settings import Settings
-from training.train import train_and_maybe_promote
+from training.train import (
+    load_window,
+    refit,
+    score,
+    time_split,
+    train_and_maybe_promote,
+    window_dates,
+)
 
 START = date(2013, 3, 1)
 FLIGHTS = load_domain("flights")
@@ -100,6 +107,81 @@ def test_first_model_becomes_champion_with_metrics_and_lineage(trained: Settings
         decision = registry.decisions(1)[0]
         assert decision.candidate == 2 and decision.champion == 1 and not decision.promoted
         assert decision.candidate_score < decision.champion_score
+
+
+def _split(s: Settings, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training rows and the holdout of the window ending on the ``days``-th day."""
+    with connect(s) as session:
+        store = FeatureStore(session, s.keyspace, FLIGHTS)
+        frame = load_window(store, window_dates(START + timedelta(days=days - 1), s.train_days))
+    return time_split(frame, s.holdout_days)
+
+
+def test_the_served_fit_saw_the_holdout_and_the_gate_judges_a_fit_that_did_not(
+        trained: Settings) -> None:
+    names = FLIGHTS.features.inputs
+    result = train_and_maybe_promote(trained)
+    assert result.promoted and result.version == 1
+    train, holdout = _split(trained, 30)
+    y = holdout["label"].to_numpy(dtype=int)
+    with connect(trained) as session:
+        registry = Registry(session, trained.keyspace, "flight_delay")
+        served, judged = registry.load(1), registry.load(1, holdout_free=True)
+        lineage = {v.version: v.lineage for v in registry.versions()}
+        assert lineage[1]["refit_with_holdout"] is True and "refit_with_holdout" not in lineage[0]
+    # the holdout figure is the holdout-free fit's; the served one is the same model refitted
+    # on the whole window
+    assert score(y, predict(judged, holdout, names))["roc_auc"] == pytest.approx(
+        result.metrics["roc_auc"], abs=1e-12)
+    again = refit(judged, [train, holdout], names)
+    assert np.allclose(predict(served, holdout, names), predict(again, holdout, names))
+    assert not np.allclose(predict(served, holdout, names), predict(judged, holdout, names))
+
+    # one more day: the new holdout (days 27-31) shares four days with v1's refit window, so
+    # the gate judges v1 by its holdout-free fit
+    _write_features(trained, 31)
+    second = train_and_maybe_promote(trained.model_copy(update={"min_new_rows": 0}))
+    assert second.version == 2
+    _train2, holdout2 = _split(trained, 31)
+    y2 = holdout2["label"].to_numpy(dtype=int)
+    with connect(trained) as session:
+        decision = Registry(session, trained.keyspace, "flight_delay").decisions(1)[0]
+    assert decision.candidate == 2 and decision.champion == 1
+    fair = score(y2, predict(judged, holdout2, names))["roc_auc"]
+    assert decision.champion_score == pytest.approx(fair, abs=1e-12)
+    assert decision.champion_score != pytest.approx(
+        score(y2, predict(served, holdout2, names))["roc_auc"], abs=1e-6)
+
+    # later, none of the holdout (days 32-36) lies in the champion's window (v1's or v2's: they
+    # end on days 30 and 31): its served fit is judged
+    _write_features(trained, 36)
+    third = train_and_maybe_promote(trained.model_copy(update={"min_new_rows": 0}))
+    _train3, holdout3 = _split(trained, 36)
+    with connect(trained) as session:
+        registry = Registry(session, trained.keyspace, "flight_delay")
+        decision = registry.decisions(1)[0]
+        assert decision.candidate == third.version == 3 and decision.champion in (1, 2)
+        current = registry.load(decision.champion)
+    assert decision.champion_score == pytest.approx(score(
+        holdout3["label"].to_numpy(dtype=int), predict(current, holdout3, names))["roc_auc"],
+        abs=1e-12)
+
+
+def test_without_the_refit_the_served_fit_is_the_judged_one(trained: Settings) -> None:
+    s = trained.model_copy(update={"refit_with_holdout": False})
+    result = train_and_maybe_promote(s)
+    _train, holdout = _split(s, 30)
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace, "flight_delay")
+        row = session.execute("SELECT gate_artifact FROM model_versions WHERE model = "
+                              "'flight_delay' AND version = 1").one()
+        served, judged = registry.load(1), registry.load(1, holdout_free=True)
+    assert row.gate_artifact is None
+    names = FLIGHTS.features.inputs
+    p = predict(served, holdout, names)
+    assert np.array_equal(p, predict(judged, holdout, names))
+    assert score(holdout["label"].to_numpy(dtype=int), p)["roc_auc"] == pytest.approx(
+        result.metrics["roc_auc"], abs=1e-12)
 
 
 def test_a_corrupted_artifact_is_refused_on_load(trained: Settings) -> None:

@@ -94,3 +94,25 @@ def test_a_column_missing_in_every_row_of_a_fold_still_fits() -> None:
     model = HistGradientBoostingClassifier(max_iter=5).fit(fittable(x), y)
     assert model.predict_proba(x)[:, 1][y == 1].mean() > 0.5
     assert np.isnan(x[:, 1]).all()  # the caller's rows are left as they were
+
+
+def test_refit_fits_a_fresh_copy_on_every_frame_and_leaves_the_chosen_model_alone() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from training.train import refit
+
+    rng = np.random.default_rng(0)
+    early = pd.DataFrame({"x": rng.normal(size=300)})
+    early["label"] = (early["x"] > 0).astype(int)
+    late = pd.DataFrame({"x": rng.normal(size=300)})
+    late["label"] = (late["x"] > 1).astype(int)  # the boundary moved: the refit must see it
+    chosen = LogisticRegression(C=0.5).fit(early[["x"]].to_numpy(), early["label"].to_numpy())
+    before = chosen.coef_.copy()
+    served = refit(chosen, [early, late], ["x"])
+    assert served is not chosen and served.get_params()["C"] == 0.5
+    assert np.array_equal(chosen.coef_, before)  # the holdout-judged fit is untouched
+    both = pd.concat([early, late], ignore_index=True)
+    alone = LogisticRegression(C=0.5).fit(both[["x"]].to_numpy(), both["label"].to_numpy())
+    assert np.allclose(served.coef_, alone.coef_) and np.allclose(served.intercept_,
+                                                                  alone.intercept_)
+    assert not np.allclose(served.intercept_, chosen.intercept_)
