@@ -104,7 +104,7 @@ class Registry:
         self._artifact = session.prepare(
             f"SELECT artifact, sha256 FROM {ks}.model_versions WHERE model = ? AND version = ?")
         self._gate_artifact = session.prepare(
-            f"SELECT gate_artifact, gate_sha256 FROM {ks}.model_versions "
+            f"SELECT gate_artifact, gate_sha256, artifact, sha256 FROM {ks}.model_versions "
             "WHERE model = ? AND version = ?")
         self._features_of = session.prepare(
             f"SELECT features FROM {ks}.model_versions WHERE model = ? AND version = ?")
@@ -160,13 +160,12 @@ class Registry:
         """The artifact ``version`` serves; with ``holdout_free``, the one fitted without its
         holdout when it was refitted with it (to judge it on a later holdout that shares days
         with its own). A version never refitted has one artifact: it serves both purposes."""
-        if holdout_free:
-            row = self.session.execute(self._gate_artifact, (self.model, version)).one()
-            if row is not None and row.gate_artifact is not None:
-                return deserialize(row.gate_artifact, row.gate_sha256)
-        row = self.session.execute(self._artifact, (self.model, version)).one()
+        row = self.session.execute(self._gate_artifact if holdout_free else self._artifact,
+                                   (self.model, version)).one()
         if row is None:
             raise ModelNotFound(f"model version {version} does not exist")
+        if holdout_free and row.gate_artifact is not None:
+            return deserialize(row.gate_artifact, row.gate_sha256)
         return deserialize(row.artifact, row.sha256)
 
     def features_of(self, version: int) -> list[str]:

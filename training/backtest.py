@@ -115,9 +115,12 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
                            held[f"naive_{metric}"] if settings.promotion_beat_naive else None)
         if settings.promotion_beat_naive and below_floor(held, metric):
             beats = False
-        served = refit(model, [train, holdout], features) if settings.refit_with_holdout else model
-        served_by = ("naive baseline (v0)" if not beats else "trained, refitted with the holdout"
-                     if settings.refit_with_holdout else "trained")
+        served, served_by = model, "trained"
+        if not beats:
+            served_by = "naive baseline (v0)"
+        elif settings.refit_with_holdout:  # the refit only when the trained model would serve
+            served = refit(model, [train, holdout], features)
+            served_by = "trained, refitted with the holdout"
         tests = [load_window(store, [train_until + timedelta(days=1 + 7 * w + i)
                                      for i in range(7)]) for w in range(weeks)]
         out = []
@@ -133,10 +136,14 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
                 start = train_until + timedelta(days=1 + 7 * w)
                 yw = test["label"].to_numpy(dtype=int)
                 trained = score(yw, predict(model, test, features))
-                v0 = score(yw, predict(baseline, test, [naive]))
+                if not beats:
+                    realised = score(yw, predict(baseline, test, [naive]))
+                elif served is model:
+                    realised = trained
+                else:
+                    realised = score(yw, predict(served, test, features))
                 judged.append(Week(start, start + timedelta(days=6), len(test), float(yw.mean()),
-                                   score(yw, predict(served, test, features)) if beats else v0,
-                                   trained,
+                                   realised, trained,
                                    score(yw, test[naive].to_numpy(dtype=float))))
             if not judged:
                 raise BacktestError(f"no labelled features in the {weeks} week(s) after "

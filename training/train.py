@@ -354,7 +354,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             return TrainResult("skipped", f"too little data: {len(train)} training rows, "
                                f"{len(holdout)} holdout rows", champion=champion)
         y = holdout["label"].to_numpy(dtype=int)
-        holdout_start = pd.to_datetime(holdout[EVENT_TIME], utc=True).min().date()
+        window = window_of(dates, end, holdout)
         key = training_key(settings, parts, dates, features, pool is not None)
         # --force trains anew on purpose; otherwise a twin of a registered version is not made
         existing = None if force else next((v for v in versions.values()
@@ -375,7 +375,6 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             metrics.update(horizon_metrics(y, p_holdout, holdout, domain.features.naive))
             metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
                             "holdout_rows": float(len(holdout))})
-            window = window_of(dates, end, holdout)
             served, judged = ((refit(model, [train, holdout], features), model)
                               if settings.refit_with_holdout else (model, None))
             version = registry.register(served, name, params, metrics, features, window,
@@ -386,12 +385,13 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
         metric = settings.promotion_metric
         if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
             champion = _register_baseline(registry, domain.features.naive, train, holdout,
-                                          window_of(dates, end, holdout), parts, dates, metric,
+                                          window, parts, dates, metric,
                                           settings.promotion_tolerance, champion)
             versions = {v.version: v for v in registry.versions()}
         champ_score = None
         if champion is not None:
-            champ_model = judged_fairly(registry, versions[champion], holdout_start)
+            champ_model = judged_fairly(registry, versions[champion],
+                                        date.fromisoformat(window["holdout_start"]))
             champ_score = score(y, predict(champ_model, holdout,
                                            versions[champion].features))[metric]
         baseline = metrics[f"naive_{metric}"] if settings.promotion_beat_naive else None
