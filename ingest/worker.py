@@ -169,6 +169,11 @@ class IngestWorker:
         return kafka_io.consumer(
             s, group_id=s.ingest_group, client_id=f"streamfit-ingest-{self.index}",
             max_poll_records=s.ingest_batch_size,
+            # A killed worker's partitions move once the group stops hearing from it; its
+            # restarted self rejoins at once. Heartbeats come from kafka-python's own thread, so
+            # a slow batch does not count against this (max_poll_interval_ms bounds that).
+            session_timeout_ms=s.ingest_session_timeout_ms,
+            heartbeat_interval_ms=min(3000, s.ingest_session_timeout_ms // 3),
             # Poison messages bigger than our limit are still fetched (then dead-lettered); 8 MiB
             # per partition keeps a flood of them from cutting every fetch to a few messages.
             max_partition_fetch_bytes=max(8 * 1048576, s.ingest_max_message_bytes * 4))

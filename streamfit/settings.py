@@ -136,6 +136,10 @@ class Settings(BaseSettings):
         default=10.0, ge=0.5, le=600, description="Longest wait between attempts to land a "
         "batch while Cassandra fails (the wait starts at 0.5 s and doubles): after an outage, "
         "landing resumes within this long.")
+    ingest_session_timeout_ms: int = Field(
+        default=10000, ge=6000, le=300000, description="How long the group waits for a worker "
+        "that stopped heartbeating (killed, host lost) before its partitions move to the others. "
+        "kafka-python's default, 45 s, left a killed worker's partitions standing that long.")
     ingest_max_message_bytes: int = Field(default=262144, ge=1024,
                                           description="Larger messages are dead-lettered.")
     ingest_metrics_port: int = Field(

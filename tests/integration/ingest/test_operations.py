@@ -56,6 +56,24 @@ def test_metrics_endpoint_counts_what_landed(ingest_settings: Settings) -> None:
     assert sum(r["committed"] for r in status["partitions"]) == len(events)
 
 
+def test_a_killed_workers_partitions_are_waited_for_as_long_as_the_setting_says(
+        ingest_settings: Settings) -> None:
+    """The worker's consumer joins the real group with STREAMFIT_INGEST_SESSION_TIMEOUT_MS
+    (the broker refuses a join outside its bounds), heartbeating well inside it."""
+    from ingest.worker import IngestWorker
+
+    s = ingest_settings.model_copy(update={"ingest_session_timeout_ms": 7000})
+    consumer = IngestWorker(s, 0)._consumer()
+    try:
+        consumer.subscribe([s.events_topic])
+        consumer.poll(timeout_ms=5000)  # joins the group: the broker took the timeout
+        assert consumer.assignment()
+        assert consumer.config["session_timeout_ms"] == 7000
+        assert consumer.config["heartbeat_interval_ms"] <= 7000 // 3
+    finally:
+        consumer.close(autocommit=False)
+
+
 def test_cli_produce_status_and_bad_arguments(ingest_settings: Settings, tmp_path: Path) -> None:
     s = ingest_settings
     env = _env(s)

@@ -96,6 +96,12 @@ def test_ports_must_differ() -> None:
         load_settings(kafka_port=9042)
 
 
+@pytest.mark.parametrize("timeout_ms", [5999, 300001])
+def test_the_ingest_session_timeout_stays_inside_the_brokers_bounds(timeout_ms: int) -> None:
+    with pytest.raises(SettingsError, match="STREAMFIT_INGEST_SESSION_TIMEOUT_MS"):
+        load_settings(ingest_session_timeout_ms=timeout_ms)
+
+
 @pytest.mark.parametrize("heap", ["512", "1T", "big"])
 def test_bad_heap_sizes(heap: str) -> None:
     with pytest.raises(SettingsError, match="heap"):
