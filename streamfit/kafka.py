@@ -125,7 +125,9 @@ def _check_login(settings: Settings) -> None:
 
 def client_config(settings: Settings, client_id: str) -> dict[str, Any]:
     config: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers.split(","),
-                              "client_id": client_id}
+                              "client_id": client_id,
+                              # back within a second of a broker's restart, not up to 30 s later
+                              "reconnect_backoff_max_ms": settings.kafka_reconnect_backoff_max_ms}
     if settings.kafka_username and settings.kafka_password:
         config.update(security_protocol="SASL_PLAINTEXT",
                       sasl_mechanism=settings.kafka_sasl_mechanism,

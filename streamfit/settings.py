@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     kafka_password: SecretStr | None = Field(default=None, description="Kafka SASL password.")
     kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
         default="SCRAM-SHA-512", description="Kafka SASL mechanism of clients and the local stack.")
+    kafka_reconnect_backoff_max_ms: int = Field(
+        default=1000, ge=50, le=60000, description="Longest wait between a client's attempts "
+        "to reach a broker that went away (the Java client's default; kafka-python's 30 s kept "
+        "producers and ingest workers idle up to half a minute after a broker restart).")
     cassandra_local_dc: str = Field(default="datacenter1", description="Local data centre.")
     cassandra_read_consistency: Consistency | None = Field(
         default=None, description="Consistency of reads. Empty: LOCAL_QUORUM when the keyspace "

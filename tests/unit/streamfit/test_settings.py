@@ -102,6 +102,13 @@ def test_the_ingest_session_timeout_stays_inside_the_brokers_bounds(timeout_ms: 
         load_settings(ingest_session_timeout_ms=timeout_ms)
 
 
+def test_every_kafka_client_reconnects_within_the_setting() -> None:
+    from streamfit.kafka import client_config
+
+    config = client_config(load_settings(kafka_reconnect_backoff_max_ms=700), "c")
+    assert config["reconnect_backoff_max_ms"] == 700
+
+
 @pytest.mark.parametrize("heap", ["512", "1T", "big"])
 def test_bad_heap_sizes(heap: str) -> None:
     with pytest.raises(SettingsError, match="heap"):
