@@ -56,7 +56,7 @@ def test_metrics_endpoint_counts_what_landed(ingest_settings: Settings) -> None:
     assert sum(r["committed"] for r in status["partitions"]) == len(events)
 
 
-def test_a_killed_workers_partitions_are_waited_for_as_long_as_the_setting_says(
+def test_the_worker_joins_the_group_with_the_configured_session_timeout(
         ingest_settings: Settings) -> None:
     """The worker's consumer joins the real group with STREAMFIT_INGEST_SESSION_TIMEOUT_MS
     (the broker refuses a join outside its bounds), heartbeating well inside it."""
