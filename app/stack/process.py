@@ -89,13 +89,29 @@ class Supervisor:
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
+    @staticmethod
+    def identity(proc: psutil.Process) -> str:
+        """What tells ``proc`` from a later process given the same pid. On Linux, its start in
+        clock ticks since boot (``/proc/<pid>/stat``): psutil's ``create_time`` is that plus a
+        boot time derived from the wall clock, so a clock step (NTP, a VM's host sync) moved it
+        by seconds and `stack down` took our own running services for stale pid files and left
+        them running (seen on this machine, 2026-12-04)."""
+        try:
+            stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        except OSError:  # not Linux: the wall-clock start is the best there is
+            return str(proc.create_time())
+        return "t" + stat.rsplit(")", 1)[1].split()[19]  # field 22, after the command name
+
     def process(self, name: str) -> psutil.Process | None:
         """The live process recorded for ``name``, or None (stale pid files are removed)."""
         path = self.pid_file(name)
         try:
             pid_text, started_text = path.read_text().split()
             proc = psutil.Process(int(pid_text))
-            if abs(proc.create_time() - float(started_text)) > 1.0:
+            if started_text.startswith("t"):
+                if self.identity(proc) != started_text:
+                    raise psutil.NoSuchProcess(int(pid_text))
+            elif abs(proc.create_time() - float(started_text)) > 1.0:  # written before ticks
                 raise psutil.NoSuchProcess(int(pid_text))
             if proc.status() == psutil.STATUS_ZOMBIE:
                 raise psutil.NoSuchProcess(int(pid_text))
@@ -134,7 +150,7 @@ class Supervisor:
                 start_new_session=True,  # own process group: `down` signals the whole group
             )
         proc = psutil.Process(popen.pid)
-        self.pid_file(spec.name).write_text(f"{proc.pid} {proc.create_time()}\n")
+        self.pid_file(spec.name).write_text(f"{proc.pid} {self.identity(proc)}\n")
         return proc
 
     def stop(self, name: str, timeout: float = 60.0) -> bool:

@@ -87,6 +87,21 @@ def test_stop_all_stops_several_groups_together(tmp_path: Path) -> None:
     assert max(float(x["term"]) for x in logged) < min(float(x["exit"]) for x in logged)
 
 
+def test_a_pid_file_names_its_process_whatever_the_wall_clock_says(tmp_path: Path) -> None:
+    """The pid file holds the start in ticks since boot, which a clock step does not move: our
+    own process is found through it, and a reused pid (another start) is not taken for it."""
+    sup = Supervisor(tmp_path / "run", tmp_path / "logs")
+    sup.run_dir.mkdir(parents=True)
+    me = psutil.Process()
+    ticks = sup.identity(me)
+    assert ticks.startswith("t") and ticks[1:].isdigit()
+    sup.pid_file("kafka").write_text(f"{me.pid} {ticks}\n")
+    assert sup.process("kafka") == me
+    sup.pid_file("kafka").write_text(f"{me.pid} t{int(ticks[1:]) - 1}\n")
+    assert sup.process("kafka") is None
+    assert not sup.pid_file("kafka").exists()
+
+
 def test_stale_pid_file_is_ignored(tmp_path: Path) -> None:
     sup = Supervisor(tmp_path / "run", tmp_path / "logs")
     sup.run_dir.mkdir(parents=True)
