@@ -93,9 +93,9 @@ class Supervisor:
     def identity(proc: psutil.Process) -> str:
         """What tells ``proc`` from a later process given the same pid. On Linux, its start in
         clock ticks since boot (``/proc/<pid>/stat``): psutil's ``create_time`` is that plus a
-        boot time derived from the wall clock, so a clock step (NTP, a VM's host sync) moved it
-        by seconds and `stack down` took our own running services for stale pid files and left
-        them running (seen on this machine, 2026-12-04)."""
+        boot time derived from the wall clock, so a clock step (NTP, a VM's host sync) moves it.
+        On 2026-12-04 `stack down` here took our own running services for stale pid files and
+        left them running, most likely after such a step (the step itself was not caught)."""
         try:
             stat = Path(f"/proc/{proc.pid}/stat").read_text()
         except OSError:  # not Linux: the wall-clock start is the best there is
