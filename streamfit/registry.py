@@ -158,8 +158,8 @@ class Registry:
 
     def load(self, version: int, holdout_free: bool = False) -> Any:
         """The artifact ``version`` serves; with ``holdout_free``, the one fitted without its
-        holdout when it was refitted with it (to judge it on a later holdout that shares days
-        with its own). A version never refitted has one artifact: it serves both purposes."""
+        holdout when it was refitted with it (what the promotion gate judges, the champion's as
+        the candidate's). A version never refitted has one artifact: it serves both purposes."""
         row = self.session.execute(self._gate_artifact if holdout_free else self._artifact,
                                    (self.model, version)).one()
         if row is None:

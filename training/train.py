@@ -15,8 +15,11 @@ Triggered by the ``train_model`` DAG (scheduled on the ``features`` asset) or th
 5. refit the chosen model on the whole window, holdout included (``STREAMFIT_REFIT_WITH_HOLDOUT``,
    on by default): the weeks after the window are closer to its last days than to any other, so
    the served fit learns from them too. The holdout-judged fit is stored beside it;
-6. register the version; the gate compares it with the champion on the same fresh holdout, the
-   champion by its holdout-free fit when its refit has seen some of those days.
+6. register the version; the gate compares it with the champion on the same fresh holdout, each
+   by its holdout-free fit. Both served fits are those fits plus their own holdout days, so the
+   gate compares the served fits' recipes shifted back by the holdout: judging the champion by
+   its served fit instead would pit a refit against a fit without its last days (and, when both
+   windows start before the data, against the same rows: an exact tie every week).
 
 The floor (``STREAMFIT_PROMOTION_BEAT_NAIVE``, on by default): the first training also registers
 the naive baseline as **v0**, a logistic calibration of the domain's naive feature (so it ranks
@@ -156,12 +159,12 @@ def refit(model: Any, frames: list[pd.DataFrame], features: list[str]) -> Any:
                             rows["label"].to_numpy(dtype=int))
 
 
-def judged_fairly(registry: Any, version: Any, holdout_start: date) -> Any:
-    """``version``'s artifact to judge on a holdout from ``holdout_start``: its served fit, unless
-    that fit's window reaches into the holdout (a refit saw those days), then its holdout-free
-    one."""
-    seen = date.fromisoformat(version.train_window["end"]) >= holdout_start
-    return registry.load(version.version, holdout_free=seen)
+def judged_fairly(registry: Any, version: Any) -> Any:
+    """``version``'s artifact to judge against a candidate's holdout-free fit: its own
+    holdout-free fit (its only fit when it was never refitted: the naive baseline, or with
+    ``STREAMFIT_REFIT_WITH_HOLDOUT`` off). Like for like: each lacks its own last
+    ``holdout_days`` days, as each served fit has them."""
+    return registry.load(version.version, holdout_free=True)
 
 
 def naive_metrics(y: np.ndarray, frame: pd.DataFrame, naive: str) -> dict[str, float]:
@@ -390,8 +393,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             versions = {v.version: v for v in registry.versions()}
         champ_score = None
         if champion is not None:
-            champ_model = judged_fairly(registry, versions[champion],
-                                        date.fromisoformat(window["holdout_start"]))
+            champ_model = judged_fairly(registry, versions[champion])
             champ_score = score(y, predict(champ_model, holdout,
                                            versions[champion].features))[metric]
         baseline = metrics[f"naive_{metric}"] if settings.promotion_beat_naive else None

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.dummy import DummyClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
 from streamfit.cassandra import connect
 from streamfit.domains import HORIZON, load_domain
@@ -153,18 +157,58 @@ def test_the_served_fit_saw_the_holdout_and_the_gate_judges_a_fit_that_did_not(
         score(y2, predict(served, holdout2, names))["roc_auc"], abs=1e-6)
 
     # later, none of the holdout (days 32-36) lies in the champion's window (v1's or v2's: they
-    # end on days 30 and 31): its served fit is judged
+    # end on days 30 and 31): still its holdout-free fit is judged, as the candidate's is
     _write_features(trained, 36)
     third = train_and_maybe_promote(trained.model_copy(update={"min_new_rows": 0}))
     _train3, holdout3 = _split(trained, 36)
+    y3 = holdout3["label"].to_numpy(dtype=int)
     with connect(trained) as session:
         registry = Registry(session, trained.keyspace, "flight_delay")
         decision = registry.decisions(1)[0]
         assert decision.candidate == third.version == 3 and decision.champion in (1, 2)
-        current = registry.load(decision.champion)
-    assert decision.champion_score == pytest.approx(score(
-        holdout3["label"].to_numpy(dtype=int), predict(current, holdout3, names))["roc_auc"],
-        abs=1e-12)
+        current = registry.load(decision.champion, holdout_free=True)
+        current_served = registry.load(decision.champion)
+    assert decision.champion_score == pytest.approx(
+        score(y3, predict(current, holdout3, names))["roc_auc"], abs=1e-12)
+    assert decision.champion_score != pytest.approx(
+        score(y3, predict(current_served, holdout3, names))["roc_auc"], abs=1e-6)
+
+
+def _one_candidate() -> list[tuple[str, dict[str, Any], Any]]:
+    """One candidate, so both trainings choose the same one whatever their CV folds say."""
+    return [("LogisticRegression", {"C": 1.0},
+             make_pipeline(SimpleImputer(strategy="median"), LogisticRegression(C=1.0)))]
+
+
+def test_a_weekly_retrain_is_judged_against_the_champion_fitted_the_same_way(
+        fresh_keyspace_settings: Settings) -> None:
+    """``make demo``'s case: both windows begin before the data, and the retrain's holdout is
+    the days since the champion's window ended. The champion's served refit and the candidate's
+    holdout-free fit are then the same model on the same rows, so judging the champion by its
+    refit would tie every retrain (it did, to the last digit); the gate judges its holdout-free
+    fit, trained as the candidate's was."""
+    s = fresh_keyspace_settings.model_copy(update={"train_days": 40, "holdout_days": 5,
+                                                   "min_new_rows": 100})
+    _write_features(s, 30)
+    first = train_and_maybe_promote(s, pool=_one_candidate)
+    assert first.promoted and first.version == 1
+    _write_features(s, 35)  # the same 30 days again, and 5 more
+    second = train_and_maybe_promote(s, pool=_one_candidate)
+    assert second.version == 2
+    names = FLIGHTS.features.inputs
+    _train, holdout = _split(s, 35)
+    y = holdout["label"].to_numpy(dtype=int)
+    with connect(s) as session:
+        registry = Registry(session, s.keyspace, "flight_delay")
+        decision = registry.decisions(1)[0]
+        served, judged = registry.load(1), registry.load(1, holdout_free=True)
+    assert (decision.candidate, decision.champion) == (2, 1)
+    # the tie the old gate saw: v1's refit scores exactly what v2's holdout-free fit scores
+    assert score(y, predict(served, holdout, names))["roc_auc"] == decision.candidate_score
+    # what the gate judges instead: v1 without its own holdout, trained 5 days short of v2's
+    assert decision.champion_score == pytest.approx(
+        score(y, predict(judged, holdout, names))["roc_auc"], abs=1e-12)
+    assert decision.champion_score != decision.candidate_score
 
 
 def test_without_the_refit_the_served_fit_is_the_judged_one(trained: Settings) -> None:
