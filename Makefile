@@ -84,6 +84,7 @@ bench: install
 	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
 	$(BIN)/python bench/serving.py --json bench/results/serving.json
 	$(BIN)/python bench/backtest.py --json bench/results/backtest.json
+	$(BIN)/python bench/gate.py --json bench/results/gate.json
 	$(BIN)/python bench/spark.py --json bench/results/spark.json
 	$(BIN)/python bench/spark.py --part scaled --json bench/results/spark_scaled.json
 
