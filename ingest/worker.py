@@ -287,6 +287,7 @@ def worker_main(settings: Settings, index: int) -> None:
                         format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("cassandra").setLevel(logging.ERROR)
+    kafka_io.quiet_contention_warnings()
     worker = IngestWorker(settings, index)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)

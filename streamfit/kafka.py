@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,27 @@ from kafka.errors import (
 )
 
 from streamfit.settings import Settings
+
+#: kafka-python 3 warns when one step of its network loop takes over 0.1 s ("It is blocking the
+#: event loop"). On two shared cores an ingest worker's step waits that long for the CPU (Cassandra,
+#: the other worker) with nothing wrong, and `make demo` printed such lines; a step of a second or
+#: more is still reported.
+SLOW_STEP_REPORTED_S = 1.0
+_SLOW_STEP = re.compile(r"ran for ([0-9.]+)s \(>")
+
+
+def not_contention(record: logging.LogRecord) -> bool:
+    """Logging filter: False for kafka-python's slow-step warnings under
+    ``SLOW_STEP_REPORTED_S``, True for every other record."""
+    slow = _SLOW_STEP.search(record.getMessage())
+    return slow is None or float(slow.group(1)) >= SLOW_STEP_REPORTED_S
+
+
+def quiet_contention_warnings() -> None:
+    """Drop kafka-python's sub-second slow-step warnings in this process (see ``not_contention``)."""
+    logger = logging.getLogger("kafka.net.selector")
+    if not_contention not in logger.filters:
+        logger.addFilter(not_contention)
 
 
 class KafkaAuthError(RuntimeError):
