@@ -43,9 +43,8 @@ from streamfit.registry import predict  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
 from training.train import (  # noqa: E402
     baseline_model,
-    below_floor,
     choose,
-    gate,
+    decide,
     horizon_metrics,
     load_window,
     naive_metrics,
@@ -78,13 +77,13 @@ def champion_score(champion: Version, holdout: Any, metric: str, served_if_unsee
                  predict(fit, holdout, champion.features))[metric]
 
 
-def promoted(s: Settings, metrics: dict[str, float], champion: float | None) -> bool:
-    """The decision of ``train_and_maybe_promote``: beat the champion's score (None: only the
-    floor) and the naive baseline, at every horizon too."""
-    metric = s.promotion_metric
-    beats, _why = gate(metric, metrics[metric], champion, s.promotion_tolerance,
-                       metrics[f"naive_{metric}"])
-    return beats and below_floor(metrics, metric) is None
+def beats(s: Settings, metrics: dict[str, float], holdout: Any, champion: Version | None,
+          served_if_unseen: bool = False) -> bool:
+    """The promotion decision of ``streamfit train`` against ``champion`` (None: the floor
+    only), the champion judged as ``champion_score`` says."""
+    score_of = None if champion is None else champion_score(
+        champion, holdout, s.promotion_metric, served_if_unseen)
+    return decide(s, metrics, score_of)[0]
 
 
 def main() -> None:
@@ -126,18 +125,15 @@ def main() -> None:
                 served = refit(model, [train, holdout], features) if s.refit_with_holdout \
                     else model
                 candidate = Version(f"v{k + 1}", end, model, served, features)
-                metric = s.promotion_metric
                 if not serving:  # the first training: v0, the naive baseline, is the champion
                     v0 = baseline_model(train, spec.naive)
                     serving = dict.fromkeys(POLICIES, Version("v0", end, v0, v0, [spec.naive]))
-                    if promoted(s, metrics, champion_score(serving["first"], holdout, metric,
-                                                           False)):
+                    if beats(s, metrics, holdout, serving["first"]):
                         serving["first"] = candidate
                 for policy, served_if_unseen in ((POLICIES[0], False), (POLICIES[1], True)):
-                    if promoted(s, metrics, champion_score(serving[policy], holdout, metric,
-                                                           served_if_unseen)):
+                    if beats(s, metrics, holdout, serving[policy], served_if_unseen):
                         serving[policy] = candidate
-                if promoted(s, metrics, None):
+                if beats(s, metrics, holdout, None):
                     serving["newest"] = candidate
                 week = load_window(store, [end + timedelta(days=1 + i) for i in range(7)])
                 row: dict[str, Any] = {"trained_until": end.isoformat(),

@@ -27,9 +27,8 @@ from streamfit.domains import HORIZON, load_domain
 from streamfit.registry import predict
 from training.train import (
     baseline_model,
-    below_floor,
     choose,
-    gate,
+    decide,
     horizon_metrics,
     load_window,
     naive_metrics,
@@ -110,11 +109,7 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
         held = {**score(y, p), **naive_metrics(y, holdout, naive),
                 **horizon_metrics(y, p, holdout, naive)}
         # the floor: the promotion gate, as it judges a first model, at every horizon
-        metric = settings.promotion_metric
-        beats, _why = gate(metric, held[metric], None, settings.promotion_tolerance,
-                           held[f"naive_{metric}"] if settings.promotion_beat_naive else None)
-        if settings.promotion_beat_naive and below_floor(held, metric):
-            beats = False
+        beats, _why = decide(settings, held, None)
         served, served_by = model, "trained"
         if not beats:
             served_by = "naive baseline (v0)"

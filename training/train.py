@@ -159,14 +159,6 @@ def refit(model: Any, frames: list[pd.DataFrame], features: list[str]) -> Any:
                             rows["label"].to_numpy(dtype=int))
 
 
-def judged_fairly(registry: Any, version: Any) -> Any:
-    """``version``'s artifact to judge against a candidate's holdout-free fit: its own
-    holdout-free fit (its only fit when it was never refitted: the naive baseline, or with
-    ``STREAMFIT_REFIT_WITH_HOLDOUT`` off). Like for like: each lacks its own last
-    ``holdout_days`` days, as each served fit has them."""
-    return registry.load(version.version, holdout_free=True)
-
-
 def naive_metrics(y: np.ndarray, frame: pd.DataFrame, naive: str) -> dict[str, float]:
     """``score`` of the naive feature itself on ``frame``'s rows, keys prefixed ``naive_``."""
     return {f"naive_{k}": v for k, v in score(y, frame[naive].to_numpy(dtype=float)).items()}
@@ -214,6 +206,19 @@ def gate(metric: str, candidate: float, champion: float | None, tolerance: float
         return True, f"{metric} {candidate:.4f} beats champion {champion:.4f} by {better:.4f}"
     return False, (f"{metric} {candidate:.4f} does not beat champion {champion:.4f} by more "
                    f"than {tolerance}")
+
+
+def decide(settings: Any, metrics: dict[str, float], champion: float | None) -> tuple[bool, str]:
+    """Whether a candidate with these holdout ``metrics`` is promoted, and why: it beats the
+    ``champion``'s score on the same holdout (None: there is no champion) by more than
+    ``STREAMFIT_PROMOTION_TOLERANCE`` and, under ``STREAMFIT_PROMOTION_BEAT_NAIVE``, the naive
+    baseline, over all rows and at every horizon."""
+    metric = settings.promotion_metric
+    floor = settings.promotion_beat_naive
+    promoted, reason = gate(metric, metrics[metric], champion, settings.promotion_tolerance,
+                            metrics[f"naive_{metric}"] if floor else None)
+    short = below_floor(metrics, metric) if floor else None
+    return (False, short) if promoted and short else (promoted, reason)
 
 
 #: The naive baseline's registry version.
@@ -393,16 +398,12 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
             versions = {v.version: v for v in registry.versions()}
         champ_score = None
         if champion is not None:
-            champ_model = judged_fairly(registry, versions[champion])
+            # like for like: the champion's holdout-free fit, as the candidate's was judged
+            # (its only fit when never refitted: v0, or with the refit off)
+            champ_model = registry.load(champion, holdout_free=True)
             champ_score = score(y, predict(champ_model, holdout,
                                            versions[champion].features))[metric]
-        baseline = metrics[f"naive_{metric}"] if settings.promotion_beat_naive else None
-        promoted, reason = gate(metric, metrics[metric], champ_score,
-                                settings.promotion_tolerance, baseline)
-        # the floor holds at every horizon, not only over their pooled rows
-        short = below_floor(metrics, metric) if settings.promotion_beat_naive else None
-        if promoted and short:
-            promoted, reason = False, short
+        promoted, reason = decide(settings, metrics, champ_score)
         registry.record_decision(version, champion, metric, metrics[metric], champ_score,
                                  settings.promotion_tolerance, promoted, reason)
         if promoted:
