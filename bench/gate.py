@@ -45,9 +45,8 @@ from training.train import (  # noqa: E402
     baseline_model,
     choose,
     decide,
-    horizon_metrics,
+    holdout_metrics,
     load_window,
-    naive_metrics,
     refit,
     score,
     time_split,
@@ -120,8 +119,7 @@ def main() -> None:
                 y = holdout["label"].to_numpy(dtype=int)
                 _algo, _params, model, _cv = choose(train, features)
                 p = predict(model, holdout, features)
-                metrics = {**score(y, p), **naive_metrics(y, holdout, spec.naive),
-                           **horizon_metrics(y, p, holdout, spec.naive)}
+                metrics = holdout_metrics(y, p, holdout, spec.naive)
                 served = refit(model, [train, holdout], features) if s.refit_with_holdout \
                     else model
                 candidate = Version(f"v{k + 1}", end, model, served, features)

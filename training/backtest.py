@@ -29,9 +29,8 @@ from training.train import (
     baseline_model,
     choose,
     decide,
-    horizon_metrics,
+    holdout_metrics,
     load_window,
-    naive_metrics,
     refit,
     score,
     time_split,
@@ -106,8 +105,7 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
         baseline = baseline_model(train, naive)
         y = holdout["label"].to_numpy(dtype=int)
         p = predict(model, holdout, features)
-        held = {**score(y, p), **naive_metrics(y, holdout, naive),
-                **horizon_metrics(y, p, holdout, naive)}
+        held = holdout_metrics(y, p, holdout, naive)
         # the floor: the promotion gate, as it judges a first model, at every horizon
         beats, _why = decide(settings, held, None)
         served, served_by = model, "trained"

@@ -179,6 +179,14 @@ def horizon_metrics(y: np.ndarray, p: np.ndarray, frame: pd.DataFrame,
     return out
 
 
+def holdout_metrics(y: np.ndarray, p: np.ndarray, holdout: pd.DataFrame,
+                    naive: str) -> dict[str, float]:
+    """What the gate reads of predictions ``p`` on ``holdout``: the model's and the naive
+    feature's metrics over all rows and on each horizon's rows."""
+    return {**score(y, p), **naive_metrics(y, holdout, naive),
+            **horizon_metrics(y, p, holdout, naive)}
+
+
 def below_floor(metrics: dict[str, float], metric: str) -> str | None:
     """Why a model's per-horizon holdout metrics do not beat the naive baseline at every
     horizon (None: they do)."""
@@ -378,9 +386,7 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
         else:
             name, params, model, cv = choose(train, features, pool=pool)
             p_holdout = predict(model, holdout, features)
-            metrics = score(y, p_holdout)
-            metrics.update(naive_metrics(y, holdout, domain.features.naive))
-            metrics.update(horizon_metrics(y, p_holdout, holdout, domain.features.naive))
+            metrics = holdout_metrics(y, p_holdout, holdout, domain.features.naive)
             metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
                             "holdout_rows": float(len(holdout))})
             served, judged = ((refit(model, [train, holdout], features), model)
