@@ -784,7 +784,7 @@ def models_show(
             console.print(f"holdout ROC AUC {v.metrics.get('roc_auc', float('nan')):.4f} "
                           f"(naive {v.metrics.get('naive_roc_auc', float('nan')):.4f}); "
                           f"realised on {realised['dates']:.0f} matured dates, "
-                          f"{realised['flights']:.0f} {_entities()}: Brier {realised['brier']:.4f}, "
+                          f"{realised['entities']:.0f} {_entities()}: Brier {realised['brier']:.4f}, "
                           f"daily ROC AUC {realised['roc_auc_daily_mean']:.4f}, late share "
                           f"{realised['late_share']:.3f} vs mean prediction "
                           f"{realised['mean_probability']:.3f}")

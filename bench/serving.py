@@ -155,12 +155,14 @@ def score_latency(base_url: str, s: Settings, n: int = 40) -> dict[str, float]:
     import httpx
 
     from streamfit.domains import load_domain
-    from streamfit.domains.flights.features import FLIGHT_COLUMNS
     from streamfit.featurestore import FeatureStore
 
+    domain = load_domain(s.domain)
+    assert domain.entity.request is not None, f"the {domain.name} domain has no POST /score"
+    fields = list(domain.entity.request.model_fields)  # what one request entity carries
     with connect(s) as session:
-        raw = FeatureStore(session, s.keyspace, load_domain(s.domain)).raw
-        scheduled = [{c: p.get(c) for c in FLIGHT_COLUMNS}
+        raw = FeatureStore(session, s.keyspace, domain).raw
+        scheduled = [{c: p.get(c) for c in fields}
                      for p in raw.payloads(NEXT - timedelta(days=1), "flight_scheduled")
                      if p["scheduled_departure"][:10] == NEXT.isoformat()][:50]
     what_if = [dict(f, tailnum="N00000") for f in scheduled]

@@ -12,9 +12,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
-from streamfit_assets import FEATURES, RAW_EVENTS, fallback, skip
-
-from streamfit.alerts import on_task_failure
+from streamfit_assets import FEATURES, RAW_EVENTS, fallback, on_failure, skip
 
 
 @dag(
@@ -28,7 +26,8 @@ from streamfit.alerts import on_task_failure
 )
 def build_features() -> None:
     @task(outlets=[FEATURES], retries=3, retry_delay=pendulum.duration(seconds=10),
-          retry_exponential_backoff=True, on_failure_callback=on_task_failure)
+          retry_exponential_backoff=True, on_failure_callback=on_failure(
+              "check Cassandra (`streamfit stack status`) and the raw events of the dates"))
     def rebuild(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
         from features.run import build_pending
         from streamfit.catalog import hinted_keyspaces

@@ -1,6 +1,6 @@
 """The one registry of streamfit's Airflow assets. DAG files import their schedules and outlets
 from here; nothing else defines an asset. Also the two things every pipeline task shares: its time
-fallback, and how it ends when it did nothing.
+fallback, its failure alert, and how it ends when it did nothing.
 
 The names and URIs come from ``streamfit.catalog`` so that processes outside Airflow (the ingest
 service announcing new data) use exactly the same identities without importing ``dags/``.
@@ -8,6 +8,8 @@ service announcing new data) use exactly the same identities without importing `
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from airflow.sdk import Asset
@@ -18,6 +20,13 @@ RAW_EVENTS = Asset(name=catalog.RAW_EVENTS.name, uri=catalog.RAW_EVENTS.uri, gro
 FEATURES = Asset(name=catalog.FEATURES.name, uri=catalog.FEATURES.uri, group="streamfit")
 MODEL = Asset(name=catalog.MODEL.name, uri=catalog.MODEL.uri, group="streamfit")
 PREDICTIONS = Asset(name=catalog.PREDICTIONS.name, uri=catalog.PREDICTIONS.uri, group="streamfit")
+
+
+def on_failure(hint: str) -> Callable[[dict[str, Any]], None]:
+    """A task's ``on_failure_callback``: the alert (``streamfit.alerts``) with what to check."""
+    from streamfit.alerts import on_task_failure
+
+    return functools.partial(on_task_failure, hint=hint)
 
 
 def fallback():  # noqa: ANN201 - an Airflow timetable
@@ -37,5 +46,7 @@ def skip(what: str, summary: dict[str, Any]) -> NoReturn:
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowSkipException
 
-    get_current_context()["ti"].xcom_push(catalog.SKIPPED_XCOM, summary["skipped"])
+    from streamfit.airflow_api import SKIPPED_XCOM
+
+    get_current_context()["ti"].xcom_push(SKIPPED_XCOM, summary["skipped"])
     raise AirflowSkipException(f"{what}: {summary['skipped']}")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
-from streamfit_assets import FEATURES, MODEL, fallback, skip
-
-from streamfit.alerts import on_task_failure
+from streamfit_assets import FEATURES, MODEL, fallback, on_failure, skip
 
 
 @dag(
@@ -28,7 +26,8 @@ from streamfit.alerts import on_task_failure
 )
 def train_model() -> None:
     @task(outlets=[MODEL], retries=2, retry_delay=pendulum.duration(seconds=30),
-          retry_exponential_backoff=True, on_failure_callback=on_task_failure)
+          retry_exponential_backoff=True, on_failure_callback=on_failure(
+              "check the feature tables (`streamfit features build --date D`) and settings"))
     def train(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
         from streamfit.catalog import hinted_keyspaces
         from streamfit.settings import get_settings

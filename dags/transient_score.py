@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, task
-
-from streamfit.alerts import on_task_failure
+from streamfit_assets import on_failure
 
 
 @dag(
@@ -26,7 +25,8 @@ from streamfit.alerts import on_task_failure
 )
 def transient_score() -> None:
     @task(retries=1, retry_delay=pendulum.duration(seconds=10),
-          on_failure_callback=on_task_failure)
+          on_failure_callback=on_failure(
+              "check the request's conf (dates, entities, keyspace) and the feature window"))
     def train_score_discard(dag_run=None) -> dict[str, object]:  # noqa: ANN001
         from streamfit.settings import get_settings
         from training.transient import run_transient_conf

@@ -185,7 +185,7 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
             labelled = read[day] if day in read else store.read_day(day)
             result = monitor.evaluate(day, labelled)
             if result:
-                matured[day.isoformat()] = {v: m["flights"] for v, m in result.items()}
+                matured[day.isoformat()] = {v: m["entities"] for v, m in result.items()}
         problems = quality_alerts(
             version.metrics, performance_summary(monitor.performance()).get(champion) if matured
             else None, psi if out.dates else {}, settings.alert_quality_gap,

@@ -57,11 +57,11 @@ class MonitoringStore:
         self._last_run = session.prepare(
             f"SELECT scored_at FROM {ks}.scoring_runs WHERE model = ? LIMIT 1")
         self._perf = session.prepare(
-            f"INSERT INTO {ks}.model_performance (model, model_version, sched_date, flights, "
+            f"INSERT INTO {ks}.model_performance (model, model_version, day, entities, "
             "late, mean_probability, roc_auc, brier, evaluated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self._perfs = session.prepare(
-            f"SELECT model_version, sched_date, flights, late, mean_probability, roc_auc, brier "
+            f"SELECT model_version, day, entities, late, mean_probability, roc_auc, brier "
             f"FROM {ks}.model_performance WHERE model = ?")
         self._predictions = session.prepare(SELECT_DAY_ALL.format(ks=ks))
 
@@ -103,7 +103,7 @@ class MonitoringStore:
         for version, part in joined.groupby("model_version"):
             m = realised(part["label"].to_numpy(dtype=int), part["probability"].to_numpy())
             self.session.execute(self._perf, (
-                self.model, int(version), day, int(m["flights"]), int(m["late"]),
+                self.model, int(version), day, int(m["entities"]), int(m["late"]),
                 m["mean_probability"], None if math.isnan(m["roc_auc"]) else m["roc_auc"],
                 m["brier"], now))
             out[int(version)] = m
@@ -112,8 +112,8 @@ class MonitoringStore:
     def performance(self) -> pd.DataFrame:
         rows = list(self.session.execute(self._perfs, (self.model,)))
         return pd.DataFrame([{"model_version": r.model_version,
-                              "sched_date": date.fromisoformat(str(r.sched_date)),
-                              "flights": r.flights, "late": r.late,
+                              "day": date.fromisoformat(str(r.day)),
+                              "entities": r.entities, "late": r.late,
                               "mean_probability": r.mean_probability,
                               "roc_auc": r.roc_auc, "brier": r.brier} for r in rows])
 
@@ -124,12 +124,12 @@ def performance_summary(perf: pd.DataFrame) -> dict[int, dict[str, float]]:
     if perf.empty:
         return out
     for version, part in perf.groupby("model_version"):
-        n = part["flights"].sum()
+        n = part["entities"].sum()
         out[int(version)] = {
-            "dates": float(len(part)), "flights": float(n),
+            "dates": float(len(part)), "entities": float(n),
             "late_share": float(part["late"].sum() / n) if n else float("nan"),
-            "mean_probability": float((part["mean_probability"] * part["flights"]).sum() / n),
-            "brier": float((part["brier"] * part["flights"]).sum() / n),
+            "mean_probability": float((part["mean_probability"] * part["entities"]).sum() / n),
+            "brier": float((part["brier"] * part["entities"]).sum() / n),
             "roc_auc_daily_mean": float(part["roc_auc"].dropna().mean()),
         }
     return out

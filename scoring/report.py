@@ -62,7 +62,7 @@ def collect(settings: Settings) -> ReportData:
         timeline += [("predictions scored", r.scored_at, float(r.rows)) for r in runs]
         built = FeatureStore(session, settings.keyspace, domain).partitions()
         for row in built.itertuples(index=False) if len(built) else ():
-            timeline.append(("features built", row.built_at, float(row.flights)))
+            timeline.append(("features built", row.built_at, float(row.entities)))
         days = sorted({t.date() for _, t, _ in timeline if t is not None})
         if days:
             from cassandra.util import datetime_from_uuid1
@@ -187,11 +187,11 @@ def _performance_plot(perf: pd.DataFrame) -> str:
     if perf.empty:
         return "<p>No matured predictions yet: they are evaluated once their arrivals land.</p>"
     fig, (a, b) = _subplots(2)
-    for version, part in perf.sort_values("sched_date").groupby("model_version"):
-        a.plot(part["sched_date"], part["brier"], "o-", label=f"v{version}")
-        b.plot(part["sched_date"], part["late"] / part["flights"], "o-",
+    for version, part in perf.sort_values("day").groupby("model_version"):
+        a.plot(part["day"], part["brier"], "o-", label=f"v{version}")
+        b.plot(part["day"], part["late"] / part["entities"], "o-",
                label=f"v{version} observed")
-        b.plot(part["sched_date"], part["mean_probability"], "x--",
+        b.plot(part["day"], part["mean_probability"], "x--",
                label=f"v{version} predicted")
     a.set_title("realised Brier score per scheduled date")
     b.set_title("observed late share vs mean prediction")
@@ -244,7 +244,7 @@ def render(data: ReportData) -> str:
              "brier": v.metrics.get("brier"),
              "naive_brier": v.metrics.get("naive_brier"),
              "realised_brier": realised.get(v.version, {}).get("brier"),
-             "realised_flights": realised.get(v.version, {}).get("flights")} for v in versions]
+             "realised_entities": realised.get(v.version, {}).get("entities")} for v in versions]
     sections = [
         f"<h1>streamfit report: keyspace <code>{html.escape(data.keyspace)}</code></h1>",
         f"<p>Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Champion: "

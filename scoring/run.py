@@ -102,7 +102,7 @@ def _score_keyspace(settings: Settings, session: Session, progress: Progress
     from streamfit.featurestore import FeatureStore
 
     built = list(FeatureStore(session, progress.keyspace, domain).partitions()
-                 .get("sched_date", []))
+                 .get("day", []))
     dates = dates_to_score(backlog, built)
     result = score_dates(settings, dates, as_of, evaluate=dates)
     advance()

@@ -15,9 +15,13 @@ from typing import Any
 
 import httpx
 
-from streamfit.catalog import SKIPPED_XCOM
 from streamfit.settings import Settings
 
+#: The XCom a pipeline task that did nothing leaves before it skips: keyspace -> why (Airflow
+#: keeps no result of a skipped task, and its skip message is only in the log). It is the key of
+#: ``progress.run_stage``'s summary: a successful task returns that dict, and Airflow (inferring
+#: multiple_outputs from the dict return type) pushes this XCom for it too, with the same meaning.
+SKIPPED_XCOM = "skipped"
 
 class AirflowAPIError(RuntimeError):
     """Airflow's API refused or failed a request; the message carries its status and answer."""

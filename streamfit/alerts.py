@@ -1,8 +1,9 @@
 """Alerts: failed pipeline tasks, and serving models whose quality or inputs went wrong.
 
-Airflow calls ``on_task_failure`` (every task's ``on_failure_callback``) in the task's process
-once a task has failed for good (its retries used up). It logs one ERROR line that says which DAG,
-task and run failed, why, and where the log is, and POSTs the same alert as JSON to
+Airflow calls ``on_task_failure`` (every task's ``on_failure_callback``, with the hint its DAG file
+gives) in the task's process once a task has failed for good (its retries used up). It logs one
+ERROR line that says which DAG, task and run failed, why, what to check and where the log is, and
+POSTs the same alert as JSON to
 ``STREAMFIT_ALERT_WEBHOOK_URL`` when that is set. Batch scoring calls ``quality_alert`` when the
 champion's realised quality or its inputs' drift crosses the configured lines.
 """
@@ -14,15 +15,7 @@ from typing import Any
 
 log = logging.getLogger("streamfit.alerts")
 
-#: What to look at first, per DAG.
-HINTS = {
-    "build_features": "check Cassandra (`streamfit stack status`) and the raw events of the dates",
-    "train_model": "check the feature tables (`streamfit features build --date D`) and settings",
-    "score_batch": "check the champion (`streamfit models show`) and its artifact digest",
-}
-
-
-def alert_of(context: dict[str, Any]) -> dict[str, Any]:
+def alert_of(context: dict[str, Any], hint: str = "see the task log") -> dict[str, Any]:
     """The alert for a task-failure callback context (pure: testable without Airflow)."""
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or str(context.get("dag_id", "?"))
@@ -34,12 +27,13 @@ def alert_of(context: dict[str, Any]) -> dict[str, Any]:
         "try_number": getattr(ti, "try_number", None),
         "error": f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error",
         "log_url": getattr(ti, "log_url", None),
-        "hint": HINTS.get(dag_id, "see the task log"),
+        "hint": hint,
     }
 
 
-def on_task_failure(context: dict[str, Any]) -> None:
-    alert = alert_of(context)
+def on_task_failure(context: dict[str, Any], hint: str = "see the task log") -> None:
+    """``hint``: what to look at first (the DAG file knows its task; ``functools.partial``)."""
+    alert = alert_of(context, hint)
     log.error("streamfit task failed: %(dag_id)s.%(task_id)s run %(run_id)s try %(try_number)s: "
               "%(error)s; %(hint)s; log: %(log_url)s", alert)
     from streamfit.settings import get_settings

@@ -15,14 +15,9 @@ class AssetId:
 
 
 RAW_EVENTS = AssetId("raw_events", "cassandra://streamfit/raw_events")
-FEATURES = AssetId("features", "cassandra://streamfit/entity_features")
+FEATURES = AssetId("features", "cassandra://streamfit/features_by_horizon")
 MODEL = AssetId("model", "cassandra://streamfit/model_registry/champion")
 PREDICTIONS = AssetId("predictions", "cassandra://streamfit/predictions")
-#: The XCom a pipeline task that did nothing leaves before it skips: keyspace -> why (Airflow
-#: keeps no result of a skipped task, and its skip message is only in the log). It is the key of
-#: ``progress.run_stage``'s summary: a successful task returns that dict, and Airflow (inferring
-#: multiple_outputs from the dict return type) pushes this XCom for it too, with the same meaning.
-SKIPPED_XCOM = "skipped"
 
 
 def event_extras(triggering_asset_events: Any) -> list[dict[str, Any]]:

@@ -95,10 +95,10 @@ SELECT_FEATURES = """
 SELECT entity_id, horizon_min, event_time, attributes, feature_values, outcome, label
 FROM {ks}.features_by_horizon WHERE day = ?"""
 INSERT_PARTITION = """
-INSERT INTO {ks}.feature_partitions (feature_set, sched_date, flights, labelled, sources, built_at)
+INSERT INTO {ks}.feature_partitions (feature_set, day, entities, labelled, sources, built_at)
 VALUES (?, ?, ?, ?, ?, ?)"""
 SELECT_PARTITIONS = """
-SELECT sched_date, flights, labelled, sources, built_at FROM {ks}.feature_partitions
+SELECT day, entities, labelled, sources, built_at FROM {ks}.feature_partitions
 WHERE feature_set = ?"""
 
 
@@ -237,10 +237,10 @@ class FeatureStore:
         self._partitions = session.prepare(SELECT_PARTITIONS.format(ks=keyspace))
 
     def partitions(self) -> pd.DataFrame:
-        """The built entity dates (one small partition): entities (column ``flights``, its name
-        in the table since migration 4), labelled, sources, built_at."""
+        """The built entity dates (one small partition): day, entities, labelled, sources,
+        built_at."""
         rows = list(self.session.execute(self._partitions, (self.domain.name,)))
-        return pd.DataFrame([{"sched_date": cql_date(r.sched_date), "flights": r.flights,
+        return pd.DataFrame([{"day": cql_date(r.day), "entities": r.entities,
                               "labelled": r.labelled, "sources": json.loads(r.sources or "{}"),
                               "built_at": r.built_at} for r in rows])
 

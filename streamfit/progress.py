@@ -61,14 +61,14 @@ IF owner = ?"""
 RELEASE_LEASE = "DELETE FROM {ks}.stage_leases WHERE stage = ? IF owner = ?"
 SELECT_LEASE = "SELECT owner, acquired_at FROM {ks}.stage_leases WHERE stage = ?"
 INSERT_BUILD = """
-INSERT INTO {ks}.feature_builds (feature_set, build_seq, dates, flights, max_event_time,
+INSERT INTO {ks}.feature_builds (feature_set, build_seq, dates, entities, max_event_time,
                                  built_at)
 VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"""
 SELECT_BUILDS_AFTER = """
-SELECT build_seq, dates, flights, max_event_time, built_at FROM {ks}.feature_builds
+SELECT build_seq, dates, entities, max_event_time, built_at FROM {ks}.feature_builds
 WHERE feature_set = ? AND build_seq > ?"""
 SELECT_NEWEST_BUILD = """
-SELECT build_seq, dates, flights, max_event_time, built_at FROM {ks}.feature_builds
+SELECT build_seq, dates, entities, max_event_time, built_at FROM {ks}.feature_builds
 WHERE feature_set = ? LIMIT 1"""
 
 
@@ -95,7 +95,7 @@ class Position:
 class FeatureBuild:
     seq: int
     dates: frozenset[date]
-    flights: int
+    entities: int
     max_event_time: datetime | None
     built_at: datetime
 
@@ -202,14 +202,14 @@ class Progress:
                             ttl_s)
 
     # --- the feature-build log ----------------------------------------------------------
-    def record_build(self, dates: set[date], flights: int,
+    def record_build(self, dates: set[date], entities: int,
                      max_event_time: datetime | None) -> int:
         """Append one build to the log (next number, claimed by LWT); returns its number."""
         for _attempt in range(20):
             newest = self.newest_build()
             seq = (newest.seq if newest else 0) + 1
             if self.session.execute(self._q["build"], (
-                    BUILD_LOG, seq, dates, flights, max_event_time,
+                    BUILD_LOG, seq, dates, entities, max_event_time,
                     datetime.now(UTC))).was_applied:
                 return seq
         raise ProgressConflict("could not claim a feature-build number after 20 attempts")
@@ -226,7 +226,7 @@ class Progress:
 
 def _build(row: Any) -> FeatureBuild:
     return FeatureBuild(row.build_seq, frozenset(cql_date(d) for d in (row.dates or ())),
-                        row.flights or 0, _utc(row.max_event_time), as_utc(row.built_at))
+                        row.entities or 0, _utc(row.max_event_time), as_utc(row.built_at))
 
 
 #: The stage row that marks a keyspace as served by Airflow: written by the ingest signaller once

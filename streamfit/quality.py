@@ -92,7 +92,7 @@ def realised(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probabilities, dtype=float)
     auc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
-    return {"flights": float(y.size), "late": float(y.sum()), "mean_probability": float(p.mean()),
+    return {"entities": float(y.size), "late": float(y.sum()), "mean_probability": float(p.mean()),
             "roc_auc": auc, "brier": float(brier_score_loss(y, p, pos_label=1))}
 
 
@@ -139,11 +139,11 @@ def quality_alerts(holdout: dict[str, float], realised: dict[str, float] | None,
     features whose PSI is more than ``max_psi`` above their day-to-day level."""
     daily = daily_psi or {}
     out = []
-    if realised and realised.get("flights", 0) >= MIN_MATURED:
+    if realised and realised.get("entities", 0) >= MIN_MATURED:
         gap = holdout.get("roc_auc", float("nan")) - realised.get("roc_auc_daily_mean", float("nan"))
         if gap > max_gap:
             out.append(f"realised ROC AUC {realised['roc_auc_daily_mean']:.3f} on "
-                       f"{realised['flights']:.0f} matured predictions is {gap:.3f} below the "
+                       f"{realised['entities']:.0f} matured predictions is {gap:.3f} below the "
                        f"holdout's {holdout['roc_auc']:.3f} (alert above {max_gap})")
     shifted = sorted(((k, v) for k, v in drift_by_feature.items()
                       if v > max_psi + daily.get(k, 0.0)), key=lambda kv: -kv[1])

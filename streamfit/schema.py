@@ -1,15 +1,21 @@
 """Versioned Cassandra schema migrations: ``streamfit db migrate``.
 
 Run by ``make demo``, by the test session and by the ingest service at start-up. Each migration
-has a version and idempotent statements (``IF NOT EXISTS``); applied versions are recorded in
-``<keyspace>.schema_migrations`` with a checksum, so an edited, already-applied migration is
-refused instead of silently diverging. Tables other processes read (predictions) change only
-through a new migration here.
+has a version and idempotent steps (``IF NOT EXISTS``, or a check of ``system_schema`` first);
+applied versions are recorded in ``<keyspace>.schema_migrations`` with a checksum, so an edited,
+already-applied migration is refused instead of silently diverging. Tables other processes read
+(predictions) change only through a new migration here.
+
+A new keyspace gets ``BASELINE``: the live schema of ``BASELINE_VERSION`` in one pass, without the
+tables later migrations dropped. A keyspace made before it walks ``MIGRATIONS`` forward; a test
+checks that both paths end in the same columns.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,15 +30,63 @@ class MigrationError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Step:
+    """A migration step that CQL alone cannot say (carrying a column's values to a new column).
+    It must be idempotent: a migration that failed part-way runs again from its first step."""
+
+    name: str
+    run: Callable[[Session, str], None]
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     description: str
-    statements: tuple[str, ...]
+    statements: tuple[str | Step, ...]
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256("\n".join(self.statements).encode()).hexdigest()[:16]
+        text = "\n".join(s if isinstance(s, str) else f"step:{s.name}" for s in self.statements)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+
+def table_columns(session: Session, keyspace: str, table: str) -> set[str]:
+    """The columns ``table`` has now (read from ``system_schema``, not the driver's cache)."""
+    rows = session.execute("SELECT column_name FROM system_schema.columns "
+                           "WHERE keyspace_name = %s AND table_name = %s", (keyspace, table))
+    return {row.column_name for row in rows}
+
+
+def rename_key_column(table: str, old: str, new: str) -> Step:
+    """Rename a primary-key column (the only kind Cassandra renames in place)."""
+    def run(session: Session, ks: str) -> None:
+        if old in table_columns(session, ks, table):
+            session.execute(f"ALTER TABLE {ks}.{table} RENAME {old} TO {new}", timeout=60)
+    return Step(f"rename {table}.{old} to {new}", run)
+
+
+def move_column(table: str, key: tuple[str, ...], old: str, new: str, cql_type: str) -> Step:
+    """Carry a regular column's values to a new column of another name, then drop the old one
+    (Cassandra renames only key columns). Reads the whole table: these are small log tables."""
+    def run(session: Session, ks: str) -> None:
+        if old not in table_columns(session, ks, table):
+            return  # moved already
+        session.execute(f"ALTER TABLE {ks}.{table} ADD IF NOT EXISTS {new} {cql_type}",
+                        timeout=60)
+        where = " AND ".join(f"{k} = ?" for k in key)
+        update = session.prepare(f"UPDATE {ks}.{table} SET {new} = ? WHERE {where}")
+        for row in session.execute(f"SELECT {', '.join(key)}, {old} FROM {ks}.{table}"):
+            value = getattr(row, old)
+            if value is not None:
+                session.execute(update, (value, *(getattr(row, k) for k in key)))
+        session.execute(f"ALTER TABLE {ks}.{table} DROP {old}", timeout=60)
+    return Step(f"move {table}.{old} to {new}", run)
+
+
+#: Tables of early migrations that no module reads or writes any more (dropped by migration 13).
+DROPPED_TABLES = ("flight_features", "predictions_latest", "predictions_by_date",
+                  "predictions_history", "transient_predictions", "entity_features",
+                  "entity_predictions", "entity_predictions_by_day", "entity_prediction_history")
 
 # Statements are templates on {ks}. Append new migrations; never edit an applied one.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -413,7 +467,267 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE {ks}.model_versions ADD IF NOT EXISTS gate_artifact blob",
         "ALTER TABLE {ks}.model_versions ADD IF NOT EXISTS gate_sha256 text",
     )),
+    Migration(13, "generic names in the tables every domain uses; tables nothing reads dropped", (
+        # Dates and entity counts of any domain, not scheduled dates and flights.
+        rename_key_column("feature_partitions", "sched_date", "day"),
+        move_column("feature_partitions", ("feature_set", "day"), "flights", "entities", "int"),
+        rename_key_column("model_performance", "sched_date", "day"),
+        move_column("model_performance", ("model", "model_version", "day"), "flights",
+                    "entities", "int"),
+        move_column("feature_builds", ("feature_set", "build_seq"), "flights", "entities", "int"),
+        # Superseded by the generic tables of migrations 10 and 11, which the stages rebuilt
+        # from the ledger; no module reads or writes them (tests/unit/streamfit/test_schema.py).
+        # Cassandra keeps a snapshot of a dropped table's data (auto_snapshot) on every node.
+        *(f"DROP TABLE IF EXISTS {{ks}}.{table}" for table in DROPPED_TABLES),
+    )),
 )
+
+#: The version a new keyspace starts at, made by BASELINE in one pass.
+BASELINE_VERSION = 13
+
+#: The live schema at BASELINE_VERSION: what MIGRATIONS 1 to 13 leave, written out. Append new
+#: migrations to MIGRATIONS only; a new keyspace gets BASELINE and then those.
+BASELINE: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS {ks}.stack_checks (
+           check_id text PRIMARY KEY,
+           written_at timestamp,
+           payload text
+       )""",
+    # --- ingest: one day of events = RAW_BUCKETS partitions (streamfit.store), read by partition
+    # key; clustering by type then time lets a feature build read one type of one day in order.
+    """CREATE TABLE IF NOT EXISTS {ks}.raw_events (
+           event_date date,
+           bucket smallint,
+           event_type text,
+           event_time timestamp,
+           event_id text,
+           entity_key text,
+           schema_version int,
+           payload text,
+           source_topic text,
+           source_partition int,
+           source_offset bigint,
+           ingested_at timestamp,
+           PRIMARY KEY ((event_date, bucket), event_type, event_time, event_id)
+       ) WITH compaction = {{'class': 'UnifiedCompactionStrategy'}}""",
+    # One row per Kafka partition per landed batch; the key is the batch's first offset, so a
+    # redelivered batch overwrites its own ledger row.
+    """CREATE TABLE IF NOT EXISTS {ks}.ingest_ledger (
+           consumer_group text,
+           topic text,
+           partition int,
+           offset_bucket bigint,
+           first_offset bigint,
+           last_offset bigint,
+           rows int,
+           dead_lettered int,
+           min_event_time timestamp,
+           max_event_time timestamp,
+           event_dates set<date>,
+           landed_at timestamp,
+           worker text,
+           PRIMARY KEY ((consumer_group, topic, partition, offset_bucket), first_offset)
+       )""",
+    """CREATE TABLE IF NOT EXISTS {ks}.ingest_signal_state (
+           consumer_group text,
+           topic text,
+           partition int,
+           signalled_upto bigint,
+           updated_at timestamp,
+           PRIMARY KEY ((consumer_group, topic), partition)
+       )""",
+    """CREATE TABLE IF NOT EXISTS {ks}.ingest_signals (
+           signal_day date,
+           signal_id timeuuid,
+           asset text,
+           rows bigint,
+           extra text,
+           airflow_event_id bigint,
+           PRIMARY KEY ((signal_day), signal_id)
+       ) WITH CLUSTERING ORDER BY (signal_id DESC)""",
+    # The (consumer group, topic) pairs that land raw events here: the feature stage reads their
+    # ledgers. Registered by the ingest service when it starts.
+    """CREATE TABLE IF NOT EXISTS {ks}.ingest_sources (
+           source text,
+           consumer_group text,
+           topic text,
+           registered_at timestamp,
+           PRIMARY KEY ((source), consumer_group, topic)
+       )""",
+    # --- stage progress (streamfit.progress): a position moves only after the writes it covers
+    # are durable, by compare-and-set; a lease is an LWT with a short TTL.
+    """CREATE TABLE IF NOT EXISTS {ks}.stage_progress (
+           stage text,
+           stream text,
+           part int,
+           position bigint,
+           position_time timestamp,
+           updated_at timestamp,
+           PRIMARY KEY ((stage), stream, part)
+       )""",
+    """CREATE TABLE IF NOT EXISTS {ks}.stage_leases (
+           stage text PRIMARY KEY,
+           owner text,
+           acquired_at timestamp
+       )""",
+    # --- features: one row per entity and horizon (minutes before its event time), in the
+    # entity date's partition: a date's every horizon is one read.
+    """CREATE TABLE IF NOT EXISTS {ks}.features_by_horizon (
+           day date,
+           entity_id text,
+           horizon_min int,
+           event_time timestamp,
+           attributes frozen<map<text, text>>,
+           feature_values frozen<map<text, double>>,
+           outcome double,
+           label boolean,
+           feature_version int,
+           built_at timestamp,
+           PRIMARY KEY ((day), entity_id, horizon_min)
+       )""",
+    # What was built per entity date, and from which Kafka offsets: the lineage source.
+    """CREATE TABLE IF NOT EXISTS {ks}.feature_partitions (
+           feature_set text,
+           day date,
+           labelled int,
+           sources text,
+           built_at timestamp,
+           entities int,
+           PRIMARY KEY ((feature_set), day)
+       )""",
+    # One row per feature build (a numbered log): training and scoring consume it.
+    """CREATE TABLE IF NOT EXISTS {ks}.feature_builds (
+           feature_set text,
+           build_seq bigint,
+           dates set<date>,
+           max_event_time timestamp,
+           built_at timestamp,
+           entities int,
+           PRIMARY KEY ((feature_set), build_seq)
+       ) WITH CLUSTERING ORDER BY (build_seq DESC)""",
+    # --- model registry: one small partition per model family; a version row carries its
+    # artifacts (skops bytes, SHA-256), metrics, lineage and training reference in one INSERT.
+    """CREATE TABLE IF NOT EXISTS {ks}.model_versions (
+           model text,
+           version int,
+           created_at timestamp,
+           algorithm text,
+           params text,
+           metrics text,
+           features text,
+           train_window text,
+           lineage text,
+           artifact blob,
+           sha256 text,
+           reference text,
+           gate_artifact blob,
+           gate_sha256 text,
+           PRIMARY KEY ((model), version)
+       ) WITH CLUSTERING ORDER BY (version DESC)""",
+    """CREATE TABLE IF NOT EXISTS {ks}.model_aliases (
+           model text,
+           alias text,
+           version int,
+           updated_at timestamp,
+           PRIMARY KEY ((model), alias)
+       )""",
+    """CREATE TABLE IF NOT EXISTS {ks}.model_promotions (
+           model text,
+           decided_at timestamp,
+           candidate int,
+           champion int,
+           metric text,
+           candidate_score double,
+           champion_score double,
+           tolerance double,
+           promoted boolean,
+           reason text,
+           PRIMARY KEY ((model), decided_at)
+       ) WITH CLUSTERING ORDER BY (decided_at DESC)""",
+    # --- monitoring: scoring runs, realised performance per version and entity date
+    """CREATE TABLE IF NOT EXISTS {ks}.scoring_runs (
+           model text,
+           scored_at timestamp,
+           model_version int,
+           dates list<text>,
+           rows int,
+           predictions text,
+           drift text,
+           max_psi double,
+           PRIMARY KEY ((model), scored_at)
+       ) WITH CLUSTERING ORDER BY (scored_at DESC)""",
+    """CREATE TABLE IF NOT EXISTS {ks}.model_performance (
+           model text,
+           model_version int,
+           day date,
+           late int,
+           mean_probability double,
+           roc_auc double,
+           brier double,
+           evaluated_at timestamp,
+           entities int,
+           PRIMARY KEY ((model), model_version, day)
+       ) WITH CLUSTERING ORDER BY (model_version DESC, day DESC)""",
+    # --- predictions (public contract: change only through new migrations). The latest
+    # predictions of an entity, freshest horizon first: "latest" reads one row.
+    """CREATE TABLE IF NOT EXISTS {ks}.predictions_by_horizon (
+           entity_id text,
+           horizon_min int,
+           day date,
+           event_time timestamp,
+           attributes frozen<map<text, text>>,
+           probability double,
+           model_version int,
+           scored_at timestamp,
+           PRIMARY KEY ((entity_id), horizon_min)
+       ) WITH CLUSTERING ORDER BY (horizon_min ASC)""",
+    # Every entity of a date, each horizon's latest prediction; the API pages one row per entity.
+    """CREATE TABLE IF NOT EXISTS {ks}.day_predictions_by_horizon (
+           day date,
+           entity_id text,
+           horizon_min int,
+           event_time timestamp,
+           attributes frozen<map<text, text>>,
+           probability double,
+           model_version int,
+           scored_at timestamp,
+           PRIMARY KEY ((day), entity_id, horizon_min)
+       ) WITH CLUSTERING ORDER BY (entity_id ASC, horizon_min ASC)""",
+    # History: one row per entity, model version and horizon (a rerun overwrites its own row).
+    """CREATE TABLE IF NOT EXISTS {ks}.prediction_history_by_horizon (
+           entity_id text,
+           model_version int,
+           horizon_min int,
+           probability double,
+           scored_at timestamp,
+           PRIMARY KEY ((entity_id), model_version, horizon_min)
+       ) WITH CLUSTERING ORDER BY (model_version DESC, horizon_min ASC)""",
+    # Transient-model predictions (kept a week): one partition per request; the static columns
+    # describe the throw-away model.
+    """CREATE TABLE IF NOT EXISTS {ks}.entity_transient_predictions (
+           request_id text,
+           entity_id text,
+           day date,
+           probability double,
+           scored_at timestamp,
+           algorithm text STATIC,
+           train_window text STATIC,
+           metrics text STATIC,
+           finished_at timestamp STATIC,
+           PRIMARY KEY ((request_id), entity_id)
+       ) WITH default_time_to_live = 604800""",
+    # Small facts about the keyspace itself: the domain it was created for.
+    """CREATE TABLE IF NOT EXISTS {ks}.pipeline_config (
+           name text PRIMARY KEY,
+           value text,
+           set_at timestamp
+       )""",
+)
+
+#: Every table a migrated keyspace holds (besides ``schema_migrations``).
+TABLES: frozenset[str] = frozenset(
+    re.search(r"CREATE TABLE IF NOT EXISTS \{ks\}\.(\w+)", statement).group(1)  # type: ignore[union-attr]
+    for statement in BASELINE)
 
 
 def _ensure_keyspace(session: Session, settings: Settings) -> None:
@@ -437,11 +751,17 @@ def applied_versions(session: Session, keyspace: str) -> dict[int, str]:
 
 
 def migrate(session: Session, settings: Settings,
-            migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
-    """Apply every migration not yet recorded, in order. Returns the versions applied now."""
+            migrations: tuple[Migration, ...] = MIGRATIONS, baseline: bool = True) -> list[int]:
+    """Apply every migration not yet recorded, in order. Returns the versions applied now. A
+    keyspace with none recorded gets BASELINE instead of migrations 1 to BASELINE_VERSION
+    (``baseline=False`` walks them, as a keyspace made before the baseline did)."""
     ks = settings.keyspace
     _ensure_keyspace(session, settings)
     done = applied_versions(session, ks)
+    applied: list[int] = []
+    if not done and baseline and any(m.version == BASELINE_VERSION for m in migrations):
+        done = _apply_baseline(session, ks, migrations)
+        applied = sorted(done)
     for migration in migrations:
         recorded = done.get(migration.version)
         if recorded is not None and recorded != migration.checksum:
@@ -449,21 +769,38 @@ def migrate(session: Session, settings: Settings,
                 f"migration {migration.version} ({migration.description}) was changed after it "
                 f"was applied to keyspace {ks}: add a new migration instead of editing it"
             )
-    applied = []
     for migration in migrations:
         if migration.version in done:
             continue
         for statement in migration.statements:
-            # Schema changes must reach agreement before the next statement uses them.
-            session.execute(statement.format(ks=ks), timeout=60)
-        session.execute(
-            f"INSERT INTO {ks}.schema_migrations (version, description, checksum, applied_at) "
-            "VALUES (%s, %s, %s, %s)",
-            (migration.version, migration.description, migration.checksum, datetime.now(UTC)),
-        )
+            if isinstance(statement, Step):
+                statement.run(session, ks)
+            else:
+                # Schema changes must reach agreement before the next statement uses them.
+                session.execute(statement.format(ks=ks), timeout=60)
+        _record(session, ks, migration)
         applied.append(migration.version)
     bind_domain(session, ks, settings.domain)
     return applied
+
+
+def _record(session: Session, ks: str, migration: Migration, note: str = "") -> None:
+    session.execute(
+        f"INSERT INTO {ks}.schema_migrations (version, description, checksum, applied_at) "
+        "VALUES (%s, %s, %s, %s)",
+        (migration.version, migration.description + note, migration.checksum, datetime.now(UTC)))
+
+
+def _apply_baseline(session: Session, ks: str, migrations: tuple[Migration, ...]
+                    ) -> dict[int, str]:
+    """Create BASELINE in an empty keyspace and record the migrations it stands for (with their
+    checksums, so an edited one is still refused). Returns them as ``applied_versions`` would."""
+    covered = [m for m in migrations if m.version <= BASELINE_VERSION]
+    for statement in BASELINE:
+        session.execute(statement.format(ks=ks), timeout=60)
+    for migration in covered:
+        _record(session, ks, migration, f" (in the baseline of version {BASELINE_VERSION})")
+    return {m.version: m.checksum for m in covered}
 
 
 def bind_domain(session: Session, keyspace: str, domain: str) -> None:

@@ -257,7 +257,7 @@ def lineage_of(partitions: pd.DataFrame, dates: list[date]) -> dict[str, Any]:
     """Kafka offset ranges of the ingest batches that fed these feature dates."""
     from streamfit.progress import merge_offsets
 
-    rows = partitions[partitions["sched_date"].isin(dates)] if len(partitions) else partitions
+    rows = partitions[partitions["day"].isin(dates)] if len(partitions) else partitions
     merged = merge_offsets(rows["sources"] if len(rows) else [])
     return {"kafka_offsets": merged, "feature_dates": [d.isoformat() for d in dates]}
 
@@ -270,8 +270,8 @@ def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
     import json
     from importlib.metadata import version
 
-    rows = partitions[partitions["sched_date"].isin(dates)] if len(partitions) else partitions
-    data = sorted((str(r.sched_date), int(r.flights), int(r.labelled))
+    rows = partitions[partitions["day"].isin(dates)] if len(partitions) else partitions
+    data = sorted((str(r.day), int(r.entities), int(r.labelled))
                   for r in rows.itertuples(index=False)) if len(rows) else []
     identity = {"window": [dates[0].isoformat(), dates[-1].isoformat()], "data": data,
                 "features": features, "grid": HGB_GRID, "custom_pool": custom_pool,
@@ -351,14 +351,14 @@ def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool 
         labelled = parts[parts["labelled"] > 0] if len(parts) else parts
         if labelled.empty:
             return TrainResult("skipped", "no labelled features yet")
-        end = end or max(labelled["sched_date"])
+        end = end or max(labelled["day"])
         dates = window_dates(end, settings.train_days)
         aliases = registry.aliases()
         champion = aliases.get("champion")
         versions = {v.version: v for v in registry.versions()}
         if champion is not None and not force:
             last_end = date.fromisoformat(versions[champion].train_window["end"])
-            new_rows = int(labelled[labelled["sched_date"] > last_end]["labelled"].sum())
+            new_rows = int(labelled[labelled["day"] > last_end]["labelled"].sum())
             if new_rows < settings.min_new_rows:
                 reason = (f"only {new_rows} new labelled {domain.entity.name}s since the champion's window "
                           f"(ends {last_end}); need {settings.min_new_rows}")

@@ -94,7 +94,7 @@ def run_transient(settings: Settings, request_id: str, dates: list[date] | None 
         labelled = parts[parts["labelled"] > 0] if len(parts) else parts
         if labelled.empty:
             raise TransientError("no labelled features to train on yet: land data first")
-        end = end or max(labelled["sched_date"])
+        end = end or max(labelled["day"])
         dates_in_window = window_dates(end, settings.train_days)
         train, holdout = time_split(load_window(store, dates_in_window), settings.holdout_days)
         if len(train) < 200 or holdout["label"].nunique() < 2:

@@ -74,8 +74,8 @@ def _versions(s: Settings) -> dict[int, Any]:
 
 def _built_at(s: Settings) -> dict[date, datetime]:
     with connect(s) as session:
-        return {date.fromisoformat(str(r.sched_date)): r.built_at for r in session.execute(
-            "SELECT sched_date, built_at FROM feature_partitions WHERE feature_set = 'flights'")}
+        return {date.fromisoformat(str(r.day)): r.built_at for r in session.execute(
+            "SELECT day, built_at FROM feature_partitions WHERE feature_set = 'flights'")}
 
 
 def _predictions(s: Settings, day: date) -> list[Any]:
@@ -226,5 +226,5 @@ def run_the_pipeline(s: Settings, origin: str | None = None) -> None:
     assert predicted and {p.model_version for p in predicted} == {champion}
     # ... with drift recorded per run, and the matured predictions of the new day evaluated
     assert len(runs) >= 2 and all(r.drift and r.predictions["count"] == r.rows for r in runs)
-    matured = perf[(perf["model_version"] == first_champion) & (perf["sched_date"] == NEW_DAY)]
-    assert len(matured) == 1 and 0 < matured["flights"].iat[0] <= len(scheduled_new_day)
+    matured = perf[(perf["model_version"] == first_champion) & (perf["day"] == NEW_DAY)]
+    assert len(matured) == 1 and 0 < matured["entities"].iat[0] <= len(scheduled_new_day)

@@ -34,8 +34,8 @@ def test_replayed_weeks_become_features_a_champion_and_predictions(
     sched = pd.to_datetime(f["time_hour"], utc=True) + pd.to_timedelta(f["minute"], unit="m")
     expected = sched.dt.date.value_counts()
     with connect(s) as session:
-        built = {r.sched_date.date(): (r.flights, r.labelled) for r in session.execute(
-            "SELECT sched_date, flights, labelled FROM feature_partitions "
+        built = {r.day.date(): (r.entities, r.labelled) for r in session.execute(
+            "SELECT day, entities, labelled FROM feature_partitions "
             "WHERE feature_set = 'flights'")}
     for day in days[1:]:  # the first day's schedules were published before the replay began
         assert built[day][0] == expected[day], day

@@ -80,7 +80,7 @@ def read_all(s: Settings, days: list[date]) -> tuple[pd.DataFrame, dict[date, tu
         return pd.DataFrame(), {}
     frame = pd.concat(frames, ignore_index=True)
     summary = {d: (int(n), int(k)) for d, n, k in
-               zip(parts["sched_date"], parts["flights"], parts["labelled"], strict=True)
+               zip(parts["day"], parts["entities"], parts["labelled"], strict=True)
                if d in days} if not parts.empty else {}
     return frame.sort_values(["day", ENTITY_ID, HORIZON]).reset_index(drop=True), summary
 
@@ -133,15 +133,15 @@ def test_late_data_rebuilds_only_its_dates_on_spark_through_spark_submit(
     spark_settings = s.model_copy(update={"engine": "spark"})
     job(spark, spark_settings, {"keyspace": s.keyspace, "days": [d.isoformat() for d in DAYS]})
     with connect(s) as session:
-        before = {r.sched_date.date(): r.built_at for r in session.execute(
-            "SELECT sched_date, built_at FROM feature_partitions WHERE feature_set = 'flights'")}
+        before = {r.day.date(): r.built_at for r in session.execute(
+            "SELECT day, built_at FROM feature_partitions WHERE feature_set = 'flights'")}
     land_directly(s, late)
     affected = dates_to_rebuild(FLIGHTS, [LATE])  # Feb 6 .. Feb 9
     summary = run_build(spark_settings, event_dates=[LATE])
     assert sorted(summary["dates"]) == [d.isoformat() for d in affected]
     with connect(s) as session:
-        after = {r.sched_date.date(): r.built_at for r in session.execute(
-            "SELECT sched_date, built_at FROM feature_partitions WHERE feature_set = 'flights'")}
+        after = {r.day.date(): r.built_at for r in session.execute(
+            "SELECT day, built_at FROM feature_partitions WHERE feature_set = 'flights'")}
     # the dates it affects were rebuilt (Feb 9 for the first time), and no other
     assert {d for d in after if after[d] != before.get(d)} == set(affected)
     assert set(before) - set(affected) == {d for d in DAYS if d < affected[0]}

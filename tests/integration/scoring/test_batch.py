@@ -109,8 +109,8 @@ def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: 
     assert latest.max_psi == max(latest.drift.values())
     assert set(latest.drift) == set(earlier.drift) and len(latest.drift) > 20
     assert latest.predictions["count"] == latest.rows == 300
-    row = perf[(perf["model_version"] == 1) & (perf["sched_date"] == DAY)].iloc[0]
-    assert row["flights"] == 150 and 0 < row["late"] < 150 and 0.5 < row["roc_auc"] <= 1.0
+    row = perf[(perf["model_version"] == 1) & (perf["day"] == DAY)].iloc[0]
+    assert row["entities"] == 150 and 0 < row["late"] < 150 and 0.5 < row["roc_auc"] <= 1.0
 
 
 def test_models_show_and_report_read_what_monitoring_stored(champion: Settings,

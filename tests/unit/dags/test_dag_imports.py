@@ -61,18 +61,13 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
-def test_dag_files_import_only_stages_and_core_and_nothing_imports_them() -> None:
-    """The import contract (pyproject.toml) covers the packages; dags/ is a folder of modules
-    on Airflow's path, so its half of the rule is checked here: DAG files wire the stages and the
-    core (never the app layer), and no package imports a DAG file."""
+def test_dag_files_import_nothing_heavy_at_parse_time() -> None:
+    """Which packages a DAG file may reach is the import contract's (pyproject.toml, run by
+    ``make check``); this checks what the contract does not see, the third-party modules: a
+    DAG file's top-level imports are Airflow, pendulum, the standard wiring and our packages."""
     dag_modules = {p.stem for p in DAGS.glob("*.py")}
-    allowed = ("airflow", "pendulum", "__future__", "typing", "streamfit", "ingest", "features",
-               "training", "scoring", *dag_modules)
+    allowed = ("airflow", "pendulum", "__future__", "typing", "functools", "collections",
+               "streamfit", "ingest", "features", "training", "scoring", *dag_modules)
     for path in DAGS.glob("*.py"):
         bad = {m for m in _imports(path) if m.split(".")[0] not in allowed}
         assert not bad, f"{path.name} imports {sorted(bad)}"
-    packages = ("streamfit", "ingest", "features", "training", "scoring", "app", "bench")
-    for package in packages:
-        for path in (PROJECT_ROOT / package).rglob("*.py"):
-            wrong = {m for m in _imports(path) if m.split(".")[0] in dag_modules | {"dags"}}
-            assert not wrong, f"{path.relative_to(PROJECT_ROOT)} imports DAG modules {wrong}"

@@ -29,7 +29,9 @@ def test_extras_are_grouped_by_the_keyspace_they_name() -> None:
 def test_the_alert_names_the_task_the_error_and_what_to_check() -> None:
     ti = SimpleNamespace(dag_id="train_model", task_id="train", run_id="r1", try_number=3,
                          log_url="http://x/log")
-    alert = alert_of({"ti": ti, "exception": ValueError("bad window")})
+    alert = alert_of({"ti": ti, "exception": ValueError("bad window")},
+                     hint="check the feature tables")
+    assert alert_of({"ti": ti})["hint"] == "see the task log"
     assert alert["dag_id"] == "train_model" and alert["task_id"] == "train"
     assert alert["error"] == "ValueError: bad window" and alert["try_number"] == 3
     assert "feature tables" in alert["hint"]

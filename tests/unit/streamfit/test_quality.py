@@ -57,7 +57,7 @@ def test_realised_performance_and_calibration_bins() -> None:
     y = np.array([0, 0, 1, 1, 0, 1])
     p = np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7])
     m = realised(y, p)
-    assert m["roc_auc"] == 1.0 and m["flights"] == 6 and m["late"] == 3
+    assert m["roc_auc"] == 1.0 and m["entities"] == 6 and m["late"] == 3
     assert 0 < m["brier"] < 0.1
     assert np.isnan(realised(np.array([0, 0]), np.array([0.1, 0.2]))["roc_auc"])
     cal = calibration_bins(y, p)
@@ -70,13 +70,13 @@ def test_quality_alerts_flag_a_realised_gap_and_drift_past_their_lines() -> None
     from streamfit.quality import MIN_MATURED, quality_alerts
 
     holdout = {"roc_auc": 0.71}
-    fine = {"flights": 900.0, "roc_auc_daily_mean": 0.69}
-    fallen = {"flights": 900.0, "roc_auc_daily_mean": 0.64}
+    fine = {"entities": 900.0, "roc_auc_daily_mean": 0.69}
+    fallen = {"entities": 900.0, "roc_auc_daily_mean": 0.64}
     assert quality_alerts(holdout, fine, {"a": 0.1}, 0.05, 0.25) == []
     [gap] = quality_alerts(holdout, fallen, {}, 0.05, 0.25)
     assert "0.640" in gap and "0.070 below" in gap and "0.710" in gap
     # too few matured predictions to judge, and no realised figure at all: no gap alert
-    assert quality_alerts(holdout, {**fallen, "flights": MIN_MATURED - 1}, {}, 0.05, 0.25) == []
+    assert quality_alerts(holdout, {**fallen, "entities": MIN_MATURED - 1}, {}, 0.05, 0.25) == []
     assert quality_alerts(holdout, None, {}, 0.05, 0.25) == []
     [drifted] = quality_alerts(holdout, None, {"wx_pressure": 13.0, "a": 0.3, "b": 0.2},
                                0.05, 0.25)
