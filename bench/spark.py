@@ -49,18 +49,20 @@ FIRST = date(2013, 1, 1)
 def run_once(argv: list[str]) -> None:
     """The child: one build, then its figures as JSON on the last line of stdout."""
     from features.build import run_build
+    from streamfit.workspace import open_workspace
 
     keyspace, engine, master, mode, arg = argv
     s = get_settings().model_copy(update={"keyspace": keyspace, "engine": engine,
                                           "spark_master": master})
     size_before = status_mb("VmSize")
     t0 = time.perf_counter()
-    if mode == "full":
-        last = date.fromisoformat(arg)
-        summary = run_build(s, days=[FIRST + timedelta(days=i)
-                                     for i in range((last - FIRST).days + 2)])
-    else:
-        summary = run_build(s, event_dates=[date.fromisoformat(arg)])
+    with open_workspace(s) as ws:
+        if mode == "full":
+            last = date.fromisoformat(arg)
+            summary = run_build(ws, days=[FIRST + timedelta(days=i)
+                                          for i in range((last - FIRST).days + 2)])
+        else:
+            summary = run_build(ws, event_dates=[date.fromisoformat(arg)])
     seconds = time.perf_counter() - t0
     rss = status_mb("VmHWM")  # not ru_maxrss: Linux keeps that across fork and exec
     # the address space the build added: why STREAMFIT_PANDAS_MEMORY_MB bounds RSS, not this
@@ -244,11 +246,12 @@ def main() -> None:
         return
     from app.stack import control
     from app.stack.services import install_connector
+    from app.stack.settings import get_stack_settings
     from bench.pipeline import save
 
-    base = get_settings()
+    base = get_stack_settings()
     install_connector(base)
-    standalone = f"spark://127.0.0.1:{base.spark_master_port}"
+    standalone = base.spark_standalone_master
     figures: dict[str, Any] = {"machine": os.uname().nodename, "cores": os.cpu_count()}
     control.up(base, ["spark"])
     try:

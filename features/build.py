@@ -14,10 +14,8 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from cassandra.cluster import Session
-
-from streamfit.domains import Domain, load_domain
-from streamfit.settings import Settings
+from streamfit.domains import Domain
+from streamfit.workspace import Workspace
 
 if TYPE_CHECKING:
     # pandas comes with it: a task that submits a Spark job never loads it
@@ -37,8 +35,7 @@ def dates_to_rebuild(domain: Domain, event_dates: Iterable[str | date]) -> list[
 Builder = Callable[[list[date], dict[str, Any] | None], Iterable["BuildResult"]]
 
 
-def build_days(session: Session, keyspace: str, domain: Domain, days: Iterable[date],
-               sources: dict[str, Any] | None = None,
+def build_days(ws: Workspace, days: Iterable[date], sources: dict[str, Any] | None = None,
                max_event_time: datetime | None = None,
                builder: Builder | None = None, memory_mb: int = 0) -> dict[str, Any]:
     """Build the feature partitions of ``days`` and append the build to the feature-build log
@@ -46,14 +43,11 @@ def build_days(session: Session, keyspace: str, domain: Domain, days: Iterable[d
     recorded per built date as lineage. ``builder``: None builds each date here in pandas,
     stopping once this process has passed ``memory_mb`` MiB (``streamfit.memory.budget``; 0:
     no limit)."""
-    from streamfit.progress import Progress
-
     wanted = sorted(set(days))
     if builder is None:
-        from streamfit.featurestore import FeatureStore
         from streamfit.memory import budget
 
-        store = FeatureStore(session, keyspace, domain)
+        store = ws.feature_store()
         results = []
         with budget(memory_mb, "the feature build") as work:
             for day in wanted:
@@ -62,49 +56,43 @@ def build_days(session: Session, keyspace: str, domain: Domain, days: Iterable[d
     else:
         results = list(builder(wanted, sources))
     for r in results:
-        log.info("features %s: %d %ss, %d labelled", r.day, r.entities, domain.entity.name,
+        log.info("features %s: %d %ss, %d labelled", r.day, r.entities, ws.domain.entity.name,
                  r.labelled)
     built = [r for r in results if r.entities]
     summary: dict[str, Any] = {
         "dates": [r.day.isoformat() for r in built], "entities": sum(r.entities for r in built),
-        "labelled": sum(r.labelled for r in built), "feature_version": domain.features.version,
+        "labelled": sum(r.labelled for r in built), "feature_version": ws.domain.features.version,
         "max_event_time": max_event_time.isoformat() if max_event_time else None}
     if built:
         # after the partitions are durable: a build in the log is complete
-        summary["build"] = Progress(session, keyspace).record_build(
+        summary["build"] = ws.progress.record_build(
             {r.day for r in built}, summary["entities"], max_event_time)
     return summary
 
 
-def build_with_engine(settings: Settings, session: Session, keyspace: str, days: Iterable[date],
-                      sources: dict[str, Any] | None = None,
+def build_with_engine(ws: Workspace, days: Iterable[date], sources: dict[str, Any] | None = None,
                       max_event_time: datetime | None = None) -> dict[str, Any]:
     """``build_days`` on the configured engine: here in pandas, or (``STREAMFIT_ENGINE=spark``)
     as a Spark job this process submits and waits for, never loading the data itself."""
     wanted = sorted(set(days))
+    settings = ws.settings
     if settings.engine == "spark":
         from streamfit.spark import SparkUnavailable, submit
 
-        if load_domain(settings.domain).features.reads is None:
+        if ws.domain.features.reads is None:
             raise SparkUnavailable(
-                f"the {settings.domain} domain does not declare the raw partitions a date reads "
+                f"the {ws.domain.name} domain does not declare the raw partitions a date reads "
                 "(FeatureSpec.reads), which the Spark engine needs: set STREAMFIT_ENGINE=pandas "
                 "or declare them")
 
         return submit(settings, "features.spark_build:job", {
-            "keyspace": keyspace, "days": [d.isoformat() for d in wanted], "sources": sources,
+            "keyspace": ws.keyspace, "days": [d.isoformat() for d in wanted], "sources": sources,
             "max_event_time": max_event_time.isoformat() if max_event_time else None})
-    return build_days(session, keyspace, load_domain(settings.domain), wanted, sources,
-                      max_event_time, memory_mb=settings.pandas_memory_mb)
+    return build_days(ws, wanted, sources, max_event_time, memory_mb=settings.pandas_memory_mb)
 
 
-def run_build(settings: Settings, event_dates: Iterable[str | date] = (),
+def run_build(ws: Workspace, event_dates: Iterable[str | date] = (),
               days: Iterable[date] = ()) -> dict[str, Any]:
     """Rebuild the feature partitions that these event dates (or explicit days) affect
     (``streamfit features build``); training and scoring pick the build up from the log."""
-    from streamfit.cassandra import connect
-
-    domain = load_domain(settings.domain)
-    with connect(settings) as session:
-        return build_with_engine(settings, session, settings.keyspace,
-                                 set(dates_to_rebuild(domain, event_dates)) | set(days))
+    return build_with_engine(ws, set(dates_to_rebuild(ws.domain, event_dates)) | set(days))

@@ -21,10 +21,10 @@ from typing import Any
 from cassandra.cluster import Session
 
 from streamfit import kafka as kafka_io
-from streamfit.domains import load_domain
 from streamfit.progress import NOTHING_PENDING, Position, Progress, run_stage
 from streamfit.settings import Settings
 from streamfit.store import IngestStore, LedgerEntry, as_utc, ledger_offsets
+from streamfit.workspace import Workspace
 
 log = logging.getLogger("streamfit.features")
 
@@ -98,20 +98,18 @@ def pending_ledger(settings: Settings, session: Session, progress: Progress,
     return backlog
 
 
-def _build_keyspace(settings: Settings, session: Session, progress: Progress
-                    ) -> dict[str, Any] | str:
+def _build_keyspace(ws: Workspace) -> dict[str, Any] | str:
+    settings, progress = ws.settings, ws.progress
     rounds: list[dict[str, Any]] = []
     consumed = 0
     for _round in range(MAX_ROUNDS):
-        backlog = pending_ledger(settings, session, progress)
+        backlog = pending_ledger(settings, ws.session, progress)
         if not backlog.entries:
             break
         # only now: pandas costs 0.55 s of a 0.7 s run with nothing pending (pyinstrument)
         from features.build import build_with_engine, dates_to_rebuild
 
-        domain = load_domain(settings.domain)
-        summary = build_with_engine(settings, session, progress.keyspace,
-                                    dates_to_rebuild(domain, backlog.event_dates),
+        summary = build_with_engine(ws, dates_to_rebuild(ws.domain, backlog.event_dates),
                                     backlog.lineage(), backlog.max_event_time)
         for stream, partition, old, position in backlog.moves:
             progress.advance(STAGE, stream, partition, old, position, backlog.max_event_time)

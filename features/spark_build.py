@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from streamfit.settings import Settings
+    from streamfit.workspace import Workspace
 
 #: The rows of features_by_horizon as a Spark task returns them. The feature values travel as
 #: JSON: Arrow turns a NaN inside a list or map into a null, which Cassandra refuses in a map,
@@ -132,10 +133,10 @@ class _Summaries(AccumulatorParam):  # type: ignore[misc]
         return a
 
 
-def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days: Iterable[date],
+def build_on_spark(spark: SparkSession, ws: Workspace, days: Iterable[date],
                    sources: dict[str, Any] | None = None,
                    timings: dict[str, float] | None = None) -> list[BuildResult]:
-    """Build and write the feature partitions of ``days`` in ``keyspace`` with Spark; each built
+    """Build and write the feature partitions of ``days`` in the workspace with Spark; each built
     date's summary row is written after its feature rows. ``timings`` gets the seconds of each
     phase."""
     import time
@@ -144,12 +145,10 @@ def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
     started = time.perf_counter()
     from pyspark.sql import functions as F
 
-    from streamfit.cassandra import connect
-    from streamfit.featurestore import FeatureStore
     from streamfit.spark import read_partitions, write_table
 
-    domain = load_domain(settings.domain)
-    chunks = chunks_of(days, settings.spark_chunk_days)
+    domain, keyspace = ws.domain, ws.keyspace
+    chunks = chunks_of(days, ws.settings.spark_chunk_days)
     if not chunks:
         return []
     keys = spark.createDataFrame(partition_keys(domain, chunks),
@@ -157,7 +156,7 @@ def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
     raw = read_partitions(spark, keyspace, "raw_events", keys).select(
         "chunk", "event_date", "bucket", "event_type", "event_time", "event_id", "payload")
     built_at = datetime.now(UTC)
-    spec = settings.domain
+    spec = ws.settings.domain  # each executor's Python worker loads the domain from it
     # Each task reports its dates' summaries through an accumulator instead of the job keeping
     # every row for a second pass: a year of rows held by the executors ran a 512 MB heap out
     # of memory. A retried task reports the same values again, which the merge absorbs.
@@ -179,30 +178,25 @@ def build_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
     clock["read_build_write_s"] = time.perf_counter() - started
     results = sorted((BuildResult(day, n, k) for day, (n, k) in summaries.value.items()),
                      key=lambda r: r.day)
-    with connect(settings, keyspace=keyspace) as session:
-        store = FeatureStore(session, keyspace, domain)
-        for result in results:
-            store.record_partition(result, sources, built_at)
+    store = ws.feature_store()
+    for result in results:
+        store.record_partition(result, sources, built_at)
     return results
 
 
 def job(spark: SparkSession, settings: Settings, args: dict[str, Any]) -> dict[str, Any]:
     """spark-submit's job: ``features.build.build_days`` with this engine's builder."""
     from features.build import build_days
-    from streamfit.cassandra import connect
+    from streamfit.workspace import open_workspace
 
-    keyspace = args["keyspace"]
     days = [date.fromisoformat(d) for d in args["days"]]
     max_event_time = (datetime.fromisoformat(args["max_event_time"])
                       if args.get("max_event_time") else None)
-
     timings: dict[str, float] = {}
+    with open_workspace(settings, args["keyspace"]) as ws:
 
-    def builder(wanted: list[date], sources: dict[str, Any] | None) -> Iterator[BuildResult]:
-        return iter(build_on_spark(spark, settings, keyspace, wanted, sources, timings))
+        def builder(wanted: list[date], sources: dict[str, Any] | None) -> Iterator[BuildResult]:
+            return iter(build_on_spark(spark, ws, wanted, sources, timings))
 
-    domain = load_domain(settings.domain)
-    with connect(settings, keyspace=keyspace) as session:
-        summary = build_days(session, keyspace, domain, days, args.get("sources"),
-                             max_event_time, builder=builder)
+        summary = build_days(ws, days, args.get("sources"), max_event_time, builder=builder)
     return {**summary, "spark_timings": timings}

@@ -48,6 +48,8 @@ class IngestService:
         self.ctx = multiprocessing.get_context("spawn")
         self.procs: dict[int, BaseProcess] = {}
         self.restarts = 0
+        #: data-arrival signals that failed (Airflow or Kafka away); the ledger keeps their rows
+        self.signal_failures = 0
         #: partitions reported stalled by the last check, with the reason
         self.stalled: dict[int, str] = {}
 
@@ -119,6 +121,7 @@ class IngestService:
         try:
             signaller.tick(force=force)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - Airflow/Kafka down: the ledger keeps it; retry
+            self.signal_failures += 1
             log.warning("data-arrival signal not sent yet (%s: %s); will retry",
                         type(exc).__name__, exc)
 

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from scoring.predictions import PredictionWriter
-from streamfit.domains import EVENT_TIME, HORIZON, load_domain
+from streamfit.domains import EVENT_TIME, HORIZON
 from streamfit.featurestore import FeatureStore
 from streamfit.memory import budget
-from streamfit.registry import Registry, predict
-from streamfit.settings import Settings
+from streamfit.registry import predict
+from streamfit.workspace import Workspace
 
 log = logging.getLogger("streamfit.scoring")
 
@@ -124,18 +124,19 @@ def score_here(store: FeatureStore, writer: PredictionWriter, model: Any, featur
     return Scored(done, total, sample.drop(columns="_key", errors="ignore"), clock, read)
 
 
-def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | None = None,
+def score_dates(ws: Workspace, dates: Iterable[date], as_of: datetime | None = None,
                 evaluate: Iterable[date] = (), scorer: Scorer | None = None) -> ScoreResult:
     """Score the rows of ``dates`` due at ``as_of`` (None: every row) with the champion, record the
     run's drift and prediction distribution, and evaluate the stored predictions of ``evaluate``
     (dates whose outcomes have landed) against their outcomes. With ``STREAMFIT_ENGINE=spark``
     (and no ``scorer``) this is a Spark job the process submits and waits for."""
     evaluate = sorted(set(evaluate))
+    settings, domain = ws.settings, ws.domain
     if settings.engine == "spark" and scorer is None:
         from streamfit.spark import submit
 
         ran = submit(settings, "scoring.spark_score:job", {
-            "keyspace": settings.keyspace, "dates": sorted({d.isoformat() for d in dates}),
+            "keyspace": ws.keyspace, "dates": sorted({d.isoformat() for d in dates}),
             "as_of": as_of.isoformat() if as_of else None,
             "evaluate": sorted({d.isoformat() for d in evaluate})})
         return ScoreResult(ran["model_version"], ran["dates"], ran["scored"],
@@ -150,49 +151,44 @@ def score_dates(settings: Settings, dates: Iterable[date], as_of: datetime | Non
         prediction_summary,
     )
     from streamfit.alerts import quality_alert
-    from streamfit.cassandra import connect
     from streamfit.quality import quality_alerts
 
-    domain = load_domain(settings.domain)
-    with connect(settings) as session:
-        registry = Registry(session, settings.keyspace, domain.model_name)
-        # digest-checked: a corrupted artifact never scores; the previous champion does
-        loaded = registry.load_champion()
-        if loaded is None:
-            raise NoChampion("no champion model yet: train one first (`streamfit train`)")
-        champion, model = loaded
-        version = next(v for v in registry.versions() if v.version == champion)
-        store = FeatureStore(session, settings.keyspace, domain)
-        monitor = MonitoringStore(session, settings.keyspace, domain.model_name)
-        scored_at = datetime.now(UTC)
-        if scorer is None:
-            writer = PredictionWriter(session, settings.keyspace, domain)
-            out = score_here(store, writer, model, version.features, champion, dates, as_of,
-                             scored_at, settings.pandas_memory_mb, evaluate)
-        else:
-            out = scorer(sorted(set(dates)), as_of, model, version.features, champion,
-                         scored_at)
-        done, total, clock, read = out.dates, out.scored, out.timings, out.read
-        psi: dict[str, float] = {}
-        if out.dates:
-            psi = drift(version.reference.get("features", {}), out.sample)
-            monitor.record_run(ScoringRun(scored_at, champion, done, total,
-                                          prediction_summary(out.sample["probability"]
-                                                             .to_numpy()),
-                                          psi, max(psi.values(), default=0.0)))
-        matured = {}
-        for day in sorted(set(evaluate)):
-            labelled = read[day] if day in read else store.read_day(day)
-            result = monitor.evaluate(day, labelled)
-            if result:
-                matured[day.isoformat()] = {v: m["entities"] for v, m in result.items()}
-        problems = quality_alerts(
-            version.metrics, performance_summary(monitor.performance()).get(champion) if matured
-            else None, psi if out.dates else {}, settings.alert_quality_gap,
-            settings.alert_drift_psi, version.reference.get("daily_psi"))
-        if problems:
-            quality_alert(settings.keyspace, domain.model_name, champion, problems,
-                          settings.alert_webhook_url)
-        log.info("scored %d %ss of %s with model v%d; evaluated %s", total, domain.entity.name,
-                 done, champion, matured)
-        return ScoreResult(champion, done, total, matured, clock, problems)
+    registry = ws.registry
+    # digest-checked: a corrupted artifact never scores; the previous champion does
+    loaded = registry.load_champion()
+    if loaded is None:
+        raise NoChampion("no champion model yet: train one first (`streamfit train`)")
+    champion, model = loaded
+    version = next(v for v in registry.versions() if v.version == champion)
+    store = ws.feature_store()
+    monitor = MonitoringStore(ws.session, ws.keyspace, domain.model_name)
+    scored_at = datetime.now(UTC)
+    if scorer is None:
+        writer = PredictionWriter(ws.session, ws.keyspace, domain)
+        out = score_here(store, writer, model, version.features, champion, dates, as_of,
+                         scored_at, settings.pandas_memory_mb, evaluate)
+    else:
+        out = scorer(sorted(set(dates)), as_of, model, version.features, champion, scored_at)
+    done, total, clock, read = out.dates, out.scored, out.timings, out.read
+    psi: dict[str, float] = {}
+    if out.dates:
+        psi = drift(version.reference.get("features", {}), out.sample)
+        monitor.record_run(ScoringRun(scored_at, champion, done, total,
+                                      prediction_summary(out.sample["probability"].to_numpy()),
+                                      psi, max(psi.values(), default=0.0)))
+    matured = {}
+    for day in sorted(set(evaluate)):
+        labelled = read[day] if day in read else store.read_day(day)
+        result = monitor.evaluate(day, labelled)
+        if result:
+            matured[day.isoformat()] = {v: m["entities"] for v, m in result.items()}
+    problems = quality_alerts(
+        version.metrics, performance_summary(monitor.performance()).get(champion) if matured
+        else None, psi if out.dates else {}, settings.alert_quality_gap,
+        settings.alert_drift_psi, version.reference.get("daily_psi"))
+    if problems:
+        quality_alert(ws.keyspace, domain.model_name, champion, problems,
+                      settings.alert_webhook_url)
+    log.info("scored %d %ss of %s with model v%d; evaluated %s", total, domain.entity.name,
+             done, champion, matured)
+    return ScoreResult(champion, done, total, matured, clock, problems)

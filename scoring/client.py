@@ -31,6 +31,10 @@ from streamfit.settings import Settings
 
 MAX_PAGE_SIZE = 1000
 
+#: A value of a descriptive column in a filter (``GET /predictions?carrier=UA``,
+#: ``streamfit predictions list --where carrier=UA``).
+COLUMN_VALUE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
 
 class BadPageToken(ValueError):
     """The page token was not one this client handed out (copy ``next_token`` as it is)."""
@@ -121,13 +125,11 @@ class PredictionClient:
     @classmethod
     @contextmanager
     def open(cls, settings: Settings | None = None) -> Iterator[PredictionClient]:
-        from streamfit.cassandra import connect
-        from streamfit.domains import load_domain
         from streamfit.settings import get_settings
+        from streamfit.workspace import open_workspace
 
-        s = settings or get_settings()
-        with connect(s) as session:
-            yield cls(session, s.keyspace, load_domain(s.domain))
+        with open_workspace(settings or get_settings()) as ws:
+            yield cls(ws.session, ws.keyspace, ws.domain)
 
     def latest(self, entity_id: str) -> Prediction | None:
         """The entity's freshest prediction: of its nearest horizon scored so far."""

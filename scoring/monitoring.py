@@ -4,7 +4,8 @@ Triggered by batch scoring (the ``score_batch`` DAG and ``streamfit score``): ev
 compares the features it scored with the champion's training reference (PSI per feature) and
 summarises the probabilities it wrote; once arrivals land, the predictions of those dates are
 scored against the real outcome. Both are stored in Cassandra (``scoring_runs``,
-``model_performance``) and shown by ``streamfit models show`` and ``streamfit report``.
+``model_performance``) and shown by ``streamfit models show``, ``GET /models/{version}`` (both
+through ``version_health``) and ``streamfit report``.
 
 The statistics are the pure functions of ``streamfit.quality``; ``MonitoringStore`` is the I/O.
 """
@@ -20,10 +21,19 @@ import pandas as pd
 from cassandra.cluster import Session
 
 from scoring.predictions import SELECT_DAY_ALL
-from streamfit.quality import PSI_SHIFTED, PSI_STABLE, drift, prediction_summary, realised
+from streamfit.quality import (
+    PSI_SHIFTED,
+    PSI_STABLE,
+    drift,
+    prediction_summary,
+    quality_alerts,
+    realised,
+)
+from streamfit.registry import ModelVersion, Registry
+from streamfit.settings import Settings
 
-__all__ = ["PSI_SHIFTED", "PSI_STABLE", "MonitoringStore", "ScoringRun", "drift",
-           "performance_summary", "prediction_summary"]
+__all__ = ["PSI_SHIFTED", "PSI_STABLE", "MonitoringStore", "ScoringRun", "VersionHealth", "drift",
+           "performance_summary", "prediction_summary", "version_health"]
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -116,6 +126,52 @@ class MonitoringStore:
                               "entities": r.entities, "late": r.late,
                               "mean_probability": r.mean_probability,
                               "roc_auc": r.roc_auc, "brier": r.brier} for r in rows])
+
+
+def shifted_features(run: ScoringRun) -> list[str]:
+    """The features of a scoring run past the 'shifted' PSI line, most shifted first."""
+    return sorted((k for k, x in run.drift.items() if x > PSI_SHIFTED), key=lambda k: -run.drift[k])
+
+
+@dataclass(frozen=True)
+class VersionHealth:
+    """One model version as it serves: its latest scoring runs, how its matured predictions
+    did, and what is wrong with it (``streamfit models show``, ``GET /models/{version}``)."""
+
+    version: ModelVersion
+    #: its latest scoring runs, newest first
+    runs: list[ScoringRun]
+    #: ``performance_summary`` of its matured predictions (None: none matured yet)
+    realised: dict[str, float] | None
+    #: ``quality_alerts`` against its holdout and its newest run's drift
+    alerts: list[str]
+
+    def as_dict(self) -> dict[str, object]:
+        v = self.version
+        return {"version": v.version, "algorithm": v.algorithm, "params": v.params,
+                "metrics": v.metrics, "train_window": v.train_window, "lineage": v.lineage,
+                "sha256": v.sha256, "created_at": v.created_at.isoformat(),
+                "runs": [{"scored_at": r.scored_at.isoformat(), "dates": r.dates, "rows": r.rows,
+                          "mean_probability": r.predictions.get("mean"), "max_psi": r.max_psi,
+                          "shifted_features": shifted_features(r)} for r in self.runs],
+                "realised": self.realised, "alerts": self.alerts}
+
+
+def version_health(registry: Registry, monitor: MonitoringStore, s: Settings,
+                   version: int | None = None, runs: int = 5) -> VersionHealth | None:
+    """``version`` (default: the champion) with its latest ``runs`` scoring runs; None when
+    there is no such version. The stores are the caller's (the API keeps its own, prepared
+    once)."""
+    wanted = version if version is not None else registry.aliases().get("champion")
+    found = next((v for v in registry.versions() if v.version == wanted), None)
+    if found is None:
+        return None
+    mine = [r for r in monitor.runs(200) if r.model_version == found.version][:runs]
+    summary = performance_summary(monitor.performance()).get(found.version)
+    alerts = quality_alerts(found.metrics, summary, mine[0].drift if mine else {},
+                            s.alert_quality_gap, s.alert_drift_psi,
+                            found.reference.get("daily_psi"))
+    return VersionHealth(found, mine, summary, alerts)
 
 
 def performance_summary(perf: pd.DataFrame) -> dict[int, dict[str, float]]:

@@ -27,7 +27,7 @@ import pandas as pd
 from scoring.monitoring import PSI_SHIFTED, PSI_STABLE, ScoringRun, performance_summary
 from streamfit.quality import quality_alerts
 from streamfit.registry import ModelVersion
-from streamfit.settings import Settings
+from streamfit.workspace import Workspace
 
 
 @dataclass
@@ -44,53 +44,48 @@ class ReportData:
     alerts: list[str] = field(default_factory=list)
 
 
-def collect(settings: Settings) -> ReportData:
+def collect(ws: Workspace) -> ReportData:
     from scoring.monitoring import MonitoringStore
-    from streamfit.cassandra import connect
-    from streamfit.domains import load_domain
-    from streamfit.featurestore import FeatureStore
-    from streamfit.registry import Registry
 
-    domain = load_domain(settings.domain)
-    with connect(settings) as session:
-        registry = Registry(session, settings.keyspace, domain.model_name)
-        monitor = MonitoringStore(session, settings.keyspace, domain.model_name)
-        versions = registry.versions()
-        runs = monitor.runs(200)
-        timeline: list[tuple[str, datetime, float]] = []
-        timeline += [("model trained", v.created_at, 1.0) for v in versions]
-        timeline += [("predictions scored", r.scored_at, float(r.rows)) for r in runs]
-        built = FeatureStore(session, settings.keyspace, domain).partitions()
-        for row in built.itertuples(index=False) if len(built) else ():
-            timeline.append(("features built", row.built_at, float(row.entities)))
-        days = sorted({t.date() for _, t, _ in timeline if t is not None})
-        if days:
-            from cassandra.util import datetime_from_uuid1
+    settings, session = ws.settings, ws.session
+    registry = ws.registry
+    monitor = MonitoringStore(session, ws.keyspace, ws.domain.model_name)
+    versions = registry.versions()
+    runs = monitor.runs(200)
+    timeline: list[tuple[str, datetime, float]] = []
+    timeline += [("model trained", v.created_at, 1.0) for v in versions]
+    timeline += [("predictions scored", r.scored_at, float(r.rows)) for r in runs]
+    built = ws.feature_store().partitions()
+    for row in built.itertuples(index=False) if len(built) else ():
+        timeline.append(("features built", row.built_at, float(row.entities)))
+    days = sorted({t.date() for _, t, _ in timeline if t is not None})
+    if days:
+        from cassandra.util import datetime_from_uuid1
 
-            query = session.prepare(f"SELECT signal_id, rows FROM {settings.keyspace}."
-                                    "ingest_signals WHERE signal_day = ?")
-            day = days[0] - timedelta(days=1)
-            while day <= days[-1]:
-                for row in session.execute(query, (day,)):
-                    timeline.append(("raw events signalled", datetime_from_uuid1(row.signal_id),
-                                     float(row.rows or 0)))
-                day += timedelta(days=1)
-        aliases = registry.aliases()
-        performance = monitor.performance()
-        champion = next((v for v in versions if v.version == aliases.get("champion")), None)
-        alerts = [] if champion is None else quality_alerts(
-            champion.metrics, performance_summary(performance).get(champion.version),
-            next((r.drift for r in runs if r.model_version == champion.version), {}),
-            settings.alert_quality_gap, settings.alert_drift_psi,
-            champion.reference.get("daily_psi"))
-        return ReportData(settings.keyspace, versions, aliases,
-                          [r._asdict() for r in registry.decisions(50)], runs, performance,
-                          [t for t in timeline if t[1] is not None], alerts)
+        query = session.prepare(f"SELECT signal_id, rows FROM {settings.keyspace}."
+                                "ingest_signals WHERE signal_day = ?")
+        day = days[0] - timedelta(days=1)
+        while day <= days[-1]:
+            for row in session.execute(query, (day,)):
+                timeline.append(("raw events signalled", datetime_from_uuid1(row.signal_id),
+                                 float(row.rows or 0)))
+            day += timedelta(days=1)
+    aliases = registry.aliases()
+    performance = monitor.performance()
+    champion = next((v for v in versions if v.version == aliases.get("champion")), None)
+    alerts = [] if champion is None else quality_alerts(
+        champion.metrics, performance_summary(performance).get(champion.version),
+        next((r.drift for r in runs if r.model_version == champion.version), {}),
+        settings.alert_quality_gap, settings.alert_drift_psi,
+        champion.reference.get("daily_psi"))
+    return ReportData(settings.keyspace, versions, aliases,
+                      [r._asdict() for r in registry.decisions(50)], runs, performance,
+                      [t for t in timeline if t[1] is not None], alerts)
 
 
-def write_report(settings: Settings, path: Path) -> Path:
+def write_report(ws: Workspace, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(collect(settings)), encoding="utf-8")
+    path.write_text(render(collect(ws)), encoding="utf-8")
     return path
 
 

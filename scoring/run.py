@@ -21,9 +21,9 @@ from typing import Any
 
 from cassandra.cluster import Session
 
-from streamfit.domains import load_domain
 from streamfit.progress import NOTHING_PENDING, FeatureBuild, Position, Progress, run_stage
 from streamfit.settings import Settings
+from streamfit.workspace import Workspace
 
 STAGE = "scoring"
 BUILDS = ("feature_builds", 0)
@@ -79,10 +79,9 @@ def dates_to_score(backlog: ScoringBacklog, built: list[date]) -> list[date]:
     return sorted(dates)
 
 
-def _score_keyspace(settings: Settings, session: Session, progress: Progress
-                    ) -> dict[str, Any] | str:
-    domain = load_domain(settings.domain)
-    backlog = pending_scoring(session, progress, domain.model_name)
+def _score_keyspace(ws: Workspace) -> dict[str, Any] | str:
+    progress = ws.progress
+    backlog = pending_scoring(ws.session, progress, ws.domain.model_name)
     if not backlog.pending:
         return NOTHING_PENDING
     as_of = backlog.as_of
@@ -99,12 +98,10 @@ def _score_keyspace(settings: Settings, session: Session, progress: Progress
         advance()
         return f"no champion yet: {len(backlog.builds)} feature build(s) consumed unscored"
     from scoring.batch import score_dates
-    from streamfit.featurestore import FeatureStore
 
-    built = list(FeatureStore(session, progress.keyspace, domain).partitions()
-                 .get("day", []))
+    built = list(ws.feature_store().partitions().get("day", []))
     dates = dates_to_score(backlog, built)
-    result = score_dates(settings, dates, as_of, evaluate=dates)
+    result = score_dates(ws, dates, as_of, evaluate=dates)
     advance()
     return {"model_version": result.model_version, "dates": result.dates,
             "scored": result.scored, "evaluated": sorted(result.evaluated),

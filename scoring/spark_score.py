@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from streamfit.settings import Settings
+    from streamfit.workspace import Workspace
 
 SCORED_SCHEMA = ("day date, entity_id string, horizon_min int, event_time timestamp, "
                  "attributes map<string,string>, probability double, model_version int, "
@@ -71,7 +72,7 @@ def score_batch(batch: pd.DataFrame, domain_spec: str, model: Any, features: lis
         "feature_values": [v for v, keep in zip(values, mask, strict=True) if keep]})
 
 
-def score_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days: list[date],
+def score_on_spark(spark: SparkSession, ws: Workspace, days: list[date],
                    as_of: datetime | None, model: Any, features: list[str], version: int,
                    scored_at: datetime) -> Scored:
     """Score the rows of ``days`` due at ``as_of`` and write the predictions, with Spark."""
@@ -81,10 +82,11 @@ def score_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
 
     if not days:
         return Scored([], 0, pd.DataFrame())
+    keyspace = ws.keyspace
     keys = spark.createDataFrame([(d,) for d in days], "day date")
     rows = read_partitions(spark, keyspace, "features_by_horizon", keys).select(*STORED)
     shared = spark.sparkContext.broadcast(model)
-    spec = settings.domain
+    spec = ws.settings.domain  # each executor's Python worker loads the domain from it
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -122,18 +124,18 @@ def score_on_spark(spark: SparkSession, settings: Settings, keyspace: str, days:
 
 def job(spark: SparkSession, settings: Settings, args: dict[str, Any]) -> dict[str, Any]:
     """spark-submit's job: ``scoring.batch.score_dates`` with this engine's scorer."""
-    keyspace = args["keyspace"]
-    s = settings.model_copy(update={"keyspace": keyspace})
+    from streamfit.workspace import open_workspace
 
-    def scorer(days: list[date], as_of: datetime | None, model: Any, features: list[str],
-               version: int, scored_at: datetime) -> Scored:
-        return score_on_spark(spark, s, keyspace, days, as_of, model, features, version,
-                              scored_at)
+    with open_workspace(settings, args["keyspace"]) as ws:
 
-    result = score_dates(
-        s, [date.fromisoformat(d) for d in args["dates"]],
-        datetime.fromisoformat(args["as_of"]) if args.get("as_of") else None,
-        [date.fromisoformat(d) for d in args["evaluate"]], scorer=scorer)
+        def scorer(days: list[date], as_of: datetime | None, model: Any, features: list[str],
+                   version: int, scored_at: datetime) -> Scored:
+            return score_on_spark(spark, ws, days, as_of, model, features, version, scored_at)
+
+        result = score_dates(
+            ws, [date.fromisoformat(d) for d in args["dates"]],
+            datetime.fromisoformat(args["as_of"]) if args.get("as_of") else None,
+            [date.fromisoformat(d) for d in args["evaluate"]], scorer=scorer)
     return {"model_version": result.model_version, "dates": result.dates,
             "scored": result.scored, "evaluated": result.evaluated, "timings": result.timings,
             "alerts": result.alerts}

@@ -30,11 +30,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cassandra.cluster import Session
 
 from streamfit.cassandra import as_utc, cql_date
+
+if TYPE_CHECKING:
+    from streamfit.workspace import Workspace
 
 log = logging.getLogger("streamfit.progress")
 
@@ -234,7 +237,8 @@ def _build(row: Any) -> FeatureBuild:
 #: default keyspace and every keyspace so marked, whether or not a trigger named it.
 ANNOUNCED = ("announce", "airflow", 0)
 
-Step = Callable[[Any, Session, "Progress"], "dict[str, Any] | str"]
+#: A stage's work in one keyspace: a summary, or why it did nothing.
+Step = Callable[["Workspace"], "dict[str, Any] | str"]
 
 
 def mark_announced(progress: Progress, event_id: int | None) -> None:
@@ -267,32 +271,24 @@ def pipeline_keyspaces(session: Session, default: str, hinted: Iterable[str] = (
 NOTHING_PENDING = "nothing pending"
 
 
-def settings_for(settings: Any, session: Session, keyspace: str) -> Any:
-    """The process's settings pointed at ``keyspace`` and at the domain that keyspace records,
-    so one Airflow serves keyspaces of different domains."""
-    from streamfit.schema import recorded_domain
-
-    domain = recorded_domain(session, keyspace) or settings.domain
-    return settings.model_copy(update={"keyspace": keyspace, "domain": domain})
-
-
 def run_stage(settings: Any, stage: str, step: Step, hinted: Iterable[str] = ()
               ) -> dict[str, Any]:
-    """Run ``step(settings_of_keyspace, session, progress)`` under the stage's lease for every
-    keyspace the pipeline serves. ``step`` returns a summary, or a string saying why it did
+    """Run ``step(workspace)`` under the stage's lease for every keyspace the pipeline serves
+    (each workspace has the domain its keyspace records, so one Airflow serves keyspaces of
+    different domains). ``step`` returns a summary, or a string saying why it did
     nothing. Returns ``{"by_keyspace": {ks: summary}, "skipped": {ks: why}}``, the ``extra`` of
     the DAG's outlet event."""
     from streamfit.cassandra import connect
+    from streamfit.workspace import workspace
 
     done: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     with connect(settings, keyspace=None) as session:
         for keyspace in pipeline_keyspaces(session, settings.keyspace, hinted):
-            progress = Progress(session, keyspace)
+            ws = workspace(settings.model_copy(update={"keyspace": keyspace}), session)
             try:
-                with progress.lease(stage):
-                    result = step(settings_for(settings, session, keyspace), session,
-                                  progress)
+                with ws.progress.lease(stage):
+                    result = step(ws)
             except LeaseHeld as exc:
                 result = str(exc)
             if isinstance(result, str):

@@ -13,7 +13,7 @@ import functools
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,17 +25,23 @@ Port = int
 Consistency = Literal["ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
                       "LOCAL_ONE", "ANY"]
 
-#: The local Kafka broker's own SASL user (inter-broker logins and creating the client user).
-KAFKA_BROKER_USER = "streamfit-broker"
-
 
 class SettingsError(ValueError):
     """The settings (environment / .env) are invalid; the message says which and how to fix it."""
 
 
-def _check_port(value: int) -> int:
+def check_port(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError(f"{value} is not a TCP port; use a number from 1 to 65535")
+    return value
+
+
+def check_heap(value: str | None) -> str | None:
+    """A JVM heap or memory size such as 512m or 1G (None passes: unset)."""
+    if value is None:
+        return None
+    if not (value[:-1].isdigit() and value[-1] in "mMgG"):
+        raise ValueError(f"{value!r} is not a JVM heap size; write e.g. 512m or 1G")
     return value
 
 
@@ -46,41 +52,29 @@ class Settings(BaseSettings):
         env_prefix="STREAMFIT_",
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="forbid",
+        # Unknown STREAMFIT_* keys are refused by load_settings, which knows the namespace the
+        # local stack's settings own (pydantic's "forbid" would refuse those too).
+        extra="ignore",
         frozen=True,
         validate_default=True,
     )
 
-    # --- local stack -------------------------------------------------------------------------
+    # --- where the local stack's services listen (the clients' defaults) ---------------------
+    # The stack's own settings (versions, heaps, logins, Spark) are STREAMFIT_STACK_*, read by
+    # app.stack.settings: this process ignores that namespace.
     home: Path = Field(
         default=PROJECT_ROOT / ".streamfit",
-        description="State directory of the local stack: data, logs, pids and the jar cache.",
+        description="State directory of the local stack: data, logs, pids, the jar cache and "
+        "the Airflow password it generated (which clients read when STREAMFIT_AIRFLOW_PASSWORD "
+        "is empty).",
     )
-    kafka_version: str = Field(default="4.4.0", description="Kafka (kafka_2.13) version from Maven.")
     kafka_port: Port = Field(
-        default=9092, description="Local Kafka broker port (PLAINTEXT, or SASL_PLAINTEXT with logins).")
-    kafka_controller_port: Port = Field(default=9093, description="Local KRaft controller port.")
-    kafka_heap: str = Field(default="512m", description="Kafka JVM heap (-Xms/-Xmx).")
-    cassandra_version: str = Field(default="5.0.9", description="cassandra-all version from Maven.")
-    cassandra_port: Port = Field(default=9042, description="Local Cassandra native (CQL) port.")
-    cassandra_storage_port: Port = Field(default=7000, description="Local Cassandra storage port.")
-    cassandra_heap: str = Field(default="1G", description="Cassandra JVM heap (-Xms/-Xmx).")
-    airflow_port: Port = Field(default=8080, description="Local Airflow API server / UI port.")
-    airflow_database_url: str | None = Field(
-        default=None,
-        description="Airflow metadata DB (SQLAlchemy URL). Empty: SQLite in the state directory. "
-        "Postgres: postgresql+psycopg2://user:pass@host/db.",
-    )
-    airflow_parallelism: int = Field(default=4, ge=1, description="Airflow task slots.")
-    stack_auth: bool = Field(
-        default=False,
-        description="Run the local stack with logins: Cassandra's PasswordAuthenticator and Kafka "
-        "SASL/SCRAM. `stack up` creates the Cassandra and Kafka users below, which every client "
-        "then logs in as; all four credentials are required.",
-    )
-    startup_timeout_s: float = Field(
-        default=180.0, gt=0, description="How long `stack up` waits for each service."
-    )
+        default=9092, description="Port of the local Kafka broker, where clients look when "
+        "STREAMFIT_KAFKA_BOOTSTRAP_SERVERS is empty (PLAINTEXT, or SASL_PLAINTEXT with logins).")
+    cassandra_port: Port = Field(default=9042, description="Cassandra native (CQL) port of the "
+                                 "contact points, the local stack's included.")
+    airflow_port: Port = Field(default=8080, description="Port of the local Airflow API server "
+                               "and UI, where clients look when STREAMFIT_AIRFLOW_URL is empty.")
 
     # --- clients (default: the local stack) ---------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(
@@ -176,7 +170,7 @@ class Settings(BaseSettings):
     spark_master: str = Field(
         default="local[2]", description="Spark master of those jobs: local[N] (in the "
         "spark-submit process), or spark://host:port (a standalone cluster; the local stack's "
-        "is spark://127.0.0.1:<STREAMFIT_SPARK_MASTER_PORT>).")
+        "is spark://127.0.0.1:<STREAMFIT_STACK_SPARK_MASTER_PORT>).")
     spark_connector_version: str = Field(
         default="3.5.1", description="spark-cassandra-connector_2.12 version from Maven Central.")
     spark_jars_dir: Path | None = Field(
@@ -191,17 +185,6 @@ class Settings(BaseSettings):
     spark_chunk_days: int = Field(
         default=14, ge=1, le=366, description="Entity dates one Spark task builds: each task "
         "reads its dates' raw-event windows once, so larger chunks read less and hold more.")
-    stack_spark: bool = Field(
-        default=False, description="`streamfit stack up` also starts a Spark standalone master "
-        "and one worker.")
-    spark_master_port: Port = Field(default=17077, description="Local Spark master port.")
-    spark_master_ui_port: Port = Field(default=18081, description="Local Spark master UI port "
-                                       "(Spark's default, 8080, is Airflow's here).")
-    spark_worker_ui_port: Port = Field(default=18082, description="Local Spark worker UI port.")
-    spark_worker_cores: int = Field(default=2, ge=1, le=256,
-                                    description="Cores the local Spark worker offers.")
-    spark_worker_memory: str = Field(default="1g",
-                                     description="Memory the local Spark worker offers.")
 
     # --- training ----------------------------------------------------------------------------
     train_days: int = Field(default=60, ge=7, le=3650,
@@ -269,7 +252,9 @@ class Settings(BaseSettings):
         "ROC AUC (matured predictions) falls more than this below its holdout ROC AUC.")
     alert_drift_psi: float = Field(
         default=0.25, gt=0.0, description="Alert when a scoring run finds a feature whose PSI "
-        "against the model's training data is above this (0.25: the usual 'shifted' line).")
+        "against the model's training data is more than this above the PSI the feature shows "
+        "from one day to the next on the model's holdout (a single day's PSI of a weekly or "
+        "seasonal feature is high by nature; 0.25 is the usual 'shifted' line).")
     alert_webhook_url: str | None = Field(
         default=None, description="POST a JSON alert here when a pipeline task fails for good "
         "(e.g. a Slack-compatible incoming webhook). Empty: alerts are only logged.")
@@ -289,12 +274,10 @@ class Settings(BaseSettings):
         description='Per-DC replication for NetworkTopologyStrategy, JSON: {"dc1": 3}.',
     )
 
-    @field_validator("kafka_port", "kafka_controller_port", "cassandra_port",
-                     "cassandra_storage_port", "airflow_port", "api_port", "spark_master_port",
-                     "spark_master_ui_port", "spark_worker_ui_port")
+    @field_validator("kafka_port", "cassandra_port", "airflow_port", "api_port")
     @classmethod
     def _ports(cls, value: int) -> int:
-        return _check_port(value)
+        return check_port(value)
 
     @field_validator("keyspace")
     @classmethod
@@ -317,15 +300,10 @@ class Settings(BaseSettings):
                              "'*/2 * * * *' (every two minutes)")
         return value
 
-    @field_validator("kafka_heap", "cassandra_heap", "spark_driver_memory",
-                     "spark_executor_memory", "spark_worker_memory", "spark_python_memory")
+    @field_validator("spark_driver_memory", "spark_executor_memory", "spark_python_memory")
     @classmethod
     def _heap(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not (value[:-1].isdigit() and value[-1] in "mMgG"):
-            raise ValueError(f"{value!r} is not a JVM heap size; write e.g. 512m or 1G")
-        return value
+        return check_heap(value)
 
     @field_validator("api_key")
     @classmethod
@@ -363,24 +341,6 @@ class Settings(BaseSettings):
                               else ("PASSWORD", "USERNAME"))
                 raise ValueError(f"STREAMFIT_{service.upper()}_{have} is set but "
                                  f"STREAMFIT_{service.upper()}_{lack} is not; set both or neither")
-        if self.stack_auth and not (self.cassandra_username and self.kafka_username):
-            raise ValueError(
-                "STREAMFIT_STACK_AUTH=true needs the users the stack creates and every client "
-                "logs in as: set STREAMFIT_CASSANDRA_USERNAME, STREAMFIT_CASSANDRA_PASSWORD, "
-                "STREAMFIT_KAFKA_USERNAME and STREAMFIT_KAFKA_PASSWORD")
-        if self.stack_auth:
-            for name in ("cassandra_password", "kafka_password"):
-                if len(getattr(self, name).get_secret_value()) < 8:
-                    raise ValueError(f"STREAMFIT_{name.upper()} is shorter than 8 characters; "
-                                     "the stack's users need a real password")
-            if self.kafka_username == KAFKA_BROKER_USER:
-                raise ValueError(f"STREAMFIT_KAFKA_USERNAME {KAFKA_BROKER_USER!r} is the local "
-                                 "broker's own user; choose another name")
-        ports = [self.kafka_port, self.kafka_controller_port, self.cassandra_port,
-                 self.cassandra_storage_port, self.airflow_port, self.spark_master_port,
-                 self.spark_master_ui_port, self.spark_worker_ui_port]
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"the local stack's ports must all differ, got {ports}")
         return self
 
     # --- derived -----------------------------------------------------------------------------
@@ -447,36 +407,61 @@ class Settings(BaseSettings):
         return f"{{'class': 'NetworkTopologyStrategy', {dcs}}}"
 
 
-def _unknown_env_keys() -> list[str]:
-    """STREAMFIT_* variables that name no setting (pydantic-settings would silently ignore them)."""
-    known = {f"STREAMFIT_{name.upper()}" for name in Settings.model_fields}
+#: The local stack's own settings (app.stack.settings) own this namespace: a process that only
+#: reads these settings (an ingest worker, an Airflow task) leaves its keys to them.
+STACK_PREFIX = "STREAMFIT_STACK_"
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _given_keys() -> list[str]:
+    """The STREAMFIT_* keys of the environment and of ``.env``."""
+    from dotenv import dotenv_values
+
+    keys = set(os.environ)
+    if Path(".env").is_file():
+        keys |= {k for k in dotenv_values(".env") if k}
+    return sorted(k for k in keys if k.upper().startswith("STREAMFIT_"))
+
+
+def _unknown_keys(cls: type[BaseSettings], prefix: str, skip: str | None) -> list[str]:
+    """STREAMFIT_* keys that name no setting of ``cls`` (env prefix ``prefix``); keys starting
+    with ``skip`` belong to another settings class."""
+    known = {f"{prefix}{name.upper()}" for name in cls.model_fields}
     problems = []
-    for key in sorted(k for k in os.environ if k.upper().startswith("STREAMFIT_")):
-        if key.upper() in known:
+    for key in _given_keys():
+        upper = key.upper()
+        if upper in known or not upper.startswith(prefix) or (skip and upper.startswith(skip)):
             continue
-        close = difflib.get_close_matches(key.upper(), known, n=1)
-        hint = f"; did you mean {close[0]}?" if close else "; see the settings table in README.md"
+        close = difflib.get_close_matches(upper, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see docs/settings.md"
         problems.append(f"  {key}: not a streamfit setting{hint}")
     return problems
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment, translating validation errors into one clear message."""
-    unknown = _unknown_env_keys()
+def build_settings(cls: type[S], overrides: dict[str, Any], prefix: str = "STREAMFIT_",
+                   skip: str | None = STACK_PREFIX) -> S:
+    """Build ``cls`` from the environment and ``.env``, refusing unknown keys of its namespace
+    and translating validation errors into one clear message naming each variable."""
+    unknown = _unknown_keys(cls, prefix, skip) + [
+        f"  {prefix}{name.upper()}: not a streamfit setting; see docs/settings.md"
+        for name in overrides if name not in cls.model_fields]
     if unknown:
         raise SettingsError("invalid streamfit settings:\n" + "\n".join(unknown))
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             field = str(err["loc"][0]).upper() if err["loc"] else "*"
-            env = field if field.startswith("STREAMFIT_") else f"STREAMFIT_{field}"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "not a streamfit setting (found in .env); see the settings table in README.md"
-            lines.append(f"  {env}: {msg}")
+            env = field if field.startswith("STREAMFIT_") else f"{prefix}{field}"
+            lines.append(f"  {env}: {err['msg']}")
         raise SettingsError("invalid streamfit settings:\n" + "\n".join(lines)) from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, translating validation errors into one clear message."""
+    return build_settings(Settings, overrides)
 
 
 @functools.cache

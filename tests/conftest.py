@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from streamfit.settings import Settings, get_settings
+from app.stack.settings import StackSettings, get_stack_settings
+from streamfit.settings import Settings
 
 TESTS = Path(__file__).parent
 
@@ -35,8 +36,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def base_settings() -> Settings:
-    return get_settings()
+def base_settings() -> StackSettings:
+    """The session's settings: the process's and the local stack's (STREAMFIT_STACK_*)."""
+    return get_stack_settings()
 
 
 def external_services(settings: Settings) -> set[str]:
@@ -85,7 +87,8 @@ def _require_external(settings: Settings, names: set[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(base_settings: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+def stack(base_settings: StackSettings, request: pytest.FixtureRequest
+          ) -> Iterator[StackSettings]:
     """The services the tests talk to: external ones when the settings name them, else the
     local stack, started here if needed and then stopped here at the end."""
     from app.stack import control
@@ -104,6 +107,9 @@ def stack(base_settings: Settings, request: pytest.FixtureRequest) -> Iterator[S
     with connect(base_settings, keyspace=None) as session:
         migrate(session, base_settings)
     yield base_settings
+    from tests.support.workspace import close_sessions
+
+    close_sessions()
     DROPPER.drain()
     if started:
         ours: set[int] = set()
@@ -186,6 +192,9 @@ DROPPER = KeyspaceDropper()
 def _drops_done_before_a_restart(request: pytest.FixtureRequest) -> None:
     """A test that restarts the stack finds no drop still queued for it to break."""
     if request.node.get_closest_marker(RESTARTS_STACK) is not None:
+        from tests.support.workspace import close_sessions
+
+        close_sessions()  # sessions of the stack before the restart: never reused after it
         DROPPER.drain()
 
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from streamfit.domains import HORIZON, load_domain
+from streamfit.domains import HORIZON
 from streamfit.registry import predict
+from streamfit.workspace import Workspace
 from training.train import (
     baseline_model,
     choose,
@@ -72,15 +73,12 @@ class Backtest:
                           for w in self.weeks]}
 
 
-def run_backtest(settings: Any, train_until: date, weeks: int,
+def run_backtest(ws: Workspace, train_until: date, weeks: int,
                  features: list[str] | None = None,
                  horizons: list[str] | None = None) -> list[Backtest]:
     """One ``Backtest`` per horizon (default: every one of the domain's). ``features``: the
     model's features (default: the domain's), to compare feature sets."""
-    from streamfit.cassandra import connect
-    from streamfit.featurestore import FeatureStore
-
-    domain = load_domain(settings.domain)
+    settings, domain = ws.settings, ws.domain
     spec = domain.features
     features = [*(features or spec.model), HORIZON]
     naive = spec.naive
@@ -89,57 +87,56 @@ def run_backtest(settings: Any, train_until: date, weeks: int,
     if unknown:
         raise BacktestError(f"{unknown[0]!r} is not a horizon of the {domain.name} domain; "
                             f"choose from {', '.join(map(repr, spec.horizons))}")
-    with connect(settings) as session:
-        store = FeatureStore(session, settings.keyspace, domain)
-        frame = load_window(store, window_dates(train_until, settings.train_days))
-        if frame.empty:
-            raise BacktestError(
-                f"no labelled features in the {settings.train_days} days up to {train_until} in "
-                f"keyspace {settings.keyspace}: land the events and build them first "
-                "(`streamfit features build --full`)")
-        train, holdout = time_split(frame, settings.holdout_days)
-        if len(train) < 200 or holdout["label"].nunique() < 2:
-            raise BacktestError(f"too little labelled data up to {train_until}: {len(train)} "
-                                f"training rows, {len(holdout)} holdout rows")
-        algorithm, _params, model, _cv = choose(train, features)
-        baseline = baseline_model(train, naive)
-        y = holdout["label"].to_numpy(dtype=int)
-        p = predict(model, holdout, features)
-        held = holdout_metrics(y, p, holdout, naive)
-        # the floor: the promotion gate, as it judges a first model, at every horizon
-        beats, _why = decide(settings, held, None)
-        served, served_by = model, "trained"
-        if not beats:
-            served_by = "naive baseline (v0)"
-        elif settings.refit_with_holdout:  # the refit only when the trained model would serve
-            served = refit(model, [train, holdout], features)
-            served_by = "trained, refitted with the holdout"
-        tests = [load_window(store, [train_until + timedelta(days=1 + 7 * w + i)
-                                     for i in range(7)]) for w in range(weeks)]
-        out = []
-        for name in names:
-            minutes = spec.horizons[name] // timedelta(minutes=1)
-            suffix = f"_h{minutes}"
-            mine = {k.removesuffix(suffix): v for k, v in held.items() if k.endswith(suffix)}
-            judged = []
-            for w, test in enumerate(tests):
-                test = test[test[HORIZON] == minutes] if not test.empty else test
-                if test.empty or test["label"].nunique() < 2:
-                    continue  # nothing matured in that week (or one class only)
-                start = train_until + timedelta(days=1 + 7 * w)
-                yw = test["label"].to_numpy(dtype=int)
-                trained = score(yw, predict(model, test, features))
-                if not beats:
-                    realised = score(yw, predict(baseline, test, [naive]))
-                elif served is model:
-                    realised = trained
-                else:
-                    realised = score(yw, predict(served, test, features))
-                judged.append(Week(start, start + timedelta(days=6), len(test), float(yw.mean()),
-                                   realised, trained,
-                                   score(yw, test[naive].to_numpy(dtype=float))))
-            if not judged:
-                raise BacktestError(f"no labelled features in the {weeks} week(s) after "
-                                    f"{train_until}: build those dates first")
-            out.append(Backtest(train_until, name, algorithm, served_by, mine, judged))
+    store = ws.feature_store()
+    frame = load_window(store, window_dates(train_until, settings.train_days))
+    if frame.empty:
+        raise BacktestError(
+            f"no labelled features in the {settings.train_days} days up to {train_until} in "
+            f"keyspace {settings.keyspace}: land the events and build them first "
+            "(`streamfit features build --full`)")
+    train, holdout = time_split(frame, settings.holdout_days)
+    if len(train) < 200 or holdout["label"].nunique() < 2:
+        raise BacktestError(f"too little labelled data up to {train_until}: {len(train)} "
+                            f"training rows, {len(holdout)} holdout rows")
+    algorithm, _params, model, _cv = choose(train, features)
+    baseline = baseline_model(train, naive)
+    y = holdout["label"].to_numpy(dtype=int)
+    p = predict(model, holdout, features)
+    held = holdout_metrics(y, p, holdout, naive)
+    # the floor: the promotion gate, as it judges a first model, at every horizon
+    beats, _why = decide(settings, held, None)
+    served, served_by = model, "trained"
+    if not beats:
+        served_by = "naive baseline (v0)"
+    elif settings.refit_with_holdout:  # the refit only when the trained model would serve
+        served = refit(model, [train, holdout], features)
+        served_by = "trained, refitted with the holdout"
+    tests = [load_window(store, [train_until + timedelta(days=1 + 7 * w + i)
+                                 for i in range(7)]) for w in range(weeks)]
+    out = []
+    for name in names:
+        minutes = spec.horizons[name] // timedelta(minutes=1)
+        suffix = f"_h{minutes}"
+        mine = {k.removesuffix(suffix): v for k, v in held.items() if k.endswith(suffix)}
+        judged = []
+        for w, test in enumerate(tests):
+            test = test[test[HORIZON] == minutes] if not test.empty else test
+            if test.empty or test["label"].nunique() < 2:
+                continue  # nothing matured in that week (or one class only)
+            start = train_until + timedelta(days=1 + 7 * w)
+            yw = test["label"].to_numpy(dtype=int)
+            trained = score(yw, predict(model, test, features))
+            if not beats:
+                realised = score(yw, predict(baseline, test, [naive]))
+            elif served is model:
+                realised = trained
+            else:
+                realised = score(yw, predict(served, test, features))
+            judged.append(Week(start, start + timedelta(days=6), len(test), float(yw.mean()),
+                               realised, trained,
+                               score(yw, test[naive].to_numpy(dtype=float))))
+        if not judged:
+            raise BacktestError(f"no labelled features in the {weeks} week(s) after "
+                                f"{train_until}: build those dates first")
+        out.append(Backtest(train_until, name, algorithm, served_by, mine, judged))
     return out

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cassandra.cluster import Session
-
 from streamfit.progress import NOTHING_PENDING, FeatureBuild, Position, Progress, run_stage
 from streamfit.settings import Settings
+from streamfit.workspace import Workspace
 
 STAGE = "training"
 STREAM = ("feature_builds", 0)
@@ -26,14 +25,14 @@ def pending_builds(progress: Progress) -> tuple[Position | None, list[FeatureBui
     return old, progress.builds_after(old.position if old else 0)
 
 
-def _train_keyspace(settings: Settings, _session: Session, progress: Progress
-                    ) -> dict[str, Any] | str:
+def _train_keyspace(ws: Workspace) -> dict[str, Any] | str:
+    progress = ws.progress
     old, builds = pending_builds(progress)
     if not builds:
         return NOTHING_PENDING
     from training.train import train_and_maybe_promote
 
-    result = train_and_maybe_promote(settings)
+    result = train_and_maybe_promote(ws)
     progress.advance(STAGE, *STREAM, old, builds[-1].seq, builds[-1].built_at)
     if not result.promoted:
         return f"{result.status}: {result.reason}"

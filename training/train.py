@@ -46,8 +46,9 @@ from sklearn.model_selection import TimeSeriesSplit
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, load_domain
+from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON
 from streamfit.registry import predict
+from streamfit.workspace import Workspace
 
 log = logging.getLogger("streamfit.training")
 
@@ -335,89 +336,84 @@ def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: 
     return BASELINE_VERSION
 
 
-def train_and_maybe_promote(settings: Any, end: date | None = None, force: bool = False,
+def train_and_maybe_promote(ws: Workspace, end: date | None = None, force: bool = False,
                             pool: Any = None) -> TrainResult:
     """The whole training step (DAG task and CLI). Returns what happened, never half-registers."""
-    from streamfit.cassandra import connect
-    from streamfit.featurestore import FeatureStore
-    from streamfit.registry import Registry
-
-    domain = load_domain(settings.domain)
+    settings, domain = ws.settings, ws.domain
     features = domain.features.inputs
-    with connect(settings) as session:
-        store = FeatureStore(session, settings.keyspace, domain)
-        registry = Registry(session, settings.keyspace, domain.model_name)
-        parts = store.partitions()
-        labelled = parts[parts["labelled"] > 0] if len(parts) else parts
-        if labelled.empty:
-            return TrainResult("skipped", "no labelled features yet")
-        end = end or max(labelled["day"])
-        dates = window_dates(end, settings.train_days)
-        aliases = registry.aliases()
-        champion = aliases.get("champion")
+    store = ws.feature_store()
+    registry = ws.registry
+    parts = store.partitions()
+    labelled = parts[parts["labelled"] > 0] if len(parts) else parts
+    if labelled.empty:
+        return TrainResult("skipped", "no labelled features yet")
+    end = end or max(labelled["day"])
+    dates = window_dates(end, settings.train_days)
+    aliases = registry.aliases()
+    champion = aliases.get("champion")
+    versions = {v.version: v for v in registry.versions()}
+    if champion is not None and not force:
+        last_end = date.fromisoformat(versions[champion].train_window["end"])
+        new_rows = int(labelled[labelled["day"] > last_end]["labelled"].sum())
+        if new_rows < settings.min_new_rows:
+            reason = (f"only {new_rows} new labelled {domain.entity.name}s since the champion's window "
+                      f"(ends {last_end}); need {settings.min_new_rows}")
+            log.info("retrain skipped: %s", reason)
+            return TrainResult("skipped", reason, champion=champion)
+    frame = load_window(store, dates)
+    train, holdout = time_split(frame, settings.holdout_days)
+    if len(train) < 200 or holdout["label"].nunique() < 2:
+        return TrainResult("skipped", f"too little data: {len(train)} training rows, "
+                           f"{len(holdout)} holdout rows", champion=champion)
+    y = holdout["label"].to_numpy(dtype=int)
+    window = window_of(dates, end, holdout)
+    key = training_key(settings, parts, dates, features, pool is not None)
+    # --force trains anew on purpose; otherwise a twin of a registered version is not made
+    existing = None if force else next((v for v in versions.values()
+                                        if v.lineage.get("training_key") == key), None)
+    if existing is not None:
+        # A retried task (or a second run) on the same window, data and code: judge the
+        # version already registered again instead of registering a twin.
+        if existing.version == champion:
+            return TrainResult("skipped", f"v{champion} was trained on this window and "
+                               "code and is the champion", champion=champion)
+        version, name, metrics = existing.version, existing.algorithm, existing.metrics
+        log.info("v%d was trained on this window and code: judging it again", version)
+    else:
+        name, params, model, cv = choose(train, features, pool=pool)
+        p_holdout = predict(model, holdout, features)
+        metrics = holdout_metrics(y, p_holdout, holdout, domain.features.naive)
+        metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
+                        "holdout_rows": float(len(holdout))})
+        served, judged = ((refit(model, [train, holdout], features), model)
+                          if settings.refit_with_holdout else (model, None))
+        version = registry.register(served, name, params, metrics, features, window,
+                                    {**lineage_of(parts, dates), "training_key": key,
+                                     "refit_with_holdout": judged is not None},
+                                    reference_of(train, features, y, p_holdout, holdout),
+                                    gate_model=judged)
+    metric = settings.promotion_metric
+    if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
+        champion = _register_baseline(registry, domain.features.naive, train, holdout,
+                                      window, parts, dates, metric,
+                                      settings.promotion_tolerance, champion)
         versions = {v.version: v for v in registry.versions()}
-        if champion is not None and not force:
-            last_end = date.fromisoformat(versions[champion].train_window["end"])
-            new_rows = int(labelled[labelled["day"] > last_end]["labelled"].sum())
-            if new_rows < settings.min_new_rows:
-                reason = (f"only {new_rows} new labelled {domain.entity.name}s since the champion's window "
-                          f"(ends {last_end}); need {settings.min_new_rows}")
-                log.info("retrain skipped: %s", reason)
-                return TrainResult("skipped", reason, champion=champion)
-        frame = load_window(store, dates)
-        train, holdout = time_split(frame, settings.holdout_days)
-        if len(train) < 200 or holdout["label"].nunique() < 2:
-            return TrainResult("skipped", f"too little data: {len(train)} training rows, "
-                               f"{len(holdout)} holdout rows", champion=champion)
-        y = holdout["label"].to_numpy(dtype=int)
-        window = window_of(dates, end, holdout)
-        key = training_key(settings, parts, dates, features, pool is not None)
-        # --force trains anew on purpose; otherwise a twin of a registered version is not made
-        existing = None if force else next((v for v in versions.values()
-                                            if v.lineage.get("training_key") == key), None)
-        if existing is not None:
-            # A retried task (or a second run) on the same window, data and code: judge the
-            # version already registered again instead of registering a twin.
-            if existing.version == champion:
-                return TrainResult("skipped", f"v{champion} was trained on this window and "
-                                   "code and is the champion", champion=champion)
-            version, name, metrics = existing.version, existing.algorithm, existing.metrics
-            log.info("v%d was trained on this window and code: judging it again", version)
-        else:
-            name, params, model, cv = choose(train, features, pool=pool)
-            p_holdout = predict(model, holdout, features)
-            metrics = holdout_metrics(y, p_holdout, holdout, domain.features.naive)
-            metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
-                            "holdout_rows": float(len(holdout))})
-            served, judged = ((refit(model, [train, holdout], features), model)
-                              if settings.refit_with_holdout else (model, None))
-            version = registry.register(served, name, params, metrics, features, window,
-                                        {**lineage_of(parts, dates), "training_key": key,
-                                         "refit_with_holdout": judged is not None},
-                                        reference_of(train, features, y, p_holdout, holdout),
-                                        gate_model=judged)
-        metric = settings.promotion_metric
-        if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
-            champion = _register_baseline(registry, domain.features.naive, train, holdout,
-                                          window, parts, dates, metric,
-                                          settings.promotion_tolerance, champion)
-            versions = {v.version: v for v in registry.versions()}
-        champ_score = None
-        if champion is not None:
-            # like for like: the champion's holdout-free fit, as the candidate's was judged
-            # (its only fit when never refitted: v0, or with the refit off)
-            champ_model = registry.load(champion, holdout_free=True)
-            champ_score = score(y, predict(champ_model, holdout,
-                                           versions[champion].features))[metric]
-        promoted, reason = decide(settings, metrics, champ_score)
-        registry.record_decision(version, champion, metric, metrics[metric], champ_score,
-                                 settings.promotion_tolerance, promoted, reason)
-        if promoted:
-            # compare-and-set against the champion this gate judged: a concurrent promotion
-            # makes this one fail (AliasConflict) rather than silently overwrite it
-            registry.set_alias("champion", version, expected=champion)
-        else:
-            registry.set_alias("challenger", version, expected=aliases.get("challenger"))
-        log.info("model v%d (%s): %s; %s", version, name, metrics, reason)
-        return TrainResult("registered", reason, version, promoted, metrics,
-                           version if promoted else champion)
+    champ_score = None
+    if champion is not None:
+        # like for like: the champion's holdout-free fit, as the candidate's was judged
+        # (its only fit when never refitted: v0, or with the refit off)
+        champ_model = registry.load(champion, holdout_free=True)
+        champ_score = score(y, predict(champ_model, holdout,
+                                       versions[champion].features))[metric]
+    promoted, reason = decide(settings, metrics, champ_score)
+    registry.record_decision(version, champion, metric, metrics[metric], champ_score,
+                             settings.promotion_tolerance, promoted, reason)
+    if promoted:
+        # compare-and-set against the champion this gate judged: a concurrent promotion
+        # makes this one fail (AliasConflict) rather than silently overwrite it
+        registry.set_alias("champion", version, expected=champion)
+    else:
+        registry.set_alias("challenger", version, expected=aliases.get("challenger"))
+    log.info("model v%d (%s): %s; %s", version, name, metrics, reason)
+    return TrainResult("registered", reason, version, promoted, metrics,
+                       version if promoted else champion)

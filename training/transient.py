@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 from cassandra.cluster import Session
 
-from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, load_domain
-from streamfit.featurestore import FeatureStore
+from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON
 from streamfit.registry import predict
 from streamfit.settings import Settings
+from streamfit.workspace import Workspace, open_workspace
 
 log = logging.getLogger("streamfit.training")
 
@@ -75,58 +75,56 @@ class TransientStore:
                                 for r in rows if r.entity_id]}
 
 
-def run_transient(settings: Settings, request_id: str, dates: list[date] | None = None,
+def run_transient(ws: Workspace, request_id: str, dates: list[date] | None = None,
                   entities: pd.DataFrame | None = None, end: date | None = None
                   ) -> dict[str, Any]:
     """Train a throw-away model on the current feature window, score the entities of ``dates``
     and/or ``entities`` (request rows), store the predictions under ``request_id`` and return a
     summary. The model is never registered."""
-    from streamfit.cassandra import connect
     from training.train import choose, load_window, refit, score, time_split, window_dates
 
     if not dates and (entities is None or entities.empty):
         raise TransientError("give dates or entities to score")
-    domain = load_domain(settings.domain)
+    settings, domain = ws.settings, ws.domain
     names = domain.features.inputs
-    with connect(settings) as session:
-        store = FeatureStore(session, settings.keyspace, domain)
-        parts = store.partitions()
-        labelled = parts[parts["labelled"] > 0] if len(parts) else parts
-        if labelled.empty:
-            raise TransientError("no labelled features to train on yet: land data first")
-        end = end or max(labelled["day"])
-        dates_in_window = window_dates(end, settings.train_days)
-        train, holdout = time_split(load_window(store, dates_in_window), settings.holdout_days)
-        if len(train) < 200 or holdout["label"].nunique() < 2:
-            raise TransientError(f"too little data to train: {len(train)} rows")
-        name, _params, model, _cv = choose(train, names)
-        y = holdout["label"].to_numpy(dtype=int)
-        metrics = score(y, predict(model, holdout, names))
-        metrics["naive_roc_auc"] = score(
-            y, holdout[domain.features.naive].to_numpy(dtype=float))["roc_auc"]
-        if settings.refit_with_holdout:  # as a registered version serves
-            model = refit(model, [train, holdout], names)
-        frames = [store.read_day(d) for d in dates or []]
-        if entities is not None and not entities.empty:
-            frames.append(store.features_for(entities))
-        frames = [f for f in frames if not f.empty]
-        rows = []
-        if frames:
-            # one prediction per entity: as of its freshest horizon
-            frame = pd.concat(frames, ignore_index=True).sort_values(HORIZON, kind="stable")
-            frame = frame.drop_duplicates(ENTITY_ID).sort_index()
-            probability = predict(model, frame, names)
-            days = pd.to_datetime(frame[EVENT_TIME], utc=True).dt.date
-            now = datetime.now(UTC)
-            rows = [(request_id, str(e), day, float(p), now)
-                    for e, day, p in zip(frame[ENTITY_ID], days, probability, strict=True)]
-        window = {"start": dates_in_window[0].isoformat(), "end": end.isoformat()}
-        TransientStore(session, settings.keyspace).write(request_id, rows, name, window, metrics)
-        del model  # discarded: a transient model is never registered
-        log.info("transient request %s: %d %ss scored by a %s trained on %s", request_id,
-                 len(rows), domain.entity.name, name, window)
-        return {"request_id": request_id, "algorithm": name, "train_window": window,
-                "metrics": metrics, "scored": len(rows)}
+    store = ws.feature_store()
+    parts = store.partitions()
+    labelled = parts[parts["labelled"] > 0] if len(parts) else parts
+    if labelled.empty:
+        raise TransientError("no labelled features to train on yet: land data first")
+    end = end or max(labelled["day"])
+    dates_in_window = window_dates(end, settings.train_days)
+    train, holdout = time_split(load_window(store, dates_in_window), settings.holdout_days)
+    if len(train) < 200 or holdout["label"].nunique() < 2:
+        raise TransientError(f"too little data to train: {len(train)} rows")
+    name, _params, model, _cv = choose(train, names)
+    y = holdout["label"].to_numpy(dtype=int)
+    metrics = score(y, predict(model, holdout, names))
+    metrics["naive_roc_auc"] = score(
+        y, holdout[domain.features.naive].to_numpy(dtype=float))["roc_auc"]
+    if settings.refit_with_holdout:  # as a registered version serves
+        model = refit(model, [train, holdout], names)
+    frames = [store.read_day(d) for d in dates or []]
+    if entities is not None and not entities.empty:
+        frames.append(store.features_for(entities))
+    frames = [f for f in frames if not f.empty]
+    rows = []
+    if frames:
+        # one prediction per entity: as of its freshest horizon
+        frame = pd.concat(frames, ignore_index=True).sort_values(HORIZON, kind="stable")
+        frame = frame.drop_duplicates(ENTITY_ID).sort_index()
+        probability = predict(model, frame, names)
+        days = pd.to_datetime(frame[EVENT_TIME], utc=True).dt.date
+        now = datetime.now(UTC)
+        rows = [(request_id, str(e), day, float(p), now)
+                for e, day, p in zip(frame[ENTITY_ID], days, probability, strict=True)]
+    window = {"start": dates_in_window[0].isoformat(), "end": end.isoformat()}
+    TransientStore(ws.session, ws.keyspace).write(request_id, rows, name, window, metrics)
+    del model  # discarded: a transient model is never registered
+    log.info("transient request %s: %d %ss scored by a %s trained on %s", request_id,
+             len(rows), domain.entity.name, name, window)
+    return {"request_id": request_id, "algorithm": name, "train_window": window,
+            "metrics": metrics, "scored": len(rows)}
 
 
 def run_transient_conf(settings: Settings, conf: dict[str, Any]) -> dict[str, Any]:
@@ -145,16 +143,15 @@ def run_transient_conf(settings: Settings, conf: dict[str, Any]) -> dict[str, An
         dates = [date.fromisoformat(str(d)) for d in conf.get("dates") or []]
     except ValueError as exc:
         raise TransientError(f"conf dates: {exc} (write YYYY-MM-DD)") from None
-    settings = settings.model_copy(update={"keyspace": keyspace})
-    domain = load_domain(settings.domain)
     given = conf.get("entities") or conf.get("flights") or []
-    if given and domain.entity.request is None:
-        raise TransientError(f"the {domain.name} domain does not score entities given in a "
-                             "request; give dates")
-    try:
-        rows = [domain.entity.request.model_validate(e).model_dump()  # type: ignore[union-attr]
-                for e in given]
-    except ValidationError as exc:
-        raise TransientError(f"conf entities: {exc.errors()[0]['msg']} "
-                             f"at {exc.errors()[0]['loc']}") from None
-    return run_transient(settings, request_id, dates, pd.DataFrame(rows))
+    with open_workspace(settings, keyspace) as ws:
+        request = ws.domain.entity.request
+        if given and request is None:
+            raise TransientError(f"the {ws.domain.name} domain does not score entities given "
+                                 "in a request; give dates")
+        try:
+            rows = [request.model_validate(e).model_dump() for e in given]  # type: ignore[union-attr]
+        except ValidationError as exc:
+            raise TransientError(f"conf entities: {exc.errors()[0]['msg']} "
+                                 f"at {exc.errors()[0]['loc']}") from None
+        return run_transient(ws, request_id, dates, pd.DataFrame(rows))

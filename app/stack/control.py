@@ -15,7 +15,7 @@ import psutil
 
 from app.stack.process import ProcessSpec, StackError, Supervisor, wait_until
 from app.stack.services import Service, all_services, install_connector
-from streamfit.settings import Settings
+from app.stack.settings import StackSettings
 
 #: What `stack up` starts by default.
 SERVICE_NAMES = ("cassandra", "kafka", "airflow")
@@ -24,7 +24,7 @@ SERVICE_NAMES = ("cassandra", "kafka", "airflow")
 ALL_SERVICE_NAMES = (*SERVICE_NAMES, "spark")
 
 
-def default_services(settings: Settings) -> tuple[str, ...]:
+def default_services(settings: StackSettings) -> tuple[str, ...]:
     return ALL_SERVICE_NAMES if settings.stack_spark else SERVICE_NAMES
 
 
@@ -40,11 +40,11 @@ class ComponentStatus:
     log: str
 
 
-def supervisor(settings: Settings) -> Supervisor:
+def supervisor(settings: StackSettings) -> Supervisor:
     return Supervisor(settings.home / "run", settings.home / "logs")
 
 
-def _select(settings: Settings, only: Iterable[str] | None) -> list[Service]:
+def _select(settings: StackSettings, only: Iterable[str] | None) -> list[Service]:
     services = all_services(settings)
     names = list(only) if only else list(default_services(settings))
     unknown = [n for n in names if n not in services]
@@ -62,7 +62,7 @@ def _tree_rss_mb(proc: psutil.Process) -> float | None:
         return None
 
 
-def up(settings: Settings, only: Iterable[str] | None = None,
+def up(settings: StackSettings, only: Iterable[str] | None = None,
        on_event: Callable[[str], None] = lambda _msg: None) -> dict[str, float]:
     """Start what is not running and wait until all selected services are usable.
 
@@ -92,7 +92,7 @@ def up(settings: Settings, only: Iterable[str] | None = None,
         procs[svc.name] = [sup.start(spec) for spec in specs]
     took: dict[str, float] = {}
     for svc in services:
-        wait_until(svc.ready, settings.startup_timeout_s, f"{svc.name} did not become ready",
+        wait_until(svc.ready, settings.stack_startup_timeout_s, f"{svc.name} did not become ready",
                    alive=procs.get(svc.name, ()), log=sup.log_file(svc.components[0]))
         svc.configure()
         took[svc.name] = time.monotonic() - started_at if svc.name in procs else 0.0
@@ -100,7 +100,7 @@ def up(settings: Settings, only: Iterable[str] | None = None,
     return took
 
 
-def down(settings: Settings, only: Iterable[str] | None = None,
+def down(settings: StackSettings, only: Iterable[str] | None = None,
          on_event: Callable[[str], None] = lambda _msg: None) -> list[str]:
     """Stop the selected services (SIGTERM, wait, SIGKILL leftovers). Returns what was stopped."""
     sup = supervisor(settings)
@@ -118,7 +118,7 @@ def down(settings: Settings, only: Iterable[str] | None = None,
     return stopped
 
 
-def status(settings: Settings, only: Iterable[str] | None = None) -> list[ComponentStatus]:
+def status(settings: StackSettings, only: Iterable[str] | None = None) -> list[ComponentStatus]:
     sup = supervisor(settings)
     rows = []
     for svc in _select(settings, only):
@@ -143,7 +143,7 @@ def status(settings: Settings, only: Iterable[str] | None = None) -> list[Compon
     return rows
 
 
-def running(settings: Settings, service: str) -> bool:
+def running(settings: StackSettings, service: str) -> bool:
     svc = all_services(settings)[service]
     sup = supervisor(settings)
     return all(sup.process(c) is not None for c in svc.components)

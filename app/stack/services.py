@@ -23,8 +23,9 @@ from pydantic import SecretStr
 
 from app.stack.maven import install_jars
 from app.stack.process import ProcessSpec, StackError, port_open
+from app.stack.settings import KAFKA_BROKER_USER, StackSettings
 from streamfit.airflow_api import AirflowClient, airflow_client, airflow_password
-from streamfit.settings import KAFKA_BROKER_USER, PROJECT_ROOT, Settings
+from streamfit.settings import PROJECT_ROOT
 
 CONF_DIR = Path(__file__).parent / "conf"
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Service(ABC):
     name: str
     components: tuple[str, ...]
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         self.home = settings.home / self.name
 
@@ -122,7 +123,7 @@ class KafkaService(Service):
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return (self.settings.kafka_port, self.settings.kafka_controller_port)
+        return (self.settings.kafka_port, self.settings.stack_kafka_controller_port)
 
     @property
     def broker_secret_file(self) -> Path:
@@ -131,11 +132,11 @@ class KafkaService(Service):
 
     def prepare(self) -> list[ProcessSpec]:
         s = self.settings
-        lib = install_jars("kafka", "kafka.version", s.kafka_version, s.home / "cache")
+        lib = install_jars("kafka", "kafka.version", s.stack_kafka_version, s.home / "cache")
         data = self.home / "data"
         log4j = _write(self.home / "config" / "log4j2.properties",
                        (CONF_DIR / "kafka-log4j2.properties").read_text())
-        jvm = [_java(), f"-Xms{s.kafka_heap}", f"-Xmx{s.kafka_heap}", "-server",
+        jvm = [_java(), f"-Xms{s.stack_kafka_heap}", f"-Xmx{s.stack_kafka_heap}", "-server",
                "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
                "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
@@ -167,7 +168,7 @@ class KafkaService(Service):
                 for mech in ("scram-sha-256", "scram-sha-512"))
         # private: it may hold the broker's password
         return _write_private(self.home / "config" / "server.properties", _render(
-            "kafka-server.properties", port=s.kafka_port, controller_port=s.kafka_controller_port,
+            "kafka-server.properties", port=s.kafka_port, controller_port=s.stack_kafka_controller_port,
             data_dir=data, protocol="SASL_PLAINTEXT" if s.stack_auth else "PLAINTEXT", sasl=sasl))
 
     def broker_secret(self) -> str:
@@ -200,7 +201,7 @@ class KafkaService(Service):
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
 
-    def _broker_settings(self) -> Settings:
+    def _broker_settings(self) -> StackSettings:
         """Settings that log in as the broker's own user (before the client user exists)."""
         if not self.settings.stack_auth:
             return self.settings
@@ -239,7 +240,7 @@ class KafkaService(Service):
                              f"{errors[s.kafka_username]}")
 
     def version(self) -> str:
-        return self.settings.kafka_version
+        return self.settings.stack_kafka_version
 
 
 class CassandraService(Service):
@@ -248,15 +249,15 @@ class CassandraService(Service):
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return (self.settings.cassandra_port, self.settings.cassandra_storage_port)
+        return (self.settings.cassandra_port, self.settings.stack_cassandra_storage_port)
 
     def prepare(self) -> list[ProcessSpec]:
         s = self.settings
-        lib = install_jars("cassandra", "cassandra.version", s.cassandra_version, s.home / "cache")
+        lib = install_jars("cassandra", "cassandra.version", s.stack_cassandra_version, s.home / "cache")
         data = self.home / "data"
         auth = s.stack_auth
         yaml = _write(self.home / "conf" / "cassandra.yaml", _render(
-            "cassandra.yaml", storage_port=s.cassandra_storage_port, native_port=s.cassandra_port,
+            "cassandra.yaml", storage_port=s.stack_cassandra_storage_port, native_port=s.cassandra_port,
             data_dir=data,
             authenticator="PasswordAuthenticator" if auth else "AllowAllAuthenticator",
             authorizer="CassandraAuthorizer" if auth else "AllowAllAuthorizer"))
@@ -264,7 +265,7 @@ class CassandraService(Service):
                          (CONF_DIR / "cassandra-logback.xml").read_text())
         jamm = next(lib.glob("jamm-*.jar"), None)
         argv = [
-            _java(), f"-Xms{s.cassandra_heap}", f"-Xmx{s.cassandra_heap}", "-Xss256k",
+            _java(), f"-Xms{s.stack_cassandra_heap}", f"-Xmx{s.stack_cassandra_heap}", "-Xss256k",
             "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
             "-XX:G1RSetUpdatingPauseTimePercent=5", "-XX:MaxGCPauseMillis=300",
             "-XX:+AlwaysPreTouch", "-XX:+HeapDumpOnOutOfMemoryError",
@@ -285,7 +286,7 @@ class CassandraService(Service):
         ]
         return [ProcessSpec("cassandra", argv, ports=self.ports)]
 
-    def _query_local(self, settings: Settings | None = None) -> tuple[str, str] | None:
+    def _query_local(self, settings: StackSettings | None = None) -> tuple[str, str] | None:
         from streamfit.cassandra import connect
 
         logging.getLogger("cassandra").setLevel(logging.CRITICAL)  # retries are expected here
@@ -394,7 +395,7 @@ class AirflowService(Service):
         """The environment of every Airflow process (and of `airflow` CLI calls in tests)."""
         s = self.settings
         keys = self._secrets()
-        db = s.airflow_database_url or f"sqlite:///{self.home / 'airflow.db'}"
+        db = s.stack_airflow_database_url or f"sqlite:///{self.home / 'airflow.db'}"
         base = f"http://127.0.0.1:{s.airflow_port}"
         venv_bin = str(Path(sys.executable).parent)
         return {
@@ -405,7 +406,7 @@ class AirflowService(Service):
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(s.airflow_parallelism),
+            "AIRFLOW__CORE__PARALLELISM": str(s.stack_airflow_parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(s.airflow_port),
@@ -434,8 +435,7 @@ class AirflowService(Service):
         """The logins DAG tasks need, from the settings `stack up` ran with (which may come from
         a .env file the tasks would not see: they run in the Airflow home)."""
         s = self.settings
-        env = {"STREAMFIT_STACK_AUTH": str(s.stack_auth).lower(),
-               "STREAMFIT_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism}
+        env: dict[str, str] = {"STREAMFIT_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism}
         # the engine the tasks run feature builds and scoring on, and where its jobs go
         env.update({k: v for k, v in s.as_env().items()
                     if k == "STREAMFIT_ENGINE" or k.startswith("STREAMFIT_SPARK_")})
@@ -486,7 +486,7 @@ class AirflowService(Service):
             return client.version()
 
 
-def install_connector(settings: Settings) -> Path:
+def install_connector(settings: StackSettings) -> Path:
     """The Spark Cassandra Connector's jars, from Maven Central into the jar cache (once per
     version): what ``STREAMFIT_ENGINE=spark`` jobs load, wherever their master runs."""
     if settings.spark_jars_dir is not None:
@@ -497,7 +497,7 @@ def install_connector(settings: Settings) -> Path:
 
 class SparkService(Service):
     """A Spark standalone master and one worker (``STREAMFIT_STACK_SPARK=true``), run from
-    pyspark's own distribution; jobs reach it as ``spark://127.0.0.1:<spark_master_port>``."""
+    pyspark's own distribution; jobs reach it as ``spark://127.0.0.1:<stack_spark_master_port>``."""
 
     name = "spark"
     components = ("spark-master", "spark-worker")
@@ -505,11 +505,11 @@ class SparkService(Service):
     @property
     def ports(self) -> tuple[int, ...]:
         s = self.settings
-        return (s.spark_master_port, s.spark_master_ui_port, s.spark_worker_ui_port)
+        return (s.stack_spark_master_port, s.stack_spark_master_ui_port, s.stack_spark_worker_ui_port)
 
     @property
     def master_url(self) -> str:
-        return f"spark://127.0.0.1:{self.settings.spark_master_port}"
+        return f"spark://127.0.0.1:{self.settings.stack_spark_master_port}"
 
     def prepare(self) -> list[ProcessSpec]:
         from streamfit.spark import spark_home
@@ -527,24 +527,24 @@ class SparkService(Service):
         return [
             ProcessSpec("spark-master", [
                 spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                "--port", str(s.spark_master_port), "--webui-port", str(s.spark_master_ui_port)],
-                ports=(s.spark_master_port, s.spark_master_ui_port), env=env, cwd=self.home),
+                "--port", str(s.stack_spark_master_port), "--webui-port", str(s.stack_spark_master_ui_port)],
+                ports=(s.stack_spark_master_port, s.stack_spark_master_ui_port), env=env, cwd=self.home),
             ProcessSpec("spark-worker", [
                 spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                "--webui-port", str(s.spark_worker_ui_port), "--cores",
-                str(s.spark_worker_cores), "--memory", s.spark_worker_memory,
+                "--webui-port", str(s.stack_spark_worker_ui_port), "--cores",
+                str(s.stack_spark_worker_cores), "--memory", s.stack_spark_worker_memory,
                 "--work-dir", str(work), self.master_url],
-                ports=(s.spark_worker_ui_port,), env=env, cwd=self.home),
+                ports=(s.stack_spark_worker_ui_port,), env=env, cwd=self.home),
         ]
 
     def ready(self) -> bool:
         """The master answers and has a live worker."""
         import httpx
 
-        if not port_open(self.settings.spark_master_port):
+        if not port_open(self.settings.stack_spark_master_port):
             return False
         try:
-            state = httpx.get(f"http://127.0.0.1:{self.settings.spark_master_ui_port}/json/",
+            state = httpx.get(f"http://127.0.0.1:{self.settings.stack_spark_master_ui_port}/json/",
                               timeout=5).json()
         except (httpx.HTTPError, ValueError):
             return False
@@ -556,7 +556,7 @@ class SparkService(Service):
         return version("pyspark")
 
 
-def all_services(settings: Settings) -> dict[str, Service]:
+def all_services(settings: StackSettings) -> dict[str, Service]:
     # Cassandra first: it boots slowest, so it gets the head start.
     return {svc.name: svc for svc in (CassandraService(settings), KafkaService(settings),
                                       AirflowService(settings), SparkService(settings))}

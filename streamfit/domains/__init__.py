@@ -161,6 +161,16 @@ class Domain:
                              f"choose from {', '.join(sorted(self.datasets))}")
         return self.datasets[dataset](options)  # type: ignore[no-any-return]
 
+    def events_of_days(self, first: date, last: date, scale: int = 1,
+                       dataset: str | None = None) -> list[dict[str, Any]]:
+        """The events of ``dataset`` (default: the domain's first) whose event time falls on
+        ``first``..``last`` (UTC); ``scale``: ``produce replay --scale``'s copies of every
+        entity. The demo and the benchmarks send these."""
+        lo, hi = first.isoformat(), last.isoformat()
+        options = ReplayOptions(first, last + timedelta(days=1), scale)
+        events = self.replay(dataset or next(iter(self.datasets)), options)
+        return [e for e in events if lo <= e["event_time"][:10] <= hi]
+
 
 class _HasDomain(Protocol):
     DOMAIN: Domain

@@ -26,25 +26,20 @@ import httpx
 import psutil
 from kafka import KafkaProducer
 
-from app.demo import events_of_days
 from ingest.dlq import list_dead_letters
 from ingest.envelope import encode
 from ingest.producer import send_events
 from ingest.service import ensure_topics
+from ingest.status import committed, end_offsets
 from streamfit import kafka as kafka_io
 from streamfit.settings import Settings
 from tests.chaos.conftest import FULL, Row, record
 from tests.conftest import migrated_keyspace
 from tests.corpus import malformed
-from tests.integration.ingest.conftest import (
-    committed,
-    end_offsets,
-    landed_ids,
-    running_ingest,
-    wait_caught_up,
-    wait_for,
-)
 from tests.serve import serving
+from tests.support.data import events_of_days
+from tests.support.ingest import landed_ids, running_ingest, wait_caught_up
+from tests.support.waiting import wait_for
 
 
 def _events(s: Settings, first: date, days: int) -> list[dict[str, Any]]:
@@ -199,7 +194,12 @@ def test_kafka_broker_restart_midstream(chaos_settings: Settings) -> None:
     producer = threading.Thread(target=stream)
     with running_ingest(s, workers=2):
         producer.start()
-        time.sleep(6 if FULL else 4)
+        # the broker stops mid-stream: some events landed, the producer still sending
+        wait_for(lambda: sum(committed(s).values()) > 0, 60, "the first events to land",
+                 every=0.2)
+        landed = sum(committed(s).values())
+        assert producer.is_alive() and landed < len(events), (
+            f"the stream was not in flight when Kafka stopped ({landed} of {len(events)} landed)")
         control.down(s, ["kafka"])
         time.sleep(5)
         control.up(s, ["kafka"])

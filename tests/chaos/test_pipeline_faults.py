@@ -12,17 +12,19 @@ from datetime import UTC, date, datetime, timedelta
 
 import httpx
 
-from app.demo import events_of_days
-from app.stack.services import AirflowService
 from features.build import run_build
 from ingest.producer import send_events
 from scoring.batch import score_dates
+from streamfit.airflow_api import airflow_client
 from streamfit.cassandra import connect
 from streamfit.registry import Registry
 from streamfit.settings import Settings
 from tests.chaos.conftest import Row, record
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 from tests.replay import one_origin
+from tests.support.data import events_of_days
+from tests.support.ingest import running_ingest, wait_caught_up
+from tests.support.waiting import wait_for
+from tests.support.workspace import ws
 from training.train import train_and_maybe_promote
 
 
@@ -37,16 +39,19 @@ def test_airflow_down_while_data_lands(chaos_settings: Settings) -> None:
     since = datetime.now(UTC).isoformat()
     control.down(s, ["airflow"])
     try:
-        with running_ingest(s, workers=2):
+        with running_ingest(s, workers=2) as service:
             send_events(s, events)
             wait_caught_up(s)
-            time.sleep(3)  # the signaller tries, fails, keeps the rows pending
+            failed = service.signal_failures
+            # the signaller tries to announce the landed rows, fails, keeps them pending
+            wait_for(lambda: service.signal_failures > failed, 60,
+                     "a failed signal attempt while Airflow is down")
             control.up(s, ["airflow"])
             back = time.monotonic()
 
             def built() -> bool:
                 try:
-                    with AirflowService(s).client() as client:
+                    with airflow_client(s) as client:
                         runs = client.pipeline_runs("build_features", since, s.keyspace)
                 except httpx.TransportError:  # the API server just restarted and is slow
                     return False
@@ -76,8 +81,8 @@ def _trained(s: Settings) -> Settings:
     send_events(s, one_origin(events_of_days(s, first, first + timedelta(days=13))))
     with running_ingest(s, workers=2):
         wait_caught_up(s)
-    run_build(s, days=[first + timedelta(days=i) for i in range(15)])
-    assert train_and_maybe_promote(s).promoted
+    run_build(ws(s), days=[first + timedelta(days=i) for i in range(15)])
+    assert train_and_maybe_promote(ws(s)).promoted
     return s
 
 
@@ -115,7 +120,7 @@ def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Setting
         killed_left = {v.version for v in registry.versions()} - versions_before
 
     # 2. a new champion whose artifact is corrupted: refused, scoring keeps the previous one
-    better = train_and_maybe_promote(s, force=True)
+    better = train_and_maybe_promote(ws(s), force=True)
     with connect(s) as session:
         registry = Registry(session, s.keyspace, "flight_delay")
         registry.set_alias("champion", better.version)  # type: ignore[arg-type]
@@ -127,7 +132,7 @@ def test_training_killed_midrun_and_a_corrupted_champion(chaos_settings: Setting
         blob[len(blob) // 3] ^= 0xFF
         session.execute("UPDATE model_versions SET artifact = %s WHERE model = 'flight_delay' "
                         "AND version = %s", (bytes(blob), better.version))
-    result = score_dates(s, [date(2013, 9, 14)])
+    result = score_dates(ws(s), [date(2013, 9, 14)])
     assert result.model_version == 1 and result.scored > 0  # the previous champion scored
     record(Row("6. training killed / artifact corrupted", 0, 0, 0, 0, 0, None,
                f"versions after kill: {sorted(killed_left) or 'none new'}; corrupted "

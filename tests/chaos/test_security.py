@@ -28,12 +28,13 @@ from kafka.errors import KafkaTimeoutError
 from pydantic import SecretStr
 
 from app.stack import control
-from app.stack.services import AirflowService, KafkaService
+from app.stack.services import KafkaService
 from ingest.dlq import list_dead_letters
 from ingest.producer import send_events
 from ingest.service import ensure_topics
 from ingest.signal import signal_now
 from streamfit import kafka as kafka_io
+from streamfit.airflow_api import airflow_client
 from streamfit.cassandra import CassandraAuthError, connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.kafka import KafkaAuthError
@@ -42,8 +43,9 @@ from streamfit.settings import Settings
 from tests.chaos.conftest import Row, record
 from tests.conftest import restore_after_restart
 from tests.corpus import malformed
-from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up, wait_for
 from tests.replay import one_origin
+from tests.support.ingest import landed_ids, running_ingest, wait_caught_up
+from tests.support.waiting import wait_for
 
 START = date(2013, 5, 1)
 DAYS = 10
@@ -160,7 +162,7 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
         wait_caught_up(s)
     since = datetime.now(UTC).isoformat()
     assert signal_now(s) is not None
-    with AirflowService(s).client() as client:
+    with airflow_client(s) as client:
 
         def scored() -> bool:
             try:

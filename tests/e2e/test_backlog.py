@@ -15,15 +15,16 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from app.demo import events_of_days
 from app.pipeline import caught_up, pipeline_status
 from app.stack.services import AirflowService
 from ingest.producer import send_events
 from streamfit.cassandra import connect
 from streamfit.registry import Registry
 from streamfit.settings import Settings
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 from tests.replay import one_origin
+from tests.support.data import events_of_days
+from tests.support.ingest import running_ingest, wait_caught_up
+from tests.support.waiting import wait_for
 
 FIRST = date(2013, 4, 1)
 LAST = date(2013, 4, 12)  # twelve event dates, a signal each

@@ -29,8 +29,9 @@ from streamfit.cassandra import connect
 from streamfit.domains import HORIZON, ReplayOptions, load_domain
 from streamfit.registry import Registry
 from streamfit.settings import Settings
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 from tests.replay import ORIGIN, one_origin
+from tests.support.ingest import running_ingest, wait_caught_up
+from tests.support.waiting import wait_for
 
 START = date(2013, 3, 1)
 NEW_DAY = date(2013, 3, 15)  # the one more event date of the second phase
@@ -52,7 +53,7 @@ def spark_pipeline(pipeline_settings: Settings, request: pytest.FixtureRequest,
     from tests.conftest import restore_after_restart
 
     s = pipeline_settings.model_copy(update={
-        "engine": "spark", "spark_master": f"spark://127.0.0.1:{pipeline_settings.spark_master_port}",
+        "engine": "spark", "spark_master": f"spark://127.0.0.1:{pipeline_settings.stack_spark_master_port}",
         "min_new_rows": SPARK_MIN_NEW_ROWS})
     control.up(s, ["spark"])
     control.down(s, ["airflow"])
@@ -106,7 +107,7 @@ def test_the_same_pipeline_with_the_spark_engine(spark_pipeline: Settings) -> No
 def _spark_apps(s: Settings) -> set[str]:
     import httpx
 
-    state = httpx.get(f"http://127.0.0.1:{s.spark_master_ui_port}/json/", timeout=10).json()
+    state = httpx.get(f"http://127.0.0.1:{s.stack_spark_master_ui_port}/json/", timeout=10).json()
     return {a["name"] for a in state.get("completedapps", []) + state.get("activeapps", [])}
 
 

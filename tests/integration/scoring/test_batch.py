@@ -19,6 +19,7 @@ from tests.integration.training.test_registry_and_training import (
     START,
     _write_features,
 )
+from tests.support.workspace import ws
 from training.train import train_and_maybe_promote
 
 DAY = START + timedelta(days=29)
@@ -30,7 +31,7 @@ def champion(keyspace_settings: Settings) -> Settings:
     evaluate other days or rescore DAY (a rerun overwrites), so they do not disturb each other."""
     s = keyspace_settings.model_copy(update={"train_days": 30, "holdout_days": 5})
     _write_features(s, 30)
-    assert train_and_maybe_promote(s).promoted
+    assert train_and_maybe_promote(ws(s)).promoted
     return s
 
 
@@ -42,7 +43,7 @@ def _rows(s: Settings, table: str, where: str, *args: object) -> list:
 def test_scoring_writes_all_three_tables_and_is_idempotent(champion: Settings) -> None:
     from scoring.client import PredictionClient
 
-    first = score_dates(champion, [DAY])  # no as-of: every flight at every horizon
+    first = score_dates(ws(champion), [DAY])  # no as-of: every flight at every horizon
     assert first.model_version == 1 and first.scored == 300
     by_date = _rows(champion, "day_predictions_by_horizon", "day = %s", DAY)
     assert len(by_date) == 300 and {r.horizon_min for r in by_date} == {120, 1440}
@@ -62,7 +63,7 @@ def test_scoring_writes_all_three_tables_and_is_idempotent(champion: Settings) -
     assert got.as_of == got.event_time - timedelta(hours=2)
     # a date's listing has one row per flight: its freshest prediction
     assert len(page.items) == 150 and {p.horizon_min for p in page.items} == {120}
-    again = score_dates(champion, [DAY])  # a rerun overwrites the same rows
+    again = score_dates(ws(champion), [DAY])  # a rerun overwrites the same rows
     assert again.scored == 300
     assert len(_rows(champion, "day_predictions_by_horizon", "day = %s", DAY)) == 300
     history = _rows(champion, "prediction_history_by_horizon", "entity_id = %s", some)
@@ -74,25 +75,25 @@ def test_a_flight_is_scored_at_a_horizon_once_the_stream_reaches_it(champion: Se
     horizon and those until 07:00 inside the 2-hour one; at 07:39 only those after 07:39 are
     still ahead, and all of them are inside both horizons."""
     six = datetime(DAY.year, DAY.month, DAY.day, 6, 0, tzinfo=UTC)
-    assert score_dates(champion, [DAY], six - timedelta(hours=1)).scored == 150 + 61
-    assert score_dates(champion, [DAY], six + timedelta(minutes=99)).scored == 50 + 50
+    assert score_dates(ws(champion), [DAY], six - timedelta(hours=1)).scored == 150 + 61
+    assert score_dates(ws(champion), [DAY], six + timedelta(minutes=99)).scored == 50 + 50
 
 
 def test_no_champion_is_a_clear_error(fresh_keyspace_settings: Settings) -> None:
     with pytest.raises(NoChampion, match="streamfit train"):
-        score_dates(fresh_keyspace_settings, [date(2013, 3, 1)])
+        score_dates(ws(fresh_keyspace_settings), [date(2013, 3, 1)])
 
 
 def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: Settings
                                                                        ) -> None:
     from scoring.monitoring import PSI_SHIFTED, MonitoringStore
 
-    result = score_dates(champion, [DAY], evaluate=[DAY])
+    result = score_dates(ws(champion), [DAY], evaluate=[DAY])
     # DAY is labelled in the fixture: its predictions mature at once
     assert result.evaluated == {DAY.isoformat(): {1: 150.0}}
     shifted = DAY + timedelta(days=1)
     _write_shifted_day(champion, shifted)
-    later = score_dates(champion, [shifted])
+    later = score_dates(ws(champion), [shifted])
     # the shift raised a quality alert naming the feature; the unshifted run named it not
     assert any("late_rate_route_28d" in a for a in later.alerts), later.alerts
     assert not any("late_rate_route_28d" in a for a in result.alerts), result.alerts
@@ -115,10 +116,10 @@ def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: 
 
 def test_models_show_and_report_read_what_monitoring_stored(champion: Settings,
                                                             tmp_path: Path) -> None:
-    score_dates(champion, [DAY], evaluate=[DAY])
+    score_dates(ws(champion), [DAY], evaluate=[DAY])
     shifted = DAY + timedelta(days=1)
     _write_shifted_day(champion, shifted)
-    score_dates(champion, [shifted])  # the champion's latest run: a drifted input
+    score_dates(ws(champion), [shifted])  # the champion's latest run: a drifted input
     env = {**os.environ, "STREAMFIT_KEYSPACE": champion.keyspace}
     cli = str(Path(sys.executable).parent / "streamfit")
     shown = subprocess.run([cli, "models", "show"], env=env, capture_output=True, text=True,

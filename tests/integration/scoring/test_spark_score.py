@@ -17,6 +17,7 @@ from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
 from tests.replay import land_directly, one_origin
+from tests.support.workspace import ws
 from training.train import train_and_maybe_promote
 
 FLIGHTS = load_domain("flights")
@@ -35,10 +36,8 @@ def champion(keyspace_settings: Settings) -> Settings:
                                              "promotion_beat_naive": False})
     land_directly(s, one_origin(list(FLIGHTS.replay(
         "nycflights13", ReplayOptions(date(2013, 2, 1), date(2013, 2, 14))))))
-    with connect(s) as session:
-        build_days(session, s.keyspace, FLIGHTS,
-                   [date(2013, 2, 2) + timedelta(days=i) for i in range(12)])
-    assert train_and_maybe_promote(s).champion == 1
+    build_days(ws(s), [date(2013, 2, 2) + timedelta(days=i) for i in range(12)])
+    assert train_and_maybe_promote(ws(s)).champion == 1
     return s
 
 
@@ -62,7 +61,7 @@ def test_spark_scores_as_pandas_does_and_a_rerun_changes_nothing(champion: Setti
                                                                  spark: Any) -> None:
     s = champion
     _truncate(s)
-    by_pandas = score_dates(s, DAYS, AS_OF, evaluate=DAYS)
+    by_pandas = score_dates(ws(s), DAYS, AS_OF, evaluate=DAYS)
     pandas_rows = _tables(s)
     _truncate(s)
     assert all(len(f) == 0 for f in _tables(s).values())

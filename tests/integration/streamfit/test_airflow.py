@@ -5,15 +5,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.stack.services import AirflowService
-from streamfit.airflow_api import AirflowAPIError, AirflowClient
+from streamfit.airflow_api import AirflowAPIError, AirflowClient, airflow_client
 from streamfit.progress import NOTHING_PENDING
 from streamfit.settings import Settings
 
 
 @pytest.fixture
 def airflow(stack: Settings):
-    with AirflowService(stack).client() as client:
+    with airflow_client(stack) as client:
         yield client
 
 

@@ -138,7 +138,6 @@ def test_an_edited_applied_migration_is_refused(fresh_keyspace) -> None:
 
 
 def test_a_keyspace_keeps_its_domain_and_the_stages_follow_it(fresh_keyspace) -> None:
-    from streamfit.progress import settings_for
     from streamfit.schema import recorded_domain
 
     settings, session = fresh_keyspace
@@ -146,7 +145,10 @@ def test_a_keyspace_keeps_its_domain_and_the_stages_follow_it(fresh_keyspace) ->
     migrate(session, parcels)
     assert recorded_domain(session, settings.keyspace) == "deliveries"
     # a process configured for flights works on this keyspace as deliveries
-    assert settings_for(settings, session, settings.keyspace).domain == "deliveries"
+    from streamfit.workspace import workspace
+
+    ws = workspace(settings, session)
+    assert ws.domain.name == "deliveries" and ws.settings.domain == "deliveries"
     with pytest.raises(MigrationError, match="holds the 'deliveries' domain, not 'flights'"):
         migrate(session, settings)
     assert recorded_domain(session, settings.keyspace) == "deliveries"

@@ -19,6 +19,7 @@ from streamfit.featurestore import FeatureStore
 from streamfit.registry import Registry
 from streamfit.settings import Settings
 from tests.integration.training.test_registry_and_training import START, _write_features
+from tests.support.workspace import ws
 from training.backtest import BacktestError, run_backtest
 
 UNTIL = START + timedelta(days=29)
@@ -33,7 +34,7 @@ def built(keyspace_settings: Settings) -> Settings:
 
 
 def test_the_weeks_after_training_are_judged_next_to_the_naive_baseline(built: Settings) -> None:
-    near, ahead = run_backtest(built, UNTIL, weeks=2)
+    near, ahead = run_backtest(ws(built), UNTIL, weeks=2)
     assert (near.horizon, ahead.horizon) == ("2 h before departure", "day ahead (24 h before)")
     result = near
     assert [(w.start, w.end) for w in result.weeks] == [
@@ -57,7 +58,7 @@ def test_the_weeks_after_training_are_judged_next_to_the_naive_baseline(built: S
                w.trained["roc_auc"] > w.naive["roc_auc"] + 0.05 for w in result.weeks)
     # the served fit is the refit (it differs from the holdout-judged one), unless told not to
     assert all(w.served != w.trained for w in result.weeks)
-    [unrefitted] = run_backtest(built.model_copy(update={"refit_with_holdout": False}), UNTIL,
+    [unrefitted] = run_backtest(ws(built.model_copy(update={"refit_with_holdout": False})), UNTIL,
                                 weeks=1, horizons=["2 h before departure"])
     assert unrefitted.served_by == "trained"
     assert unrefitted.weeks[0].served == unrefitted.weeks[0].trained == result.weeks[0].trained
@@ -93,4 +94,4 @@ def test_the_cli_prints_json_and_explains_what_is_missing(built: Settings) -> No
         bad = run(*args)
         assert bad.returncode in (1, 2) and message in bad.stderr and "Traceback" not in bad.stderr
     with pytest.raises(BacktestError, match="week"):
-        run_backtest(built, START + timedelta(days=43), weeks=1)  # nothing after the last day
+        run_backtest(ws(built), START + timedelta(days=43), weeks=1)  # nothing after the last day

@@ -18,6 +18,7 @@ from streamfit.domains import HORIZON, load_domain
 from streamfit.featurestore import FeatureStore
 from streamfit.registry import ModelIntegrityError, Registry, predict
 from streamfit.settings import Settings
+from tests.support.workspace import ws
 from training.train import (
     load_window,
     refit,
@@ -72,7 +73,7 @@ def trained(fresh_keyspace_settings: Settings) -> Settings:
 
 
 def test_first_model_becomes_champion_with_metrics_and_lineage(trained: Settings) -> None:
-    result = train_and_maybe_promote(trained)
+    result = train_and_maybe_promote(ws(trained))
     assert result.status == "registered" and result.promoted and result.version == 1
     assert result.metrics["roc_auc"] > 0.6  # it learned the planted signal
     assert result.metrics["roc_auc"] > result.metrics["naive_roc_auc"]  # both of it
@@ -100,11 +101,11 @@ def test_first_model_becomes_champion_with_metrics_and_lineage(trained: Settings
         assert model.predict_proba(np.zeros((1, len(FLIGHTS.features.inputs)))).shape == (1, 2)
 
         # too little new data: the retrain is skipped and says why
-        skipped = train_and_maybe_promote(trained)
+        skipped = train_and_maybe_promote(ws(trained))
         assert skipped.status == "skipped" and "new labelled flights" in skipped.reason
 
         # a deliberately worse model is registered as challenger, not promoted
-        worse = train_and_maybe_promote(trained, force=True, pool=lambda: [
+        worse = train_and_maybe_promote(ws(trained), force=True, pool=lambda: [
             ("DummyClassifier", {"strategy": "prior"}, DummyClassifier(strategy="prior"))])
         assert worse.status == "registered" and not worse.promoted
         assert registry.aliases() == {"champion": 1, "challenger": 2}
@@ -124,7 +125,7 @@ def _split(s: Settings, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_the_served_fit_saw_the_holdout_and_the_gate_judges_a_fit_that_did_not(
         trained: Settings) -> None:
     names = FLIGHTS.features.inputs
-    result = train_and_maybe_promote(trained)
+    result = train_and_maybe_promote(ws(trained))
     assert result.promoted and result.version == 1
     train, holdout = _split(trained, 30)
     y = holdout["label"].to_numpy(dtype=int)
@@ -144,7 +145,7 @@ def test_the_served_fit_saw_the_holdout_and_the_gate_judges_a_fit_that_did_not(
     # one more day: the new holdout (days 27-31) shares four days with v1's refit window, so
     # the gate judges v1 by its holdout-free fit
     _write_features(trained, 31)
-    second = train_and_maybe_promote(trained.model_copy(update={"min_new_rows": 0}))
+    second = train_and_maybe_promote(ws(trained.model_copy(update={"min_new_rows": 0})))
     assert second.version == 2
     _train2, holdout2 = _split(trained, 31)
     y2 = holdout2["label"].to_numpy(dtype=int)
@@ -159,7 +160,7 @@ def test_the_served_fit_saw_the_holdout_and_the_gate_judges_a_fit_that_did_not(
     # later, none of the holdout (days 32-36) lies in the champion's window (v1's or v2's: they
     # end on days 30 and 31): still its holdout-free fit is judged, as the candidate's is
     _write_features(trained, 36)
-    third = train_and_maybe_promote(trained.model_copy(update={"min_new_rows": 0}))
+    third = train_and_maybe_promote(ws(trained.model_copy(update={"min_new_rows": 0})))
     _train3, holdout3 = _split(trained, 36)
     y3 = holdout3["label"].to_numpy(dtype=int)
     with connect(trained) as session:
@@ -190,10 +191,10 @@ def test_a_weekly_retrain_is_judged_against_the_champion_fitted_the_same_way(
     s = fresh_keyspace_settings.model_copy(update={"train_days": 40, "holdout_days": 5,
                                                    "min_new_rows": 100})
     _write_features(s, 30)
-    first = train_and_maybe_promote(s, pool=_one_candidate)
+    first = train_and_maybe_promote(ws(s), pool=_one_candidate)
     assert first.promoted and first.version == 1
     _write_features(s, 35)  # the same 30 days again, and 5 more
-    second = train_and_maybe_promote(s, pool=_one_candidate)
+    second = train_and_maybe_promote(ws(s), pool=_one_candidate)
     assert second.version == 2
     names = FLIGHTS.features.inputs
     _train, holdout = _split(s, 35)
@@ -213,7 +214,7 @@ def test_a_weekly_retrain_is_judged_against_the_champion_fitted_the_same_way(
 
 def test_without_the_refit_the_served_fit_is_the_judged_one(trained: Settings) -> None:
     s = trained.model_copy(update={"refit_with_holdout": False})
-    result = train_and_maybe_promote(s)
+    result = train_and_maybe_promote(ws(s))
     _train, holdout = _split(s, 30)
     with connect(s) as session:
         registry = Registry(session, s.keyspace, "flight_delay")
@@ -229,7 +230,7 @@ def test_without_the_refit_the_served_fit_is_the_judged_one(trained: Settings) -
 
 
 def test_a_corrupted_artifact_is_refused_on_load(trained: Settings) -> None:
-    train_and_maybe_promote(trained)
+    train_and_maybe_promote(ws(trained))
     with connect(trained) as session:
         row = session.execute("SELECT artifact FROM model_versions WHERE model = 'flight_delay' "
                               "AND version = 1").one()
@@ -249,7 +250,7 @@ def _dummy() -> list[tuple[str, dict[str, str], DummyClassifier]]:
 def test_the_first_model_must_beat_the_naive_baseline_unless_told_not_to(
         trained: Settings, beat_naive: bool) -> None:
     s = trained.model_copy(update={"promotion_beat_naive": beat_naive})
-    result = train_and_maybe_promote(s, pool=_dummy)  # ROC AUC 0.5: below the planted baseline
+    result = train_and_maybe_promote(ws(s), pool=_dummy)  # ROC AUC 0.5: below the planted baseline
     assert result.status == "registered" and result.version == 1
     assert result.promoted is not beat_naive
     with connect(s) as session:
@@ -267,21 +268,21 @@ def test_the_first_model_must_beat_the_naive_baseline_unless_told_not_to(
 
 def test_a_retried_training_registers_no_second_version(trained: Settings) -> None:
     trained = trained.model_copy(update={"promotion_beat_naive": False})  # no v0 in the count
-    first = train_and_maybe_promote(trained, pool=_dummy)  # the model does not matter here
+    first = train_and_maybe_promote(ws(trained), pool=_dummy)  # the model does not matter here
     assert first.promoted and first.version == 1
     # the same window, data and code again (a retried task; no new-rows gate in its way): no
     # twin version
     retry = trained.model_copy(update={"min_new_rows": 0})
-    again = train_and_maybe_promote(retry, pool=_dummy)
+    again = train_and_maybe_promote(ws(retry), pool=_dummy)
     assert again.status == "skipped" and "trained on this window and code" in again.reason
     with connect(trained) as session:
         registry = Registry(session, trained.keyspace, "flight_delay")
         assert [v.version for v in registry.versions()] == [1]
         assert registry.versions()[0].lineage["training_key"]
     # --force trains anew on purpose, and new data in the window is a different training
-    assert train_and_maybe_promote(retry, force=True, pool=_dummy).version == 2
+    assert train_and_maybe_promote(ws(retry), force=True, pool=_dummy).version == 2
     _write_features(trained, 31, seed=3)
-    assert train_and_maybe_promote(retry, pool=_dummy).version == 3
+    assert train_and_maybe_promote(ws(retry), pool=_dummy).version == 3
 
 
 def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
@@ -289,11 +290,11 @@ def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
 
     from streamfit.registry import AliasConflict
 
-    assert train_and_maybe_promote(trained, pool=_dummy).version == 1  # three versions, cheaply
+    assert train_and_maybe_promote(ws(trained), pool=_dummy).version == 1  # three versions, cheaply
     _write_features(trained, 31, seed=5)
-    assert train_and_maybe_promote(trained, force=True, pool=_dummy).version == 2
+    assert train_and_maybe_promote(ws(trained), force=True, pool=_dummy).version == 2
     _write_features(trained, 32, seed=6)
-    assert train_and_maybe_promote(trained, force=True, pool=_dummy).version == 3
+    assert train_and_maybe_promote(ws(trained), force=True, pool=_dummy).version == 3
     with connect(trained) as session:
         registry = Registry(session, trained.keyspace, "flight_delay")
         for _round in range(5):
@@ -326,7 +327,7 @@ def test_two_racing_promotions_exactly_one_wins(trained: Settings) -> None:
 def test_a_promotion_from_a_stale_champion_is_refused(trained: Settings) -> None:
     from streamfit.registry import AliasConflict
 
-    assert train_and_maybe_promote(trained).version == 1
+    assert train_and_maybe_promote(ws(trained)).version == 1
     with connect(trained) as session:
         registry = Registry(session, trained.keyspace, "flight_delay")
         with pytest.raises(AliasConflict, match="champion alias is v1 now, not v7"):

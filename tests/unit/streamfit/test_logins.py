@@ -15,21 +15,21 @@ from pydantic import SecretStr
 
 from app.stack.process import StackError, wait_until
 from app.stack.services import AirflowService, KafkaService
+from app.stack.settings import StackSettings
 from streamfit.cassandra import _auth_message
 from streamfit.kafka import KafkaAuthError, _login_explained, client_config
-from streamfit.settings import Settings
 
 PASSWORD = "pa55word-not-in-logs"
 
 
-def _secure(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, stack_auth=True, cassandra_username="app",
+def _secure(tmp_path: Path) -> StackSettings:
+    return StackSettings(home=tmp_path, stack_auth=True, cassandra_username="app",
                     cassandra_password=SecretStr(PASSWORD), kafka_username="app",
                     kafka_password=SecretStr(PASSWORD), _env_file=None)  # type: ignore[call-arg]
 
 
 def test_plain_clients_have_no_sasl(tmp_path: Path) -> None:
-    config = client_config(Settings(home=tmp_path, _env_file=None), "c")  # type: ignore[call-arg]
+    config = client_config(StackSettings(home=tmp_path, _env_file=None), "c")  # type: ignore[call-arg]
     assert "security_protocol" not in config and "sasl_plain_password" not in config
 
 
@@ -96,12 +96,12 @@ def test_cassandra_login_messages(tmp_path: Path) -> None:
     message = _auth_message(_secure(tmp_path), refused)
     assert "refused user 'app' (Provided username app and/or password are incorrect)" in message
     assert "STREAMFIT_CASSANDRA_PASSWORD" in message and PASSWORD not in message
-    anonymous = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    anonymous = StackSettings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
     assert "requires a login" in _auth_message(anonymous, refused)
 
 
 def test_broker_properties_plain_and_with_logins(tmp_path: Path) -> None:
-    plain = KafkaService(Settings(home=tmp_path, _env_file=None))  # type: ignore[call-arg]
+    plain = KafkaService(StackSettings(home=tmp_path, _env_file=None))  # type: ignore[call-arg]
     text = plain._write_properties(tmp_path / "data").read_text()
     assert "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in text
     assert "sasl" not in text
@@ -133,11 +133,11 @@ def test_logins_need_a_store_formatted_with_the_broker_user(
 
 def test_airflow_tasks_get_the_logins(tmp_path: Path) -> None:
     env = AirflowService(_secure(tmp_path))._credentials_env()
-    assert env["STREAMFIT_STACK_AUTH"] == "true"
+    assert not [k for k in env if k.startswith("STREAMFIT_STACK_")]  # the stack's, not theirs
     assert env["STREAMFIT_CASSANDRA_USERNAME"] == "app"
     assert env["STREAMFIT_KAFKA_PASSWORD"] == PASSWORD
-    plain = AirflowService(Settings(home=tmp_path, _env_file=None))._credentials_env()  # type: ignore[call-arg]
-    assert plain["STREAMFIT_STACK_AUTH"] == "false" and "STREAMFIT_KAFKA_PASSWORD" not in plain
+    plain = AirflowService(StackSettings(home=tmp_path, _env_file=None))._credentials_env()  # type: ignore[call-arg]
+    assert "STREAMFIT_KAFKA_PASSWORD" not in plain and "STREAMFIT_CASSANDRA_PASSWORD" not in plain
 
 
 def test_wait_until_stops_at_a_final_error() -> None:

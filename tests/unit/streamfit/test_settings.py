@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.stack.settings import load_stack_settings
 from streamfit.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 
@@ -91,9 +92,35 @@ def test_bad_keyspace_names(name: str) -> None:
         load_settings(keyspace=name)
 
 
-def test_ports_must_differ() -> None:
+def test_the_stacks_ports_must_differ() -> None:
     with pytest.raises(SettingsError, match="must all differ"):
-        load_settings(kafka_port=9042)
+        load_stack_settings(kafka_port=9042)
+    with pytest.raises(SettingsError, match="must all differ"):
+        load_stack_settings(stack_spark_master_port=8080)
+
+
+def test_the_stacks_settings_are_theirs_and_left_alone_by_production_processes(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ingest worker or an Airflow task reads only the core settings: the stack's
+    STREAMFIT_STACK_* keys (in the environment or .env) are not its business, and not refused;
+    the stack reads them, and refuses a misspelt one."""
+    monkeypatch.setenv("STREAMFIT_STACK_KAFKA_HEAP", "256m")
+    (tmp_path / ".env").write_text("STREAMFIT_STACK_CASSANDRA_HEAP=2G\n")
+    core = load_settings()
+    assert not hasattr(core, "stack_kafka_heap")
+    stack = load_stack_settings()
+    assert (stack.stack_kafka_heap, stack.stack_cassandra_heap) == ("256m", "2G")
+    assert stack.keyspace == core.keyspace  # the stack's settings include the core's
+    monkeypatch.setenv("STREAMFIT_STACK_KAFKA_HEEP", "1g")
+    load_settings()
+    with pytest.raises(SettingsError, match="STREAMFIT_STACK_KAFKA_HEEP.*did you mean "
+                       "STREAMFIT_STACK_KAFKA_HEAP"):
+        load_stack_settings()
+
+
+def test_an_unknown_override_is_refused() -> None:
+    with pytest.raises(SettingsError, match="STREAMFIT_STACK_AUTH: not a streamfit setting"):
+        load_settings(stack_auth=True)
 
 
 @pytest.mark.parametrize("timeout_ms", [5999, 300001])
@@ -111,8 +138,10 @@ def test_every_kafka_client_reconnects_within_the_setting() -> None:
 
 @pytest.mark.parametrize("heap", ["512", "1T", "big"])
 def test_bad_heap_sizes(heap: str) -> None:
-    with pytest.raises(SettingsError, match="heap"):
-        load_settings(kafka_heap=heap)
+    with pytest.raises(SettingsError, match="STREAMFIT_STACK_KAFKA_HEAP.*heap"):
+        load_stack_settings(stack_kafka_heap=heap)
+    with pytest.raises(SettingsError, match="STREAMFIT_SPARK_DRIVER_MEMORY.*heap"):
+        load_settings(spark_driver_memory=heap)
 
 
 def test_secrets_are_masked_in_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,7 +177,7 @@ def _auth_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
 
 def test_stack_auth_takes_the_four_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     _auth_env(monkeypatch)
-    s = load_settings()
+    s = load_stack_settings()
     assert s.stack_auth and s.kafka_sasl_mechanism == "SCRAM-SHA-512"
     assert "long-enough" not in repr(s)
 
@@ -156,17 +185,18 @@ def test_stack_auth_takes_the_four_credentials(monkeypatch: pytest.MonkeyPatch) 
 def test_stack_auth_without_credentials_says_which(monkeypatch: pytest.MonkeyPatch) -> None:
     _auth_env(monkeypatch, KAFKA_USERNAME="", KAFKA_PASSWORD="")
     with pytest.raises(SettingsError, match="STREAMFIT_STACK_AUTH=true needs.*KAFKA_USERNAME"):
-        load_settings()
+        load_stack_settings()
+    load_settings()  # the clients: anonymous, which the stack's settings alone refuse
 
 
 def test_stack_auth_refuses_short_passwords_and_the_broker_user(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _auth_env(monkeypatch, KAFKA_PASSWORD="short")
     with pytest.raises(SettingsError, match="KAFKA_PASSWORD is shorter than 8"):
-        load_settings()
+        load_stack_settings()
     _auth_env(monkeypatch, KAFKA_USERNAME="streamfit-broker")
     with pytest.raises(SettingsError, match="the local broker's own user"):
-        load_settings()
+        load_stack_settings()
 
 
 def test_unknown_sasl_mechanism_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,7 @@
-"""Real Kafka + Cassandra fixtures for the ingest service: a topic, group and keyspace per test."""
+"""The real ingest service run by a test, and what it landed and committed."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import date
 
@@ -12,20 +10,12 @@ from ingest.status import committed, end_offsets
 from streamfit.cassandra import connect
 from streamfit.settings import Settings
 from streamfit.store import IngestStore
+from tests.support.waiting import wait_for
 
 
 def running_ingest(settings: Settings, workers: int = 2) -> AbstractContextManager[IngestService]:
     """The real ingest service (worker processes) in a background thread of the test."""
     return running_in_background(settings, workers)
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def wait_caught_up(settings: Settings, timeout: float = 180) -> None:

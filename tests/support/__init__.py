@@ -1,0 +1,1 @@
+"""Helpers several test packages share (no fixtures: those live in the conftest files)."""
