@@ -424,27 +424,30 @@ def _given_keys() -> list[str]:
     return sorted(k for k in keys if k.upper().startswith("STREAMFIT_"))
 
 
-def _unknown_keys(cls: type[BaseSettings], prefix: str, skip: str | None) -> list[str]:
-    """STREAMFIT_* keys that name no setting of ``cls`` (env prefix ``prefix``); keys starting
-    with ``skip`` belong to another settings class."""
-    known = {f"{prefix}{name.upper()}" for name in cls.model_fields}
+def _unknown_keys(cls: type[BaseSettings], skip: str | None) -> list[str]:
+    """STREAMFIT_* keys that name no setting of ``cls``; keys starting with ``skip`` belong to
+    another settings class (the local stack's)."""
+    known = {f"STREAMFIT_{name.upper()}" for name in cls.model_fields}
     problems = []
     for key in _given_keys():
         upper = key.upper()
-        if upper in known or not upper.startswith(prefix) or (skip and upper.startswith(skip)):
+        if upper in known or (skip and upper.startswith(skip)):
             continue
         close = difflib.get_close_matches(upper, known, n=1)
         hint = f"; did you mean {close[0]}?" if close else "; see docs/settings.md"
+        if skip:  # a local-stack setting under its name before it moved to its namespace
+            hint += f" (the local stack's settings are {skip}*)"
         problems.append(f"  {key}: not a streamfit setting{hint}")
     return problems
 
 
-def build_settings(cls: type[S], overrides: dict[str, Any], prefix: str = "STREAMFIT_",
-                   skip: str | None = STACK_PREFIX) -> S:
-    """Build ``cls`` from the environment and ``.env``, refusing unknown keys of its namespace
-    and translating validation errors into one clear message naming each variable."""
-    unknown = _unknown_keys(cls, prefix, skip) + [
-        f"  {prefix}{name.upper()}: not a streamfit setting; see docs/settings.md"
+def build_settings(cls: type[S], overrides: dict[str, Any], skip: str | None = STACK_PREFIX
+                   ) -> S:
+    """Build ``cls`` from the environment and ``.env``, refusing unknown STREAMFIT_* keys (but
+    those starting with ``skip``) and translating validation errors into one clear message
+    naming each variable."""
+    unknown = _unknown_keys(cls, skip) + [
+        f"  STREAMFIT_{name.upper()}: not a streamfit setting; see docs/settings.md"
         for name in overrides if name not in cls.model_fields]
     if unknown:
         raise SettingsError("invalid streamfit settings:\n" + "\n".join(unknown))
@@ -454,7 +457,7 @@ def build_settings(cls: type[S], overrides: dict[str, Any], prefix: str = "STREA
         lines = []
         for err in exc.errors():
             field = str(err["loc"][0]).upper() if err["loc"] else "*"
-            env = field if field.startswith("STREAMFIT_") else f"{prefix}{field}"
+            env = field if field.startswith("STREAMFIT_") else f"STREAMFIT_{field}"
             lines.append(f"  {env}: {err['msg']}")
         raise SettingsError("invalid streamfit settings:\n" + "\n".join(lines)) from None
 

@@ -29,26 +29,27 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=Settings)
+
+
+def _or_exit(load: Callable[[], S]) -> S:
+    try:
+        return load()
+    except SettingsError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
 
 
 def current_settings() -> Settings:
     """The process's settings (validated once); exit 2 with the reason when they are invalid."""
-    try:
-        return get_settings()
-    except SettingsError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    return _or_exit(get_settings)
 
 
 def current_stack_settings() -> StackSettings:
     """The settings of the local stack's commands: the process's and STREAMFIT_STACK_*."""
     from app.stack.settings import get_stack_settings
 
-    try:
-        return get_stack_settings()
-    except SettingsError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    return _or_exit(get_stack_settings)
 
 
 @contextmanager

@@ -95,7 +95,7 @@ def test_runs_serve_the_default_and_every_announced_keyspace(stack: Settings) ->
             assert "t_prog_nosuch" not in pipeline_keyspaces(session, stack.keyspace,
                                                              ["t_prog_nosuch"])
         seen: list[str] = []
-        summary = run_stage(stack, "t-stage", lambda s, _session, _p: seen.append(s.keyspace)
+        summary = run_stage(stack, "t-stage", lambda ws: seen.append(ws.keyspace)
                             or "nothing", hinted=[quiet.keyspace])
         # (other announced keyspaces of the stack may be served too)
         assert {stack.keyspace, loud.keyspace, quiet.keyspace} <= set(seen)

@@ -71,3 +71,18 @@ def test_dag_files_import_nothing_heavy_at_parse_time() -> None:
     for path in DAGS.glob("*.py"):
         bad = {m for m in _imports(path) if m.split(".")[0] not in allowed}
         assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_every_pipeline_task_alerts_with_what_to_check(dagbag, caplog) -> None:
+    """The DAG file gives each task's failure alert its hint (the core knows no DAG ids)."""
+    import logging
+
+    for dag_id in ("build_features", "train_model", "score_batch", "transient_score"):
+        for task in dagbag.dags[dag_id].tasks:
+            [callback] = task.on_failure_callback
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="streamfit.alerts"):
+                callback({"dag_id": dag_id, "exception": RuntimeError("boom")})
+            [record] = caplog.records
+            assert f"{dag_id}." in record.getMessage() and "boom" in record.getMessage()
+            assert "see the task log" not in record.getMessage()  # a hint of its own

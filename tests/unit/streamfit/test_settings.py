@@ -259,3 +259,11 @@ def test_as_env_rebuilds_the_same_settings_in_a_child(monkeypatch: pytest.Monkey
     assert child.model_dump() == given.model_dump()
     assert child.cassandra_password.get_secret_value() == "p4ssw0rd!"  # type: ignore[union-attr]
     assert "STREAMFIT_SPARK_JARS_DIR" not in given.as_env()  # unset stays unset
+
+
+def test_a_stack_setting_under_its_old_name_points_at_the_stacks_namespace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_CASSANDRA_HEAP", "2G")  # STREAMFIT_STACK_CASSANDRA_HEAP now
+    with pytest.raises(SettingsError, match=r"STREAMFIT_CASSANDRA_HEAP: not a streamfit setting"
+                       r".*the local stack's settings are STREAMFIT_STACK_\*"):
+        load_settings()
