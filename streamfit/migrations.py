@@ -462,7 +462,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         move_column("feature_builds", ("feature_set", "build_seq"), "flights", "entities", "int"),
         # Superseded by the generic tables of migrations 10 and 11, which the stages rebuilt
         # from the ledger; no module reads or writes them (tests/unit/streamfit/test_schema.py).
-        # Cassandra keeps a snapshot of a dropped table's data (auto_snapshot) on every node.
+        # With Cassandra's default auto_snapshot: true, every node keeps a snapshot of a dropped
+        # table's files (the local stack, a test stack, turns it off).
         *(f"DROP TABLE IF EXISTS {{ks}}.{table}" for table in DROPPED_TABLES),
     )),
 )
