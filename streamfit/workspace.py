@@ -57,10 +57,6 @@ class Workspace:
 
         return FeatureStore(self.session, self.keyspace, self.domain, cache_ttl_s)
 
-    def at(self, keyspace: str) -> Workspace:
-        """The same session on another keyspace, with the domain that keyspace records."""
-        return workspace(self.settings.model_copy(update={"keyspace": keyspace}), self.session)
-
 
 def workspace(settings: Settings, session: Session) -> Workspace:
     """The workspace of ``settings.keyspace`` on an open session (the caller closes it)."""
