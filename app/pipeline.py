@@ -103,8 +103,7 @@ def pipeline_status(settings: Settings, keyspaces: list[str] | None = None
 
     with connect(settings, keyspace=None) as session:
         names = keyspaces or pipeline_keyspaces(session, settings.keyspace)
-        return [row for ks in names for row in keyspace_status(
-            workspace(settings.model_copy(update={"keyspace": ks}), session))]
+        return [row for ks in names for row in keyspace_status(workspace(settings, session, ks))]
 
 
 def caught_up(rows: list[StageStatus]) -> bool:

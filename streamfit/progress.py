@@ -285,7 +285,7 @@ def run_stage(settings: Any, stage: str, step: Step, hinted: Iterable[str] = ()
     skipped: dict[str, str] = {}
     with connect(settings, keyspace=None) as session:
         for keyspace in pipeline_keyspaces(session, settings.keyspace, hinted):
-            ws = workspace(settings.model_copy(update={"keyspace": keyspace}), session)
+            ws = workspace(settings, session, keyspace)
             try:
                 with ws.progress.lease(stage):
                     result = step(ws)

@@ -58,10 +58,13 @@ class Workspace:
         return FeatureStore(self.session, self.keyspace, self.domain, cache_ttl_s)
 
 
-def workspace(settings: Settings, session: Session) -> Workspace:
-    """The workspace of ``settings.keyspace`` on an open session (the caller closes it)."""
+def workspace(settings: Settings, session: Session, keyspace: str | None = None) -> Workspace:
+    """The workspace of ``keyspace`` (default: ``settings.keyspace``) on an open session (the
+    caller closes it)."""
     from streamfit.schema import recorded_domain
 
+    if keyspace is not None and keyspace != settings.keyspace:
+        settings = settings.model_copy(update={"keyspace": keyspace})
     recorded = recorded_domain(session, settings.keyspace)
     if recorded is not None and recorded != settings.domain:
         settings = settings.model_copy(update={"domain": recorded})
@@ -73,7 +76,5 @@ def open_workspace(settings: Settings, keyspace: str | None = None) -> Iterator[
     """Connect, and yield the workspace of ``keyspace`` (default: ``STREAMFIT_KEYSPACE``)."""
     from streamfit.cassandra import connect
 
-    if keyspace is not None and keyspace != settings.keyspace:
-        settings = settings.model_copy(update={"keyspace": keyspace})
-    with connect(settings) as session:
-        yield workspace(settings, session)
+    with connect(settings, keyspace=keyspace or settings.keyspace) as session:
+        yield workspace(settings, session, keyspace)
