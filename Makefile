@@ -47,13 +47,17 @@ prereqs:
 	@command -v java >/dev/null || { echo "JDK 17 is missing: apt-get install openjdk-17-jdk-headless"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven 3 is missing: apt-get install maven"; exit 1; }
 
-# Tools the tests use besides Python packages: docker-compose 1.29 validates docker-compose.yaml
-# without a Docker engine (Debian's package).
+# Tools besides Python packages, from Debian's packages: docker-compose 1.29 validates
+# docker-compose.yaml without a Docker engine; redis-server is the Celery broker of the cluster
+# topology (STREAMFIT_STACK_TOPOLOGY=cluster), which the test suite also runs.
 tools:
-	@command -v docker-compose >/dev/null || { \
-	  echo "installing docker-compose (Debian package) to validate docker-compose.yaml"; \
+	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-compose >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock:

@@ -1,7 +1,9 @@
-"""``check_stack``: a manually triggered DAG whose one task runs ``streamfit selfcheck``.
+"""``check_stack``: a manually triggered DAG whose tasks run ``streamfit selfcheck`` and report
+where the task's data lives.
 
-It proves that Airflow tasks really execute (scheduler, LocalExecutor and the execution API agree
-on the API port) and that a task process reaches Kafka and Cassandra with the streamfit settings.
+It proves that Airflow tasks really execute (scheduler, executor and the execution API agree on
+the API port), that a task process reaches Kafka and Cassandra with the streamfit settings, and
+(``placement``) which hosts and replication factors a task was given: the same as the CLI's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ def check_stack() -> None:
 
         return {r.where: r.received for r in run_selfcheck(get_settings())}
 
+    @task(retries=0)
+    def placement() -> dict[str, object]:
+        from streamfit.settings import get_settings
+
+        return get_settings().placement()
+
     round_trip()
+    placement()
 
 
 check_stack()

@@ -77,7 +77,7 @@ def make_cluster(settings: Settings, connect_timeout: float = 10.0,
     if CONNECTION_CLASS is not None:
         kwargs["connection_class"] = CONNECTION_CLASS
     return Cluster(
-        contact_points=settings.contact_points,
+        contact_points=settings.contact_endpoints,
         port=settings.cassandra_port,
         # v4, not v5: the driver frames v5 in pure-Python checksummed segments (~25% slower here).
         protocol_version=4,
@@ -96,11 +96,16 @@ def make_cluster(settings: Settings, connect_timeout: float = 10.0,
 def connect(settings: Settings, keyspace: str | None = "", connect_timeout: float = 10.0,
             request_timeout: float = 20.0) -> Iterator[Session]:
     """A session on ``keyspace`` (default: the settings' keyspace; None: no keyspace)."""
-    from cassandra import AuthenticationFailed
+    from cassandra import AuthenticationFailed, UnresolvableContactPoints
     from cassandra.cluster import NoHostAvailable
 
-    cluster = make_cluster(settings, connect_timeout=connect_timeout,
-                           request_timeout=request_timeout)
+    try:
+        cluster = make_cluster(settings, connect_timeout=connect_timeout,
+                               request_timeout=request_timeout)
+    except UnresolvableContactPoints as exc:
+        raise CassandraUnavailable(
+            f"no contact point of STREAMFIT_CASSANDRA_HOSTS={settings.cassandra_hosts} resolves "
+            f"to an address ({exc}); check the host names") from None
     try:
         try:
             session = cluster.connect(settings.keyspace if keyspace == "" else keyspace)
@@ -109,14 +114,17 @@ def connect(settings: Settings, keyspace: str | None = "", connect_timeout: floa
             if refused:
                 raise CassandraAuthError(_auth_message(settings, refused[0])) from None
             raise CassandraUnavailable(
-                f"no Cassandra node answered at {settings.contact_points} port "
-                f"{settings.cassandra_port}: start the local stack with `streamfit stack up` or "
-                f"set STREAMFIT_CASSANDRA_HOSTS ({exc})"
+                f"no Cassandra node answered at {_where(settings)}: start the local stack with "
+                f"`streamfit stack up` or set STREAMFIT_CASSANDRA_HOSTS ({exc})"
             ) from None
         _read_consistency(session, settings)
         yield session
     finally:
         cluster.shutdown()
+
+
+def _where(settings: Settings) -> str:
+    return ",".join(f"{host}:{port}" for host, port in settings.contact_endpoints)
 
 
 def _read_consistency(session: Session, settings: Settings) -> None:
@@ -139,7 +147,7 @@ def _read_consistency(session: Session, settings: Settings) -> None:
 
 def _auth_message(settings: Settings, error: Exception) -> str:
     # The server's reason names the user, never the password; we add which settings to fix.
-    where = f"Cassandra at {','.join(settings.contact_points)}:{settings.cassandra_port}"
+    where = f"Cassandra at {_where(settings)}"
     reason = str(error).rsplit("message=", 1)[-1].strip('"\' ')
     if not settings.cassandra_username:
         return (f"{where} requires a login ({reason}): set STREAMFIT_CASSANDRA_USERNAME and "

@@ -205,7 +205,9 @@ def ensure_topic(settings: Settings, name: str, partitions: int,
         client.create_topics(
             {name: {"num_partitions": partitions,
                     "replication_factor": settings.kafka_replication_factor,
-                    "configs": configs or {}}},
+                    # with acks=all, a write succeeds once this many replicas hold it
+                    "configs": {"min.insync.replicas": str(settings.min_insync_replicas),
+                                **(configs or {})}}},
             wait_for_metadata=True,
         )
         return True

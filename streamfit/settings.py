@@ -82,7 +82,9 @@ class Settings(BaseSettings):
     )
     cassandra_hosts: str | None = Field(
         default=None,
-        description="Comma-separated Cassandra contact points. Empty: the local stack's node.",
+        description="Comma-separated Cassandra contact points, each `host` (at "
+        "STREAMFIT_CASSANDRA_PORT) or `host:port` (`[v6addr]:port` for IPv6). Empty: the local "
+        "stack's node(s).",
     )
     cassandra_username: str | None = Field(default=None, description="Cassandra user (optional).")
     cassandra_password: SecretStr | None = Field(default=None, description="Cassandra password.")
@@ -124,6 +126,10 @@ class Settings(BaseSettings):
                                   description="Dead-letter topic. Empty: <events_topic>.dlq.")
     kafka_replication_factor: int = Field(default=1, ge=1,
                                           description="Replication factor of topics we create.")
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, ge=1, description="`min.insync.replicas` of topics we create: how many "
+        "replicas must hold a write before the producer (acks=all) hears it succeeded. "
+        "Empty: 2 when the replication factor is 3 or more, else 1.")
     ingest_group: str = Field(default="streamfit-ingest", description="Ingest consumer group.")
     ingest_workers: int = Field(default=2, ge=1, le=64, description="Ingest worker processes.")
     ingest_batch_size: int = Field(default=2000, ge=1, le=100000,
@@ -274,6 +280,13 @@ class Settings(BaseSettings):
         description='Per-DC replication for NetworkTopologyStrategy, JSON: {"dc1": 3}.',
     )
 
+    @field_validator("cassandra_hosts")
+    @classmethod
+    def _hosts(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_contact_points(value, 9042)  # raises ValueError naming the bad entry
+        return value
+
     @field_validator("kafka_port", "cassandra_port", "airflow_port", "api_port")
     @classmethod
     def _ports(cls, value: int) -> int:
@@ -333,6 +346,11 @@ class Settings(BaseSettings):
                 "replication_strategy=NetworkTopologyStrategy needs STREAMFIT_REPLICATION_DCS, "
                 'e.g. {"dc1": 3}'
             )
+        if self.min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                f"STREAMFIT_KAFKA_MIN_INSYNC_REPLICAS={self.kafka_min_insync_replicas} is above "
+                f"STREAMFIT_KAFKA_REPLICATION_FACTOR={self.kafka_replication_factor}: no write "
+                "could ever succeed; lower it or raise the replication factor")
         for service in ("cassandra", "kafka"):
             user = getattr(self, f"{service}_username")
             password = getattr(self, f"{service}_password")
@@ -380,9 +398,37 @@ class Settings(BaseSettings):
 
     @property
     def contact_points(self) -> list[str]:
+        """The Cassandra contact points as written (``host`` or ``host:port``)."""
         if self.cassandra_hosts:
             return [h.strip() for h in self.cassandra_hosts.split(",") if h.strip()]
         return ["127.0.0.1"]
+
+    @property
+    def contact_endpoints(self) -> list[tuple[str, int]]:
+        """The contact points as (host, port): what the driver dials."""
+        return parse_contact_points(",".join(self.contact_points), self.cassandra_port)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """``min.insync.replicas`` of our topics (the setting, else derived from the RF)."""
+        if self.kafka_min_insync_replicas is not None:
+            return self.kafka_min_insync_replicas
+        return 2 if self.kafka_replication_factor >= 3 else 1
+
+    def placement(self) -> dict[str, Any]:
+        """Where this process's data lives and how it is replicated: what every process of one
+        deployment (CLI, ingest, Airflow task, Spark job, API) must agree on."""
+        return {
+            "cassandra_hosts": ",".join(self.contact_points),
+            "cassandra_port": self.cassandra_port,
+            "cassandra_local_dc": self.cassandra_local_dc,
+            "keyspace_replication": self.replication_cql(),
+            "read_consistency": self.consistency("read"),
+            "write_consistency": self.consistency("write"),
+            "kafka_bootstrap_servers": self.bootstrap_servers,
+            "kafka_replication_factor": self.kafka_replication_factor,
+            "kafka_min_insync_replicas": self.min_insync_replicas,
+        }
 
     @property
     def airflow_api_url(self) -> str:
@@ -405,6 +451,83 @@ class Settings(BaseSettings):
             return f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication_factor}}}"
         dcs = ", ".join(f"'{dc}': {rf}" for dc, rf in sorted(self.replication_dcs.items()))
         return f"{{'class': 'NetworkTopologyStrategy', {dcs}}}"
+
+
+#: The settings that decide where data lives and how it is replicated. Child processes that do
+#: not read the caller's environment or .env (Airflow tasks, Spark jobs) are given them.
+PLACEMENT_FIELDS = ("home", "kafka_port", "cassandra_port", "kafka_bootstrap_servers",
+                    "cassandra_hosts", "cassandra_local_dc", "cassandra_read_consistency",
+                    "cassandra_write_consistency", "kafka_replication_factor",
+                    "kafka_min_insync_replicas", "replication_strategy", "replication_factor",
+                    "replication_dcs")
+
+
+def parse_contact_points(hosts: str, default_port: int) -> list[tuple[str, int]]:
+    """``"a,b:9043,[::1]:9042"`` -> [(a, default_port), (b, 9043), (::1, 9042)]."""
+    out = []
+    for raw in (h.strip() for h in hosts.split(",")):
+        if not raw:
+            continue
+        host, port = raw, default_port
+        if raw.startswith("["):  # [IPv6]:port
+            host, _, rest = raw[1:].partition("]")
+            if rest:
+                if not rest.startswith(":") or not rest[1:].isdigit():
+                    raise ValueError(f"{raw!r} is not a contact point; write [address]:port")
+                port = int(rest[1:])
+        elif raw.count(":") == 1:
+            host, _, port_text = raw.partition(":")
+            if not port_text.isdigit():
+                raise ValueError(f"{raw!r}: the port {port_text!r} is not a number; write "
+                                 "host or host:port")
+            port = int(port_text)
+        if not host or not 1 <= port <= 65535:
+            raise ValueError(f"{raw!r} is not a contact point; write host or host:port with a "
+                             "port from 1 to 65535")
+        out.append((host, port))
+    if not out:
+        raise ValueError("no contact point given; write host[:port][,host[:port]...] or leave "
+                         "it empty for the local stack")
+    return out
+
+
+#: Written by ``streamfit stack up`` when the local stack is not the single-node default (the
+#: cluster topology): where its services listen and how they replicate. Settings that the
+#: environment and .env leave unset come from it, so that every process on this machine (the
+#: CLI, ingest, the API) finds the running stack; ``stack down`` removes it.
+LOCAL_STACK_FILE = "run/local-stack.json"
+
+
+def local_stack_defaults(home: Path) -> dict[str, Any]:
+    """The running local stack's client settings, ``{"topology": ..., "settings": {...}}``
+    (empty when there is none, or it is the single-node default)."""
+    import json
+
+    path = home / LOCAL_STACK_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{path} is unreadable ({exc}); run `streamfit stack down` and "
+                            "`streamfit stack up` again, or remove it") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise SettingsError(f"{path} is not a local-stack record; remove it")
+    asked = _given_value(f"{STACK_PREFIX}TOPOLOGY")
+    if asked is not None and asked.lower() != data.get("topology"):
+        return {}  # this process asks for another topology than the one recorded
+    return data
+
+
+def _given_value(key: str) -> str | None:
+    """``key``'s value in the environment, else in ``.env``."""
+    if key in os.environ:
+        return os.environ[key]
+    if Path(".env").is_file():
+        from dotenv import dotenv_values
+
+        return dotenv_values(".env").get(key)
+    return None
 
 
 #: The local stack's own settings (app.stack.settings) own this namespace: a process that only
@@ -452,7 +575,12 @@ def build_settings(cls: type[S], overrides: dict[str, Any], skip: str | None = S
     if unknown:
         raise SettingsError("invalid streamfit settings:\n" + "\n".join(unknown))
     try:
-        return cls(**overrides)  # type: ignore[arg-type]
+        built = cls(**overrides)  # type: ignore[arg-type]
+        # What the environment and .env leave unset, the running local stack decides.
+        recorded = local_stack_defaults(built.home).get("settings", {})  # type: ignore[attr-defined]
+        stack = {k: v for k, v in recorded.items()
+                 if k in cls.model_fields and k not in built.model_fields_set}
+        return cls(**overrides, **stack) if stack else built  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -7,6 +7,7 @@ Airflow API health). ``down`` sends SIGTERM to each process group and waits.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import psutil
 from app.stack.process import ProcessSpec, StackError, Supervisor, wait_until
 from app.stack.services import Service, all_services, install_connector
 from app.stack.settings import StackSettings
+from streamfit.settings import LOCAL_STACK_FILE, PLACEMENT_FIELDS
 
 #: What `stack up` starts by default.
 SERVICE_NAMES = ("cassandra", "kafka", "airflow")
@@ -25,7 +27,7 @@ ALL_SERVICE_NAMES = (*SERVICE_NAMES, "spark")
 
 
 def default_services(settings: StackSettings) -> tuple[str, ...]:
-    return ALL_SERVICE_NAMES if settings.stack_spark else SERVICE_NAMES
+    return ALL_SERVICE_NAMES if settings.spark else SERVICE_NAMES
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class ComponentStatus:
     rss_mb: float | None
     healthy: bool
     version: str
-    ports: tuple[int, ...]
+    ports: tuple[str, ...]
     log: str
 
 
@@ -62,6 +64,37 @@ def _tree_rss_mb(proc: psutil.Process) -> float | None:
         return None
 
 
+def _other_topology(settings: StackSettings) -> StackSettings:
+    other = "single" if settings.cluster else "cluster"
+    return settings.model_copy(update={"stack_topology": other})
+
+
+def running_topology(settings: StackSettings) -> str | None:
+    """The topology whose processes run under this home (None: nothing runs)."""
+    for candidate in (settings, _other_topology(settings)):
+        sup = supervisor(candidate)
+        for svc in all_services(candidate).values():
+            if any(sup.process(c) is not None for c in svc.components):
+                return candidate.stack_topology
+    return None
+
+
+def _record(settings: StackSettings) -> None:
+    """Tell every later process on this machine where the running stack listens (its client
+    settings; ``streamfit.settings.LOCAL_STACK_FILE``). The single-node stack is the default
+    and needs no record."""
+    path = settings.home / LOCAL_STACK_FILE
+    if not settings.cluster:
+        path.unlink(missing_ok=True)
+        return
+    fields = ("stack_topology", "stack_cluster_size", "stack_cluster_address_block",
+              *PLACEMENT_FIELDS)
+    values = settings.model_dump(mode="json", include=set(fields))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"topology": settings.stack_topology, "settings": {
+        k: v for k, v in values.items() if v is not None and k != "home"}}, indent=1) + "\n")
+
+
 def up(settings: StackSettings, only: Iterable[str] | None = None,
        on_event: Callable[[str], None] = lambda _msg: None) -> dict[str, float]:
     """Start what is not running and wait until all selected services are usable.
@@ -69,6 +102,12 @@ def up(settings: StackSettings, only: Iterable[str] | None = None,
     Returns, per service, the seconds it took to become ready (0 for reused ones).
     """
     sup = supervisor(settings)
+    running = running_topology(settings)
+    if running is not None and running != settings.stack_topology:
+        raise StackError(
+            f"the {running} stack is running under {settings.home}; stop it first "
+            f"(`STREAMFIT_STACK_TOPOLOGY={running} streamfit stack down`): one machine runs one "
+            "stack at a time")
     services = _select(settings, only)
     if settings.engine == "spark":
         install_connector(settings)  # local[N] jobs need the connector's jars too
@@ -79,12 +118,13 @@ def up(settings: StackSettings, only: Iterable[str] | None = None,
             on_event(f"{svc.name}: already running, reused")
         elif len(missing[svc.name]) == len(svc.components):
             # Fail before installing or starting anything if a port is taken.
-            sup.check_ports(ProcessSpec(svc.name, (), ports=svc.ports))
+            sup.check_endpoints(svc.name, svc.endpoints())
     to_start: list[tuple[Service, list[ProcessSpec]]] = [
         # A partly running service (one Airflow component died) gets only its missing parts.
         (svc, [spec for spec in svc.prepare() if spec.name in missing[svc.name]])
         for svc in services if missing[svc.name]
     ]
+    _record(settings)
     started_at = time.monotonic()
     procs: dict[str, list[psutil.Process]] = {}
     for svc, specs in to_start:
@@ -115,6 +155,8 @@ def down(settings: StackSettings, only: Iterable[str] | None = None,
         for component in sup.stop_all(components, timeout=90.0):
             stopped.append(component)
             on_event(f"{component}: stopped")
+    if running_topology(settings) is None:
+        (settings.home / LOCAL_STACK_FILE).unlink(missing_ok=True)
     return stopped
 
 
@@ -123,21 +165,21 @@ def status(settings: StackSettings, only: Iterable[str] | None = None) -> list[C
     rows = []
     for svc in _select(settings, only):
         procs = {c: sup.process(c) for c in svc.components}
-        healthy = False
+        health: dict[str, bool] = {}
         version = "-"
         if any(procs.values()):
             try:
-                healthy = bool(svc.ready())
-                version = svc.version() if healthy else "-"
+                health = svc.health()
+                version = svc.version() if any(health.values()) else "-"
             except Exception:  # noqa: BLE001 - any failure means "not healthy" here
-                healthy = False
+                pass
         for component, proc in procs.items():
             rows.append(ComponentStatus(
                 service=svc.name, component=component,
                 pid=proc.pid if proc else None,
                 rss_mb=_tree_rss_mb(proc) if proc else None,
-                healthy=healthy and proc is not None, version=version,
-                ports=svc.ports if component == svc.components[0] else (),
+                healthy=health.get(component, False) and proc is not None, version=version,
+                ports=tuple(svc.component_ports(component)),
                 log=str(sup.log_file(component)),
             ))
     return rows

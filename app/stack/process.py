@@ -37,6 +37,7 @@ class ProcessSpec:
     ports: tuple[int, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    host: str = "127.0.0.1"  # the address its ports are bound on
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -123,11 +124,15 @@ class Supervisor:
             return None
 
     def check_ports(self, spec: ProcessSpec) -> None:
-        for port in spec.ports:
-            if not port_is_free(port):
+        self.check_endpoints(spec.name, [(spec.host, port) for port in spec.ports])
+
+    def check_endpoints(self, name: str, endpoints: Iterable[tuple[str, int]]) -> None:
+        for host, port in endpoints:
+            if not port_is_free(port, host):
+                where = str(port) if host == "127.0.0.1" else f"{host}:{port}"
                 raise PortInUseError(
-                    f"port {port}, needed by {spec.name}, is already taken by {port_holder(port)}. "
-                    f"Stop that process, or give {spec.name} another port (see the "
+                    f"port {where}, needed by {name}, is already taken by {port_holder(port)}. "
+                    f"Stop that process, or give {name} another port (see the "
                     "STREAMFIT_*_PORT settings)."
                 )
 

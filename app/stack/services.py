@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -25,7 +27,7 @@ from app.stack.maven import install_jars
 from app.stack.process import ProcessSpec, StackError, port_open
 from app.stack.settings import KAFKA_BROKER_USER, StackSettings
 from streamfit.airflow_api import AirflowClient, airflow_client, airflow_password
-from streamfit.settings import PROJECT_ROOT
+from streamfit.settings import PLACEMENT_FIELDS, PROJECT_ROOT
 
 CONF_DIR = Path(__file__).parent / "conf"
 log = logging.getLogger(__name__)
@@ -88,6 +90,16 @@ def _java() -> str:
     return str(Path(java_home) / "bin" / "java") if java_home else "java"
 
 
+@dataclass(frozen=True)
+class Node:
+    """One Cassandra node or Kafka broker: its number, the address it listens on, its files."""
+
+    number: int
+    address: str
+    home: Path
+    component: str
+
+
 class Service(ABC):
     """One service of the stack; ``components`` are the names of its processes."""
 
@@ -102,6 +114,14 @@ class Service(ABC):
     @abstractmethod
     def ports(self) -> tuple[int, ...]: ...
 
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Every (address, port) the service listens on: all must be free before it starts."""
+        return [("127.0.0.1", port) for port in self.ports]
+
+    def component_ports(self, component: str) -> list[str]:
+        """What ``stack status`` shows as the ports of ``component``."""
+        return [str(p) for p in self.ports] if component == self.components[0] else []
+
     @abstractmethod
     def prepare(self) -> list[ProcessSpec]:
         """Install and configure (idempotently); return the processes to start."""
@@ -110,6 +130,11 @@ class Service(ABC):
     def ready(self) -> bool:
         """True once the service answers real requests."""
 
+    def health(self) -> dict[str, bool]:
+        """Whether each component answers (default: all as the service does)."""
+        ok = bool(self.ready())
+        return dict.fromkeys(self.components, ok)
+
     @abstractmethod
     def version(self) -> str: ...
 
@@ -117,9 +142,46 @@ class Service(ABC):
         """Run once the service is ready (every `stack up`); idempotent. Default: nothing."""
 
 
-class KafkaService(Service):
+class NodeService(Service):
+    """A service of one node, or of ``STREAMFIT_STACK_CLUSTER_SIZE`` nodes in the cluster
+    topology (node i on ``<block>.i``, every node with the same ports, as ccm lays them out)."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        super().__init__(settings)
+        if settings.cluster:
+            base = settings.home / "cluster" / self.name
+            self.nodes = [Node(i, address, base / f"node{i}", f"{self.name}-{i}")
+                          for i, address in enumerate(settings.node_addresses, start=1)]
+            self.base = base
+        else:
+            self.nodes = [Node(1, "127.0.0.1", self.home, self.name)]
+            self.base = self.home
+        self.components = tuple(node.component for node in self.nodes)
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        return [(node.address, port) for node in self.nodes for port in self.ports]
+
+    def component_ports(self, component: str) -> list[str]:
+        node = next(n for n in self.nodes if n.component == component)
+        if not self.settings.cluster:
+            return [str(p) for p in self.ports]
+        return [f"{node.address}:{p}" for p in self.ports]
+
+    def node(self, component: str) -> Node:
+        return next(n for n in self.nodes if n.component == component)
+
+
+def _kafka_uuid() -> str:
+    """A Kafka Uuid (cluster and directory ids): URL-safe base64 of 16 random bytes, unpadded;
+    never with a leading '-', which a command line would read as an option."""
+    while True:
+        value = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
+
+
+class KafkaService(NodeService):
     name = "kafka"
-    components = ("kafka",)
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -127,35 +189,43 @@ class KafkaService(Service):
 
     @property
     def broker_secret_file(self) -> Path:
-        """The broker's own SCRAM password, generated when the storage is formatted."""
-        return self.home / "broker.secret"
+        """The brokers' own SCRAM password, generated when the storage is formatted."""
+        return self.base / "broker.secret"
 
-    def prepare(self) -> list[ProcessSpec]:
+    def _jvm(self, node: Node) -> list[str]:
         s = self.settings
         lib = install_jars("kafka", "kafka.version", s.stack_kafka_version, s.home / "cache")
-        data = self.home / "data"
-        log4j = _write(self.home / "config" / "log4j2.properties",
+        log4j = _write(node.home / "config" / "log4j2.properties",
                        (CONF_DIR / "kafka-log4j2.properties").read_text())
-        jvm = [_java(), f"-Xms{s.stack_kafka_heap}", f"-Xmx{s.stack_kafka_heap}", "-server",
-               "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-               "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
-        formatted = (data / "meta.properties").exists()
-        if s.stack_auth and formatted and not self.broker_secret_file.exists():
-            raise StackError(
-                f"the Kafka storage in {data} was formatted before streamfit created a broker "
-                "user, so STREAMFIT_STACK_AUTH cannot be turned on for it. Stop the stack and "
-                f"remove {self.home} (its topics are lost), or use a fresh STREAMFIT_HOME")
-        props = self._write_properties(data)
-        if not formatted:
-            self._format(jvm, props)
-        return [ProcessSpec("kafka", [*jvm, "kafka.Kafka", str(props)], ports=self.ports)]
+        return [_java(), f"-Xms{s.kafka_heap}", f"-Xmx{s.kafka_heap}", "-server",
+                "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+                "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
 
-    def _write_properties(self, data: Path) -> Path:
+    def prepare(self) -> list[ProcessSpec]:
+        specs = []
+        for node in self.nodes:
+            data = node.home / "data"
+            jvm = self._jvm(node)
+            formatted = (data / "meta.properties").exists()
+            if self.settings.stack_auth and formatted and not self.broker_secret_file.exists():
+                raise StackError(
+                    f"the Kafka storage in {data} was formatted before streamfit created a "
+                    "broker user, so STREAMFIT_STACK_AUTH cannot be turned on for it. Stop the "
+                    f"stack and remove {self.base} (its topics are lost), or use a fresh "
+                    "STREAMFIT_HOME")
+            props = self._write_properties(node, data)
+            if not formatted:
+                self._format(jvm, props, node)
+            specs.append(ProcessSpec(node.component, [*jvm, "kafka.Kafka", str(props)],
+                                     ports=self.ports, host=node.address))
+        return specs
+
+    def _write_properties(self, node: Node, data: Path) -> Path:
         s = self.settings
         sasl = ""
         if s.stack_auth:
-            # The broker logs in to itself as its own user; clients log in as theirs (configure()).
+            # The brokers log in as their own user; clients log in as theirs (configure()).
             secret = self.broker_secret()
             sasl = (
                 "# SASL/SCRAM on the client listener (STREAMFIT_STACK_AUTH=true).\n"
@@ -166,10 +236,15 @@ class KafkaService(Service):
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="{KAFKA_BROKER_USER}" password="{secret}";\n'
                 for mech in ("scram-sha-256", "scram-sha-512"))
+        rf = min(3, len(self.nodes))
         # private: it may hold the broker's password
-        return _write_private(self.home / "config" / "server.properties", _render(
-            "kafka-server.properties", port=s.kafka_port, controller_port=s.stack_kafka_controller_port,
-            data_dir=data, protocol="SASL_PLAINTEXT" if s.stack_auth else "PLAINTEXT", sasl=sasl))
+        return _write_private(node.home / "config" / "server.properties", _render(
+            "kafka-server.properties", node_id=node.number, host=node.address,
+            port=s.kafka_port, controller_port=s.stack_kafka_controller_port,
+            controller_bootstrap=",".join(f"{n.address}:{s.stack_kafka_controller_port}"
+                                          for n in self.nodes),
+            data_dir=data, protocol="SASL_PLAINTEXT" if s.stack_auth else "PLAINTEXT", sasl=sasl,
+            rf=rf, min_isr=2 if rf >= 3 else 1))
 
     def broker_secret(self) -> str:
         path = self.broker_secret_file
@@ -177,47 +252,69 @@ class KafkaService(Service):
             _write_private(path, secrets.token_urlsafe(24) + "\n")
         return path.read_text().strip()
 
-    def _format(self, jvm: list[str], props: Path) -> None:
-        """Format the KRaft storage once, with a cluster id generated and kept for this home.
+    def _ids(self) -> dict[str, str]:
+        """The cluster id and each node's metadata directory id, generated once for this home."""
+        path = self.base / "ids.json"
+        legacy = self.base / "cluster.id"  # the single node's, before the cluster topology
+        if not path.exists():
+            ids = {"cluster": legacy.read_text().strip() if legacy.exists() else _kafka_uuid()}
+            ids.update({str(n.number): _kafka_uuid() for n in self.nodes})
+            _write(path, json.dumps(ids))
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
 
-        The broker's own SCRAM user is always created: a home formatted in plaintext mode can
+    def _format(self, jvm: list[str], props: Path, node: Node) -> None:
+        """Format the node's KRaft storage once. A single node is its own quorum
+        (``--standalone``); cluster nodes all get the same ``--initial-controllers``.
+
+        The brokers' own SCRAM user is always created: a home formatted in plaintext mode can
         later run with STREAMFIT_STACK_AUTH=true (SCRAM users live in the metadata log, and only
         a user that already exists can create others).
         """
-        id_file = self.home / "cluster.id"
-        if not id_file.exists():
-            # URL-safe base64 of 16 random bytes, unpadded; a leading '-' would read as an option.
-            while True:
-                cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
-                if not cluster_id.startswith("-"):
-                    break
-            _write(id_file, cluster_id + "\n")
-        cluster_id = id_file.read_text().strip()
+        s = self.settings
+        ids = self._ids()
+        if s.cluster:
+            quorum = ["--initial-controllers", ",".join(
+                f"{n.number}@{n.address}:{s.stack_kafka_controller_port}:{ids[str(n.number)]}"
+                for n in self.nodes)]
+        else:
+            quorum = ["--standalone"]
         scram = [f"--add-scram={mech}=[name={KAFKA_BROKER_USER},password={self.broker_secret()}]"
                  for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512")]
-        cmd = [*jvm, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+        cmd = [*jvm, "kafka.tools.StorageTool", "format", *quorum, "-t", ids["cluster"],
                "-c", str(props), "--ignore-formatted", *scram]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if proc.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
+            raise StackError(f"formatting Kafka storage of {node.component} failed:\n"
+                             f"{proc.stdout}{proc.stderr}")
 
     def _broker_settings(self) -> StackSettings:
-        """Settings that log in as the broker's own user (before the client user exists)."""
+        """Settings that log in as the brokers' own user (before the client user exists)."""
         if not self.settings.stack_auth:
             return self.settings
         return self.settings.model_copy(update={
             "kafka_username": KAFKA_BROKER_USER, "kafka_password": SecretStr(self.broker_secret())})
 
-    def ready(self) -> bool:
-        if not port_open(self.settings.kafka_port):
-            return False
+    def _live_brokers(self) -> set[int]:
         from streamfit.kafka import admin  # local: keeps `streamfit --help` fast
 
         client = admin(self._broker_settings(), request_timeout_ms=5000)
         try:
-            return bool(client.describe_cluster().get("brokers"))
+            return {int(b["broker_id"]) for b in client.describe_cluster().get("brokers", [])}
         finally:
             client.close()
+
+    def ready(self) -> bool:
+        if not all(port_open(self.settings.kafka_port, n.address) for n in self.nodes):
+            return False
+        return self._live_brokers() >= {n.number for n in self.nodes}
+
+    def health(self) -> dict[str, bool]:
+        try:
+            live = self._live_brokers()
+        except Exception:  # noqa: BLE001 - no broker answers: none is healthy
+            live = set()
+        return {n.component: n.number in live and port_open(self.settings.kafka_port, n.address)
+                for n in self.nodes}
 
     def configure(self) -> None:
         """With STREAMFIT_STACK_AUTH: create (or update the password of) the client's user."""
@@ -243,9 +340,8 @@ class KafkaService(Service):
         return self.settings.stack_kafka_version
 
 
-class CassandraService(Service):
+class CassandraService(NodeService):
     name = "cassandra"
-    components = ("cassandra",)
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -254,48 +350,66 @@ class CassandraService(Service):
     def prepare(self) -> list[ProcessSpec]:
         s = self.settings
         lib = install_jars("cassandra", "cassandra.version", s.stack_cassandra_version, s.home / "cache")
-        data = self.home / "data"
         auth = s.stack_auth
-        yaml = _write(self.home / "conf" / "cassandra.yaml", _render(
-            "cassandra.yaml", storage_port=s.stack_cassandra_storage_port, native_port=s.cassandra_port,
-            data_dir=data,
-            authenticator="PasswordAuthenticator" if auth else "AllowAllAuthenticator",
-            authorizer="CassandraAuthorizer" if auth else "AllowAllAuthorizer"))
-        logback = _write(self.home / "conf" / "logback.xml",
-                         (CONF_DIR / "cassandra-logback.xml").read_text())
-        jamm = next(lib.glob("jamm-*.jar"), None)
-        argv = [
-            _java(), f"-Xms{s.stack_cassandra_heap}", f"-Xmx{s.stack_cassandra_heap}", "-Xss256k",
-            "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
-            "-XX:G1RSetUpdatingPauseTimePercent=5", "-XX:MaxGCPauseMillis=300",
-            "-XX:+AlwaysPreTouch", "-XX:+HeapDumpOnOutOfMemoryError",
-            *CASSANDRA_JDK17_FLAGS,
-            *([f"-javaagent:{jamm}"] if jamm else []),
-            "-Djava.net.preferIPv4Stack=true",
-            f"-Dcassandra.config=file://{yaml}",
-            "-Dcassandra-foreground=yes",
-            f"-Dcassandra.storagedir={data}",
-            f"-Dcassandra.logdir={s.home / 'logs'}",
-            f"-Dlogback.configurationFile={logback}",
-            # single node: no gossip to settle, no saved ring, no wait before creating roles
-            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-            "-Dcassandra.load_ring_state=false",
-            "-Dcassandra.superuser_setup_delay_ms=0",
-            "-cp", f"{lib}/*",
-            "org.apache.cassandra.service.CassandraDaemon",
-        ]
-        return [ProcessSpec("cassandra", argv, ports=self.ports)]
+        seeds = ",".join(f"{n.address}:{s.stack_cassandra_storage_port}" for n in self.nodes)
+        specs = []
+        for node in self.nodes:
+            data = node.home / "data"
+            # balanced tokens, one per node (ccm's layout); a fresh ring of seeds needs no
+            # bootstrap streaming
+            token = (node.number - 1) * (2**64 // len(self.nodes)) - 2**63 if s.cluster else 0
+            yaml = _write(node.home / "conf" / "cassandra.yaml", _render(
+                "cassandra.yaml", storage_port=s.stack_cassandra_storage_port,
+                native_port=s.cassandra_port, data_dir=data, address=node.address, seeds=seeds,
+                initial_token=token, cluster="auto_bootstrap: false" if s.cluster else "",
+                authenticator="PasswordAuthenticator" if auth else "AllowAllAuthenticator",
+                authorizer="CassandraAuthorizer" if auth else "AllowAllAuthorizer"))
+            logback = _write(node.home / "conf" / "logback.xml",
+                             (CONF_DIR / "cassandra-logback.xml").read_text())
+            jamm = next(lib.glob("jamm-*.jar"), None)
+            logdir = s.home / "logs" / node.component if s.cluster else s.home / "logs"
+            argv = [
+                _java(), f"-Xms{s.cassandra_heap}", f"-Xmx{s.cassandra_heap}", "-Xss256k",
+                "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxTenuringThreshold=1",
+                "-XX:G1RSetUpdatingPauseTimePercent=5", "-XX:MaxGCPauseMillis=300",
+                "-XX:+AlwaysPreTouch", "-XX:+HeapDumpOnOutOfMemoryError",
+                *CASSANDRA_JDK17_FLAGS,
+                *([f"-javaagent:{jamm}"] if jamm else []),
+                "-Djava.net.preferIPv4Stack=true",
+                f"-Dcassandra.config=file://{yaml}",
+                "-Dcassandra-foreground=yes",
+                f"-Dcassandra.storagedir={data}",
+                f"-Dcassandra.logdir={logdir}",
+                f"-Dlogback.configurationFile={logback}",
+                # no wait for gossip to settle, no saved ring (every node is a seed and learns
+                # the ring from the others), no wait before creating roles
+                "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+                "-Dcassandra.load_ring_state=false",
+                "-Dcassandra.superuser_setup_delay_ms=0",
+                "-cp", f"{lib}/*",
+                "org.apache.cassandra.service.CassandraDaemon",
+            ]
+            specs.append(ProcessSpec(node.component, argv, ports=self.ports, host=node.address))
+        return specs
 
-    def _query_local(self, settings: StackSettings | None = None) -> tuple[str, str] | None:
+    def _query_local(self, settings: StackSettings | None = None) -> dict[str, tuple[str, str]]:
+        """Each answering node's (bootstrapped, release_version), by address."""
         from streamfit.cassandra import connect
 
         logging.getLogger("cassandra").setLevel(logging.CRITICAL)  # retries are expected here
+        out = {}
         with connect(settings or self.settings, keyspace=None, connect_timeout=3) as session:
-            row = session.execute("SELECT bootstrapped, release_version FROM system.local").one()
-        return (row.bootstrapped, row.release_version) if row else None
+            for host in session.cluster.metadata.all_hosts():
+                if not host.is_up:
+                    continue
+                row = session.execute("SELECT bootstrapped, release_version FROM system.local",
+                                      host=host).one()
+                if row:
+                    out[host.address] = (row.bootstrapped, row.release_version)
+        return out
 
     def ready(self) -> bool:
-        if not port_open(self.settings.cassandra_port):
+        if not all(port_open(self.settings.cassandra_port, n.address) for n in self.nodes):
             return False
         from streamfit.cassandra import CassandraAuthError
 
@@ -309,18 +423,28 @@ class CassandraService(Service):
             with contextlib.suppress(CassandraAuthError):  # the default user is not there yet
                 self._bootstrap_user()
             return False
-        return local is not None and local[0] == "COMPLETED"
+        return all(local.get(n.address, ("",))[0] == "COMPLETED" for n in self.nodes)
+
+    def health(self) -> dict[str, bool]:
+        try:
+            local = self._query_local()
+        except Exception:  # noqa: BLE001 - no node answers: none is healthy
+            local = {}
+        self._seen = local
+        return {n.component: local.get(n.address, ("",))[0] == "COMPLETED" for n in self.nodes}
 
     @property
     def users_file(self) -> Path:
         """Written once the stack's Cassandra user exists (then a refused login is final)."""
-        return self.home / "users.created"
+        return self.base / "users.created"
 
     def _bootstrap_user(self) -> None:
         """Log in as the default superuser once and create the configured user, a superuser.
 
         Runs only while the configured login is refused and before ``configure()`` disabled the
-        default user; after that a refused login is final (see ``ready``).
+        default user; after that a refused login is final (see ``ready``). In the cluster
+        topology ``system_auth`` is raised to 3 replicas first, so that the new role is written
+        to every replica (a role kept on one node would be lost with it).
         """
         from streamfit.cassandra import connect
 
@@ -330,6 +454,9 @@ class CassandraService(Service):
                                        "cassandra_password": SecretStr("cassandra")})
         role = _quote_identifier(s.cassandra_username)
         with connect(default, keyspace=None, connect_timeout=3) as session:
+            if s.cluster:
+                session.execute(f"ALTER KEYSPACE system_auth WITH replication = "
+                                f"{s.replication_cql()}")
             exists = session.execute("SELECT role FROM system_auth.roles WHERE role = %s",
                                      (s.cassandra_username,)).one()
             session.execute(f"{'ALTER' if exists else 'CREATE'} ROLE {role} WITH PASSWORD = %s "
@@ -339,13 +466,17 @@ class CassandraService(Service):
 
     def configure(self) -> None:
         """With STREAMFIT_STACK_AUTH: disable the well-known default superuser (cassandra/
-        cassandra), as the configured user; a superuser cannot demote itself."""
+        cassandra), as the configured user; a superuser cannot demote itself. In the cluster
+        topology, keep ``system_auth`` at the keyspaces' replication."""
         s = self.settings
         if not s.stack_auth:
             return
         from streamfit.cassandra import connect
 
         with connect(s, keyspace=None) as session:
+            if s.cluster:
+                session.execute(f"ALTER KEYSPACE system_auth WITH replication = "
+                                f"{s.replication_cql()}")
             default = session.execute(
                 "SELECT can_login FROM system_auth.roles WHERE role = 'cassandra'").one()
             if s.cassandra_username != "cassandra" and default and default.can_login:
@@ -354,8 +485,8 @@ class CassandraService(Service):
         _write(self.users_file, f"{s.cassandra_username}\n")
 
     def version(self) -> str:
-        local = self._query_local()
-        return local[1] if local else "?"
+        local = getattr(self, "_seen", None) or self._query_local()
+        return next(iter(local.values()))[1] if local else "?"
 
 
 def _quote_identifier(name: str) -> str:
@@ -363,13 +494,38 @@ def _quote_identifier(name: str) -> str:
 
 
 class AirflowService(Service):
+    """Airflow 3: API server, scheduler, DAG processor and triggerer, running tasks with the
+    LocalExecutor; in the cluster topology with the CeleryExecutor instead, Redis as its broker
+    and ``STREAMFIT_STACK_CELERY_WORKERS`` workers as separate processes (what Airflow's own
+    compose file and Helm chart run)."""
+
     name = "airflow"
-    components = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-                  "airflow-triggerer")
+    CORE = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+            "airflow-triggerer")
+
+    def __init__(self, settings: StackSettings) -> None:
+        super().__init__(settings)
+        self.workers = ([f"airflow-celery-{i}" for i in range(1, settings.stack_celery_workers + 1)]
+                        if settings.cluster else [])
+        # Redis first: the scheduler and the workers connect to it at start
+        self.components = (*(("redis",) if settings.cluster else ()), *self.CORE, *self.workers)
 
     @property
     def ports(self) -> tuple[int, ...]:
         return (self.settings.airflow_port,)
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        extra = [("127.0.0.1", self.settings.stack_redis_port)] if self.settings.cluster else []
+        return [*super().endpoints(), *extra]
+
+    def component_ports(self, component: str) -> list[str]:
+        if component == "redis":
+            return [str(self.settings.stack_redis_port)]
+        return [str(self.settings.airflow_port)] if component == "airflow-api-server" else []
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://127.0.0.1:{self.settings.stack_redis_port}/0"
 
     @property
     def password_file(self) -> Path:
@@ -405,7 +561,7 @@ class AirflowService(Service):
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if s.cluster else "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(s.stack_airflow_parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -428,7 +584,24 @@ class AirflowService(Service):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            **self._celery_env(),
             **self._credentials_env(),
+        }
+
+    def _celery_env(self) -> dict[str, str]:
+        if not self.settings.cluster:
+            return {}
+        return {
+            "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+            # results in Redis too: SQLite is for one writer, and the workers are several
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"redis://127.0.0.1:{self.settings.stack_redis_port}/1",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.settings.stack_celery_concurrency),
+            # Each task instance records the worker that ran it, by this name (both workers share
+            # this machine's host name).
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "app.stack.worker_name.hostname",
+            # A task whose worker died is declared dead within a minute and retried elsewhere:
+            # Redis would redeliver its message only after the visibility timeout (a day).
+            "AIRFLOW__CELERY__TASK_ACKS_LATE": "False",
         }
 
     def _credentials_env(self) -> dict[str, str]:
@@ -436,9 +609,12 @@ class AirflowService(Service):
         a .env file the tasks would not see: they run in the Airflow home)."""
         s = self.settings
         env: dict[str, str] = {"STREAMFIT_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism}
-        # the engine the tasks run feature builds and scoring on, and where its jobs go
+        # the engine the tasks run feature builds and scoring on, where its jobs go, and where
+        # the data lives and how it is replicated (the cluster's hosts and replication factors)
+        placement = {f"STREAMFIT_{name.upper()}" for name in PLACEMENT_FIELDS}
         env.update({k: v for k, v in s.as_env().items()
-                    if k == "STREAMFIT_ENGINE" or k.startswith("STREAMFIT_SPARK_")})
+                    if k == "STREAMFIT_ENGINE" or k.startswith("STREAMFIT_SPARK_")
+                    or k in placement})
         for service in ("cassandra", "kafka"):
             user, password = getattr(s, f"{service}_username"), getattr(s, f"{service}_password")
             if user and password:
@@ -463,6 +639,7 @@ class AirflowService(Service):
         if proc.returncode != 0:
             raise StackError(f"`airflow db migrate` failed (exit {proc.returncode}); see {log}")
         return [
+            *self._cluster_specs(airflow, env),
             ProcessSpec("airflow-api-server", [airflow, "api-server", "--host", "127.0.0.1",
                                                "--port", str(s.airflow_port), "--workers", "1"],
                         ports=self.ports, env=env, cwd=self.home),
@@ -470,7 +647,28 @@ class AirflowService(Service):
             ProcessSpec("airflow-dag-processor", [airflow, "dag-processor"], env=env,
                         cwd=self.home),
             ProcessSpec("airflow-triggerer", [airflow, "triggerer"], env=env, cwd=self.home),
+            *(ProcessSpec(name, [
+                airflow, "celery", "worker", "--celery-hostname", f"{name}@%h",
+                "--concurrency", str(s.stack_celery_concurrency), "--pid",
+                str(s.home / "run" / f"{name}.celery.pid"),
+                # logs are files in this same Airflow home: no log server (8793) per worker
+                "--skip-serve-logs"], env={**env, "STREAMFIT_STACK_CELERY_WORKER": name}, cwd=self.home)
+              for name in self.workers),
         ]
+
+    def _cluster_specs(self, airflow: str, env: dict[str, str]) -> list[ProcessSpec]:
+        if not self.settings.cluster:
+            return []
+        redis = shutil.which("redis-server")
+        if redis is None:
+            raise StackError("the cluster topology needs Redis (the Celery broker): "
+                             "apt-get install redis-server, or `make install`")
+        work = self.settings.home / "cluster" / "redis"
+        work.mkdir(parents=True, exist_ok=True)
+        return [ProcessSpec("redis", [
+            redis, "--bind", "127.0.0.1", "--port", str(self.settings.stack_redis_port),
+            "--dir", str(work), "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            ports=(self.settings.stack_redis_port,), cwd=work)]
 
     def client(self) -> AirflowClient:
         return airflow_client(self.settings)
@@ -479,7 +677,36 @@ class AirflowService(Service):
         if not port_open(self.settings.airflow_port):
             return False
         with self.client() as client:
-            return client.healthy()
+            if not client.healthy():
+                return False
+        return not self.workers or len(self._live_workers()) == len(self.workers)
+
+    def _live_workers(self) -> set[str]:
+        """The Celery workers that answer a ping through the broker."""
+        from celery import Celery
+
+        app = Celery(broker=self.broker_url)
+        try:
+            replies = app.control.ping(timeout=1.0)
+        finally:
+            app.close()
+        return {name.split("@")[0] for reply in replies for name in reply}
+
+    def health(self) -> dict[str, bool]:
+        try:
+            with self.client() as client:
+                core = client.healthy()
+        except Exception:  # noqa: BLE001 - the API does not answer
+            core = False
+        out = dict.fromkeys(self.CORE, core)
+        if self.settings.cluster:
+            out["redis"] = port_open(self.settings.stack_redis_port)
+            try:
+                live = self._live_workers() if out["redis"] else set()
+            except Exception:  # noqa: BLE001 - the broker does not answer
+                live = set()
+            out.update({w: w in live for w in self.workers})
+        return out
 
     def version(self) -> str:
         with self.client() as client:
@@ -496,16 +723,28 @@ def install_connector(settings: StackSettings) -> Path:
 
 
 class SparkService(Service):
-    """A Spark standalone master and one worker (``STREAMFIT_STACK_SPARK=true``), run from
-    pyspark's own distribution; jobs reach it as ``spark://127.0.0.1:<stack_spark_master_port>``."""
+    """A Spark standalone master and its workers (``STREAMFIT_STACK_SPARK=true``; one worker, two
+    in the cluster topology), run from pyspark's own distribution; jobs reach it as
+    ``spark://127.0.0.1:<stack_spark_master_port>``."""
 
     name = "spark"
-    components = ("spark-master", "spark-worker")
+
+    def __init__(self, settings: StackSettings) -> None:
+        super().__init__(settings)
+        self.workers = (["spark-worker"] if settings.spark_workers == 1 else
+                        [f"spark-worker-{i}" for i in range(1, settings.spark_workers + 1)])
+        self.components = ("spark-master", *self.workers)
 
     @property
     def ports(self) -> tuple[int, ...]:
         s = self.settings
-        return (s.stack_spark_master_port, s.stack_spark_master_ui_port, s.stack_spark_worker_ui_port)
+        return (s.stack_spark_master_port, s.stack_spark_master_ui_port, *s.spark_worker_ui_ports)
+
+    def component_ports(self, component: str) -> list[str]:
+        s = self.settings
+        if component == "spark-master":
+            return [str(s.stack_spark_master_port), str(s.stack_spark_master_ui_port)]
+        return [str(s.spark_worker_ui_ports[self.workers.index(component)])]
 
     @property
     def master_url(self) -> str:
@@ -529,26 +768,40 @@ class SparkService(Service):
                 spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                 "--port", str(s.stack_spark_master_port), "--webui-port", str(s.stack_spark_master_ui_port)],
                 ports=(s.stack_spark_master_port, s.stack_spark_master_ui_port), env=env, cwd=self.home),
-            ProcessSpec("spark-worker", [
+            *(ProcessSpec(name, [
                 spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                "--webui-port", str(s.stack_spark_worker_ui_port), "--cores",
+                "--webui-port", str(ui_port), "--cores",
                 str(s.stack_spark_worker_cores), "--memory", s.stack_spark_worker_memory,
-                "--work-dir", str(work), self.master_url],
-                ports=(s.stack_spark_worker_ui_port,), env=env, cwd=self.home),
+                "--work-dir", str(work / name), self.master_url],
+                ports=(ui_port,), env=env, cwd=self.home)
+              for name, ui_port in zip(self.workers, s.spark_worker_ui_ports, strict=True)),
         ]
 
-    def ready(self) -> bool:
-        """The master answers and has a live worker."""
+    def _alive_ui_ports(self) -> set[int] | None:
+        """The UI ports of the workers the master has ALIVE (None: the master does not answer)."""
         import httpx
 
         if not port_open(self.settings.stack_spark_master_port):
-            return False
+            return None
         try:
             state = httpx.get(f"http://127.0.0.1:{self.settings.stack_spark_master_ui_port}/json/",
                               timeout=5).json()
         except (httpx.HTTPError, ValueError):
-            return False
-        return any(w.get("state") == "ALIVE" for w in state.get("workers", []))
+            return None
+        return {int(w.get("webuiaddress", ":0").rsplit(":", 1)[1])
+                for w in state.get("workers", []) if w.get("state") == "ALIVE"}
+
+    def ready(self) -> bool:
+        """The master answers and every worker is registered ALIVE."""
+        alive = self._alive_ui_ports()
+        return alive is not None and set(self.settings.spark_worker_ui_ports) <= alive
+
+    def health(self) -> dict[str, bool]:
+        alive = self._alive_ui_ports()
+        return {"spark-master": alive is not None,
+                **{name: alive is not None and port in alive
+                   for name, port in zip(self.workers, self.settings.spark_worker_ui_ports,
+                                         strict=True)}}
 
     def version(self) -> str:
         from importlib.metadata import version

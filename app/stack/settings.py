@@ -10,6 +10,7 @@ in the core settings, so a process pointed at managed services never sees these.
 from __future__ import annotations
 
 import functools
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -22,16 +23,37 @@ KAFKA_BROKER_USER = "streamfit-broker"
 class StackSettings(Settings):
     """Settings of ``streamfit stack``: the core settings and ``STREAMFIT_STACK_*``."""
 
+    stack_topology: Literal["single", "cluster"] = Field(
+        default="single", description="`single`: one node of each service, LocalExecutor (the "
+        "default, what `make demo` runs). `cluster`: STREAMFIT_STACK_CLUSTER_SIZE Cassandra "
+        "nodes and Kafka brokers on their own loopback addresses, Airflow's CeleryExecutor with "
+        "Redis and two workers, Spark with two workers; keyspaces and topics replicated 3 ways "
+        "(docs/cluster.md). Clients find whichever stack runs: `stack up` records it.")
+    stack_cluster_size: int = Field(default=3, ge=3, le=9, description="Cassandra nodes and "
+                                    "Kafka brokers of the cluster topology.")
+    stack_cluster_address_block: str = Field(
+        default="127.0.1", description="Cluster topology: node i listens on <block>.i (a "
+        "loopback block apart from the single node's 127.0.0.1).")
+    stack_redis_port: Port = Field(default=16379, description="Cluster topology: the Redis "
+                                   "broker of Airflow's Celery workers.")
+    stack_celery_workers: int = Field(default=2, ge=1, le=8, description="Cluster topology: "
+                                      "Airflow Celery worker processes.")
+    stack_celery_concurrency: int = Field(default=2, ge=1, le=32, description="Cluster "
+                                          "topology: task slots of each Celery worker.")
     stack_kafka_version: str = Field(default="4.4.0",
                                      description="Kafka (kafka_2.13) version from Maven.")
     stack_kafka_controller_port: Port = Field(default=9093,
                                               description="Local KRaft controller port.")
-    stack_kafka_heap: str = Field(default="512m", description="Kafka JVM heap (-Xms/-Xmx).")
+    stack_kafka_heap: str | None = Field(default=None, description="Kafka JVM heap (-Xms/-Xmx) "
+                                         "of each broker. Empty: 512m, or 384m per broker of "
+                                         "the cluster topology.")
     stack_cassandra_version: str = Field(default="5.0.9",
                                          description="cassandra-all version from Maven.")
     stack_cassandra_storage_port: Port = Field(default=7000,
                                                description="Local Cassandra storage port.")
-    stack_cassandra_heap: str = Field(default="1G", description="Cassandra JVM heap (-Xms/-Xmx).")
+    stack_cassandra_heap: str | None = Field(
+        default=None, description="Cassandra JVM heap (-Xms/-Xmx) of each node. Empty: 1G, or "
+        "512M per node of the cluster topology.")
     stack_airflow_database_url: str | None = Field(
         default=None,
         description="Airflow metadata DB (SQLAlchemy URL). Empty: SQLite in the state directory. "
@@ -48,9 +70,12 @@ class StackSettings(Settings):
     stack_startup_timeout_s: float = Field(
         default=180.0, gt=0, description="How long `stack up` waits for each service."
     )
-    stack_spark: bool = Field(
-        default=False, description="`streamfit stack up` also starts a Spark standalone master "
-        "and one worker.")
+    stack_spark: bool | None = Field(
+        default=None, description="`streamfit stack up` also starts a Spark standalone master "
+        "and its workers. Empty: no in the single topology, yes in the cluster topology.")
+    stack_spark_workers: int | None = Field(
+        default=None, ge=1, le=8, description="Spark standalone workers. Empty: 1, or 2 in the "
+        "cluster topology (worker i's UI on STREAMFIT_STACK_SPARK_WORKER_UI_PORT + i - 1).")
     stack_spark_master_port: Port = Field(default=17077, description="Local Spark master port.")
     stack_spark_master_ui_port: Port = Field(
         default=18081, description="Local Spark master UI port (Spark's default, 8080, is "
@@ -62,9 +87,42 @@ class StackSettings(Settings):
     stack_spark_worker_memory: str = Field(default="1g",
                                            description="Memory the local Spark worker offers.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_clients(cls, data: Any) -> Any:
+        """The cluster topology's clients dial every node and replicate 3 ways, unless the
+        environment says otherwise."""
+        if not isinstance(data, dict) or data.get("stack_topology") != "cluster":
+            return data
+        size = int(data.get("stack_cluster_size", 3))
+        block = data.get("stack_cluster_address_block", "127.0.1")
+        addresses = [f"{block}.{i}" for i in range(1, size + 1)]
+        kafka_port = data.get("kafka_port", 9092)
+        defaults = {
+            "cassandra_hosts": ",".join(addresses),
+            "kafka_bootstrap_servers": ",".join(f"{a}:{kafka_port}" for a in addresses),
+            "replication_strategy": "NetworkTopologyStrategy",
+            "replication_dcs": {data.get("cassandra_local_dc", "datacenter1"): 3},
+            "kafka_replication_factor": 3,
+        }
+        return {**defaults, **data}
+
+    @field_validator("stack_cluster_address_block")
+    @classmethod
+    def _block(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) < 256
+                                                          for p in parts):
+            raise ValueError(f"{value!r} is not a loopback block; write three numbers such as "
+                             "127.0.1 (node i then listens on 127.0.1.i)")
+        if value == "127.0.0":
+            raise ValueError("127.0.0 holds the single node's 127.0.0.1; choose another block "
+                             "such as 127.0.1")
+        return value
+
     @field_validator("stack_kafka_controller_port", "stack_cassandra_storage_port",
                      "stack_spark_master_port", "stack_spark_master_ui_port",
-                     "stack_spark_worker_ui_port")
+                     "stack_spark_worker_ui_port", "stack_redis_port")
     @classmethod
     def _stack_ports(cls, value: int) -> int:
         return check_port(value)
@@ -92,10 +150,43 @@ class StackSettings(Settings):
         ports = [self.kafka_port, self.stack_kafka_controller_port, self.cassandra_port,
                  self.stack_cassandra_storage_port, self.airflow_port,
                  self.stack_spark_master_port, self.stack_spark_master_ui_port,
-                 self.stack_spark_worker_ui_port]
+                 *self.spark_worker_ui_ports, self.stack_redis_port]
         if len(set(ports)) != len(ports):
             raise ValueError(f"the local stack's ports must all differ, got {ports}")
         return self
+
+    @property
+    def cluster(self) -> bool:
+        return self.stack_topology == "cluster"
+
+    @property
+    def node_addresses(self) -> list[str]:
+        """Where each Cassandra node and Kafka broker listens."""
+        if not self.cluster:
+            return ["127.0.0.1"]
+        return [f"{self.stack_cluster_address_block}.{i}"
+                for i in range(1, self.stack_cluster_size + 1)]
+
+    @property
+    def cassandra_heap(self) -> str:
+        return self.stack_cassandra_heap or ("512M" if self.cluster else "1G")
+
+    @property
+    def kafka_heap(self) -> str:
+        return self.stack_kafka_heap or ("384m" if self.cluster else "512m")
+
+    @property
+    def spark(self) -> bool:
+        """Whether `stack up` starts Spark."""
+        return self.cluster if self.stack_spark is None else self.stack_spark
+
+    @property
+    def spark_workers(self) -> int:
+        return self.stack_spark_workers or (2 if self.cluster else 1)
+
+    @property
+    def spark_worker_ui_ports(self) -> list[int]:
+        return [self.stack_spark_worker_ui_port + i for i in range(self.spark_workers)]
 
     @property
     def spark_standalone_master(self) -> str:

@@ -8,6 +8,7 @@ import pytest
 from streamfit.airflow_api import AirflowAPIError, AirflowClient, airflow_client
 from streamfit.progress import NOTHING_PENDING
 from streamfit.settings import Settings
+from tests.support.airflow import run_dag, xcom
 
 
 @pytest.fixture
@@ -47,22 +48,15 @@ def test_dag_processor_parsed_our_dags_without_errors(airflow: AirflowClient) ->
     assert errors["total_entries"] == 0, errors["import_errors"]
 
 
-def test_a_task_really_runs_and_reaches_kafka_and_cassandra(airflow: AirflowClient) -> None:
-    """Proves scheduler, executor and execution API (its URL must match the API port) agree."""
+def test_a_task_really_runs_and_reaches_kafka_and_cassandra(airflow: AirflowClient,
+                                                            stack: Settings) -> None:
+    """Proves scheduler, executor and execution API (its URL must match the API port) agree,
+    and that a task is given the hosts and replication this process uses."""
     _wait_for_dag(airflow, "check_stack")
-    run = airflow.request("POST", "/api/v2/dags/check_stack/dagRuns", json={"logical_date": None})
-    run_id = run["dag_run_id"]
-    deadline = time.monotonic() + 240
-    state = run["state"]
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(2)
-        state = airflow.request("GET", f"/api/v2/dags/check_stack/dagRuns/{run_id}")["state"]
-    assert state == "success"
-    xcom = airflow.request(
-        "GET", f"/api/v2/dags/check_stack/dagRuns/{run_id}/taskInstances/round_trip/"
-        "xcomEntries/return_value")
-    value = xcom["value"]
+    run_id = run_dag(airflow, "check_stack")
+    value = xcom(airflow, "check_stack", run_id, "round_trip")
     assert any(k.startswith("streamfit.selfcheck[0]@") for k in value), value
+    assert xcom(airflow, "check_stack", run_id, "placement") == stack.placement()
 
 
 def test_dag_runs_are_listed_past_the_first_page(airflow: AirflowClient) -> None:
