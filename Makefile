@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: chaos check demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench docs clean
+.PHONY: chaos cluster-chaos check demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench docs clean
 
 demo: install
 	$(BIN)/streamfit stack up
@@ -80,6 +80,10 @@ e2e: install
 # Fault-injection scenarios at full size (200k+ events, 30 s outages); `make test` runs them reduced.
 chaos: install
 	CHAOS_SIZE=full $(BIN)/pytest tests/chaos
+
+# The cluster topology's fault scenarios at full size (`make test` runs them reduced, last).
+cluster-chaos: install tools
+	CHAOS_SIZE=full $(BIN)/pytest tests/chaos/cluster
 
 stack-up: install
 	$(BIN)/streamfit stack up

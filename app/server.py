@@ -267,7 +267,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                      monitor=MonitoringStore(session, s.keyspace, domain.model_name),
                      progress=Progress(session, s.keyspace), ingest=IngestStore(session, s.keyspace),
                      features_built=False,
-                     ping=session.prepare("SELECT release_version FROM system.local"))
+                     # a replicated row at the read consistency: a lost quorum shows here
+                     ping=session.prepare(f"SELECT version FROM {s.keyspace}.schema_migrations "
+                                          "LIMIT 1"))
         app.state.streamfit = state  # for tests that look inside (prepared statements)
         try:
             await asyncio.to_thread(state["champion"].refresh)
@@ -343,7 +345,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await asyncio.wait_for(aexecute(state["session"], state["ping"]), timeout=2.0)
         except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-            problems.append(f"Cassandra does not answer ({type(exc).__name__})")
+            from streamfit.cassandra import explain_failure, is_quorum_loss
+
+            problems.append(explain_failure(exc) if is_quorum_loss(exc)
+                            else f"Cassandra does not answer ({type(exc).__name__})")
         if state["champion"].current is None:
             problems.append("no champion model loaded: train one (`streamfit train`)")
         return json_response({"status": "ready" if not problems else "not ready",

@@ -36,6 +36,34 @@ class CassandraUnavailable(RuntimeError):
     """No Cassandra node answered; the message says where we looked and what to do."""
 
 
+class QuorumUnavailable(CassandraUnavailable):
+    """Cassandra answered, but too few replicas of the data are alive for the consistency level
+    (nodes down): nothing is wrong with the request, and it succeeds once they are back."""
+
+
+def explain_failure(exc: BaseException) -> str:
+    """One plain line for a failed Cassandra request: a lost quorum is named as such."""
+    from cassandra import ReadTimeout, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+
+    causes = list(exc.errors.values()) if isinstance(exc, NoHostAvailable) else [exc]
+    for cause in causes:
+        if isinstance(cause, Unavailable):
+            level = ConsistencyLevel.value_to_name.get(cause.consistency, cause.consistency)
+            return (f"Cassandra quorum unavailable: {level} needs {cause.required_replicas} "
+                    f"replicas alive, {cause.alive_replicas} are; start the nodes that are down "
+                    "(`streamfit stack status`)")
+        if isinstance(cause, ReadTimeout | WriteTimeout):
+            level = ConsistencyLevel.value_to_name.get(cause.consistency, cause.consistency)
+            return (f"Cassandra timed out at {level}: {cause.received_responses} of "
+                    f"{cause.required_responses} replicas answered (nodes down or overloaded?)")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_quorum_loss(exc: BaseException) -> bool:
+    return explain_failure(exc).startswith("Cassandra quorum unavailable")
+
+
 class CassandraAuthError(CassandraUnavailable):
     """Cassandra answered but refused our login (or needs one and none is configured)."""
 

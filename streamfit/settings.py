@@ -498,7 +498,7 @@ def parse_contact_points(hosts: str, default_port: int) -> list[tuple[str, int]]
 LOCAL_STACK_FILE = "run/local-stack.json"
 
 
-def local_stack_defaults(home: Path) -> dict[str, Any]:
+def local_stack_defaults(home: Path, asked: str | None = None) -> dict[str, Any]:
     """The running local stack's client settings, ``{"topology": ..., "settings": {...}}``
     (empty when there is none, or it is the single-node default)."""
     import json
@@ -513,7 +513,7 @@ def local_stack_defaults(home: Path) -> dict[str, Any]:
                             "`streamfit stack up` again, or remove it") from None
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
         raise SettingsError(f"{path} is not a local-stack record; remove it")
-    asked = _given_value(f"{STACK_PREFIX}TOPOLOGY")
+    asked = asked or _given_value(f"{STACK_PREFIX}TOPOLOGY")
     if asked is not None and asked.lower() != data.get("topology"):
         return {}  # this process asks for another topology than the one recorded
     return data
@@ -577,7 +577,8 @@ def build_settings(cls: type[S], overrides: dict[str, Any], skip: str | None = S
     try:
         built = cls(**overrides)  # type: ignore[arg-type]
         # What the environment and .env leave unset, the running local stack decides.
-        recorded = local_stack_defaults(built.home).get("settings", {})  # type: ignore[attr-defined]
+        home: Path = built.home  # type: ignore[attr-defined]
+        recorded = local_stack_defaults(home, overrides.get("stack_topology")).get("settings", {})
         stack = {k: v for k, v in recorded.items()
                  if k in cls.model_fields and k not in built.model_fields_set}
         return cls(**overrides, **stack) if stack else built  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
-from streamfit.cassandra import as_utc, cql_date
+from streamfit.cassandra import as_utc, cql_date, explain_failure
 from streamfit.progress import Offsets, merge_offsets
 
 #: Buckets per event day. Part of the table's key layout: changing it needs a data migration.
@@ -125,7 +125,7 @@ class IngestStore:
         failures = [result for ok, result in results if not ok]
         if failures:
             raise WriteFailed(f"{len(failures)} of {len(statements)} {what} failed; first: "
-                              f"{type(failures[0]).__name__}: {failures[0]}")
+                              f"{explain_failure(failures[0])}")
 
     def write_events(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Rows in ``INSERT_RAW`` column order. Raises WriteFailed if any write failed.

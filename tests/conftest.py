@@ -25,8 +25,14 @@ RESTARTS_STACK = "restarts_stack"
 STARTED = pytest.StashKey[list[str]]()
 
 
+#: Tests on the cluster topology (tests/chaos/cluster) run after everything else: they stop the
+#: single-node stack and start the cluster.
+CLUSTER = "cluster"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.get_closest_marker(RESTARTS_STACK) is not None)
+    items.sort(key=lambda item: (item.get_closest_marker(CLUSTER) is not None,
+                                 item.get_closest_marker(RESTARTS_STACK) is not None))
     for item in items:
         parts = Path(str(item.fspath)).relative_to(TESTS).parts
         if parts[0] == "integration":
@@ -131,7 +137,8 @@ def restore_after_restart(request: pytest.FixtureRequest) -> bool:
     the session's last test and the session started the whole stack (it would stop it next)."""
     from app.stack import control
 
-    last = request.session.items[-1] is request.node
+    single = [item for item in request.session.items if item.get_closest_marker(CLUSTER) is None]
+    last = bool(single) and single[-1] is request.node
     owned = set(request.config.stash.get(STARTED, [])) == set(control.SERVICE_NAMES)
     return not (last and owned)
 

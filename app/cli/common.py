@@ -116,6 +116,14 @@ def handle_errors(func: F) -> F:
             if isinstance(exc, _known_errors()):
                 err.print(f"[red]error:[/] {exc}")
                 raise typer.Exit(1) from None
+            from cassandra import DriverException, RequestExecutionException
+            from cassandra.cluster import NoHostAvailable
+
+            if isinstance(exc, RequestExecutionException | NoHostAvailable | DriverException):
+                from streamfit.cassandra import explain_failure
+
+                err.print(f"[red]error:[/] {explain_failure(exc)}")
+                raise typer.Exit(1) from None
             if isinstance(exc, KafkaError):
                 err.print(f"[red]error:[/] Kafka: {exc}. Is Kafka running (`streamfit stack "
                           "status`) and STREAMFIT_KAFKA_BOOTSTRAP_SERVERS right?")

@@ -350,20 +350,10 @@ class CassandraService(NodeService):
     def prepare(self) -> list[ProcessSpec]:
         s = self.settings
         lib = install_jars("cassandra", "cassandra.version", s.stack_cassandra_version, s.home / "cache")
-        auth = s.stack_auth
-        seeds = ",".join(f"{n.address}:{s.stack_cassandra_storage_port}" for n in self.nodes)
         specs = []
         for node in self.nodes:
             data = node.home / "data"
-            # balanced tokens, one per node (ccm's layout); a fresh ring of seeds needs no
-            # bootstrap streaming
-            token = (node.number - 1) * (2**64 // len(self.nodes)) - 2**63 if s.cluster else 0
-            yaml = _write(node.home / "conf" / "cassandra.yaml", _render(
-                "cassandra.yaml", storage_port=s.stack_cassandra_storage_port,
-                native_port=s.cassandra_port, data_dir=data, address=node.address, seeds=seeds,
-                initial_token=token, cluster="auto_bootstrap: false" if s.cluster else "",
-                authenticator="PasswordAuthenticator" if auth else "AllowAllAuthenticator",
-                authorizer="CassandraAuthorizer" if auth else "AllowAllAuthorizer"))
+            yaml = self._write_yaml(node, data)
             logback = _write(node.home / "conf" / "logback.xml",
                              (CONF_DIR / "cassandra-logback.xml").read_text())
             jamm = next(lib.glob("jamm-*.jar"), None)
@@ -391,6 +381,20 @@ class CassandraService(NodeService):
             ]
             specs.append(ProcessSpec(node.component, argv, ports=self.ports, host=node.address))
         return specs
+
+    def _write_yaml(self, node: Node, data: Path) -> Path:
+        s = self.settings
+        auth = s.stack_auth
+        seeds = ",".join(f"{n.address}:{s.stack_cassandra_storage_port}" for n in self.nodes)
+        # balanced tokens, one per node (ccm's layout); a fresh ring of seeds needs no bootstrap
+        # streaming
+        token = (node.number - 1) * (2**64 // len(self.nodes)) - 2**63 if s.cluster else 0
+        return _write(node.home / "conf" / "cassandra.yaml", _render(
+            "cassandra.yaml", storage_port=s.stack_cassandra_storage_port,
+            native_port=s.cassandra_port, data_dir=data, address=node.address, seeds=seeds,
+            initial_token=token, cluster="auto_bootstrap: false" if s.cluster else "",
+            authenticator="PasswordAuthenticator" if auth else "AllowAllAuthenticator",
+            authorizer="CassandraAuthorizer" if auth else "AllowAllAuthorizer"))
 
     def _query_local(self, settings: StackSettings | None = None) -> dict[str, tuple[str, str]]:
         """Each answering node's (bootstrapped, release_version), by address."""

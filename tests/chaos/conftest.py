@@ -44,8 +44,11 @@ REPORT: list[Row] = []
 
 
 @pytest.fixture(autouse=True)
-def _require_stack(stack: Settings) -> None:
-    """Every scenario runs against the real stack."""
+def _require_stack(request: pytest.FixtureRequest) -> None:
+    """Every scenario runs against the real stack: the single-node one, but for the cluster
+    scenarios (tests/chaos/cluster), which start the cluster topology themselves."""
+    if request.node.get_closest_marker("cluster") is None:
+        request.getfixturevalue("stack")
 
 
 @pytest.fixture

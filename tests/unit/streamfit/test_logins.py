@@ -102,12 +102,12 @@ def test_cassandra_login_messages(tmp_path: Path) -> None:
 
 def test_broker_properties_plain_and_with_logins(tmp_path: Path) -> None:
     plain = KafkaService(StackSettings(home=tmp_path, _env_file=None))  # type: ignore[call-arg]
-    text = plain._write_properties(tmp_path / "data").read_text()
+    text = plain._write_properties(plain.nodes[0], tmp_path / "data").read_text()
     assert "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in text
     assert "sasl" not in text
 
     secure = KafkaService(_secure(tmp_path))
-    path = secure._write_properties(tmp_path / "data")
+    path = secure._write_properties(secure.nodes[0], tmp_path / "data")
     text = path.read_text()
     assert "listeners=SASL_PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in text
     assert "inter.broker.listener.name=SASL_PLAINTEXT" in text

@@ -14,6 +14,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         if key.startswith("STREAMFIT_"):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)  # no stray .env file
+    # no record of a running local stack (a cluster this machine may run)
+    monkeypatch.setattr("streamfit.settings.LOCAL_STACK_FILE", "no-such-dir/local-stack.json")
 
 
 def test_defaults_point_at_the_local_stack() -> None:
@@ -266,4 +268,71 @@ def test_a_stack_setting_under_its_old_name_points_at_the_stacks_namespace(
     monkeypatch.setenv("STREAMFIT_CASSANDRA_HEAP", "2G")  # STREAMFIT_STACK_CASSANDRA_HEAP now
     with pytest.raises(SettingsError, match=r"STREAMFIT_CASSANDRA_HEAP: not a streamfit setting"
                        r".*the local stack's settings are STREAMFIT_STACK_\*"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("hosts", "endpoints"), [
+    ("10.0.0.1", [("10.0.0.1", 9042)]),
+    ("a:9043, b", [("a", 9043), ("b", 9042)]),
+    ("[::1]:9999,::1", [("::1", 9999), ("::1", 9042)]),
+])
+def test_contact_points_take_host_and_port(hosts: str, endpoints: list[tuple[str, int]]) -> None:
+    assert load_settings(cassandra_hosts=hosts).contact_endpoints == endpoints
+
+
+@pytest.mark.parametrize("hosts", ["a:b", "a:0", "a:70000", ",", "[::1]x"])
+def test_bad_contact_points_name_the_setting(hosts: str) -> None:
+    with pytest.raises(SettingsError, match="STREAMFIT_CASSANDRA_HOSTS"):
+        load_settings(cassandra_hosts=hosts)
+
+
+def test_min_insync_replicas_follows_the_replication_factor() -> None:
+    assert load_settings().min_insync_replicas == 1
+    assert load_settings(kafka_replication_factor=3).min_insync_replicas == 2
+    assert load_settings(kafka_replication_factor=5, kafka_min_insync_replicas=3
+                         ).min_insync_replicas == 3
+    with pytest.raises(SettingsError, match="MIN_INSYNC_REPLICAS=3 is above"):
+        load_settings(kafka_replication_factor=2, kafka_min_insync_replicas=3)
+
+
+def test_the_cluster_topology_replicates_three_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_STACK_TOPOLOGY", "cluster")
+    s = load_stack_settings()
+    assert s.contact_points == ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
+    assert s.bootstrap_servers == "127.0.1.1:9092,127.0.1.2:9092,127.0.1.3:9092"
+    assert s.replication_cql() == "{'class': 'NetworkTopologyStrategy', 'datacenter1': 3}"
+    assert (s.consistency("read"), s.consistency("write")) == ("LOCAL_QUORUM", "LOCAL_QUORUM")
+    assert (s.kafka_replication_factor, s.min_insync_replicas) == (3, 2)
+    assert (s.cassandra_heap, s.spark, s.spark_workers) == ("512M", True, 2)
+    # what the environment says still wins
+    monkeypatch.setenv("STREAMFIT_CASSANDRA_HOSTS", "127.0.1.1")
+    assert load_stack_settings().contact_points == ["127.0.1.1"]
+    with pytest.raises(SettingsError, match="STREAMFIT_STACK_CLUSTER_ADDRESS_BLOCK"):
+        load_stack_settings(stack_cluster_address_block="127.0.0")
+
+
+def test_processes_find_the_running_cluster_through_its_record(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stack up` of the cluster records its client settings; a process that sets nothing
+    (the CLI, an ingest worker) reaches the cluster, a setting given explicitly wins, and a
+    process that asks for the single-node topology ignores the record."""
+    import json
+
+    monkeypatch.setattr("streamfit.settings.LOCAL_STACK_FILE", "run/local-stack.json")
+    monkeypatch.setenv("STREAMFIT_HOME", str(tmp_path))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "local-stack.json").write_text(json.dumps({
+        "topology": "cluster", "settings": {
+            "stack_topology": "cluster", "cassandra_hosts": "127.0.1.1,127.0.1.2",
+            "kafka_replication_factor": 3}}))
+    s = load_settings()
+    assert (s.contact_points, s.kafka_replication_factor) == (["127.0.1.1", "127.0.1.2"], 3)
+    assert load_stack_settings().stack_topology == "cluster"
+    assert load_settings(kafka_replication_factor=1).kafka_replication_factor == 1
+    monkeypatch.setenv("STREAMFIT_STACK_TOPOLOGY", "single")
+    assert load_settings().contact_points == ["127.0.0.1"]
+    assert load_stack_settings().stack_topology == "single"
+    (tmp_path / "run" / "local-stack.json").write_text("{not json")
+    monkeypatch.delenv("STREAMFIT_STACK_TOPOLOGY")
+    with pytest.raises(SettingsError, match="local-stack.json is unreadable"):
         load_settings()

@@ -1,0 +1,126 @@
+"""The cluster topology under faults (issue 33): three Cassandra nodes, three Kafka brokers,
+Airflow's CeleryExecutor with two workers, replication factor 3 everywhere.
+
+These tests run last in a session (``pytest.mark.cluster``). The ``cluster`` fixture stops the
+single-node stack (restarting it afterwards only if it ran before the session), starts the
+cluster topology, checks that every node and worker reports healthy, and at the end stops it and
+checks that no process is left (scenario 5, the lifecycle). `make test` runs the scenarios
+reduced; `make cluster-chaos` at full size (``CHAOS_SIZE=full``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psutil
+import pytest
+
+from app.stack.settings import StackSettings, load_stack_settings
+from ingest.service import ensure_topics
+from tests.chaos.conftest import Row, record
+from tests.conftest import DROPPER, STARTED, external_services, migrated_keyspace
+
+#: Each scenario's own cap (pytest-timeout): the cluster part of `make test` cannot run away.
+SCENARIO_CAP_S = 900
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[StackSettings]:
+    from app.stack import control
+    from streamfit.cassandra import connect
+    from streamfit.schema import migrate
+    from tests.support.workspace import close_sessions
+
+    single = load_stack_settings(stack_topology="single")
+    wanted = load_stack_settings(stack_topology="cluster")
+    if external_services(wanted):
+        pytest.skip("the settings point at external services: the cluster topology is local")
+    # The single-node stack goes down first (one stack per machine): its sessions and pending
+    # keyspace drops are finished while it still answers.
+    close_sessions()
+    DROPPER.drain()
+    single_was_running = [name for name in control.ALL_SERVICE_NAMES
+                          if control.running(single, name)]
+    session_started_it = bool(request.config.stash.get(STARTED, []))
+    if single_was_running:
+        control.down(single)
+    started = time.monotonic()
+    control.up(wanted)
+    up_s = time.monotonic() - started
+    rows = control.status(wanted)
+    unhealthy = [r.component for r in rows if not r.healthy]
+    assert not unhealthy, f"cluster components not healthy after `stack up`: {unhealthy}"
+    n = wanted.stack_cluster_size
+    components = {r.component for r in rows}
+    assert {f"cassandra-{i}" for i in range(1, n + 1)} <= components
+    assert {f"kafka-{i}" for i in range(1, n + 1)} <= components
+    assert {"redis", "airflow-celery-1", "airflow-celery-2", "spark-worker-1",
+            "spark-worker-2"} <= components
+    with connect(wanted, keyspace=None) as session:
+        migrate(session, wanted)  # the default keyspace, which the DAG tasks serve
+    record(Row("5. cluster stack up", 0, 0, 0, 0, 0, round(up_s, 1),
+               f"{len(rows)} components healthy"))
+    yield wanted
+
+    close_sessions()
+    DROPPER.drain()
+    ours: set[int] = set()
+    for row in control.status(wanted):
+        if row.pid:
+            proc = psutil.Process(row.pid)
+            ours |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+    control.down(wanted)
+    survivors = [pid for pid in ours if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    survivors += [p.pid for p in psutil.process_iter(["cmdline"])
+                  if str(wanted.home) in " ".join(p.info["cmdline"] or [])]
+    assert not survivors, f"processes left after the cluster's stack down: {survivors}"
+    assert not (wanted.home / "run" / "local-stack.json").exists()
+    if single_was_running and not session_started_it:
+        control.up(single, single_was_running)  # as the session found it
+
+
+@pytest.fixture
+def cluster_settings(cluster: StackSettings) -> Iterator[StackSettings]:
+    """A keyspace, topic and group of the scenario's own on the cluster; data-arrival signals
+    go nowhere (scenarios that want Airflow put its URL back)."""
+    tag = uuid.uuid4().hex[:10]
+    with migrated_keyspace(cluster, f"t_cluster_{tag}") as ks:
+        s = ks.model_copy(update={
+            "events_topic": f"t.cluster.{tag}", "ingest_group": f"t-cluster-{tag}",
+            "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 1000,
+            "airflow_url": "http://127.0.0.1:9"})
+        ensure_topics(s)
+        yield s
+
+
+def kill(settings: StackSettings, component: str) -> None:
+    """SIGKILL ``component``'s whole process group, as a lost host would end it."""
+    from app.stack import control
+
+    proc = control.supervisor(settings).process(component)
+    assert proc is not None, f"{component} is not running"
+    members = [proc, *proc.children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    for member in members:  # descendants that started a session of their own die with it too
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(members, timeout=30)
+
+
+@contextmanager
+def restarted_after(settings: StackSettings, service: str) -> Iterator[None]:
+    """Bring ``service``'s killed components back on exit (``stack up`` starts what is missing
+    and waits for all of them)."""
+    from app.stack import control
+
+    try:
+        yield
+    finally:
+        control.up(settings, [service])
