@@ -104,6 +104,8 @@ bench: install
 	$(BIN)/python bench/gate.py --json bench/results/gate.json
 	$(BIN)/python bench/spark.py --json bench/results/spark.json
 	$(BIN)/python bench/spark.py --part scaled --json bench/results/spark_scaled.json
+	# last: it alternates the single-node and the cluster stacks, and leaves none running
+	$(BIN)/python bench/cluster.py --json bench/results/cluster.json
 
 clean:
 	-$(BIN)/streamfit stack down
