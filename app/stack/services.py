@@ -406,8 +406,12 @@ class CassandraService(NodeService):
             for host in session.cluster.metadata.all_hosts():
                 if not host.is_up:
                     continue
-                row = session.execute("SELECT bootstrapped, release_version FROM system.local",
-                                      host=host).one()
+                try:
+                    row = session.execute("SELECT bootstrapped, release_version FROM "
+                                          "system.local", host=host).one()
+                except Exception as exc:  # noqa: BLE001 - its pool may still be opening
+                    log.debug("Cassandra node %s: %s", host.address, exc)
+                    continue
                 if row:
                     out[host.address] = (row.bootstrapped, row.release_version)
         return out
@@ -430,10 +434,15 @@ class CassandraService(NodeService):
         return all(local.get(n.address, ("",))[0] == "COMPLETED" for n in self.nodes)
 
     def health(self) -> dict[str, bool]:
-        try:
-            local = self._query_local()
-        except Exception:  # noqa: BLE001 - no node answers: none is healthy
-            local = {}
+        local: dict[str, tuple[str, str]] = {}
+        for _attempt in range(3):  # one slow connection attempt is not a node down
+            try:
+                local = self._query_local()
+            except Exception as exc:  # noqa: BLE001 - no node answers: none is healthy
+                log.debug("Cassandra health check: %s: %s", type(exc).__name__, exc)
+                local = {}
+            if all(local.get(n.address, ("",))[0] == "COMPLETED" for n in self.nodes):
+                break
         self._seen = local
         return {n.component: local.get(n.address, ("",))[0] == "COMPLETED" for n in self.nodes}
 

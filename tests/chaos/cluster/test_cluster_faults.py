@@ -208,8 +208,21 @@ def test_a_cassandra_node_lost_under_load_then_quorum_lost(cluster_settings: Sta
             kill(s, "cassandra-1")
             kill(s, "cassandra-3")
             lost_at = time.monotonic()
-            # 1's proof: node 2 alone holds every event
-            on_node_2 = _ids_on_node(s, _node_address(s, 2), days)
+            # 1's proof: node 2 alone holds every event. Until node 2's failure detector marks
+            # the others down it may still send the read to them (a timeout): retried.
+            found: list[set[str]] = []
+
+            def read_node_2() -> bool:
+                from cassandra import OperationTimedOut, ReadTimeout, Unavailable
+
+                try:
+                    found[:] = [_ids_on_node(s, _node_address(s, 2), days)]
+                except (ReadTimeout, Unavailable, OperationTimedOut):
+                    return False
+                return True
+
+            wait_for(read_node_2, 120, "a read from node 2 alone", every=2)
+            on_node_2 = found[0]
             assert expected <= on_node_2, f"node 2 misses {len(expected - on_node_2)} events"
             held = committed(s)
             send_events(s, later)
