@@ -16,6 +16,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,20 +402,27 @@ class CassandraService(NodeService):
         from streamfit.cassandra import connect
 
         logging.getLogger("cassandra").setLevel(logging.CRITICAL)  # retries are expected here
-        out = {}
+        out: dict[str, tuple[str, str]] = {}
+        wanted = {n.address for n in self.nodes}
         with connect(settings or self.settings, keyspace=None, connect_timeout=3) as session:
-            for host in session.cluster.metadata.all_hosts():
-                if not host.is_up:
-                    continue
-                try:
-                    row = session.execute("SELECT bootstrapped, release_version FROM "
-                                          "system.local", host=host).one()
-                except Exception as exc:  # noqa: BLE001 - its pool may still be opening
-                    log.debug("Cassandra node %s: %s", host.address, exc)
-                    continue
-                if row:
-                    out[host.address] = (row.bootstrapped, row.release_version)
-        return out
+            # The driver opens its pools to the other nodes in the background: a node it has
+            # not reached yet is asked again for a few seconds before it counts as not answering.
+            deadline = time.monotonic() + 8
+            while True:
+                for host in session.cluster.metadata.all_hosts():
+                    if host.address in out or not host.is_up:
+                        continue
+                    try:
+                        row = session.execute("SELECT bootstrapped, release_version FROM "
+                                              "system.local", host=host).one()
+                    except Exception as exc:  # noqa: BLE001 - its pool may still be opening
+                        log.debug("Cassandra node %s: %s", host.address, exc)
+                        continue
+                    if row:
+                        out[host.address] = (row.bootstrapped, row.release_version)
+                if wanted <= out.keys() or time.monotonic() > deadline:
+                    return out
+                time.sleep(0.5)
 
     def ready(self) -> bool:
         if not all(port_open(self.settings.cassandra_port, n.address) for n in self.nodes):
