@@ -86,18 +86,35 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[StackSettings]:
         control.up(single, single_was_running)  # as the session found it
 
 
-@pytest.fixture
-def cluster_settings(cluster: StackSettings) -> Iterator[StackSettings]:
-    """A keyspace, topic and group of the scenario's own on the cluster; data-arrival signals
-    go nowhere (scenarios that want Airflow put its URL back)."""
+@pytest.fixture(scope="session")
+def cluster_keyspace(cluster: StackSettings) -> Iterator[StackSettings]:
+    """One keyspace for the ingest scenarios (each lands days of its own): a migration at RF 3
+    waits for schema agreement of three nodes, some 40 s here."""
+    with migrated_keyspace(cluster, f"t_cluster_{uuid.uuid4().hex[:10]}") as ks:
+        yield ks
+
+
+def _own_stream(ks: StackSettings) -> StackSettings:
+    """A topic and group of the scenario's own; data-arrival signals go nowhere."""
     tag = uuid.uuid4().hex[:10]
-    with migrated_keyspace(cluster, f"t_cluster_{tag}") as ks:
-        s = ks.model_copy(update={
-            "events_topic": f"t.cluster.{tag}", "ingest_group": f"t-cluster-{tag}",
-            "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 1000,
-            "airflow_url": "http://127.0.0.1:9"})
-        ensure_topics(s)
-        yield s
+    s = ks.model_copy(update={
+        "events_topic": f"t.cluster.{tag}", "ingest_group": f"t-cluster-{tag}",
+        "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 1000,
+        "airflow_url": "http://127.0.0.1:9"})
+    ensure_topics(s)
+    return s
+
+
+@pytest.fixture
+def cluster_settings(cluster_keyspace: StackSettings) -> StackSettings:
+    return _own_stream(cluster_keyspace)
+
+
+@pytest.fixture
+def pipeline_cluster_settings(cluster: StackSettings) -> Iterator[StackSettings]:
+    """A keyspace of its own too: the pipeline's backlog is judged per keyspace."""
+    with migrated_keyspace(cluster, f"t_cluster_p_{uuid.uuid4().hex[:10]}") as ks:
+        yield _own_stream(ks)
 
 
 def kill(settings: StackSettings, component: str) -> None:
