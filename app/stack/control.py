@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psutil
 
 from app.stack.process import ProcessSpec, StackError, Supervisor, wait_until
-from app.stack.services import Service, all_services, install_connector
+from app.stack.services import NodeService, Service, all_services, install_connector
 from app.stack.settings import StackSettings
 from streamfit.settings import LOCAL_STACK_FILE, PLACEMENT_FIELDS
 
@@ -70,12 +70,19 @@ def _other_topology(settings: StackSettings) -> StackSettings:
 
 
 def running_topology(settings: StackSettings) -> str | None:
-    """The topology whose processes run under this home (None: nothing runs)."""
-    for candidate in (settings, _other_topology(settings)):
+    """The topology whose processes run under this home (None: nothing runs). Cassandra's and
+    Kafka's processes tell them apart (``cassandra`` or ``cassandra-1``...); Airflow's and Spark's
+    share names, so with only those running the record decides."""
+    candidates = (settings, _other_topology(settings))
+    for candidate in candidates:
         sup = supervisor(candidate)
         for svc in all_services(candidate).values():
-            if any(sup.process(c) is not None for c in svc.components):
+            if isinstance(svc, NodeService) and any(sup.process(c) for c in svc.components):
                 return candidate.stack_topology
+    sup = supervisor(settings)
+    if any(sup.process(c) for candidate in candidates
+           for svc in all_services(candidate).values() for c in svc.components):
+        return "cluster" if (settings.home / LOCAL_STACK_FILE).exists() else "single"
     return None
 
 

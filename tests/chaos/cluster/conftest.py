@@ -45,8 +45,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[StackSettings]:
     # keyspace drops are finished while it still answers.
     close_sessions()
     DROPPER.drain()
-    single_was_running = [name for name in control.ALL_SERVICE_NAMES
-                          if control.running(single, name)]
+    single_was_running = ([name for name in control.ALL_SERVICE_NAMES
+                           if control.running(single, name)]
+                          if control.running_topology(single) == "single" else [])
     session_started_it = bool(request.config.stash.get(STARTED, []))
     if single_was_running:
         control.down(single)
