@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: chaos cluster-chaos check demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench docs clean
+.PHONY: chaos cluster-chaos cluster-test check demo test install prereqs tools lock lint unit integration e2e stack-up stack-down stack-status bench docs clean
 
 demo: install
 	$(BIN)/streamfit stack up
@@ -17,9 +17,11 @@ demo: install
 	$(BIN)/streamfit selfcheck
 	$(BIN)/streamfit demo --from 2013-01-01 --weeks 3 --more-days 7
 
-# The slowest tests stay visible (--durations).
+# The slowest tests stay visible (--durations). The cluster topology's scenarios are not part of
+# it yet: with them the suite took 59 minutes on a fresh clone (2026-12-06), over its 50-minute
+# budget; `make cluster-chaos` runs them (docs/cluster.md).
 test: install tools lint
-	$(BIN)/pytest --durations=25
+	$(BIN)/pytest --durations=25 -m "not cluster"
 
 # The inner loop (no services): lint, types, the import contract, the unit tests.
 check: install tools lint
@@ -81,9 +83,13 @@ e2e: install
 chaos: install
 	CHAOS_SIZE=full $(BIN)/pytest tests/chaos
 
-# The cluster topology's fault scenarios at full size (`make test` runs them reduced, last).
+# The cluster topology's fault scenarios: they stop the single-node stack and start the cluster.
+# `cluster-test` at the reduced size (about 11 minutes here), `cluster-chaos` at full size.
+cluster-test: install tools
+	$(BIN)/pytest tests/chaos/cluster --durations=10
+
 cluster-chaos: install tools
-	CHAOS_SIZE=full $(BIN)/pytest tests/chaos/cluster
+	CHAOS_SIZE=full $(BIN)/pytest tests/chaos/cluster --durations=10
 
 stack-up: install
 	$(BIN)/streamfit stack up

@@ -77,11 +77,19 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[StackSettings]:
             proc = psutil.Process(row.pid)
             ours |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
     control.down(wanted)
-    survivors = [pid for pid in ours if psutil.pid_exists(pid)
-                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    survivors += [p.pid for p in psutil.process_iter(["cmdline"])
-                  if str(wanted.home) in " ".join(p.info["cmdline"] or [])]
-    assert not survivors, f"processes left after the cluster's stack down: {survivors}"
+
+    def survivors() -> list[str]:
+        left = [p for p in psutil.process_iter(["pid", "cmdline", "status"])
+                if p.info["status"] != psutil.STATUS_ZOMBIE
+                and (p.info["pid"] in ours
+                     or str(wanted.home) in " ".join(p.info["cmdline"] or []))]
+        return [f"{p.info['pid']} {' '.join(p.info['cmdline'] or [])[:120]}" for p in left]
+
+    # a process of a stopped group may still be exiting: a few seconds of grace
+    deadline = time.monotonic() + 15
+    while survivors() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not survivors(), f"processes left after the cluster's stack down: {survivors()}"
     assert not (wanted.home / "run" / "local-stack.json").exists()
     if single_was_running and not session_started_it:
         control.up(single, single_was_running)  # as the session found it
