@@ -126,7 +126,10 @@ def land(s: StackSettings, events: list[dict[str, Any]]) -> dict[str, Any]:
         admin.close()
         service.stop()
         thread.join(120)
-    cpu = {name: round(_cpu(p) - cpu_before[name], 1) for name, p in stack_procs.items()}
+    # a tree's children come and go (Celery's task processes): what exited is no longer counted,
+    # so a difference can dip below 0; it is read as 0
+    cpu = {name: round(max(0.0, _cpu(p) - cpu_before[name]), 1)
+           for name, p in stack_procs.items()}
     cpu["ingest workers"] = round(worker_cpu, 1)
     with connect(run, keyspace=None) as session:
         session.execute(f"DROP KEYSPACE IF EXISTS {run.keyspace}", timeout=120)
