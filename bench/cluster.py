@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.stack import control  # noqa: E402
 from app.stack.settings import StackSettings, load_stack_settings  # noqa: E402
-from bench.pipeline import freshness  # noqa: E402
+from bench.pipeline import freshness, save  # noqa: E402
 from ingest.producer import send_events  # noqa: E402
 from ingest.service import IngestService, ensure_topics  # noqa: E402
 from streamfit import kafka as kafka_io  # noqa: E402
@@ -189,12 +189,6 @@ def main() -> None:
         "cpu_s": round(cluster["median_cpu_s_total"] / single["median_cpu_s_total"], 2)}
     print(json.dumps(figures["summary"], indent=1))
     save(args.json, figures)
-
-
-def save(path: Path | None, figures: dict[str, Any]) -> None:
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(figures, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -193,9 +193,8 @@ class KafkaService(NodeService):
         """The brokers' own SCRAM password, generated when the storage is formatted."""
         return self.base / "broker.secret"
 
-    def _jvm(self, node: Node) -> list[str]:
+    def _jvm(self, node: Node, lib: Path) -> list[str]:
         s = self.settings
-        lib = install_jars("kafka", "kafka.version", s.stack_kafka_version, s.home / "cache")
         log4j = _write(node.home / "config" / "log4j2.properties",
                        (CONF_DIR / "kafka-log4j2.properties").read_text())
         return [_java(), f"-Xms{s.kafka_heap}", f"-Xmx{s.kafka_heap}", "-server",
@@ -204,10 +203,12 @@ class KafkaService(NodeService):
                 f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
 
     def prepare(self) -> list[ProcessSpec]:
+        s = self.settings
+        lib = install_jars("kafka", "kafka.version", s.stack_kafka_version, s.home / "cache")
         specs = []
         for node in self.nodes:
             data = node.home / "data"
-            jvm = self._jvm(node)
+            jvm = self._jvm(node, lib)
             formatted = (data / "meta.properties").exists()
             if self.settings.stack_auth and formatted and not self.broker_secret_file.exists():
                 raise StackError(

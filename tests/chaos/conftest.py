@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -51,17 +52,26 @@ def _require_stack(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("stack")
 
 
+S = TypeVar("S", bound=Settings)
+
+
+def own_stream(ks: S, kind: str, batch_size: int) -> S:
+    """``ks`` with a topic and consumer group of the scenario's own (created here); its
+    data-arrival signals go nowhere (scenarios that want Airflow put its URL back)."""
+    tag = uuid.uuid4().hex[:10]
+    s = ks.model_copy(update={
+        "events_topic": f"t.{kind}.{tag}", "ingest_group": f"t-{kind}-{tag}",
+        "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": batch_size,
+        "airflow_url": "http://127.0.0.1:9"})
+    ensure_topics(s)
+    return s
+
+
 @pytest.fixture
 def chaos_settings(fresh_keyspace_settings: Settings) -> Iterator[Settings]:
     """A keyspace of each scenario's own: once a scenario's signals reach Airflow, the DAGs'
     time fallback serves its keyspace, and must not act on the next scenario's data."""
-    tag = uuid.uuid4().hex[:10]
-    s = fresh_keyspace_settings.model_copy(update={
-        "events_topic": f"t.chaos.{tag}", "ingest_group": f"t-chaos-{tag}",
-        "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 2000,
-        "airflow_url": "http://127.0.0.1:9"})
-    ensure_topics(s)
-    yield s
+    yield own_stream(fresh_keyspace_settings, "chaos", 2000)
 
 
 def record(row: Row) -> None:

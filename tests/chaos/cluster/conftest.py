@@ -22,8 +22,7 @@ import psutil
 import pytest
 
 from app.stack.settings import StackSettings, load_stack_settings
-from ingest.service import ensure_topics
-from tests.chaos.conftest import Row, record
+from tests.chaos.conftest import Row, own_stream, record
 from tests.conftest import DROPPER, STARTED, external_services, migrated_keyspace
 
 #: Each scenario's own cap (pytest-timeout): the cluster part of `make test` cannot run away.
@@ -103,27 +102,16 @@ def cluster_keyspace(cluster: StackSettings) -> Iterator[StackSettings]:
         yield ks
 
 
-def _own_stream(ks: StackSettings) -> StackSettings:
-    """A topic and group of the scenario's own; data-arrival signals go nowhere."""
-    tag = uuid.uuid4().hex[:10]
-    s = ks.model_copy(update={
-        "events_topic": f"t.cluster.{tag}", "ingest_group": f"t-cluster-{tag}",
-        "ingest_metrics_port": 0, "signal_interval_s": 1.0, "ingest_batch_size": 1000,
-        "airflow_url": "http://127.0.0.1:9"})
-    ensure_topics(s)
-    return s
-
-
 @pytest.fixture
 def cluster_settings(cluster_keyspace: StackSettings) -> StackSettings:
-    return _own_stream(cluster_keyspace)
+    return own_stream(cluster_keyspace, "cluster", 1000)
 
 
 @pytest.fixture
 def pipeline_cluster_settings(cluster: StackSettings) -> Iterator[StackSettings]:
     """A keyspace of its own too: the pipeline's backlog is judged per keyspace."""
     with migrated_keyspace(cluster, f"t_cluster_p_{uuid.uuid4().hex[:10]}") as ks:
-        yield _own_stream(ks)
+        yield own_stream(ks, "cluster", 1000)
 
 
 def kill(settings: StackSettings, component: str) -> None:

@@ -6,6 +6,7 @@ duplicated, recovery seconds.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -148,7 +149,7 @@ def _hint_files(s: StackSettings) -> list[Path]:
 
 def _cli(s: StackSettings, *args: str) -> subprocess.CompletedProcess[str]:
     """A `streamfit` command as a user runs it, in this scenario's keyspace, topic and group."""
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("STREAMFIT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFIT_")}
     env.update({"STREAMFIT_KEYSPACE": s.keyspace, "STREAMFIT_EVENTS_TOPIC": s.events_topic,
                 "STREAMFIT_INGEST_GROUP": s.ingest_group, "STREAMFIT_HOME": str(s.home)})
     return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
