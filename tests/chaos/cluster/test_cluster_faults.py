@@ -345,12 +345,21 @@ def _running_build(airflow: Any, since: str) -> tuple[str, str] | None:
     return None
 
 
+def _spark_apps(s: StackSettings) -> list[tuple[str, str]]:
+    """(name, state) of the applications the cluster's Spark master ran or runs."""
+    state = httpx.get(f"http://127.0.0.1:{s.stack_spark_master_ui_port}/json/", timeout=10).json()
+    return [(a["name"], a["state"])
+            for a in state.get("completedapps", []) + state.get("activeapps", [])]
+
+
 def test_a_celery_worker_killed_during_a_feature_build(
         pipeline_cluster_settings: StackSettings) -> None:
-    """Scenario 3: the Celery worker running a ``build_features`` task is SIGKILLed. The
-    scheduler declares the task dead (no heartbeat), and its retry runs on the other worker, as
-    the task instance's tries show. The pipeline still reaches backlog 0, and no window gets a
-    second model version."""
+    """Scenario 3: the Celery worker running a ``build_features`` task is SIGKILLed, the Spark
+    job it submitted with it. The scheduler declares the task dead (no heartbeat), and its retry
+    runs on the other worker, as the task instance's tries show. The pipeline still reaches
+    backlog 0 with its feature builds run as Spark jobs on the cluster (given the cluster's
+    hosts: nothing listens where the single-node stack would), and no window gets a second
+    model version."""
     import json
 
     from app.pipeline import caught_up, pipeline_status
@@ -409,6 +418,11 @@ def test_a_celery_worker_killed_during_a_feature_build(
                     if v.version > 0]
     windows = [json.dumps(v.train_window, sort_keys=True) for v in versions]
     assert len(windows) == len(set(windows)), f"a window trained twice: {windows}"
+    # the retried build ran as a Spark job on the cluster's master (it reached backlog 0, so
+    # it wrote to the three Cassandra nodes it was given)
+    assert s.engine == "spark"
+    apps = _spark_apps(s)
+    assert ("streamfit features.spark_build:job", "FINISHED") in apps, apps
     record(Row(f"3. Celery worker ({victim}) SIGKILLed in build_features", len(events),
                len(events), 0, 0, 0, round(recovery, 1),
                " -> ".join(f"try {n} {w} {st}" for n, st, w in workers)))

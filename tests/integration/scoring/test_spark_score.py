@@ -91,8 +91,10 @@ def test_spark_scores_as_pandas_does_and_a_rerun_changes_nothing(champion: Setti
         runs = MonitoringStore(session, s.keyspace, FLIGHTS.model_name).runs()
     assert len(runs) >= 2 and runs[0].drift == runs[1].drift
 
-    # a rerun overwrites the same rows: nothing added, the same probabilities
-    job(spark, s.model_copy(update={"engine": "spark"}), args)
+    # a rerun overwrites the same rows: nothing added, the same probabilities. It goes the way
+    # a DAG task or the CLI goes: score_dates with STREAMFIT_ENGINE=spark, a real spark-submit.
+    rerun = score_dates(ws(s.model_copy(update={"engine": "spark"})), DAYS, AS_OF, evaluate=DAYS)
+    assert rerun.scored == by_pandas.scored and rerun.evaluated == by_pandas.evaluated
     again = _tables(s)
     for table in TABLES:
         assert len(again[table]) == len(spark_rows[table])
