@@ -342,8 +342,8 @@ def migrate(session: Session, settings: Settings,
     if fresh:  # a new keyspace: its whole schema in one pass, agreed once
         with _one_coordinator(session) as execute:
             _ensure_keyspace(session, settings, execute)
-            for statement in BASELINE:
-                execute(statement.format(ks=ks))
+            for cql in BASELINE:
+                execute(cql.format(ks=ks))
         done = _record_baseline(session, ks, migrations)
         applied = sorted(done)
     else:
