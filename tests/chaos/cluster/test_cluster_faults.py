@@ -426,3 +426,81 @@ def test_a_celery_worker_killed_during_a_feature_build(
     record(Row(f"3. Celery worker ({victim}) SIGKILLed in build_features", len(events),
                len(events), 0, 0, 0, round(recovery, 1),
                " -> ".join(f"try {n} {w} {st}" for n, st, w in workers)))
+
+
+def _primary_owner(session: Any, key: str) -> str:
+    """Address of the node owning the token of partition key ``key`` (text): the only replica
+    a keyspace at one replica (Cassandra's default for ``system_auth``) would have."""
+    import bisect
+
+    token_map = session.cluster.metadata.token_map
+    token = token_map.token_class.from_key(key.encode())
+    ring = token_map.ring
+    owner = token_map.token_to_host_owner[ring[bisect.bisect_left(ring, token) % len(ring)]]
+    return str(owner.address)
+
+
+@pytest.mark.skipif(not FULL, reason="restarts the cluster twice (some 5 minutes): "
+                    "`make cluster-chaos` runs it")
+def test_logins_outlive_the_node_that_would_hold_the_role(cluster: StackSettings) -> None:
+    """With logins on (STREAMFIT_STACK_AUTH=true), ``system_auth`` has the keyspaces'
+    replication, so the stack's role is on all three nodes. The node that would be the role's
+    only replica at Cassandra's default (one replica) is SIGKILLed: a new login still succeeds
+    and reads the role at LOCAL_QUORUM. At one replica it would be refused until the node
+    returned."""
+    from pydantic import SecretStr
+
+    from app.stack import control
+    from streamfit.cassandra import connect
+    from tests.chaos.test_security import _credentials
+    from tests.conftest import DROPPER
+    from tests.support.workspace import close_sessions
+
+    creds = _credentials(cluster.home)
+    secure = cluster.model_copy(update={
+        "stack_auth": True, "cassandra_username": creds["cassandra_username"],
+        "cassandra_password": SecretStr(creds["cassandra_password"]),
+        "kafka_username": creds["kafka_username"],
+        "kafka_password": SecretStr(creds["kafka_password"])})
+    close_sessions()
+    DROPPER.drain()  # nothing queued may meet the logins
+    control.down(cluster)
+    try:
+        control.up(secure)
+        with connect(secure, keyspace=None) as session:
+            replication = dict(session.execute(
+                "SELECT replication FROM system_schema.keyspaces "
+                "WHERE keyspace_name = 'system_auth'").one().replication)
+            owner = _primary_owner(session, creds["cassandra_username"])
+        assert replication == {"class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+                               "datacenter1": "3"}, replication
+        victim = f"cassandra-{list(cluster.node_addresses).index(owner) + 1}"
+        with restarted_after(secure, "cassandra"):
+            kill(secure, victim)
+            roles: list[str] = []
+
+            def login() -> bool:
+                # a fresh driver each time: a new authentication, not a pooled connection. Until
+                # the live nodes mark the victim down, their quorum read of the role may wait
+                # for it and fail: retried. At one replica it would fail until it returned.
+                from cassandra.cluster import NoHostAvailable
+
+                from streamfit.cassandra import CassandraUnavailable
+
+                try:
+                    with connect(secure, keyspace=None) as session:
+                        roles[:] = [r.role for r in session.execute(
+                            "SELECT role FROM system_auth.roles WHERE role = %s",
+                            (creds["cassandra_username"],))]
+                except (NoHostAvailable, CassandraUnavailable):
+                    return False
+                return True
+
+            wait_for(login, 90, f"a login with {victim} ({owner}), the role's first replica, "
+                     "down", every=5)
+            assert roles == [creds["cassandra_username"]]
+    finally:
+        control.down(secure)
+        control.up(cluster)  # the plain cluster, as the other scenarios and the teardown expect
+    record(Row("logins: the role's first replica SIGKILLed", 0, 0, 0, 0, 0, None,
+               f"system_auth NTS datacenter1: 3; a new login succeeded with {victim} down"))
