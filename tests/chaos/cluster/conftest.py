@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psutil
 import pytest
@@ -85,11 +86,18 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[StackSettings]:
             ours |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
     control.down(wanted)
 
+    def stack_process(info: dict[str, Any]) -> bool:
+        if info["pid"] in ours:
+            return True
+        cmdline = " ".join(info["cmdline"] or [])
+        # this session's own local SparkSession (the Spark integration tests' fixture, ended
+        # after this one): pyspark's gateway JVM, a child of pytest, names the home's jar cache
+        return str(wanted.home) in cmdline and not (
+            info["ppid"] == os.getpid() and cmdline.endswith("pyspark-shell"))
+
     def survivors() -> list[str]:
-        left = [p for p in psutil.process_iter(["pid", "cmdline", "status"])
-                if p.info["status"] != psutil.STATUS_ZOMBIE
-                and (p.info["pid"] in ours
-                     or str(wanted.home) in " ".join(p.info["cmdline"] or []))]
+        left = [p for p in psutil.process_iter(["pid", "ppid", "cmdline", "status"])
+                if p.info["status"] != psutil.STATUS_ZOMBIE and stack_process(p.info)]
         return [f"{p.info['pid']} {' '.join(p.info['cmdline'] or [])[:120]}" for p in left]
 
     # a process of a stopped group may still be exiting: a few seconds of grace
