@@ -337,9 +337,9 @@ def migrate(session: Session, settings: Settings,
     keyspace with none recorded gets BASELINE instead of migrations 1 to BASELINE_VERSION
     (``baseline=False`` walks them, as a keyspace made before the baseline did)."""
     ks = settings.keyspace
-    fresh = baseline and any(m.version == BASELINE_VERSION for m in migrations) and not (
-        _keyspace_exists(session, ks))
-    if fresh:  # a new keyspace: its whole schema in one pass, agreed once
+    use_baseline = baseline and any(m.version == BASELINE_VERSION for m in migrations)
+    if use_baseline and not _keyspace_exists(session, ks):
+        # a new keyspace: its whole schema in one pass, agreed once
         with _one_coordinator(session) as execute:
             _ensure_keyspace(session, settings, execute)
             for cql in BASELINE:
@@ -350,7 +350,7 @@ def migrate(session: Session, settings: Settings,
         _ensure_keyspace(session, settings)
         done = applied_versions(session, ks)
         applied = []
-        if not done and baseline and any(m.version == BASELINE_VERSION for m in migrations):
+        if not done and use_baseline:
             done = _apply_baseline(session, ks, migrations)
             applied = sorted(done)
     for migration in migrations:

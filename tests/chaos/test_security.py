@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -47,6 +48,8 @@ from tests.replay import one_origin
 from tests.support.ingest import landed_ids, running_ingest, wait_caught_up
 from tests.support.waiting import wait_for
 
+S = TypeVar("S", bound=Settings)
+
 START = date(2013, 5, 1)
 DAYS = 10
 
@@ -62,6 +65,17 @@ def _credentials(home: Path) -> dict[str, str]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
+def with_logins(settings: S) -> S:
+    """``settings`` with the stack's logins on, as the test's users (``_credentials``)."""
+    creds = _credentials(settings.home)
+    return settings.model_copy(update={
+        "stack_auth": True,
+        "cassandra_username": creds["cassandra_username"],
+        "cassandra_password": SecretStr(creds["cassandra_password"]),
+        "kafka_username": creds["kafka_username"],
+        "kafka_password": SecretStr(creds["kafka_password"])})
+
+
 pytestmark = pytest.mark.restarts_stack
 
 
@@ -69,13 +83,7 @@ pytestmark = pytest.mark.restarts_stack
 def secure_stack(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """The suite's stack, restarted with logins on; restarted plain again afterwards, unless
     the session is about to stop it (see ``restore_after_restart``)."""
-    creds = _credentials(stack.home)
-    secure = stack.model_copy(update={
-        "stack_auth": True,
-        "cassandra_username": creds["cassandra_username"],
-        "cassandra_password": SecretStr(creds["cassandra_password"]),
-        "kafka_username": creds["kafka_username"],
-        "kafka_password": SecretStr(creds["kafka_password"])})
+    secure = with_logins(stack)
     control.down(stack)
     try:
         control.up(secure)

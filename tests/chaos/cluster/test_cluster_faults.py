@@ -448,20 +448,15 @@ def test_logins_outlive_the_node_that_would_hold_the_role(cluster: StackSettings
     only replica at Cassandra's default (one replica) is SIGKILLed: a new login still succeeds
     and reads the role at LOCAL_QUORUM. At one replica it would be refused until the node
     returned."""
-    from pydantic import SecretStr
-
     from app.stack import control
     from streamfit.cassandra import connect
-    from tests.chaos.test_security import _credentials
+    from tests.chaos.test_security import with_logins
     from tests.conftest import DROPPER
     from tests.support.workspace import close_sessions
 
-    creds = _credentials(cluster.home)
-    secure = cluster.model_copy(update={
-        "stack_auth": True, "cassandra_username": creds["cassandra_username"],
-        "cassandra_password": SecretStr(creds["cassandra_password"]),
-        "kafka_username": creds["kafka_username"],
-        "kafka_password": SecretStr(creds["kafka_password"])})
+    secure = with_logins(cluster)
+    username = secure.cassandra_username
+    assert username
     close_sessions()
     DROPPER.drain()  # nothing queued may meet the logins
     control.down(cluster)
@@ -471,7 +466,7 @@ def test_logins_outlive_the_node_that_would_hold_the_role(cluster: StackSettings
             replication = dict(session.execute(
                 "SELECT replication FROM system_schema.keyspaces "
                 "WHERE keyspace_name = 'system_auth'").one().replication)
-            owner = _primary_owner(session, creds["cassandra_username"])
+            owner = _primary_owner(session, username)
         assert replication == {"class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
                                "datacenter1": "3"}, replication
         victim = f"cassandra-{list(cluster.node_addresses).index(owner) + 1}"
@@ -491,14 +486,14 @@ def test_logins_outlive_the_node_that_would_hold_the_role(cluster: StackSettings
                     with connect(secure, keyspace=None) as session:
                         roles[:] = [r.role for r in session.execute(
                             "SELECT role FROM system_auth.roles WHERE role = %s",
-                            (creds["cassandra_username"],))]
+                            (username,))]
                 except (NoHostAvailable, CassandraUnavailable):
                     return False
                 return True
 
             wait_for(login, 90, f"a login with {victim} ({owner}), the role's first replica, "
                      "down", every=5)
-            assert roles == [creds["cassandra_username"]]
+            assert roles == [username]
     finally:
         control.down(secure)
         control.up(cluster)  # the plain cluster, as the other scenarios and the teardown expect
