@@ -179,7 +179,8 @@ def test_a_cassandra_node_lost_under_load_then_quorum_lost(cluster_settings: Sta
     1. Node 2 is SIGKILLed mid-stream: ingest goes on landing at LOCAL_QUORUM with two of three
        replicas; node 2 comes back and catches up by hints (no repair is run). The proof reads
        every event id at ONE from node 2 alone while the other two are down: only its own
-       copy can answer.
+       copy can answer. (Hints cover only the writes node 2 never answered; the cluster's
+       nodes fsync their commit log before answering, so none it answered died with it.)
     4. With nodes 1 and 3 down, LOCAL_QUORUM writes fail: committed offsets stand still, and the
        ingest log, `ingest status`, `pipeline status` and /health/ready say the quorum is
        unavailable. When the nodes return, everything lands.
@@ -211,8 +212,7 @@ def test_a_cassandra_node_lost_under_load_then_quorum_lost(cluster_settings: Sta
     _ledger_tiles_the_log(s)
     # Node 2 catches up by hints: the other nodes write them to files (buffers flushed every
     # hints_flush_period, 10 s) and delete each file once delivered. No file for 25 s straight
-    # means none is buffered either. (Waiting only for the files to vanish once was not enough:
-    # the last hints were still in a buffer, and the proof below found 5 events missing.)
+    # means none is buffered either.
     caught_up_from = time.monotonic()
     clear_since: list[float] = []
 

@@ -57,6 +57,7 @@ def test_the_single_node_is_written_as_before(tmp_path: Path,
     yaml = cassandra._write_yaml(cassandra.nodes[0], tmp_path / "d").read_text()
     assert "initial_token: 0\n" in yaml and "auto_bootstrap" not in yaml
     assert 'seeds: "127.0.0.1:7000"' in yaml
+    assert "commitlog_sync: periodic\ncommitlog_sync_period: 10000ms\n" in yaml
     assert AirflowService(single).env()["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
 
 
@@ -72,6 +73,9 @@ def test_cassandra_nodes_are_seeds_with_balanced_tokens(cluster: StackSettings) 
     seeds = {c["seed_provider"][0]["parameters"][0]["seeds"] for c in configs}
     assert seeds == {"127.0.1.1:7000,127.0.1.2:7000,127.0.1.3:7000"}
     assert all(c["auto_bootstrap"] is False for c in configs)
+    # an acknowledged write is on disk: a killed node needs hints only for what it never answered
+    assert all(c["commitlog_sync"] == "batch" and "commitlog_sync_period" not in c
+               for c in configs)
 
 
 def test_airflow_runs_celery_and_tells_tasks_where_the_data_lives(cluster: StackSettings) -> None:
