@@ -547,10 +547,55 @@ def _given_keys() -> list[str]:
     return sorted(k for k in keys if k.upper().startswith("STREAMFIT_"))
 
 
+#: ``STREAMFIT_<SECRET>_FILE`` names a file holding a secret setting's value, as container
+#: platforms mount secrets (Docker and Kubernetes secrets, systemd credentials).
+FILE_SUFFIX = "_FILE"
+
+
+def secret_fields(cls: type[BaseSettings]) -> list[str]:
+    """The fields of ``cls`` that hold a secret (a password or key)."""
+    return [name for name, field in cls.model_fields.items()
+            if "SecretStr" in str(field.annotation)]
+
+
+def secrets_from_files(cls: type[BaseSettings]) -> dict[str, str]:
+    """The secret settings given as ``STREAMFIT_<NAME>_FILE``: field name -> the file's text
+    (one trailing line break dropped). A secret given both ways, or a file that cannot be read,
+    is refused with the setting's name."""
+    out: dict[str, str] = {}
+    problems = []
+    for name in secret_fields(cls):
+        key = f"STREAMFIT_{name.upper()}"
+        path = _given_value(key + FILE_SUFFIX)
+        if not path:
+            continue
+        direct = _given_value(key)
+        try:
+            text = Path(path).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problems.append(f"  {key}{FILE_SUFFIX}: cannot read {path} ({reason}); point it at "
+                            "the file holding the secret, or unset it")
+            continue
+        text = text[:-1] if text.endswith("\n") else text
+        text = text[:-1] if text.endswith("\r") else text
+        if not text:
+            problems.append(f"  {key}{FILE_SUFFIX}: {path} is empty; write the secret in it")
+        elif direct and direct != text:  # (equal: a child process given both by its parent)
+            problems.append(f"  {key} and {key}{FILE_SUFFIX} are both set, to different "
+                            "values; keep one")
+        else:
+            out[name] = text
+    if problems:
+        raise SettingsError("invalid streamfit settings:\n" + "\n".join(problems))
+    return out
+
+
 def _unknown_keys(cls: type[BaseSettings], skip: str | None) -> list[str]:
     """STREAMFIT_* keys that name no setting of ``cls``; keys starting with ``skip`` belong to
     another settings class (the local stack's)."""
     known = {f"STREAMFIT_{name.upper()}" for name in cls.model_fields}
+    known |= {f"STREAMFIT_{name.upper()}{FILE_SUFFIX}" for name in secret_fields(cls)}
     problems = []
     for key in _given_keys():
         upper = key.upper()
@@ -574,6 +619,9 @@ def build_settings(cls: type[S], overrides: dict[str, Any], skip: str | None = S
         for name in overrides if name not in cls.model_fields]
     if unknown:
         raise SettingsError("invalid streamfit settings:\n" + "\n".join(unknown))
+    # secrets read from files count as given, as if set in the environment
+    overrides = {**{k: v for k, v in secrets_from_files(cls).items() if k not in overrides},
+                 **overrides}
     try:
         built = cls(**overrides)  # type: ignore[arg-type]
         # What the environment and .env leave unset, the running local stack decides.
