@@ -89,15 +89,49 @@ class Settings(BaseSettings):
     cassandra_username: str | None = Field(default=None, description="Cassandra user (optional).")
     cassandra_password: SecretStr | None = Field(default=None, description="Cassandra password.")
     kafka_username: str | None = Field(
-        default=None, description="Kafka SASL user. Set: clients use SASL_PLAINTEXT.")
+        default=None, description="Kafka SASL user. Set: clients log in (SASL_PLAINTEXT, or "
+        "SASL_SSL).")
     kafka_password: SecretStr | None = Field(default=None, description="Kafka SASL password.")
     kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
         default="SCRAM-SHA-512", description="Kafka SASL mechanism of clients and the local stack.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (
+        Field(default=None, description="How clients talk to Kafka. Empty: SASL_PLAINTEXT when "
+              "STREAMFIT_KAFKA_USERNAME is set, else PLAINTEXT. SSL and SASL_SSL verify the "
+              "brokers' certificates (STREAMFIT_KAFKA_SSL_CAFILE, else the system's CAs)."))
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the brokers' certificates. "
+        "Empty: the system's trusted CAs (Confluent Cloud, Amazon MSK).")
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that require mutual TLS "
+        "(with STREAMFIT_KAFKA_SSL_KEYFILE).")
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of STREAMFIT_KAFKA_SSL_CERTFILE.")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted STREAMFIT_KAFKA_SSL_KEYFILE.")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that a broker's certificate names the host dialled. "
+        "Leave on: off accepts any server holding a certificate from the CA.")
     kafka_reconnect_backoff_max_ms: int = Field(
         default=1000, ge=50, le=60000, description="Longest wait between a client's attempts "
         "to reach a broker that went away (the Java client's default; kafka-python's 30 s kept "
         "producers and ingest workers idle up to half a minute after a broker restart).")
     cassandra_local_dc: str = Field(default="datacenter1", description="Local data centre.")
+    cassandra_ssl: bool = Field(
+        default=False, description="Talk TLS to Cassandra (client_encryption_options), verifying "
+        "the nodes' certificates against STREAMFIT_CASSANDRA_SSL_CAFILE, else the system's CAs "
+        "(Amazon Keyspaces, Azure Cosmos DB).")
+    cassandra_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the nodes' certificates.")
+    cassandra_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for nodes that require client "
+        "certificates (with STREAMFIT_CASSANDRA_SSL_KEYFILE).")
+    cassandra_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of STREAMFIT_CASSANDRA_SSL_CERTFILE.")
+    cassandra_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted STREAMFIT_CASSANDRA_SSL_KEYFILE.")
+    cassandra_ssl_check_hostname: bool = Field(
+        default=True, description="Check that a node's certificate names the address dialled. "
+        "Leave on: off accepts any server holding a certificate from the CA.")
     cassandra_read_consistency: Consistency | None = Field(
         default=None, description="Consistency of reads. Empty: LOCAL_QUORUM when the keyspace "
         "replication factor is above 1, else LOCAL_ONE.")
@@ -359,6 +393,24 @@ class Settings(BaseSettings):
                               else ("PASSWORD", "USERNAME"))
                 raise ValueError(f"STREAMFIT_{service.upper()}_{have} is set but "
                                  f"STREAMFIT_{service.upper()}_{lack} is not; set both or neither")
+        sasl = self.kafka_security_protocol is None or "SASL" in self.kafka_security_protocol
+        if self.kafka_username and not sasl:
+            raise ValueError(
+                f"STREAMFIT_KAFKA_USERNAME is set but STREAMFIT_KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol} has no login; use SASL_SSL (or SASL_PLAINTEXT), "
+                "or unset the username")
+        if (self.kafka_security_protocol or "").startswith("SASL") and not self.kafka_username:
+            raise ValueError(
+                f"STREAMFIT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "STREAMFIT_KAFKA_USERNAME and STREAMFIT_KAFKA_PASSWORD")
+        for service in ("kafka", "cassandra"):
+            cert = getattr(self, f"{service}_ssl_certfile")
+            key = getattr(self, f"{service}_ssl_keyfile")
+            if (cert is None) != (key is None):
+                have, lack = ("CERTFILE", "KEYFILE") if key is None else ("KEYFILE", "CERTFILE")
+                raise ValueError(f"STREAMFIT_{service.upper()}_SSL_{have} is set but "
+                                 f"STREAMFIT_{service.upper()}_SSL_{lack} is not; a client "
+                                 "certificate needs its key")
         return self
 
     # --- derived -----------------------------------------------------------------------------
@@ -387,6 +439,12 @@ class Settings(BaseSettings):
                 value = json.dumps(value)
             out[f"STREAMFIT_{name.upper()}"] = str(value)
         return out
+
+    @property
+    def kafka_protocol(self) -> str:
+        """The security protocol clients use (the setting, else derived from the login)."""
+        return self.kafka_security_protocol or (
+            "SASL_PLAINTEXT" if self.kafka_username else "PLAINTEXT")
 
     @property
     def bootstrap_servers(self) -> str:

@@ -30,7 +30,8 @@ def _secure(tmp_path: Path) -> StackSettings:
 
 def test_plain_clients_have_no_sasl(tmp_path: Path) -> None:
     config = client_config(StackSettings(home=tmp_path, _env_file=None), "c")  # type: ignore[call-arg]
-    assert "security_protocol" not in config and "sasl_plain_password" not in config
+    assert config["security_protocol"] == "PLAINTEXT" and "sasl_plain_password" not in config
+    assert "ssl_context" not in config
 
 
 def test_sasl_clients_log_in_with_the_settings(tmp_path: Path) -> None:
