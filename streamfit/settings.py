@@ -251,8 +251,20 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
     api_key: SecretStr | None = Field(
-        default=None, description="When set, every API call but /health needs `X-API-Key: <key>` "
-        "or `Authorization: Bearer <key>`.")
+        default=None, description="When set, API calls need `X-API-Key: <key>` or "
+        "`Authorization: Bearer <key>` (which calls: STREAMFIT_API_KEY_SCOPE; /health never). "
+        "Compared in constant time.")
+    api_key_scope: Literal["all", "expensive"] = Field(
+        default="all", description="Which calls need the API key: `all` (every call but "
+        "/health), or `expensive` (POST /score and the transient-training calls, which run a "
+        "model or start an Airflow run, while reads of stored predictions and models stay "
+        "open). `all` by default: a key, once set, protects everything unless you open reads "
+        "on purpose.")
+    api_tls_certfile: Path | None = Field(
+        default=None, description="PEM certificate (chain) `streamfit serve` serves HTTPS with "
+        "(with STREAMFIT_API_TLS_KEYFILE). Empty: plain HTTP.")
+    api_tls_keyfile: Path | None = Field(
+        default=None, description="PEM private key of STREAMFIT_API_TLS_CERTFILE.")
     api_max_flights: int = Field(default=500, ge=1, le=10000,
                                  description="Most flights one POST /score may carry.")
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024,
@@ -403,14 +415,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"STREAMFIT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "STREAMFIT_KAFKA_USERNAME and STREAMFIT_KAFKA_PASSWORD")
-        for service in ("kafka", "cassandra"):
-            cert = getattr(self, f"{service}_ssl_certfile")
-            key = getattr(self, f"{service}_ssl_keyfile")
+        for service in ("kafka_ssl", "cassandra_ssl", "api_tls"):
+            cert = getattr(self, f"{service}_certfile")
+            key = getattr(self, f"{service}_keyfile")
             if (cert is None) != (key is None):
                 have, lack = ("CERTFILE", "KEYFILE") if key is None else ("KEYFILE", "CERTFILE")
-                raise ValueError(f"STREAMFIT_{service.upper()}_SSL_{have} is set but "
-                                 f"STREAMFIT_{service.upper()}_SSL_{lack} is not; a client "
-                                 "certificate needs its key")
+                raise ValueError(f"STREAMFIT_{service.upper()}_{have} is set but "
+                                 f"STREAMFIT_{service.upper()}_{lack} is not; a certificate "
+                                 "needs its key")
         return self
 
     # --- derived -----------------------------------------------------------------------------
