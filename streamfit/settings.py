@@ -531,6 +531,11 @@ PLACEMENT_FIELDS = ("home", "kafka_port", "cassandra_port", "kafka_bootstrap_ser
                     "kafka_min_insync_replicas", "replication_strategy", "replication_factor",
                     "replication_dcs")
 
+#: How clients reach the services securely: passed on with the placement (Airflow tasks, Spark
+#: jobs, the local-stack record). Secrets are not among them: those travel separately.
+SECURITY_FIELDS = ("kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_check_hostname",
+                   "cassandra_ssl", "cassandra_ssl_cafile", "cassandra_ssl_check_hostname")
+
 
 def parse_contact_points(hosts: str, default_port: int) -> list[tuple[str, int]]:
     """``"a,b:9043,[::1]:9042"`` -> [(a, default_port), (b, 9043), (::1, 9042)]."""
@@ -570,7 +575,8 @@ LOCAL_STACK_FILE = "run/local-stack.json"
 
 def local_stack_defaults(home: Path, asked: str | None = None) -> dict[str, Any]:
     """The running local stack's client settings, ``{"topology": ..., "settings": {...}}``
-    (empty when there is none, or it is the single-node default)."""
+    (empty when there is none, or it is the plain single-node default, or this process asks
+    for another topology; ``asked="any"``: whichever runs)."""
     import json
 
     path = home / LOCAL_STACK_FILE
@@ -584,7 +590,7 @@ def local_stack_defaults(home: Path, asked: str | None = None) -> dict[str, Any]
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
         raise SettingsError(f"{path} is not a local-stack record; remove it")
     asked = asked or _given_value(f"{STACK_PREFIX}TOPOLOGY")
-    if asked is not None and asked.lower() != data.get("topology"):
+    if asked is not None and asked != "any" and asked.lower() != data.get("topology"):
         return {}  # this process asks for another topology than the one recorded
     return data
 

@@ -98,3 +98,33 @@ def issue(ca: Issued, directory: Path, name: str, hosts: list[str], *,
     _write_cert(issued.cert, cert)
     _write_key(issued.key, key)
     return issued
+
+
+def local_ca(tls_dir: Path) -> Issued:
+    """The stack's CA under ``tls_dir``, made on the first ``stack up`` with TLS and kept (the
+    clients' trust follows it across restarts)."""
+    issued = Issued(tls_dir / "ca.pem", tls_dir / "ca-key.pem")
+    if issued.cert.is_file() and issued.key.is_file():
+        return issued
+    return make_ca(tls_dir)
+
+
+def server_keystore(ca: Issued, tls_dir: Path, name: str, hosts: list[str]) -> Path:
+    """``<name>-keystore.pem`` (the private key, then the certificate): the PEM key store Kafka
+    and Cassandra read. Issued once per server; reissued when it names other hosts or expires
+    within a week."""
+    path = tls_dir / f"{name}-keystore.pem"
+    if path.is_file():
+        cert = x509.load_pem_x509_certificate(path.read_bytes().split(b"-----END PRIVATE KEY-----")
+                                              [-1])
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        named = [str(n.value) for n in sans]
+        if (sorted(named) == sorted(hosts)
+                and cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=7)):
+            return path
+    issued = issue(ca, tls_dir, name, hosts)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(issued.key.read_bytes() + issued.cert.read_bytes())
+    path.chmod(0o600)
+    return path
