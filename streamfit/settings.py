@@ -142,6 +142,10 @@ class Settings(BaseSettings):
         default=None, description="Airflow API base URL. Empty: the local stack's API server."
     )
     airflow_username: str = Field(default="admin", description="Airflow API user.")
+    airflow_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA file to verify Airflow's HTTPS API against (the "
+        "signaller, the CLI, the transient endpoint). Set with STREAMFIT_AIRFLOW_URL empty: the "
+        "local stack's API over https. Empty: the system's CAs.")
     airflow_password: SecretStr | None = Field(
         default=None,
         description="Airflow API password. Empty: read the local stack's generated password.",
@@ -502,7 +506,8 @@ class Settings(BaseSettings):
 
     @property
     def airflow_api_url(self) -> str:
-        return (self.airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
+        scheme = "https" if self.airflow_ssl_cafile else "http"
+        return (self.airflow_url or f"{scheme}://127.0.0.1:{self.airflow_port}").rstrip("/")
 
     @property
     def max_replication(self) -> int:
@@ -534,7 +539,8 @@ PLACEMENT_FIELDS = ("home", "kafka_port", "cassandra_port", "kafka_bootstrap_ser
 #: How clients reach the services securely: passed on with the placement (Airflow tasks, Spark
 #: jobs, the local-stack record). Secrets are not among them: those travel separately.
 SECURITY_FIELDS = ("kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_check_hostname",
-                   "cassandra_ssl", "cassandra_ssl_cafile", "cassandra_ssl_check_hostname")
+                   "cassandra_ssl", "cassandra_ssl_cafile", "cassandra_ssl_check_hostname",
+                   "airflow_ssl_cafile")
 
 
 def parse_contact_points(hosts: str, default_port: int) -> list[tuple[str, int]]:

@@ -634,7 +634,7 @@ class AirflowService(Service):
         s = self.settings
         keys = self._secrets()
         db = s.stack_airflow_database_url or f"sqlite:///{self.home / 'airflow.db'}"
-        base = f"http://127.0.0.1:{s.airflow_port}"
+        base = s.airflow_api_url
         venv_bin = str(Path(sys.executable).parent)
         return {
             "AIRFLOW_HOME": str(self.home),
@@ -667,6 +667,7 @@ class AirflowService(Service):
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             **self._celery_env(),
+            **self._tls_env(),
             **self._credentials_env(),
         }
 
@@ -688,6 +689,23 @@ class AirflowService(Service):
             "AIRFLOW__CELERY__TASK_ACKS_LATE": "False",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
         }
+
+    def _tls_env(self) -> dict[str, str]:
+        """With STREAMFIT_STACK_TLS: the API server serves HTTPS, and the task supervisors
+        verify it against the stack's CA."""
+        s = self.settings
+        if not s.stack_tls:
+            return {}
+        from app.stack.tls import issue, local_ca
+
+        tls_dir = s.home / TLS_DIR
+        ca = local_ca(tls_dir)
+        cert = tls_dir / "airflow-api.pem"
+        if not cert.is_file():
+            issue(ca, tls_dir, "airflow-api", ["127.0.0.1", "localhost"])
+        return {"AIRFLOW__API__SSL_CERT": str(cert),
+                "AIRFLOW__API__SSL_KEY": str(tls_dir / "airflow-api-key.pem"),
+                "AIRFLOW__API__SSL_CA_FILE": str(ca.cert)}
 
     def _credentials_env(self) -> dict[str, str]:
         """The logins DAG tasks need, from the settings `stack up` ran with (which may come from

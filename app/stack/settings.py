@@ -133,6 +133,7 @@ class StackSettings(Settings):
         defaults = {
             "kafka_security_protocol": "SASL_SSL" if data.get("kafka_username") else "SSL",
             "kafka_ssl_cafile": ca, "cassandra_ssl": True, "cassandra_ssl_cafile": ca,
+            "airflow_ssl_cafile": ca,
         }
         return {**defaults, **data}
 
