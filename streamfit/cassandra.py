@@ -153,6 +153,13 @@ def connect(settings: Settings, keyspace: str | None = "", connect_timeout: floa
                                         f"Cassandra at {_where(settings)}"))]
             if tls:
                 raise CassandraTLSError(tls[0]) from None
+            closed = [e for e in exc.errors.values()
+                      if any(w in str(e) for w in ("closed", "reset", "Shutdown"))]
+            if closed and not settings.cassandra_ssl:
+                raise CassandraUnavailable(
+                    f"Cassandra at {_where(settings)} closed the connection before answering "
+                    f"({closed[0]}): if its nodes require TLS, set STREAMFIT_CASSANDRA_SSL=true "
+                    "and STREAMFIT_CASSANDRA_SSL_CAFILE") from None
             raise CassandraUnavailable(
                 f"no Cassandra node answered at {_where(settings)}: start the local stack with "
                 f"`streamfit stack up` or set STREAMFIT_CASSANDRA_HOSTS ({exc})"

@@ -1,11 +1,15 @@
-"""Scenario 7: the local stack with logins (STREAMFIT_STACK_AUTH=true).
+"""Scenario 7: the local stack with logins and TLS (STREAMFIT_STACK_AUTH=true,
+STREAMFIT_STACK_TLS=true).
 
-The suite's stack is restarted with Cassandra's PasswordAuthenticator and Kafka SASL/SCRAM. Then:
-the whole flow runs with the credentials from settings (ingest, dead letters) and from the
-environment (Airflow's tasks build features, train and score; the CLI reads predictions); a
-client without a login or with a wrong password is refused with an error naming the settings to
-fix; and no password appears in any log the stack, Airflow's tasks or the CLI wrote. The plain
-stack is restored afterwards.
+The suite's stack is restarted with Cassandra's PasswordAuthenticator and client encryption, Kafka
+SASL/SCRAM over TLS (SASL_SSL) and Airflow's API over HTTPS, every certificate from the stack's
+own CA. Then: the whole flow runs with the credentials from settings (ingest, dead letters) and
+from the environment (Airflow's tasks build features, train and score; the CLI reads
+predictions; `streamfit serve` answers over HTTPS); a client without a login, with a wrong
+password, trusting another CA, dialling a name the certificates do not hold, or speaking
+plaintext to a TLS port is refused with one line naming the setting to fix; and no password or
+private key appears in any log the stack, Airflow's tasks or the CLI wrote. The plain stack is
+restored afterwards.
 """
 
 from __future__ import annotations
@@ -65,6 +69,16 @@ def _credentials(home: Path) -> dict[str, str]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
+def with_tls(settings: S) -> S:
+    """``settings`` with the stack's TLS on, and its clients trusting the stack's CA (what the
+    stack's settings derive; a copy does not run that derivation)."""
+    ca = settings.home / "tls" / "ca.pem"
+    return settings.model_copy(update={
+        "stack_tls": True, "cassandra_ssl": True, "cassandra_ssl_cafile": ca,
+        "kafka_ssl_cafile": ca, "airflow_ssl_cafile": ca,
+        "kafka_security_protocol": "SASL_SSL" if settings.kafka_username else "SSL"})
+
+
 def with_logins(settings: S) -> S:
     """``settings`` with the stack's logins on, as the test's users (``_credentials``)."""
     creds = _credentials(settings.home)
@@ -83,7 +97,7 @@ pytestmark = pytest.mark.restarts_stack
 def secure_stack(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """The suite's stack, restarted with logins on; restarted plain again afterwards, unless
     the session is about to stop it (see ``restore_after_restart``)."""
-    secure = with_logins(stack)
+    secure = with_tls(with_logins(stack))
     control.down(stack)
     try:
         control.up(secure)
@@ -114,8 +128,61 @@ def _log_files(settings: Settings) -> list[Path]:
     return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
 
 
+def _tls_refusals(s: Settings, tmp_path: Path) -> list[str]:
+    """Clients that trust another CA, dial a name the certificates do not hold, speak
+    plaintext to a TLS port, or name a key file that is not there: each refused with one line
+    naming the setting to fix (in Python, and from the CLI without a traceback)."""
+    from app.stack.tls import make_ca
+    from streamfit.cassandra import CassandraTLSError, CassandraUnavailable
+    from streamfit.kafka import KafkaTLSError
+    from streamfit.settings import SettingsError
+
+    other = make_ca(tmp_path / "other-ca", "a CA the stack never used")
+    cases = {
+        "another CA": (s.model_copy(update={"kafka_ssl_cafile": other.cert,
+                                            "cassandra_ssl_cafile": other.cert}),
+                       "not signed by a CA in STREAMFIT_{}_SSL_CAFILE"),
+        # 127.1 reaches 127.0.0.1, but no certificate names it
+        "a name not in the certificate": (
+            s.model_copy(update={"kafka_bootstrap_servers": f"127.1:{s.kafka_port}",
+                                 "cassandra_hosts": "127.1"}),
+            "does not name that host"),
+    }
+    for case, (client, says) in cases.items():
+        with pytest.raises(KafkaTLSError) as kafka_refused:
+            kafka_io.admin(client).close()
+        with pytest.raises(CassandraTLSError) as cass_refused, connect(client, keyspace=None):
+            pass
+        for refused, service in ((kafka_refused, "KAFKA"), (cass_refused, "CASSANDRA")):
+            line = str(refused.value)
+            assert says.format(service) in line and "\n" not in line, (case, line)
+    plaintext = s.model_copy(update={"kafka_security_protocol": "SASL_PLAINTEXT",
+                                     "cassandra_ssl": False})
+    with pytest.raises((KafkaTLSError, KafkaAuthError, KafkaTimeoutError)) as kafka_plain:
+        kafka_io.admin(plaintext).close()
+    with pytest.raises(CassandraUnavailable) as cass_plain, connect(plaintext, keyspace=None):
+        pass
+    assert "STREAMFIT_KAFKA_SECURITY_PROTOCOL" in str(kafka_plain.value), kafka_plain.value
+    assert "STREAMFIT_CASSANDRA_SSL" in str(cass_plain.value), cass_plain.value
+    missing = tmp_path / "no-such-key.pem"
+    keyless = s.model_copy(update={"kafka_ssl_certfile": other.cert, "kafka_ssl_keyfile": missing})
+    with pytest.raises(SettingsError, match=f"STREAMFIT_KAFKA_SSL_KEYFILE={missing}: no such"):
+        kafka_io.admin(keyless)
+    outputs = []
+    for changes, says in (
+            ({"STREAMFIT_KAFKA_SSL_CAFILE": str(other.cert)}, "STREAMFIT_KAFKA_SSL_CAFILE"),
+            ({"STREAMFIT_KAFKA_SSL_CERTFILE": str(other.cert),
+              "STREAMFIT_KAFKA_SSL_KEYFILE": str(missing)}, "STREAMFIT_KAFKA_SSL_KEYFILE")):
+        proc = _cli(_env(s, **changes), "ingest", "status")
+        outputs += [proc.stdout, proc.stderr]
+        assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr
+        assert says in proc.stderr, proc.stderr
+    return outputs
+
+
 def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   tmp_path: Path) -> None:
     caplog.set_level(logging.INFO)
     tag = uuid.uuid4().hex[:10]
     s = secure_stack.model_copy(update={
@@ -151,6 +218,9 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
         outputs += [proc.stdout, proc.stderr]
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "refused" in proc.stderr and wrong not in proc.stdout + proc.stderr
+
+    # --- TLS: a client that cannot verify the servers, or speaks plaintext, is told why ------
+    outputs += _tls_refusals(s, tmp_path)
 
     # --- the whole flow with the right ones: settings here, env in Airflow and the CLI -------
     with connect(s, keyspace=None) as session:
