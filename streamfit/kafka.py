@@ -71,7 +71,6 @@ class _AuthFailures(logging.Handler):
         super().__init__(logging.ERROR)
         self.reason: str | None = None
         self.handshake: str | None = None  # a failed TLS handshake, as kafka-python logged it
-        self.lost: str | None = None  # a connection the broker closed before answering
         self._pending: set[int] = set()  # connections awaiting a SaslAuthenticate response
         self._passthrough = logging.WARNING
 
@@ -81,8 +80,6 @@ class _AuthFailures(logging.Handler):
             self.reason = message.rsplit("SaslAuthenticationFailedError:", 1)[-1].strip()
         if "Handshake failed" in message and self.handshake is None:
             self.handshake = message.rsplit("Handshake failed:", 1)[-1].strip()
-        elif "Connection lost" in message and self.lost is None:
-            self.lost = message.rsplit("Connection lost:", 1)[-1].strip()
 
     def _follow(self, record: logging.LogRecord) -> bool:
         """A filter of kafka.net.connection (not this handler's ``filter``): follow each
@@ -128,12 +125,6 @@ def _login_explained(settings: Settings, watch: bool = False) -> Iterator[None]:
             where = f"Kafka at {settings.bootstrap_servers}"
             why = explain(catcher.handshake, settings, "kafka", where)
             raise KafkaTLSError(why or f"{where}: TLS failed ({catcher.handshake})") from None
-        if catcher.reason is None and catcher.lost is not None and not uses_tls(settings, "kafka"):
-            raise KafkaTLSError(
-                f"Kafka at {settings.bootstrap_servers} closed the connection before answering "
-                f"({catcher.lost}): if its listener speaks TLS, set "
-                "STREAMFIT_KAFKA_SECURITY_PROTOCOL=SSL (SASL_SSL with a login) and "
-                "STREAMFIT_KAFKA_SSL_CAFILE") from None
         if catcher.reason is None:
             raise
         raise KafkaAuthError(
