@@ -21,7 +21,7 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, S
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
 from streamfit.settings import Settings
-from streamfit.tls import client_context, explain
+from streamfit.tls import client_context, explain, speaks_tls
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +153,11 @@ def connect(settings: Settings, keyspace: str | None = "", connect_timeout: floa
                                         f"Cassandra at {_where(settings)}"))]
             if tls:
                 raise CassandraTLSError(tls[0]) from None
-            closed = [e for e in exc.errors.values()
-                      if any(w in str(e) for w in ("closed", "reset", "Shutdown"))]
-            if closed and not settings.cassandra_ssl:
-                raise CassandraUnavailable(
-                    f"Cassandra at {_where(settings)} closed the connection before answering "
-                    f"({closed[0]}): if its nodes require TLS, set STREAMFIT_CASSANDRA_SSL=true "
-                    "and STREAMFIT_CASSANDRA_SSL_CAFILE") from None
+            if not settings.cassandra_ssl and speaks_tls(*settings.contact_endpoints[0]):
+                raise CassandraTLSError(
+                    f"Cassandra at {_where(settings)} requires TLS: set "
+                    "STREAMFIT_CASSANDRA_SSL=true and STREAMFIT_CASSANDRA_SSL_CAFILE (the CA "
+                    "that signed the nodes' certificates)") from None
             raise CassandraUnavailable(
                 f"no Cassandra node answered at {_where(settings)}: start the local stack with "
                 f"`streamfit stack up` or set STREAMFIT_CASSANDRA_HOSTS ({exc})"

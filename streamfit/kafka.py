@@ -26,7 +26,7 @@ from kafka.errors import (
 )
 
 from streamfit.settings import Settings
-from streamfit.tls import client_context, explain, uses_tls
+from streamfit.tls import client_context, explain, speaks_tls, uses_tls
 
 #: kafka-python 3 warns when one step of its network loop takes over 0.1 s ("It is blocking the
 #: event loop"). On two shared cores an ingest worker's step waits that long for the CPU (Cassandra,
@@ -125,6 +125,14 @@ def _login_explained(settings: Settings, watch: bool = False) -> Iterator[None]:
             where = f"Kafka at {settings.bootstrap_servers}"
             why = explain(catcher.handshake, settings, "kafka", where)
             raise KafkaTLSError(why or f"{where}: TLS failed ({catcher.handshake})") from None
+        if not uses_tls(settings, "kafka"):
+            host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+            if port.isdigit() and speaks_tls(host.strip("[]"), int(port)):
+                raise KafkaTLSError(
+                    f"Kafka at {settings.bootstrap_servers} speaks TLS: set "
+                    "STREAMFIT_KAFKA_SECURITY_PROTOCOL=SSL (SASL_SSL with a login) and "
+                    "STREAMFIT_KAFKA_SSL_CAFILE (the CA that signed the brokers' "
+                    "certificates)") from None
         if catcher.reason is None:
             raise
         raise KafkaAuthError(

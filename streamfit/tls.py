@@ -125,3 +125,19 @@ def explain(error: BaseException | str, settings: Settings, service: Service, wh
     if isinstance(error, ssl.SSLError) or "[SSL" in text:
         return f"TLS with {where} failed ({text.splitlines()[0] if text else 'no reason given'})"
     return None
+
+
+def speaks_tls(host: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (its certificate unchecked): asked only
+    after a plaintext client failed there, to tell "this port wants TLS" from "nothing answers"."""
+    import socket
+
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        with (socket.create_connection((host, port), timeout=timeout) as raw,
+              probe.wrap_socket(raw, server_hostname=host)):
+            return True
+    except (OSError, ssl.SSLError):
+        return False

@@ -407,40 +407,22 @@ def test_serve_speaks_https_with_the_configured_certificate(served: Settings,
                                                             tmp_path: Path) -> None:
     """`streamfit serve` with STREAMFIT_API_TLS_CERTFILE/KEYFILE: a prediction is read over
     HTTPS verified against the CA; a plain-HTTP request to the same port gets no answer."""
-    from app.stack.tls import issue, make_ca
-    from tests.net import free_port
+    from app.stack.tls import make_ca
+    from tests.support.https import serving_https
 
     ca = make_ca(tmp_path / "ca")
-    cert = issue(ca, tmp_path, "api", ["127.0.0.1", "localhost"])
-    port = free_port()
     some = next(iter(_stored(served, NEXT)))
-    env = {**os.environ, "STREAMFIT_KEYSPACE": served.keyspace, "STREAMFIT_API_PORT": str(port),
-           "STREAMFIT_API_TLS_CERTFILE": str(cert.cert),
-           "STREAMFIT_API_TLS_KEYFILE": str(cert.key)}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamfit"), "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"https://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            try:
-                return httpx.get(f"{url}/health/live", verify=str(ca.cert)).status_code == 200
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                return False
-
-        wait_for(answers, 60, "streamfit serve to answer over HTTPS")
+    env = {**os.environ, "STREAMFIT_KEYSPACE": served.keyspace}
+    with serving_https(env, ca, tmp_path) as url:
         got = httpx.get(f"{url}/predictions/{some}", verify=str(ca.cert))
         assert got.status_code == 200 and got.json()["flight_id"] == some
         with pytest.raises(httpx.TransportError):  # the system's CAs do not know ours
             httpx.get(f"{url}/health/live")
         plain = None
         with contextlib.suppress(httpx.TransportError):
-            plain = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+            plain = httpx.get(url.replace("https:", "http:") + "/health/live", timeout=5)
         assert plain is None or plain.status_code >= 400
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    env["STREAMFIT_API_TLS_CERTFILE"] = str(tmp_path / "api.pem")
     bad = subprocess.run([str(Path(sys.executable).parent / "streamfit"), "serve"],
                          env={**env, "STREAMFIT_API_TLS_KEYFILE": str(tmp_path / "none.pem")},
                          capture_output=True, text=True, timeout=60)
