@@ -125,15 +125,15 @@ def _login_explained(settings: Settings, watch: bool = False) -> Iterator[None]:
             where = f"Kafka at {settings.bootstrap_servers}"
             why = explain(catcher.handshake, settings, "kafka", where)
             raise KafkaTLSError(why or f"{where}: TLS failed ({catcher.handshake})") from None
-        if not uses_tls(settings, "kafka"):
-            host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
-            if port.isdigit() and speaks_tls(host.strip("[]"), int(port)):
-                raise KafkaTLSError(
-                    f"Kafka at {settings.bootstrap_servers} speaks TLS: set "
-                    "STREAMFIT_KAFKA_SECURITY_PROTOCOL=SSL (SASL_SSL with a login) and "
-                    "STREAMFIT_KAFKA_SSL_CAFILE (the CA that signed the brokers' "
-                    "certificates)") from None
         if catcher.reason is None:
+            if not uses_tls(settings, "kafka"):
+                host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+                if port.isdigit() and speaks_tls(host.strip("[]"), int(port)):
+                    raise KafkaTLSError(
+                        f"Kafka at {settings.bootstrap_servers} speaks TLS: set "
+                        "STREAMFIT_KAFKA_SSL=true and "
+                        "STREAMFIT_KAFKA_SSL_CAFILE (the CA that signed the brokers' "
+                        "certificates)") from None
             raise
         raise KafkaAuthError(
             f"Kafka at {settings.bootstrap_servers} refused the SASL login of user "

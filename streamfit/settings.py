@@ -94,10 +94,14 @@ class Settings(BaseSettings):
     kafka_password: SecretStr | None = Field(default=None, description="Kafka SASL password.")
     kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
         default="SCRAM-SHA-512", description="Kafka SASL mechanism of clients and the local stack.")
+    kafka_ssl: bool = Field(
+        default=False, description="Talk TLS to Kafka: SSL, or SASL_SSL with "
+        "STREAMFIT_KAFKA_USERNAME, verifying the brokers' certificates against "
+        "STREAMFIT_KAFKA_SSL_CAFILE, else the system's CAs.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (
-        Field(default=None, description="How clients talk to Kafka. Empty: SASL_PLAINTEXT when "
-              "STREAMFIT_KAFKA_USERNAME is set, else PLAINTEXT. SSL and SASL_SSL verify the "
-              "brokers' certificates (STREAMFIT_KAFKA_SSL_CAFILE, else the system's CAs)."))
+        Field(default=None, description="How clients talk to Kafka, when you name it. Empty: "
+              "derived, SASL_ with a username and SSL with STREAMFIT_KAFKA_SSL (PLAINTEXT, "
+              "SASL_PLAINTEXT, SSL or SASL_SSL)."))
     kafka_ssl_cafile: Path | None = Field(
         default=None, description="PEM file of the CA(s) that signed the brokers' certificates. "
         "Empty: the system's trusted CAs (Confluent Cloud, Amazon MSK).")
@@ -459,8 +463,8 @@ class Settings(BaseSettings):
     @property
     def kafka_protocol(self) -> str:
         """The security protocol clients use (the setting, else derived from the login)."""
-        return self.kafka_security_protocol or (
-            "SASL_PLAINTEXT" if self.kafka_username else "PLAINTEXT")
+        return self.kafka_security_protocol or (("SASL_" if self.kafka_username else "")
+                                                + ("SSL" if self.kafka_ssl else "PLAINTEXT"))
 
     @property
     def bootstrap_servers(self) -> str:
@@ -538,7 +542,8 @@ PLACEMENT_FIELDS = ("home", "kafka_port", "cassandra_port", "kafka_bootstrap_ser
 
 #: How clients reach the services securely: passed on with the placement (Airflow tasks, Spark
 #: jobs, the local-stack record). Secrets are not among them: those travel separately.
-SECURITY_FIELDS = ("kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_check_hostname",
+SECURITY_FIELDS = ("kafka_ssl", "kafka_security_protocol", "kafka_ssl_cafile",
+                   "kafka_ssl_check_hostname",
                    "cassandra_ssl", "cassandra_ssl_cafile", "cassandra_ssl_check_hostname",
                    "airflow_ssl_cafile")
 

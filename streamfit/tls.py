@@ -109,12 +109,12 @@ def explain(error: BaseException | str, settings: Settings, service: Service, wh
         return (f"the certificate {where} presented is not signed by a CA in {trust}: point it "
                 "at the CA that signed the servers' certificates")
     if has(_NOT_TLS):
-        fix = ("STREAMFIT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT (or SASL_PLAINTEXT)"
+        fix = ("STREAMFIT_KAFKA_SSL=false"
                if service == "kafka" else "STREAMFIT_CASSANDRA_SSL=false")
         return (f"{where} does not speak TLS: point at its TLS port, or set {fix} if the server "
                 "has no TLS")
     if has(_CLOSED):
-        fix = ("STREAMFIT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT (or SASL_PLAINTEXT)"
+        fix = ("STREAMFIT_KAFKA_SSL=false"
                if service == "kafka" else "STREAMFIT_CASSANDRA_SSL=false")
         return (f"{where} closed the connection during the TLS handshake: it does not speak "
                 f"TLS there (point at its TLS port, or set {fix}), or it wants a client "

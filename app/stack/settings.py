@@ -131,8 +131,7 @@ class StackSettings(Settings):
         home = Path(data.get("home") or PROJECT_ROOT / ".streamfit").expanduser().resolve()
         ca = str(home / TLS_DIR / "ca.pem")
         defaults = {
-            "kafka_security_protocol": "SASL_SSL" if data.get("kafka_username") else "SSL",
-            "kafka_ssl_cafile": ca, "cassandra_ssl": True, "cassandra_ssl_cafile": ca,
+            "kafka_ssl": True, "kafka_ssl_cafile": ca, "cassandra_ssl": True, "cassandra_ssl_cafile": ca,
             "airflow_ssl_cafile": ca,
         }
         return {**defaults, **data}

@@ -75,8 +75,7 @@ def with_tls(settings: S) -> S:
     ca = settings.home / "tls" / "ca.pem"
     return settings.model_copy(update={
         "stack_tls": True, "cassandra_ssl": True, "cassandra_ssl_cafile": ca,
-        "kafka_ssl_cafile": ca, "airflow_ssl_cafile": ca,
-        "kafka_security_protocol": "SASL_SSL" if settings.kafka_username else "SSL"})
+        "kafka_ssl": True, "kafka_ssl_cafile": ca, "airflow_ssl_cafile": ca})
 
 
 def with_logins(settings: S) -> S:
@@ -160,7 +159,7 @@ def _tls_refusals(s: Settings, tmp_path: Path) -> list[str]:
         kafka_io.admin(plaintext).close()
     with pytest.raises(CassandraUnavailable) as cass_plain, connect(plaintext, keyspace=None):
         pass
-    assert "STREAMFIT_KAFKA_SECURITY_PROTOCOL" in str(kafka_plain.value), kafka_plain.value
+    assert "STREAMFIT_KAFKA_SSL=true" in str(kafka_plain.value), kafka_plain.value
     assert "STREAMFIT_CASSANDRA_SSL" in str(cass_plain.value), cass_plain.value
     missing = tmp_path / "no-such-key.pem"
     keyless = s.model_copy(update={"kafka_ssl_certfile": other.cert, "kafka_ssl_keyfile": missing})
@@ -266,11 +265,11 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
     assert listed, "the CLI read no predictions"
     # ... and the API serves one over HTTPS, its certificate from the stack's CA
     from app.stack.tls import local_ca
-    from tests.support.https import serving_https
+    from tests.support.https import serving_https, trusting
 
     with serving_https(_env(s), local_ca(s.home / "tls"), tmp_path) as url:
         flight = listed[0]["flight_id"]
-        got = httpx.get(f"{url}/predictions/{flight}", verify=str(s.home / "tls" / "ca.pem"))
+        got = httpx.get(f"{url}/predictions/{flight}", verify=trusting(s.home / "tls" / "ca.pem"))
         assert got.status_code == 200 and got.json()["flight_id"] == flight, got.text
     # the files holding secrets are the owner's alone
     private = [s.home / "airflow" / "passwords.json", KafkaService(s).broker_secret_file, *keys]

@@ -3,6 +3,7 @@ the test made (``app.stack.tls``), answering on a free loopback port."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,11 @@ import httpx
 from app.stack.tls import Issued, issue
 from tests.net import free_port
 from tests.support.waiting import wait_for
+
+
+def trusting(cafile: Path) -> ssl.SSLContext:
+    """What an https client verifies against: the CA in PEM file ``cafile``."""
+    return ssl.create_default_context(cafile=str(cafile))
 
 
 @contextmanager
@@ -30,7 +36,7 @@ def serving_https(env: dict[str, str], ca: Issued, certs: Path) -> Iterator[str]
 
     def answers() -> bool:
         try:
-            return httpx.get(f"{url}/health/live", verify=str(ca.cert)).status_code == 200
+            return httpx.get(f"{url}/health/live", verify=trusting(ca.cert)).status_code == 200
         except httpx.TransportError:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             return False

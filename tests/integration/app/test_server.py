@@ -408,13 +408,13 @@ def test_serve_speaks_https_with_the_configured_certificate(served: Settings,
     """`streamfit serve` with STREAMFIT_API_TLS_CERTFILE/KEYFILE: a prediction is read over
     HTTPS verified against the CA; a plain-HTTP request to the same port gets no answer."""
     from app.stack.tls import make_ca
-    from tests.support.https import serving_https
+    from tests.support.https import serving_https, trusting
 
     ca = make_ca(tmp_path / "ca")
     some = next(iter(_stored(served, NEXT)))
     env = {**os.environ, "STREAMFIT_KEYSPACE": served.keyspace}
     with serving_https(env, ca, tmp_path) as url:
-        got = httpx.get(f"{url}/predictions/{some}", verify=str(ca.cert))
+        got = httpx.get(f"{url}/predictions/{some}", verify=trusting(ca.cert))
         assert got.status_code == 200 and got.json()["flight_id"] == some
         with pytest.raises(httpx.TransportError):  # the system's CAs do not know ours
             httpx.get(f"{url}/health/live")

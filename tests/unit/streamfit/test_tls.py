@@ -92,7 +92,7 @@ def test_a_server_signed_by_the_ca_is_accepted(pki: dict[str, Issued]) -> None:
                         "(STREAMFIT_KAFKA_BOOTSTRAP_SERVERS)"),
     ("expired", "ca", "has expired: renew the server's certificate"),
     (None, "ca", "does not speak TLS: point at its TLS port, or set "
-                 "STREAMFIT_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"),
+                 "STREAMFIT_KAFKA_SSL=false"),
 ])
 def test_a_refused_handshake_says_why_in_one_line(pki: dict[str, Issued], cert: str | None,
                                                   ca: str, says: str) -> None:
