@@ -316,7 +316,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 headers={"WWW-Authenticate": "Bearer"})
 
     # no dependency at all without a key: each one is solved per request
-    guarded = [Depends(authorized)] if key is not None else []
+    expensive = [Depends(authorized)] if key is not None else []  # runs a model or a DAG
+    guarded = expensive if s.api_key_scope == "all" else []  # reads
 
     def served() -> dict[str, Any]:
         champion = state["champion"]
@@ -391,7 +392,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if "score_request" in models:
         ScoreRequest: Any = models["score_request"]
 
-        @app.post("/score", response_model=models["score_response"], dependencies=guarded,
+        @app.post("/score", response_model=models["score_response"], dependencies=expensive,
                   responses={413: {"description": "more entities, or more Cassandra reads, "
                                    "than one call may cause"},
                              422: {"description": "invalid, or too many distinct dates"},
@@ -463,7 +464,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     TransientRequest: Any = models["transient_request"]
 
     @app.post("/transient", response_model=TransientAccepted, status_code=202,
-              dependencies=guarded, responses={503: {"description": "Airflow unreachable"}})
+              dependencies=expensive, responses={503: {"description": "Airflow unreachable"}})
     def transient(body: TransientRequest) -> dict[str, Any]:
         """Ask for a model trained only for this request (run by the ``transient_score`` DAG);
         poll ``GET /transient/{request_id}`` for the predictions."""
@@ -489,7 +490,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 f"({type(exc).__name__}); try again later") from None
         return {"request_id": request_id, "dag_run_id": run["dag_run_id"]}
 
-    @app.get("/transient/{request_id}", dependencies=guarded,
+    @app.get("/transient/{request_id}", dependencies=expensive,
              responses={404: {"description": "not finished (or unknown, or expired)"}})
     def transient_result(
             request_id: Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]) -> dict[str, Any]:

@@ -27,7 +27,9 @@ this file is out of date. Do not edit it by hand.
 Every setting is an environment variable, or a line of a `.env` file in the working directory.
 A `STREAMFIT_*` variable that names no setting is refused with a suggestion, so a typo fails
 loudly. The process's settings are read once, validated, and frozen; `streamfit settings`
-prints the effective values, secrets masked.
+prints the effective values, secrets masked. Every secret (a password or key) can instead
+come from a file, as container platforms mount secrets: `STREAMFIT_<NAME>_FILE=/run/secrets/x`
+reads the value from that file (one trailing line break dropped).
 
 Production processes (ingest workers, Airflow tasks, `streamfit serve`) read the settings of
 the first part. The local stack's own settings (`STREAMFIT_STACK_*`, the last part) are read

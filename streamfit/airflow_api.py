@@ -9,6 +9,7 @@ alone, so production code never needs the local stack's code to reach Airflow.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,16 +48,19 @@ def airflow_password(settings: Settings) -> str | None:
 def airflow_client(settings: Settings, timeout: float = 5.0) -> AirflowClient:
     """A client for the Airflow API the settings name (``STREAMFIT_AIRFLOW_URL``, user, password)."""
     return AirflowClient(settings.airflow_api_url, settings.airflow_username,
-                         airflow_password(settings), timeout=timeout)
+                         airflow_password(settings), timeout=timeout,
+                         verify=str(settings.airflow_ssl_cafile or "") or True)
 
 
 class AirflowClient:
     def __init__(self, base_url: str, username: str, password: str | None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, verify: str | bool = True) -> None:
+        """``verify``: a PEM CA file to check an https server against, or True (the system's)."""
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, verify=context)
         self._token: str | None = None
         self._token_at = 0.0
 

@@ -21,6 +21,7 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, S
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
 from streamfit.settings import Settings
+from streamfit.tls import client_context, explain, speaks_tls
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ class CassandraAuthError(CassandraUnavailable):
     """Cassandra answered but refused our login (or needs one and none is configured)."""
 
 
+class CassandraTLSError(CassandraUnavailable):
+    """The TLS handshake with the nodes failed; the message says why and what to set."""
+
+
 #: The execution profile of ``aexecute``: named-tuple rows whose classes are made once.
 FAST_ROWS = "streamfit-fast-rows"
 
@@ -102,6 +107,8 @@ def make_cluster(settings: Settings, connect_timeout: float = 10.0,
         password = settings.cassandra_password.get_secret_value() if settings.cassandra_password else ""
         auth = PlainTextAuthProvider(username=settings.cassandra_username, password=password)
     kwargs: dict[str, object] = {}
+    if settings.cassandra_ssl:  # the driver checks host names when the context does
+        kwargs["ssl_context"] = client_context(settings, "cassandra")
     if CONNECTION_CLASS is not None:
         kwargs["connection_class"] = CONNECTION_CLASS
     return Cluster(
@@ -141,6 +148,16 @@ def connect(settings: Settings, keyspace: str | None = "", connect_timeout: floa
             refused = [e for e in exc.errors.values() if isinstance(e, AuthenticationFailed)]
             if refused:
                 raise CassandraAuthError(_auth_message(settings, refused[0])) from None
+            tls = [line for error in exc.errors.values() if settings.cassandra_ssl
+                   and (line := explain(error, settings, "cassandra",
+                                        f"Cassandra at {_where(settings)}"))]
+            if tls:
+                raise CassandraTLSError(tls[0]) from None
+            if not settings.cassandra_ssl and speaks_tls(*settings.contact_endpoints[0]):
+                raise CassandraTLSError(
+                    f"Cassandra at {_where(settings)} requires TLS: set "
+                    "STREAMFIT_CASSANDRA_SSL=true and STREAMFIT_CASSANDRA_SSL_CAFILE (the CA "
+                    "that signed the nodes' certificates)") from None
             raise CassandraUnavailable(
                 f"no Cassandra node answered at {_where(settings)}: start the local stack with "
                 f"`streamfit stack up` or set STREAMFIT_CASSANDRA_HOSTS ({exc})"

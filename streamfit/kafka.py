@@ -26,6 +26,7 @@ from kafka.errors import (
 )
 
 from streamfit.settings import Settings
+from streamfit.tls import client_context, explain, speaks_tls, uses_tls
 
 #: kafka-python 3 warns when one step of its network loop takes over 0.1 s ("It is blocking the
 #: event loop"). On two shared cores an ingest worker's step waits that long for the CPU (Cassandra,
@@ -53,6 +54,10 @@ class KafkaAuthError(RuntimeError):
     """The broker refused our SASL login; the message says which settings to check."""
 
 
+class KafkaTLSError(ConnectionError):
+    """The TLS handshake with a broker failed; the message says why and what to set."""
+
+
 class _AuthFailures(logging.Handler):
     """Catches the SASL failure kafka-python only logs (its bootstrap then just times out).
 
@@ -65,6 +70,7 @@ class _AuthFailures(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.reason: str | None = None
+        self.handshake: str | None = None  # a failed TLS handshake, as kafka-python logged it
         self._pending: set[int] = set()  # connections awaiting a SaslAuthenticate response
         self._passthrough = logging.WARNING
 
@@ -72,6 +78,8 @@ class _AuthFailures(logging.Handler):
         message = record.getMessage()
         if "SaslAuthenticationFailedError" in message and self.reason is None:
             self.reason = message.rsplit("SaslAuthenticationFailedError:", 1)[-1].strip()
+        if "Handshake failed" in message and self.handshake is None:
+            self.handshake = message.rsplit("Handshake failed:", 1)[-1].strip()
 
     def _follow(self, record: logging.LogRecord) -> bool:
         """A filter of kafka.net.connection (not this handler's ``filter``): follow each
@@ -113,7 +121,19 @@ def _login_explained(settings: Settings, watch: bool = False) -> Iterator[None]:
         with catcher.watch_exchanges() if watch else contextlib.nullcontext():
             yield
     except KafkaTimeoutError:
+        if catcher.handshake is not None:
+            where = f"Kafka at {settings.bootstrap_servers}"
+            why = explain(catcher.handshake, settings, "kafka", where)
+            raise KafkaTLSError(why or f"{where}: TLS failed ({catcher.handshake})") from None
         if catcher.reason is None:
+            if not uses_tls(settings, "kafka"):
+                host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
+                if port.isdigit() and speaks_tls(host.strip("[]"), int(port)):
+                    raise KafkaTLSError(
+                        f"Kafka at {settings.bootstrap_servers} speaks TLS: set "
+                        "STREAMFIT_KAFKA_SSL=true and "
+                        "STREAMFIT_KAFKA_SSL_CAFILE (the CA that signed the brokers' "
+                        "certificates)") from None
             raise
         raise KafkaAuthError(
             f"Kafka at {settings.bootstrap_servers} refused the SASL login of user "
@@ -129,16 +149,20 @@ _ACCEPTED: set[tuple[str, ...]] = set()
 
 
 def _check_login(settings: Settings) -> None:
-    """With SASL, try the login once per process with a short bootstrap: a wrong password is
-    reported within 3 s instead of after the clients' 30 s bootstrap timeout."""
-    if not (settings.kafka_username and settings.kafka_password):
+    """With SASL or TLS, connect once per process with a short bootstrap: a wrong password or
+    a refused certificate is reported within 3 s, and explained, instead of after the clients'
+    30 s bootstrap timeout (a consumer would only log it, over and over)."""
+    sasl = bool(settings.kafka_username and settings.kafka_password)
+    if not (sasl or uses_tls(settings, "kafka")):
         return
-    digest = hashlib.sha256(settings.kafka_password.get_secret_value().encode()).hexdigest()
-    login = (settings.bootstrap_servers, settings.kafka_username, settings.kafka_sasl_mechanism,
-             digest)
+    password = settings.kafka_password.get_secret_value() if settings.kafka_password else ""
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    login = (settings.bootstrap_servers, settings.kafka_protocol, str(settings.kafka_username),
+             settings.kafka_sasl_mechanism, digest, str(settings.kafka_ssl_cafile),
+             str(settings.kafka_ssl_certfile))
     if login in _ACCEPTED:
         return
-    with contextlib.suppress(KafkaTimeoutError), _login_explained(settings, watch=True):
+    with contextlib.suppress(KafkaTimeoutError), _login_explained(settings, watch=sasl):
         # no login failure seen (a slow or stopped broker): the real client waits as usual
         KafkaAdminClient(**client_config(settings, "streamfit-login-check"),
                          bootstrap_timeout_ms=3000).close()
@@ -150,11 +174,14 @@ def client_config(settings: Settings, client_id: str) -> dict[str, Any]:
                               "client_id": client_id,
                               # back within a second of a broker's restart, not up to 30 s later
                               "reconnect_backoff_max_ms": settings.kafka_reconnect_backoff_max_ms}
-    if settings.kafka_username and settings.kafka_password:
-        config.update(security_protocol="SASL_PLAINTEXT",
-                      sasl_mechanism=settings.kafka_sasl_mechanism,
+    protocol = settings.kafka_protocol
+    config["security_protocol"] = protocol
+    if protocol.startswith("SASL") and settings.kafka_password:
+        config.update(sasl_mechanism=settings.kafka_sasl_mechanism,
                       sasl_plain_username=settings.kafka_username,
                       sasl_plain_password=settings.kafka_password.get_secret_value())
+    if uses_tls(settings, "kafka"):
+        config["ssl_context"] = client_context(settings, "kafka")
     return config
 
 

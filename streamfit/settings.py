@@ -89,15 +89,53 @@ class Settings(BaseSettings):
     cassandra_username: str | None = Field(default=None, description="Cassandra user (optional).")
     cassandra_password: SecretStr | None = Field(default=None, description="Cassandra password.")
     kafka_username: str | None = Field(
-        default=None, description="Kafka SASL user. Set: clients use SASL_PLAINTEXT.")
+        default=None, description="Kafka SASL user. Set: clients log in (SASL_PLAINTEXT, or "
+        "SASL_SSL).")
     kafka_password: SecretStr | None = Field(default=None, description="Kafka SASL password.")
     kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
         default="SCRAM-SHA-512", description="Kafka SASL mechanism of clients and the local stack.")
+    kafka_ssl: bool = Field(
+        default=False, description="Talk TLS to Kafka: SSL, or SASL_SSL with "
+        "STREAMFIT_KAFKA_USERNAME, verifying the brokers' certificates against "
+        "STREAMFIT_KAFKA_SSL_CAFILE, else the system's CAs.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (
+        Field(default=None, description="How clients talk to Kafka, when you name it. Empty: "
+              "derived, SASL_ with a username and SSL with STREAMFIT_KAFKA_SSL (PLAINTEXT, "
+              "SASL_PLAINTEXT, SSL or SASL_SSL)."))
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the brokers' certificates. "
+        "Empty: the system's trusted CAs (Confluent Cloud, Amazon MSK).")
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that require mutual TLS "
+        "(with STREAMFIT_KAFKA_SSL_KEYFILE).")
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of STREAMFIT_KAFKA_SSL_CERTFILE.")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted STREAMFIT_KAFKA_SSL_KEYFILE.")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that a broker's certificate names the host dialled. "
+        "Leave on: off accepts any server holding a certificate from the CA.")
     kafka_reconnect_backoff_max_ms: int = Field(
         default=1000, ge=50, le=60000, description="Longest wait between a client's attempts "
         "to reach a broker that went away (the Java client's default; kafka-python's 30 s kept "
         "producers and ingest workers idle up to half a minute after a broker restart).")
     cassandra_local_dc: str = Field(default="datacenter1", description="Local data centre.")
+    cassandra_ssl: bool = Field(
+        default=False, description="Talk TLS to Cassandra (client_encryption_options), verifying "
+        "the nodes' certificates against STREAMFIT_CASSANDRA_SSL_CAFILE, else the system's CAs "
+        "(Amazon Keyspaces, Azure Cosmos DB).")
+    cassandra_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the nodes' certificates.")
+    cassandra_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for nodes that require client "
+        "certificates (with STREAMFIT_CASSANDRA_SSL_KEYFILE).")
+    cassandra_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of STREAMFIT_CASSANDRA_SSL_CERTFILE.")
+    cassandra_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted STREAMFIT_CASSANDRA_SSL_KEYFILE.")
+    cassandra_ssl_check_hostname: bool = Field(
+        default=True, description="Check that a node's certificate names the address dialled. "
+        "Leave on: off accepts any server holding a certificate from the CA.")
     cassandra_read_consistency: Consistency | None = Field(
         default=None, description="Consistency of reads. Empty: LOCAL_QUORUM when the keyspace "
         "replication factor is above 1, else LOCAL_ONE.")
@@ -108,6 +146,10 @@ class Settings(BaseSettings):
         default=None, description="Airflow API base URL. Empty: the local stack's API server."
     )
     airflow_username: str = Field(default="admin", description="Airflow API user.")
+    airflow_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA file to verify Airflow's HTTPS API against (the "
+        "signaller, the CLI, the transient endpoint). Set with STREAMFIT_AIRFLOW_URL empty: the "
+        "local stack's API over https. Empty: the system's CAs.")
     airflow_password: SecretStr | None = Field(
         default=None,
         description="Airflow API password. Empty: read the local stack's generated password.",
@@ -217,8 +259,20 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
     api_key: SecretStr | None = Field(
-        default=None, description="When set, every API call but /health needs `X-API-Key: <key>` "
-        "or `Authorization: Bearer <key>`.")
+        default=None, description="When set, API calls need `X-API-Key: <key>` or "
+        "`Authorization: Bearer <key>` (which calls: STREAMFIT_API_KEY_SCOPE; /health never). "
+        "Compared in constant time.")
+    api_key_scope: Literal["all", "expensive"] = Field(
+        default="all", description="Which calls need the API key: `all` (every call but "
+        "/health), or `expensive` (POST /score and the transient-training calls, which run a "
+        "model or start an Airflow run, while reads of stored predictions and models stay "
+        "open). `all` by default: a key, once set, protects everything unless you open reads "
+        "on purpose.")
+    api_tls_certfile: Path | None = Field(
+        default=None, description="PEM certificate (chain) `streamfit serve` serves HTTPS with "
+        "(with STREAMFIT_API_TLS_KEYFILE). Empty: plain HTTP.")
+    api_tls_keyfile: Path | None = Field(
+        default=None, description="PEM private key of STREAMFIT_API_TLS_CERTFILE.")
     api_max_flights: int = Field(default=500, ge=1, le=10000,
                                  description="Most flights one POST /score may carry.")
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024,
@@ -359,6 +413,24 @@ class Settings(BaseSettings):
                               else ("PASSWORD", "USERNAME"))
                 raise ValueError(f"STREAMFIT_{service.upper()}_{have} is set but "
                                  f"STREAMFIT_{service.upper()}_{lack} is not; set both or neither")
+        sasl = self.kafka_security_protocol is None or "SASL" in self.kafka_security_protocol
+        if self.kafka_username and not sasl:
+            raise ValueError(
+                f"STREAMFIT_KAFKA_USERNAME is set but STREAMFIT_KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol} has no login; use SASL_SSL (or SASL_PLAINTEXT), "
+                "or unset the username")
+        if (self.kafka_security_protocol or "").startswith("SASL") and not self.kafka_username:
+            raise ValueError(
+                f"STREAMFIT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "STREAMFIT_KAFKA_USERNAME and STREAMFIT_KAFKA_PASSWORD")
+        for service in ("kafka_ssl", "cassandra_ssl", "api_tls"):
+            cert = getattr(self, f"{service}_certfile")
+            key = getattr(self, f"{service}_keyfile")
+            if (cert is None) != (key is None):
+                have, lack = ("CERTFILE", "KEYFILE") if key is None else ("KEYFILE", "CERTFILE")
+                raise ValueError(f"STREAMFIT_{service.upper()}_{have} is set but "
+                                 f"STREAMFIT_{service.upper()}_{lack} is not; a certificate "
+                                 "needs its key")
         return self
 
     # --- derived -----------------------------------------------------------------------------
@@ -387,6 +459,12 @@ class Settings(BaseSettings):
                 value = json.dumps(value)
             out[f"STREAMFIT_{name.upper()}"] = str(value)
         return out
+
+    @property
+    def kafka_protocol(self) -> str:
+        """The security protocol clients use (the setting, else derived from the login)."""
+        return self.kafka_security_protocol or (("SASL_" if self.kafka_username else "")
+                                                + ("SSL" if self.kafka_ssl else "PLAINTEXT"))
 
     @property
     def bootstrap_servers(self) -> str:
@@ -432,7 +510,8 @@ class Settings(BaseSettings):
 
     @property
     def airflow_api_url(self) -> str:
-        return (self.airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
+        scheme = "https" if self.airflow_ssl_cafile else "http"
+        return (self.airflow_url or f"{scheme}://127.0.0.1:{self.airflow_port}").rstrip("/")
 
     @property
     def max_replication(self) -> int:
@@ -460,6 +539,13 @@ PLACEMENT_FIELDS = ("home", "kafka_port", "cassandra_port", "kafka_bootstrap_ser
                     "cassandra_write_consistency", "kafka_replication_factor",
                     "kafka_min_insync_replicas", "replication_strategy", "replication_factor",
                     "replication_dcs")
+
+#: How clients reach the services securely: passed on with the placement (Airflow tasks, Spark
+#: jobs, the local-stack record). Secrets are not among them: those travel separately.
+SECURITY_FIELDS = ("kafka_ssl", "kafka_security_protocol", "kafka_ssl_cafile",
+                   "kafka_ssl_check_hostname",
+                   "cassandra_ssl", "cassandra_ssl_cafile", "cassandra_ssl_check_hostname",
+                   "airflow_ssl_cafile")
 
 
 def parse_contact_points(hosts: str, default_port: int) -> list[tuple[str, int]]:
@@ -500,7 +586,8 @@ LOCAL_STACK_FILE = "run/local-stack.json"
 
 def local_stack_defaults(home: Path, asked: str | None = None) -> dict[str, Any]:
     """The running local stack's client settings, ``{"topology": ..., "settings": {...}}``
-    (empty when there is none, or it is the single-node default)."""
+    (empty when there is none, or it is the plain single-node default, or this process asks
+    for another topology; ``asked="any"``: whichever runs)."""
     import json
 
     path = home / LOCAL_STACK_FILE
@@ -514,7 +601,7 @@ def local_stack_defaults(home: Path, asked: str | None = None) -> dict[str, Any]
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
         raise SettingsError(f"{path} is not a local-stack record; remove it")
     asked = asked or _given_value(f"{STACK_PREFIX}TOPOLOGY")
-    if asked is not None and asked.lower() != data.get("topology"):
+    if asked is not None and asked != "any" and asked.lower() != data.get("topology"):
         return {}  # this process asks for another topology than the one recorded
     return data
 
@@ -547,10 +634,55 @@ def _given_keys() -> list[str]:
     return sorted(k for k in keys if k.upper().startswith("STREAMFIT_"))
 
 
+#: ``STREAMFIT_<SECRET>_FILE`` names a file holding a secret setting's value, as container
+#: platforms mount secrets (Docker and Kubernetes secrets, systemd credentials).
+FILE_SUFFIX = "_FILE"
+
+
+def secret_fields(cls: type[BaseSettings]) -> list[str]:
+    """The fields of ``cls`` that hold a secret (a password or key)."""
+    return [name for name, field in cls.model_fields.items()
+            if "SecretStr" in str(field.annotation)]
+
+
+def secrets_from_files(cls: type[BaseSettings]) -> dict[str, str]:
+    """The secret settings given as ``STREAMFIT_<NAME>_FILE``: field name -> the file's text
+    (one trailing line break dropped). A secret given both ways, or a file that cannot be read,
+    is refused with the setting's name."""
+    out: dict[str, str] = {}
+    problems = []
+    for name in secret_fields(cls):
+        key = f"STREAMFIT_{name.upper()}"
+        path = _given_value(key + FILE_SUFFIX)
+        if not path:
+            continue
+        direct = _given_value(key)
+        try:
+            text = Path(path).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problems.append(f"  {key}{FILE_SUFFIX}: cannot read {path} ({reason}); point it at "
+                            "the file holding the secret, or unset it")
+            continue
+        text = text[:-1] if text.endswith("\n") else text
+        text = text[:-1] if text.endswith("\r") else text
+        if not text:
+            problems.append(f"  {key}{FILE_SUFFIX}: {path} is empty; write the secret in it")
+        elif direct and direct != text:  # (equal: a child process given both by its parent)
+            problems.append(f"  {key} and {key}{FILE_SUFFIX} are both set, to different "
+                            "values; keep one")
+        else:
+            out[name] = text
+    if problems:
+        raise SettingsError("invalid streamfit settings:\n" + "\n".join(problems))
+    return out
+
+
 def _unknown_keys(cls: type[BaseSettings], skip: str | None) -> list[str]:
     """STREAMFIT_* keys that name no setting of ``cls``; keys starting with ``skip`` belong to
     another settings class (the local stack's)."""
     known = {f"STREAMFIT_{name.upper()}" for name in cls.model_fields}
+    known |= {f"STREAMFIT_{name.upper()}{FILE_SUFFIX}" for name in secret_fields(cls)}
     problems = []
     for key in _given_keys():
         upper = key.upper()
@@ -574,6 +706,9 @@ def build_settings(cls: type[S], overrides: dict[str, Any], skip: str | None = S
         for name in overrides if name not in cls.model_fields]
     if unknown:
         raise SettingsError("invalid streamfit settings:\n" + "\n".join(unknown))
+    # secrets read from files count as given, as if set in the environment
+    overrides = {**{k: v for k, v in secrets_from_files(cls).items() if k not in overrides},
+                 **overrides}
     try:
         built = cls(**overrides)  # type: ignore[arg-type]
         # What the environment and .env leave unset, the running local stack decides.

@@ -70,6 +70,45 @@ def connector_jars(settings: Settings) -> list[Path]:
     return jars
 
 
+#: The Java trust stores made from PEM CA files hold public certificates only; their password
+#: guards nothing secret (Java insists on one).
+TRUSTSTORE_PASSWORD = "streamfit-public"
+
+
+def java_truststore(cafile: Path, cache: Path) -> Path:
+    """A PKCS#12 trust store holding the certificates of PEM file ``cafile``: what the Spark
+    Cassandra Connector reads (it takes no PEM). Made with the JDK's keytool, once per content."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    pem = cafile.read_bytes()
+    path = cache / "tls" / f"truststore-{hashlib.sha256(pem).hexdigest()[:16]}.p12"
+    if path.is_file():
+        return path
+    keytool = shutil.which("keytool") or str(Path(os.environ.get("JAVA_HOME", "/usr")) / "bin"
+                                             / "keytool")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.unlink(missing_ok=True)
+    blocks = [b + b"-----END CERTIFICATE-----\n"
+              for b in pem.split(b"-----END CERTIFICATE-----") if b"BEGIN CERTIFICATE" in b]
+    for i, block in enumerate(blocks):
+        single = path.with_suffix(f".{i}.pem")
+        single.write_bytes(block.strip() + b"\n")
+        done = subprocess.run([keytool, "-importcert", "-noprompt", "-alias", f"ca-{i}",
+                               "-file", str(single), "-keystore", str(partial), "-storetype",
+                               "PKCS12", "-storepass", TRUSTSTORE_PASSWORD],
+                              capture_output=True, text=True, check=False)
+        single.unlink()
+        if done.returncode != 0:
+            raise SparkUnavailable(f"could not make a Java trust store from "
+                                   f"STREAMFIT_CASSANDRA_SSL_CAFILE={cafile}: {done.stdout}"
+                                   f"{done.stderr}")
+    partial.rename(path)
+    return path
+
+
 def spark_conf(settings: Settings) -> dict[str, str]:
     """The Spark and connector configuration every job of these settings runs with."""
     conf = {
@@ -92,6 +131,14 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     }
     if settings.spark_python_memory:
         conf["spark.executor.pyspark.memory"] = settings.spark_python_memory
+    if settings.cassandra_ssl:
+        conf["spark.cassandra.connection.ssl.enabled"] = "true"
+        if settings.cassandra_ssl_cafile:
+            conf.update({
+                "spark.cassandra.connection.ssl.trustStore.path":
+                    str(java_truststore(settings.cassandra_ssl_cafile, settings.home / "cache")),
+                "spark.cassandra.connection.ssl.trustStore.type": "PKCS12",
+                "spark.cassandra.connection.ssl.trustStore.password": TRUSTSTORE_PASSWORD})
     if settings.cassandra_username and settings.cassandra_password:
         conf["spark.cassandra.auth.username"] = settings.cassandra_username
         conf["spark.cassandra.auth.password"] = settings.cassandra_password.get_secret_value()

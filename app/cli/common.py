@@ -84,7 +84,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from scoring.client import BadPageToken
     from streamfit.airflow_api import AirflowAPIError
     from streamfit.cassandra import CassandraUnavailable
-    from streamfit.kafka import KafkaAuthError
+    from streamfit.kafka import KafkaAuthError, KafkaTLSError
     from streamfit.memory import MemoryBudgetExceeded
     from streamfit.progress import LeaseHeld, ProgressConflict
     from streamfit.registry import AliasConflict, ModelIntegrityError, ModelNotFound
@@ -98,7 +98,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
             StackError, CassandraUnavailable, MigrationError, SelfCheckFailed, AirflowAPIError,
             ProduceFailed, ModelIntegrityError, ModelNotFound, NoChampion, DemoFailed,
             TransientError, BadPageToken, KafkaAuthError, OriginalUnreadable, BacktestError,
-            SparkUnavailable, SparkJobFailed, MemoryBudgetExceeded)
+            SparkUnavailable, SparkJobFailed, MemoryBudgetExceeded, KafkaTLSError)
 
 
 def handle_errors(func: F) -> F:
@@ -110,6 +110,9 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
+        except SettingsError as exc:  # found late: a TLS file read when a client is made
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
         except Exception as exc:
             from kafka.errors import KafkaError
 

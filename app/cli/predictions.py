@@ -206,10 +206,20 @@ def serve(
 
     settings = current_settings()
     count = workers or settings.api_workers
-    console.print(f"serving http://{settings.api_host}:{settings.api_port} (docs at /docs, "
-                  f"{count} worker{'s' if count > 1 else ''})"
-                  + ("; API key required" if settings.api_key else ""))
+    tls = settings.api_tls_certfile is not None
+    for name in ("api_tls_certfile", "api_tls_keyfile"):
+        path = getattr(settings, name)
+        if path is not None and not path.is_file():
+            err.print(f"[red]error:[/] STREAMFIT_{name.upper()}={path}: no such file; point "
+                      "it at the PEM file, or unset both for plain HTTP")
+            raise typer.Exit(2)
+    scope = {"all": "API key required", "expensive": "API key required for POST /score and "
+             "transient training"}[settings.api_key_scope]
+    console.print(f"serving {'https' if tls else 'http'}://{settings.api_host}:{settings.api_port}"
+                  f" (docs at /docs, {count} worker{'s' if count > 1 else ''})"
+                  + (f"; {scope}" if settings.api_key else ""))
     # Each worker process builds its own app, session and champion from the same environment
     # (uvicorn needs an import string for more than one).
     uvicorn.run("app.server:create_app", factory=True, workers=count, host=settings.api_host,
-                port=settings.api_port, log_level="warning", access_log=False)
+                port=settings.api_port, log_level="warning", access_log=False,
+                ssl_certfile=settings.api_tls_certfile, ssl_keyfile=settings.api_tls_keyfile)

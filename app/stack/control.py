@@ -17,7 +17,12 @@ import psutil
 from app.stack.process import ProcessSpec, StackError, Supervisor, wait_until
 from app.stack.services import NodeService, Service, all_services, install_connector
 from app.stack.settings import StackSettings
-from streamfit.settings import LOCAL_STACK_FILE, PLACEMENT_FIELDS
+from streamfit.settings import (
+    LOCAL_STACK_FILE,
+    PLACEMENT_FIELDS,
+    SECURITY_FIELDS,
+    local_stack_defaults,
+)
 
 #: What `stack up` starts by default.
 SERVICE_NAMES = ("cassandra", "kafka", "airflow")
@@ -82,20 +87,21 @@ def running_topology(settings: StackSettings) -> str | None:
     sup = supervisor(settings)
     if any(sup.process(c) for candidate in candidates
            for svc in all_services(candidate).values() for c in svc.components):
-        return "cluster" if (settings.home / LOCAL_STACK_FILE).exists() else "single"
+        recorded = local_stack_defaults(settings.home, "any")
+        return str(recorded.get("topology", "single"))
     return None
 
 
 def _record(settings: StackSettings) -> None:
     """Tell every later process on this machine where the running stack listens (its client
-    settings; ``streamfit.settings.LOCAL_STACK_FILE``). The single-node stack is the default
-    and needs no record."""
+    settings; ``streamfit.settings.LOCAL_STACK_FILE``). The single-node stack without TLS is
+    the default and needs no record."""
     path = settings.home / LOCAL_STACK_FILE
-    if not settings.cluster:
+    if not (settings.cluster or settings.stack_tls):
         path.unlink(missing_ok=True)
         return
     fields = ("stack_topology", "stack_cluster_size", "stack_cluster_address_block",
-              *PLACEMENT_FIELDS)
+              *PLACEMENT_FIELDS, *SECURITY_FIELDS)
     values = settings.model_dump(mode="json", include=set(fields))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"topology": settings.stack_topology, "settings": {

@@ -26,9 +26,9 @@ from pydantic import SecretStr
 
 from app.stack.maven import install_jars
 from app.stack.process import ProcessSpec, StackError, port_open
-from app.stack.settings import KAFKA_BROKER_USER, StackSettings
+from app.stack.settings import KAFKA_BROKER_USER, TLS_DIR, StackSettings
 from streamfit.airflow_api import AirflowClient, airflow_client, airflow_password
-from streamfit.settings import PLACEMENT_FIELDS, PROJECT_ROOT
+from streamfit.settings import PLACEMENT_FIELDS, PROJECT_ROOT, SECURITY_FIELDS
 
 CONF_DIR = Path(__file__).parent / "conf"
 log = logging.getLogger(__name__)
@@ -97,6 +97,16 @@ CLUSTER_COMMITLOG = """\
 # Durability: a write is acknowledged once it is fsynced to the commit log (batch mode), so a
 # killed node has every write it acknowledged, and hints bring it the rest.
 commitlog_sync: batch"""
+
+
+def _tls_material(s: StackSettings, node: Node) -> tuple[Path, Path]:
+    """The stack's CA and ``node``'s PEM key store (made on first use; see app.stack.tls)."""
+    from app.stack.tls import local_ca, server_keystore
+
+    tls_dir = s.home / TLS_DIR
+    ca = local_ca(tls_dir)
+    return ca.cert, server_keystore(ca, tls_dir, node.component,
+                                    sorted({node.address, "127.0.0.1", "localhost"}))
 
 
 def _render(template: str, **values: object) -> str:
@@ -244,6 +254,7 @@ class KafkaService(NodeService):
 
     def _write_properties(self, node: Node, data: Path) -> Path:
         s = self.settings
+        protocol = ("SASL_" if s.stack_auth else "") + ("SSL" if s.stack_tls else "PLAINTEXT")
         sasl = ""
         if s.stack_auth:
             # The brokers log in as their own user; clients log in as theirs (configure()).
@@ -253,10 +264,19 @@ class KafkaService(NodeService):
                 "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512\n"
                 f"sasl.mechanism.inter.broker.protocol={s.kafka_sasl_mechanism}\n"
             ) + "".join(
-                f"listener.name.sasl_plaintext.{mech}.sasl.jaas.config="
+                f"listener.name.{protocol.lower()}.{mech}.sasl.jaas.config="
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="{KAFKA_BROKER_USER}" password="{secret}";\n'
                 for mech in ("scram-sha-256", "scram-sha-512"))
+        # the controllers' own listener: TLS too between the cluster's nodes
+        controller = "SSL" if s.stack_tls and s.cluster else "PLAINTEXT"
+        if s.stack_tls:
+            ca, keystore = _tls_material(s, node)
+            sasl += (
+                "# TLS (STREAMFIT_STACK_TLS=true): PEM key and trust stores from the stack's CA.\n"
+                f"ssl.keystore.type=PEM\nssl.keystore.location={keystore}\n"
+                f"ssl.truststore.type=PEM\nssl.truststore.location={ca}\n"
+                "ssl.client.auth=none\nssl.endpoint.identification.algorithm=https\n")
         rf = min(3, len(self.nodes))
         # private: it may hold the broker's password
         return _write_private(node.home / "config" / "server.properties", _render(
@@ -264,7 +284,7 @@ class KafkaService(NodeService):
             port=s.kafka_port, controller_port=s.stack_kafka_controller_port,
             controller_bootstrap=",".join(f"{n.address}:{s.stack_kafka_controller_port}"
                                           for n in self.nodes),
-            data_dir=data, protocol="SASL_PLAINTEXT" if s.stack_auth else "PLAINTEXT", sasl=sasl,
+            data_dir=data, protocol=protocol, sasl=sasl, controller_protocol=controller,
             rf=rf, min_isr=2 if rf >= 3 else 1))
 
     def broker_secret(self) -> str:
@@ -416,7 +436,27 @@ class CassandraService(NodeService):
             initial_token=token, cluster="auto_bootstrap: false" if s.cluster else "",
             authenticator="PasswordAuthenticator" if auth else "AllowAllAuthenticator",
             authorizer="CassandraAuthorizer" if auth else "AllowAllAuthorizer",
-            commitlog=CLUSTER_COMMITLOG if s.cluster else SINGLE_COMMITLOG))
+            commitlog=CLUSTER_COMMITLOG if s.cluster else SINGLE_COMMITLOG,
+            encryption=self._encryption(node)))
+
+    def _encryption(self, node: Node) -> str:
+        """With STREAMFIT_STACK_TLS: clients must use TLS; in the cluster, the nodes encrypt
+        what they send each other too (and check each other's certificates)."""
+        s = self.settings
+        if not s.stack_tls:
+            return ""
+        ca, keystore = _tls_material(s, node)
+        stores = ("  ssl_context_factory:\n"
+                  "    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory\n"
+                  f"  keystore: {keystore}\n  truststore: {ca}\n")
+        out = ("# TLS (STREAMFIT_STACK_TLS=true): PEM stores from the stack's CA.\n"
+               "client_encryption_options:\n  enabled: true\n  optional: false\n"
+               "  require_client_auth: false\n" + stores)
+        if s.cluster:
+            out += ("server_encryption_options:\n  internode_encryption: all\n"
+                    "  require_client_auth: true\n  require_endpoint_verification: true\n"
+                    + stores)
+        return out
 
     def _query_local(self, settings: StackSettings | None = None) -> dict[str, tuple[str, str]]:
         """Each answering node's (bootstrapped, release_version), by address."""
@@ -594,7 +634,7 @@ class AirflowService(Service):
         s = self.settings
         keys = self._secrets()
         db = s.stack_airflow_database_url or f"sqlite:///{self.home / 'airflow.db'}"
-        base = f"http://127.0.0.1:{s.airflow_port}"
+        base = s.airflow_api_url
         venv_bin = str(Path(sys.executable).parent)
         return {
             "AIRFLOW_HOME": str(self.home),
@@ -627,6 +667,7 @@ class AirflowService(Service):
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             **self._celery_env(),
+            **self._tls_env(),
             **self._credentials_env(),
         }
 
@@ -649,6 +690,23 @@ class AirflowService(Service):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
         }
 
+    def _tls_env(self) -> dict[str, str]:
+        """With STREAMFIT_STACK_TLS: the API server serves HTTPS, and the task supervisors
+        verify it against the stack's CA."""
+        s = self.settings
+        if not s.stack_tls:
+            return {}
+        from app.stack.tls import issue, local_ca
+
+        tls_dir = s.home / TLS_DIR
+        ca = local_ca(tls_dir)
+        cert = tls_dir / "airflow-api.pem"
+        if not cert.is_file():
+            issue(ca, tls_dir, "airflow-api", ["127.0.0.1", "localhost"])
+        return {"AIRFLOW__API__SSL_CERT": str(cert),
+                "AIRFLOW__API__SSL_KEY": str(tls_dir / "airflow-api-key.pem"),
+                "AIRFLOW__API__SSL_CA_FILE": str(ca.cert)}
+
     def _credentials_env(self) -> dict[str, str]:
         """The logins DAG tasks need, from the settings `stack up` ran with (which may come from
         a .env file the tasks would not see: they run in the Airflow home)."""
@@ -656,7 +714,8 @@ class AirflowService(Service):
         env: dict[str, str] = {"STREAMFIT_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism}
         # the engine the tasks run feature builds and scoring on, where its jobs go, and where
         # the data lives and how it is replicated (the cluster's hosts and replication factors)
-        placement = {f"STREAMFIT_{name.upper()}" for name in PLACEMENT_FIELDS}
+        placement = {f"STREAMFIT_{name.upper()}" for name in (*PLACEMENT_FIELDS,
+                                                                *SECURITY_FIELDS)}
         env.update({k: v for k, v in s.as_env().items()
                     if k == "STREAMFIT_ENGINE" or k.startswith("STREAMFIT_SPARK_")
                     or k in placement})

@@ -10,11 +10,15 @@ in the core settings, so a process pointed at managed services never sees these.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from streamfit.settings import STACK_PREFIX, Port, Settings, build_settings, check_heap, check_port
+
+#: Where ``stack up`` keeps the CA and the servers' certificates, under the home.
+TLS_DIR = "tls"
 
 #: The local Kafka broker's own SASL user (inter-broker logins and creating the client user).
 KAFKA_BROKER_USER = "streamfit-broker"
@@ -67,6 +71,13 @@ class StackSettings(Settings):
         "STREAMFIT_KAFKA_USERNAME/PASSWORD, which every client then logs in as; all four are "
         "required.",
     )
+    stack_tls: bool = Field(
+        default=False,
+        description="Run the local stack over TLS: `stack up` makes a CA and a certificate per "
+        "server under <home>/tls, Kafka serves SSL (SASL_SSL with logins) and Cassandra requires "
+        "client encryption (and encrypts between its nodes in the cluster topology). Clients "
+        "then verify the servers against that CA: `stack up` records the client settings.",
+    )
     stack_startup_timeout_s: float = Field(
         default=180.0, gt=0, description="How long `stack up` waits for each service."
     )
@@ -104,6 +115,24 @@ class StackSettings(Settings):
             "replication_strategy": "NetworkTopologyStrategy",
             "replication_dcs": {data.get("cassandra_local_dc", "datacenter1"): 3},
             "kafka_replication_factor": 3,
+        }
+        return {**defaults, **data}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tls_clients(cls, data: Any) -> Any:
+        """With STREAMFIT_STACK_TLS, the clients speak TLS and trust the stack's CA, unless the
+        environment says otherwise."""
+        if not isinstance(data, dict) or str(data.get("stack_tls", "")).lower() not in (
+                "1", "true", "yes", "on"):
+            return data
+        from streamfit.settings import PROJECT_ROOT
+
+        home = Path(data.get("home") or PROJECT_ROOT / ".streamfit").expanduser().resolve()
+        ca = str(home / TLS_DIR / "ca.pem")
+        defaults = {
+            "kafka_ssl": True, "kafka_ssl_cafile": ca, "cassandra_ssl": True, "cassandra_ssl_cafile": ca,
+            "airflow_ssl_cafile": ca,
         }
         return {**defaults, **data}
 

@@ -1,11 +1,15 @@
-"""Scenario 7: the local stack with logins (STREAMFIT_STACK_AUTH=true).
+"""Scenario 7: the local stack with logins and TLS (STREAMFIT_STACK_AUTH=true,
+STREAMFIT_STACK_TLS=true).
 
-The suite's stack is restarted with Cassandra's PasswordAuthenticator and Kafka SASL/SCRAM. Then:
-the whole flow runs with the credentials from settings (ingest, dead letters) and from the
-environment (Airflow's tasks build features, train and score; the CLI reads predictions); a
-client without a login or with a wrong password is refused with an error naming the settings to
-fix; and no password appears in any log the stack, Airflow's tasks or the CLI wrote. The plain
-stack is restored afterwards.
+The suite's stack is restarted with Cassandra's PasswordAuthenticator and client encryption, Kafka
+SASL/SCRAM over TLS (SASL_SSL) and Airflow's API over HTTPS, every certificate from the stack's
+own CA. Then: the whole flow runs with the credentials from settings (ingest, dead letters) and
+from the environment (Airflow's tasks build features, train and score; the CLI reads
+predictions; `streamfit serve` answers over HTTPS); a client without a login, with a wrong
+password, trusting another CA, dialling a name the certificates do not hold, or speaking
+plaintext to a TLS port is refused with one line naming the setting to fix; and no password or
+private key appears in any log the stack, Airflow's tasks or the CLI wrote. The plain stack is
+restored afterwards.
 """
 
 from __future__ import annotations
@@ -65,6 +69,15 @@ def _credentials(home: Path) -> dict[str, str]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
+def with_tls(settings: S) -> S:
+    """``settings`` with the stack's TLS on, and its clients trusting the stack's CA (what the
+    stack's settings derive; a copy does not run that derivation)."""
+    ca = settings.home / "tls" / "ca.pem"
+    return settings.model_copy(update={
+        "stack_tls": True, "cassandra_ssl": True, "cassandra_ssl_cafile": ca,
+        "kafka_ssl": True, "kafka_ssl_cafile": ca, "airflow_ssl_cafile": ca})
+
+
 def with_logins(settings: S) -> S:
     """``settings`` with the stack's logins on, as the test's users (``_credentials``)."""
     creds = _credentials(settings.home)
@@ -83,7 +96,7 @@ pytestmark = pytest.mark.restarts_stack
 def secure_stack(stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """The suite's stack, restarted with logins on; restarted plain again afterwards, unless
     the session is about to stop it (see ``restore_after_restart``)."""
-    secure = with_logins(stack)
+    secure = with_tls(with_logins(stack))
     control.down(stack)
     try:
         control.up(secure)
@@ -114,16 +127,71 @@ def _log_files(settings: Settings) -> list[Path]:
     return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
 
 
+def _tls_refusals(s: Settings, tmp_path: Path) -> list[str]:
+    """Clients that trust another CA, dial a name the certificates do not hold, speak
+    plaintext to a TLS port, or name a key file that is not there: each refused with one line
+    naming the setting to fix (in Python, and from the CLI without a traceback)."""
+    from app.stack.tls import make_ca
+    from streamfit.cassandra import CassandraTLSError, CassandraUnavailable
+    from streamfit.kafka import KafkaTLSError
+    from streamfit.settings import SettingsError
+
+    other = make_ca(tmp_path / "other-ca", "a CA the stack never used")
+    untrusting = s.model_copy(update={"kafka_ssl_cafile": other.cert,
+                                      "cassandra_ssl_cafile": other.cert})
+    with pytest.raises(KafkaTLSError) as kafka_refused:
+        kafka_io.admin(untrusting).close()
+    with pytest.raises(CassandraTLSError) as cass_refused, connect(untrusting, keyspace=None):
+        pass
+    for refused, service in ((kafka_refused, "KAFKA"), (cass_refused, "CASSANDRA")):
+        line = str(refused.value)
+        assert f"not signed by a CA in STREAMFIT_{service}_SSL_CAFILE" in line, line
+        assert "\n" not in line
+    # 127.1 reaches 127.0.0.1, but no certificate names it. (The Cassandra driver checks the
+    # address it resolved a name to, which the nodes' certificates hold.)
+    elsewhere = s.model_copy(update={"kafka_bootstrap_servers": f"127.1:{s.kafka_port}"})
+    with pytest.raises(KafkaTLSError, match="does not name that host: dial a name its "
+                       "certificate holds .STREAMFIT_KAFKA_BOOTSTRAP_SERVERS."):
+        kafka_io.admin(elsewhere).close()
+    plaintext = s.model_copy(update={"kafka_security_protocol": "SASL_PLAINTEXT",
+                                     "cassandra_ssl": False})
+    with pytest.raises((KafkaTLSError, KafkaAuthError, KafkaTimeoutError)) as kafka_plain:
+        kafka_io.admin(plaintext).close()
+    with pytest.raises(CassandraUnavailable) as cass_plain, connect(plaintext, keyspace=None):
+        pass
+    assert "STREAMFIT_KAFKA_SSL=true" in str(kafka_plain.value), kafka_plain.value
+    assert "STREAMFIT_CASSANDRA_SSL" in str(cass_plain.value), cass_plain.value
+    missing = tmp_path / "no-such-key.pem"
+    keyless = s.model_copy(update={"kafka_ssl_certfile": other.cert, "kafka_ssl_keyfile": missing})
+    with pytest.raises(SettingsError, match=f"STREAMFIT_KAFKA_SSL_KEYFILE={missing}: no such"):
+        kafka_io.admin(keyless)
+    outputs = []
+    for changes, says in (
+            ({"STREAMFIT_KAFKA_SSL_CAFILE": str(other.cert)}, "STREAMFIT_KAFKA_SSL_CAFILE"),
+            ({"STREAMFIT_KAFKA_SSL_CERTFILE": str(other.cert),
+              "STREAMFIT_KAFKA_SSL_KEYFILE": str(missing)}, "STREAMFIT_KAFKA_SSL_KEYFILE")):
+        proc = _cli(_env(s, **changes), "ingest", "status")
+        outputs += [proc.stdout, proc.stderr]
+        assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr
+        assert says in proc.stderr, proc.stderr
+    return outputs
+
+
 def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   tmp_path: Path) -> None:
     caplog.set_level(logging.INFO)
     tag = uuid.uuid4().hex[:10]
     s = secure_stack.model_copy(update={
         "keyspace": f"t_secure_{tag}", "events_topic": f"t.secure.{tag}",
         "ingest_group": f"t-secure-{tag}", "ingest_metrics_port": 0, "signal_interval_s": 1.0})
     assert s.cassandra_password and s.kafka_password
+    # the passwords, and a line from the body of every private key the stack made
+    keys = sorted((s.home / "tls").glob("*key*.pem"))
+    assert keys, "the TLS stack made no private keys"
     secret_values = [s.cassandra_password.get_secret_value(), s.kafka_password.get_secret_value(),
-                     KafkaService(s).broker_secret()]
+                     KafkaService(s).broker_secret(),
+                     *(key.read_text().splitlines()[2] for key in keys)]
     outputs: list[str] = []
 
     # --- the stack refuses clients without a login, and explains wrong credentials -----------
@@ -151,6 +219,9 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
         outputs += [proc.stdout, proc.stderr]
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "refused" in proc.stderr and wrong not in proc.stdout + proc.stderr
+
+    # --- TLS: a client that cannot verify the servers, or speaks plaintext, is told why ------
+    outputs += _tls_refusals(s, tmp_path)
 
     # --- the whole flow with the right ones: settings here, env in Airflow and the CLI -------
     with connect(s, keyspace=None) as session:
@@ -190,7 +261,20 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
                 "--format", "json")
     outputs += [proc.stdout, proc.stderr]
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout), "the CLI read no predictions"
+    listed = json.loads(proc.stdout)
+    assert listed, "the CLI read no predictions"
+    # ... and the API serves one over HTTPS, its certificate from the stack's CA
+    from app.stack.tls import local_ca
+    from tests.support.https import serving_https, trusting
+
+    with serving_https(_env(s), local_ca(s.home / "tls"), tmp_path) as url:
+        flight = listed[0]["flight_id"]
+        got = httpx.get(f"{url}/predictions/{flight}", verify=trusting(s.home / "tls" / "ca.pem"))
+        assert got.status_code == 200 and got.json()["flight_id"] == flight, got.text
+    # the files holding secrets are the owner's alone
+    private = [s.home / "airflow" / "passwords.json", KafkaService(s).broker_secret_file, *keys]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in private), [
+        (str(p), oct(p.stat().st_mode & 0o777)) for p in private]
 
     # --- and no password in any log -----------------------------------------------------------
     files = _log_files(s)
@@ -203,7 +287,8 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
     assert any(f"Authenticated as {s.kafka_username}" in text for text in texts)
     record(Row("7. logins (SCRAM, PasswordAuthenticator)", len(events) + len(bad), len(set(ids)),
                len(letters), len(expected - set(ids)), len(ids) - len(set(ids)), None,
-               f"wrong/no credentials refused clearly; no secret in {len(files)} log files"))
+               f"over TLS; wrong/no credentials and untrusted servers refused clearly; no "
+               f"password or private key in {len(files)} log files"))
     # its keyspace was announced to Airflow: dropped, so the DAGs' fallback stops serving it
     with connect(s, keyspace=None) as session:
         session.execute(f"DROP KEYSPACE IF EXISTS {s.keyspace}", timeout=60)

@@ -4,6 +4,7 @@ in uvicorn on a loopback port and is called over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -383,6 +384,49 @@ def test_an_api_key_can_be_required(keyed_api: str) -> None:
     assert httpx.get(f"{keyed_api}/models", headers={"X-API-Key": KEY}).status_code == 200
     bearer = {"Authorization": f"Bearer {KEY}"}
     assert httpx.get(f"{keyed_api}/models", headers=bearer).status_code == 200
+
+
+def test_the_key_can_guard_only_the_expensive_calls(served: Settings) -> None:
+    """STREAMFIT_API_KEY_SCOPE=expensive: stored predictions and models read without the key,
+    POST /score and transient training still need it."""
+    from pydantic import SecretStr
+
+    some = next(iter(_stored(served, NEXT)))
+    keyed = served.model_copy(update={"api_key": SecretStr(KEY), "api_key_scope": "expensive"})
+    with serving(keyed) as url:
+        assert httpx.get(f"{url}/predictions/{some}").status_code == 200
+        assert httpx.get(f"{url}/models").status_code == 200
+        body = {"flights": [{"flight_id": some}]}
+        assert httpx.post(f"{url}/score", json=body, timeout=60).status_code == 401
+        assert httpx.post(f"{url}/transient", json={}).status_code == 401
+        scored = httpx.post(f"{url}/score", json=body, headers={"X-API-Key": KEY}, timeout=60)
+        assert scored.status_code != 401, scored.text
+
+
+def test_serve_speaks_https_with_the_configured_certificate(served: Settings,
+                                                            tmp_path: Path) -> None:
+    """`streamfit serve` with STREAMFIT_API_TLS_CERTFILE/KEYFILE: a prediction is read over
+    HTTPS verified against the CA; a plain-HTTP request to the same port gets no answer."""
+    from app.stack.tls import make_ca
+    from tests.support.https import serving_https, trusting
+
+    ca = make_ca(tmp_path / "ca")
+    some = next(iter(_stored(served, NEXT)))
+    env = {**os.environ, "STREAMFIT_KEYSPACE": served.keyspace}
+    with serving_https(env, ca, tmp_path) as url:
+        got = httpx.get(f"{url}/predictions/{some}", verify=trusting(ca.cert))
+        assert got.status_code == 200 and got.json()["flight_id"] == some
+        with pytest.raises(httpx.TransportError):  # the system's CAs do not know ours
+            httpx.get(f"{url}/health/live")
+        plain = None
+        with contextlib.suppress(httpx.TransportError):
+            plain = httpx.get(url.replace("https:", "http:") + "/health/live", timeout=5)
+        assert plain is None or plain.status_code >= 400
+    env["STREAMFIT_API_TLS_CERTFILE"] = str(tmp_path / "api.pem")
+    bad = subprocess.run([str(Path(sys.executable).parent / "streamfit"), "serve"],
+                         env={**env, "STREAMFIT_API_TLS_KEYFILE": str(tmp_path / "none.pem")},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "STREAMFIT_API_TLS_KEYFILE" in bad.stderr, bad.stderr
 
 
 def test_client_reads_one_partition_per_call(served: Settings) -> None:

@@ -25,12 +25,15 @@ PASSWORD = "pa55word-not-in-logs"
 def _secure(tmp_path: Path) -> StackSettings:
     return StackSettings(home=tmp_path, stack_auth=True, cassandra_username="app",
                     cassandra_password=SecretStr(PASSWORD), kafka_username="app",
-                    kafka_password=SecretStr(PASSWORD), _env_file=None)  # type: ignore[call-arg]
+                    kafka_password=SecretStr(PASSWORD), _env_file=None,  # type: ignore[call-arg]
+                    # nothing listens there: a probe after a failure finds no broker at all
+                    kafka_bootstrap_servers="127.0.0.1:9")
 
 
 def test_plain_clients_have_no_sasl(tmp_path: Path) -> None:
     config = client_config(StackSettings(home=tmp_path, _env_file=None), "c")  # type: ignore[call-arg]
-    assert "security_protocol" not in config and "sasl_plain_password" not in config
+    assert config["security_protocol"] == "PLAINTEXT" and "sasl_plain_password" not in config
+    assert "ssl_context" not in config
 
 
 def test_sasl_clients_log_in_with_the_settings(tmp_path: Path) -> None:

@@ -336,3 +336,49 @@ def test_processes_find_the_running_cluster_through_its_record(
     monkeypatch.delenv("STREAMFIT_STACK_TOPOLOGY")
     with pytest.raises(SettingsError, match="local-stack.json is unreadable"):
         load_settings()
+
+
+def test_a_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """STREAMFIT_<SECRET>_FILE, as container platforms mount secrets: the file's text, without
+    its trailing line break; the .env file may name it too."""
+    (tmp_path / "kafka-password").write_text("s3cret value\n")
+    (tmp_path / "api-key").write_text("k" * 20)
+    monkeypatch.setenv("STREAMFIT_KAFKA_USERNAME", "streamfit")
+    monkeypatch.setenv("STREAMFIT_KAFKA_PASSWORD_FILE", str(tmp_path / "kafka-password"))
+    (tmp_path / ".env").write_text(f"STREAMFIT_API_KEY_FILE={tmp_path / 'api-key'}\n")
+    s = load_settings()
+    assert s.kafka_password is not None and s.kafka_password.get_secret_value() == "s3cret value"
+    assert s.api_key is not None and s.api_key.get_secret_value() == "k" * 20
+    assert "s3cret" not in repr(s)
+    # a child process given the value by its parent, with the same _FILE inherited, agrees
+    monkeypatch.setenv("STREAMFIT_KAFKA_PASSWORD", "s3cret value")
+    assert load_settings().kafka_password == s.kafka_password
+
+
+@pytest.mark.parametrize(("content", "direct", "says"), [
+    (None, None, "STREAMFIT_CASSANDRA_PASSWORD_FILE: cannot read"),
+    ("\n", None, "is empty; write the secret in it"),
+    ("filed-xq7", "direct-zr2",
+     "STREAMFIT_CASSANDRA_PASSWORD and STREAMFIT_CASSANDRA_PASSWORD_FILE are both"),
+])
+def test_a_secret_file_that_cannot_serve_is_refused_by_name(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, content: str | None, direct: str | None,
+        says: str) -> None:
+    path = tmp_path / "secret"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("STREAMFIT_CASSANDRA_USERNAME", "streamfit")
+    monkeypatch.setenv("STREAMFIT_CASSANDRA_PASSWORD_FILE", str(path))
+    if direct:
+        monkeypatch.setenv("STREAMFIT_CASSANDRA_PASSWORD", direct)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert says in str(err.value)
+    if direct:  # the secrets themselves are never echoed
+        assert content and content not in str(err.value) and direct not in str(err.value)
+
+
+def test_file_keys_exist_only_for_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFIT_KEYSPACE_FILE", "/tmp/ks")
+    with pytest.raises(SettingsError, match="STREAMFIT_KEYSPACE_FILE: not a streamfit setting"):
+        load_settings()

@@ -59,3 +59,28 @@ def test_python_workers_are_limited_only_when_asked() -> None:
     assert conf["spark.executor.pyspark.memory"] == "2g"
     with pytest.raises(ValueError, match="not a JVM heap size"):
         Settings(spark_python_memory="lots")
+
+
+def test_a_pem_ca_becomes_the_java_trust_store_the_connector_reads(tmp_path: Path) -> None:
+    """The connector takes no PEM: each CA of the file becomes a trusted entry of a PKCS#12
+    store (made once per content), and the jobs' configuration points at it."""
+    import subprocess
+
+    from app.stack.tls import make_ca
+    from streamfit.settings import Settings
+    from streamfit.spark import TRUSTSTORE_PASSWORD, java_truststore, spark_conf
+
+    both = tmp_path / "cas.pem"
+    both.write_bytes(make_ca(tmp_path / "a").cert.read_bytes()
+                     + make_ca(tmp_path / "b", "another CA").cert.read_bytes())
+    store = java_truststore(both, tmp_path / "cache")
+    assert java_truststore(both, tmp_path / "cache") == store
+    listed = subprocess.run(["keytool", "-list", "-keystore", str(store), "-storetype", "PKCS12",
+                             "-storepass", TRUSTSTORE_PASSWORD], capture_output=True, text=True,
+                            check=True).stdout
+    assert listed.count("trustedCertEntry") == 2
+    conf = spark_conf(Settings(cassandra_ssl=True, cassandra_ssl_cafile=both,  # type: ignore[call-arg]
+                               home=tmp_path))
+    assert conf["spark.cassandra.connection.ssl.enabled"] == "true"
+    assert conf["spark.cassandra.connection.ssl.trustStore.path"] == str(store)
+    assert "spark.cassandra.connection.ssl.enabled" not in spark_conf(Settings(home=tmp_path))  # type: ignore[call-arg]

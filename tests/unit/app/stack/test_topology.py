@@ -91,3 +91,40 @@ def test_airflow_runs_celery_and_tells_tasks_where_the_data_lives(cluster: Stack
     spark = SparkService(cluster)
     assert spark.components == ("spark-master", "spark-worker-1", "spark-worker-2")
     assert spark.component_ports("spark-worker-2") == ["18083"]
+
+
+def test_tls_makes_a_ca_and_pem_stores_and_points_the_clients_at_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import yaml as pyyaml
+
+    for key in list(os.environ):
+        if key.startswith("STREAMFIT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    s = load_stack_settings(stack_topology="cluster", home=tmp_path, stack_tls=True)
+    ca = tmp_path / "tls" / "ca.pem"
+    assert (s.kafka_protocol, s.kafka_ssl_cafile, s.cassandra_ssl, s.cassandra_ssl_cafile) == (
+        "SSL", ca, True, ca)
+    kafka = KafkaService(s)
+    props = _props(kafka._write_properties(kafka.nodes[1], tmp_path / "k"))
+    assert props["listeners"].startswith("SSL://127.0.1.2:9092")
+    assert props["listener.security.protocol.map"] == "SSL:SSL,CONTROLLER:SSL"
+    assert (props["ssl.keystore.type"], props["ssl.truststore.location"]) == ("PEM", str(ca))
+    keystore = Path(props["ssl.keystore.location"])
+    assert keystore.stat().st_mode & 0o777 == 0o600
+    assert keystore.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    cassandra = CassandraService(s)
+    conf = pyyaml.safe_load(cassandra._write_yaml(cassandra.nodes[0], tmp_path / "d").read_text())
+    assert conf["client_encryption_options"]["enabled"] is True
+    assert conf["client_encryption_options"]["optional"] is False
+    assert conf["server_encryption_options"]["internode_encryption"] == "all"
+    # logins on too: SASL over TLS
+    secure = load_stack_settings(stack_tls=True, stack_auth=True, home=tmp_path,
+                                 cassandra_username="app", cassandra_password="password1",
+                                 kafka_username="app", kafka_password="password1")
+    assert secure.kafka_protocol == "SASL_SSL"
+    props = _props(KafkaService(secure)._write_properties(KafkaService(secure).nodes[0],
+                                                          tmp_path / "k1"))
+    assert "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config" in props
