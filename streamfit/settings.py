@@ -606,15 +606,20 @@ def local_stack_defaults(home: Path, asked: str | None = None) -> dict[str, Any]
     return data
 
 
-def _given_value(key: str) -> str | None:
-    """``key``'s value in the environment, else in ``.env``."""
-    if key in os.environ:
-        return os.environ[key]
+def _given() -> dict[str, str | None]:
+    """Every value given to this process: ``.env``'s, overridden by the environment's."""
+    values: dict[str, str | None] = {}
     if Path(".env").is_file():
         from dotenv import dotenv_values
 
-        return dotenv_values(".env").get(key)
-    return None
+        values.update(dotenv_values(".env"))
+    values.update(os.environ)
+    return values
+
+
+def _given_value(key: str) -> str | None:
+    """``key``'s value in the environment, else in ``.env``."""
+    return _given().get(key)
 
 
 #: The local stack's own settings (app.stack.settings) own this namespace: a process that only
@@ -626,12 +631,7 @@ S = TypeVar("S", bound=BaseSettings)
 
 def _given_keys() -> list[str]:
     """The STREAMFIT_* keys of the environment and of ``.env``."""
-    from dotenv import dotenv_values
-
-    keys = set(os.environ)
-    if Path(".env").is_file():
-        keys |= {k for k in dotenv_values(".env") if k}
-    return sorted(k for k in keys if k.upper().startswith("STREAMFIT_"))
+    return sorted(k for k in _given() if k and k.upper().startswith("STREAMFIT_"))
 
 
 #: ``STREAMFIT_<SECRET>_FILE`` names a file holding a secret setting's value, as container
@@ -651,12 +651,13 @@ def secrets_from_files(cls: type[BaseSettings]) -> dict[str, str]:
     is refused with the setting's name."""
     out: dict[str, str] = {}
     problems = []
+    given = _given()  # read .env once, not twice per secret
     for name in secret_fields(cls):
         key = f"STREAMFIT_{name.upper()}"
-        path = _given_value(key + FILE_SUFFIX)
+        path = given.get(key + FILE_SUFFIX)
         if not path:
             continue
-        direct = _given_value(key)
+        direct = given.get(key)
         try:
             text = Path(path).expanduser().read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

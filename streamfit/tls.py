@@ -92,6 +92,7 @@ def explain(error: BaseException | str, settings: Settings, service: Service, wh
         return any(n in text for n in needles)
 
     cafile = getattr(settings, f"{service}_ssl_cafile")
+    no_tls = "STREAMFIT_KAFKA_SSL=false" if service == "kafka" else "STREAMFIT_CASSANDRA_SSL=false"
     if has(_EXPIRED):
         return (f"the certificate {where} presented has expired: renew the server's "
                 "certificate (the client's clock says it is past its notAfter date)")
@@ -109,15 +110,11 @@ def explain(error: BaseException | str, settings: Settings, service: Service, wh
         return (f"the certificate {where} presented is not signed by a CA in {trust}: point it "
                 "at the CA that signed the servers' certificates")
     if has(_NOT_TLS):
-        fix = ("STREAMFIT_KAFKA_SSL=false"
-               if service == "kafka" else "STREAMFIT_CASSANDRA_SSL=false")
-        return (f"{where} does not speak TLS: point at its TLS port, or set {fix} if the server "
-                "has no TLS")
+        return (f"{where} does not speak TLS: point at its TLS port, or set {no_tls} if the "
+                "server has no TLS")
     if has(_CLOSED):
-        fix = ("STREAMFIT_KAFKA_SSL=false"
-               if service == "kafka" else "STREAMFIT_CASSANDRA_SSL=false")
         return (f"{where} closed the connection during the TLS handshake: it does not speak "
-                f"TLS there (point at its TLS port, or set {fix}), or it wants a client "
+                f"TLS there (point at its TLS port, or set {no_tls}), or it wants a client "
                 f"certificate ({_env(service, 'certfile')})")
     if has(_CLIENT_REFUSED):
         return (f"{where} refused this client's certificate: set {_env(service, 'certfile')} "

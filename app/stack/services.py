@@ -696,15 +696,12 @@ class AirflowService(Service):
         s = self.settings
         if not s.stack_tls:
             return {}
-        from app.stack.tls import issue, local_ca
+        from app.stack.tls import local_ca, server_certificate
 
         tls_dir = s.home / TLS_DIR
         ca = local_ca(tls_dir)
-        cert = tls_dir / "airflow-api.pem"
-        if not cert.is_file():
-            issue(ca, tls_dir, "airflow-api", ["127.0.0.1", "localhost"])
-        return {"AIRFLOW__API__SSL_CERT": str(cert),
-                "AIRFLOW__API__SSL_KEY": str(tls_dir / "airflow-api-key.pem"),
+        cert = server_certificate(ca, tls_dir, "airflow-api", ["127.0.0.1", "localhost"])
+        return {"AIRFLOW__API__SSL_CERT": str(cert.cert), "AIRFLOW__API__SSL_KEY": str(cert.key),
                 "AIRFLOW__API__SSL_CA_FILE": str(ca.cert)}
 
     def _credentials_env(self) -> dict[str, str]:

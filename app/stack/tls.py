@@ -109,22 +109,28 @@ def local_ca(tls_dir: Path) -> Issued:
     return make_ca(tls_dir)
 
 
-def server_keystore(ca: Issued, tls_dir: Path, name: str, hosts: list[str]) -> Path:
-    """``<name>-keystore.pem`` (the private key, then the certificate): the PEM key store Kafka
-    and Cassandra read. Issued once per server; reissued when it names other hosts or expires
-    within a week."""
-    path = tls_dir / f"{name}-keystore.pem"
-    if path.is_file():
-        cert = x509.load_pem_x509_certificate(path.read_bytes().split(b"-----END PRIVATE KEY-----")
-                                              [-1])
+def server_certificate(ca: Issued, tls_dir: Path, name: str, hosts: list[str]) -> Issued:
+    """``<name>.pem`` and ``<name>-key.pem``, signed by ``ca`` for ``hosts``: issued once per
+    server, reissued when it names other hosts or expires within a week."""
+    current = Issued(tls_dir / f"{name}.pem", tls_dir / f"{name}-key.pem")
+    if current.cert.is_file() and current.key.is_file():
+        cert = x509.load_pem_x509_certificate(current.cert.read_bytes())
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        named = [str(n.value) for n in sans]
-        if (sorted(named) == sorted(hosts)
+        if (sorted(str(n.value) for n in sans) == sorted(hosts)
                 and cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=7)):
-            return path
-    issued = issue(ca, tls_dir, name, hosts)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(issued.key.read_bytes() + issued.cert.read_bytes())
-    path.chmod(0o600)
+            return current
+    return issue(ca, tls_dir, name, hosts)
+
+
+def server_keystore(ca: Issued, tls_dir: Path, name: str, hosts: list[str]) -> Path:
+    """``<name>-keystore.pem`` (the private key, then the certificate of
+    ``server_certificate``): the PEM key store Kafka and Cassandra read."""
+    issued = server_certificate(ca, tls_dir, name, hosts)
+    path = tls_dir / f"{name}-keystore.pem"
+    content = issued.key.read_bytes() + issued.cert.read_bytes()
+    if not path.is_file() or path.read_bytes() != content:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        path.chmod(0o600)
     return path
