@@ -133,6 +133,11 @@ def land(s: StackSettings, events: list[dict[str, Any]]) -> dict[str, Any]:
     cpu["ingest workers"] = round(worker_cpu, 1)
     with connect(run, keyspace=None) as session:
         session.execute(f"DROP KEYSPACE IF EXISTS {run.keyspace}", timeout=120)
+    admin = kafka_io.admin(run)
+    try:
+        admin.delete_topics([run.events_topic, run.dead_letter_topic])
+    finally:
+        admin.close()
     return {"events": total, "seconds": round(took, 1), "events_per_s": round(total / took),
             "cpu_s": cpu, "cpu_s_total": round(sum(cpu.values()), 1),
             "peak_rss_mb": {k: round(v) for k, v in peak.items()}}

@@ -92,8 +92,9 @@ class Settings(BaseSettings):
         default=None, description="Kafka SASL user. Set: clients log in (SASL_PLAINTEXT, or "
         "SASL_SSL).")
     kafka_password: SecretStr | None = Field(default=None, description="Kafka SASL password.")
-    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        default="SCRAM-SHA-512", description="Kafka SASL mechanism of clients and the local stack.")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="Kafka SASL mechanism: SCRAM-SHA-256 or -512, or "
+        "PLAIN (Confluent Cloud's API keys; only over TLS, as it sends the password itself).")
     kafka_ssl: bool = Field(
         default=False, description="Talk TLS to Kafka: SSL, or SASL_SSL with "
         "STREAMFIT_KAFKA_USERNAME, verifying the brokers' certificates against "
@@ -419,6 +420,12 @@ class Settings(BaseSettings):
                 f"STREAMFIT_KAFKA_USERNAME is set but STREAMFIT_KAFKA_SECURITY_PROTOCOL="
                 f"{self.kafka_security_protocol} has no login; use SASL_SSL (or SASL_PLAINTEXT), "
                 "or unset the username")
+        if (self.kafka_sasl_mechanism == "PLAIN" and self.kafka_username
+                and self.kafka_protocol == "SASL_PLAINTEXT"):
+            raise ValueError(
+                "STREAMFIT_KAFKA_SASL_MECHANISM=PLAIN sends the password itself, and "
+                "SASL_PLAINTEXT would send it unencrypted: set STREAMFIT_KAFKA_SSL=true "
+                "(SASL_SSL), or use SCRAM-SHA-512")
         if (self.kafka_security_protocol or "").startswith("SASL") and not self.kafka_username:
             raise ValueError(
                 f"STREAMFIT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "

@@ -198,6 +198,27 @@ def status(settings: StackSettings, only: Iterable[str] | None = None) -> list[C
     return rows
 
 
+def reload_cassandra_tls(settings: StackSettings) -> None:
+    """Make every running Cassandra node read its TLS stores again, without a restart (after a
+    certificate was replaced in place). Cassandra only checks its files every 10 minutes by
+    itself; this asks each node's StorageService at once, through the JVM's attach API."""
+    import subprocess
+
+    from app.stack.services import CONF_DIR, CassandraService
+
+    procs = [(c, supervisor(settings).process(c)) for c in CassandraService(settings).components]
+    missing = [c for c, proc in procs if proc is None]
+    if missing:
+        raise StackError(f"{', '.join(missing)} not running: nothing to reload")
+    for component, proc in procs:
+        assert proc is not None
+        done = subprocess.run(["java", str(CONF_DIR / "ReloadSsl.java"), str(proc.pid)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no output"])[0]
+            raise StackError(f"{component} did not reload its certificates: {last}")
+
+
 def running(settings: StackSettings, service: str) -> bool:
     svc = all_services(settings)[service]
     sup = supervisor(settings)

@@ -99,6 +99,11 @@ CLUSTER_COMMITLOG = """\
 commitlog_sync: batch"""
 
 
+def _jaas_quoted(value: str) -> str:
+    """``value`` inside a JAAS option's double quotes (Kafka's parser reads backslash escapes)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _tls_material(s: StackSettings, node: Node) -> tuple[Path, Path]:
     """The stack's CA and ``node``'s PEM key store (made on first use; see app.stack.tls)."""
     from app.stack.tls import local_ca, server_keystore
@@ -259,15 +264,23 @@ class KafkaService(NodeService):
         if s.stack_auth:
             # The brokers log in as their own user; clients log in as theirs (configure()).
             secret = self.broker_secret()
+            # PLAIN too over TLS (Confluent Cloud's mechanism), for the client's user only: it
+            # sends the password itself, so never on a plaintext listener.
+            plain = s.stack_tls and s.kafka_username and s.kafka_password
             sasl = (
                 "# SASL/SCRAM on the client listener (STREAMFIT_STACK_AUTH=true).\n"
-                "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512\n"
-                f"sasl.mechanism.inter.broker.protocol={s.kafka_sasl_mechanism}\n"
+                f"sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512{',PLAIN' if plain else ''}\n"
+                f"sasl.mechanism.inter.broker.protocol={self.broker_mechanism}\n"
             ) + "".join(
                 f"listener.name.{protocol.lower()}.{mech}.sasl.jaas.config="
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="{KAFKA_BROKER_USER}" password="{secret}";\n'
                 for mech in ("scram-sha-256", "scram-sha-512"))
+            if plain and s.kafka_username and s.kafka_password:
+                sasl += (f"listener.name.{protocol.lower()}.plain.sasl.jaas.config="
+                         "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                         f'user_{s.kafka_username}="'
+                         f'{_jaas_quoted(s.kafka_password.get_secret_value())}";\n')
         # the controllers' own listener: TLS too between the cluster's nodes
         controller = "SSL" if s.stack_tls and s.cluster else "PLAINTEXT"
         if s.stack_tls:
@@ -286,6 +299,12 @@ class KafkaService(NodeService):
                                           for n in self.nodes),
             data_dir=data, protocol=protocol, sasl=sasl, controller_protocol=controller,
             rf=rf, min_isr=2 if rf >= 3 else 1))
+
+    @property
+    def broker_mechanism(self) -> str:
+        """The brokers' own SASL mechanism: the clients' when it is SCRAM (their user is SCRAM)."""
+        mechanism = self.settings.kafka_sasl_mechanism
+        return mechanism if mechanism.startswith("SCRAM") else "SCRAM-SHA-512"
 
     def broker_secret(self) -> str:
         path = self.broker_secret_file
@@ -333,7 +352,8 @@ class KafkaService(NodeService):
         if not self.settings.stack_auth:
             return self.settings
         return self.settings.model_copy(update={
-            "kafka_username": KAFKA_BROKER_USER, "kafka_password": SecretStr(self.broker_secret())})
+            "kafka_username": KAFKA_BROKER_USER, "kafka_password": SecretStr(self.broker_secret()),
+            "kafka_sasl_mechanism": self.broker_mechanism})
 
     def _live_brokers(self) -> set[int]:
         from streamfit.kafka import admin  # local: keeps `streamfit --help` fast
@@ -366,7 +386,8 @@ class KafkaService(NodeService):
 
         from streamfit.kafka import admin
 
-        mechanism = ScramMechanism[s.kafka_sasl_mechanism.replace("-", "_")]
+        # a SCRAM user with PLAIN too (its PLAIN password is in the brokers' JAAS settings)
+        mechanism = ScramMechanism[self.broker_mechanism.replace("-", "_")]
         client = admin(self._broker_settings())
         try:
             errors = client.alter_user_scram_credentials([UserScramCredentialUpsertion(

@@ -7,7 +7,8 @@ own CA. Then: the whole flow runs with the credentials from settings (ingest, de
 from the environment (Airflow's tasks build features, train and score; the CLI reads
 predictions; `streamfit serve` answers over HTTPS); a client without a login, with a wrong
 password, trusting another CA, dialling a name the certificates do not hold, or speaking
-plaintext to a TLS port is refused with one line naming the setting to fix; and no password or
+plaintext to a TLS port, or meeting an expired certificate, is refused with one line naming the
+setting to fix; PLAIN logins over TLS work as SCRAM ones do; and no password or
 private key appears in any log the stack, Airflow's tasks or the CLI wrote. The plain stack is
 restored afterwards.
 """
@@ -177,6 +178,41 @@ def _tls_refusals(s: Settings, tmp_path: Path) -> list[str]:
     return outputs
 
 
+def _bad_server_certificates(s: Settings, tmp_path: Path) -> list[str]:
+    """Cassandra presenting an expired certificate, then one issued for another host, each put
+    in place of its own and read without a restart (as an operator rotating a certificate
+    would): a client is refused with one line saying why. Its own certificate is put back."""
+    from app.stack.settings import load_stack_settings
+    from app.stack.tls import issue, local_ca
+    from streamfit.cassandra import CassandraTLSError
+
+    stack = load_stack_settings(home=s.home, stack_tls=True)
+    ca = local_ca(s.home / "tls")
+    keystore = s.home / "tls" / "cassandra-keystore.pem"
+    original = keystore.read_bytes()
+    now = datetime.now(UTC)
+    expired = issue(ca, tmp_path, "expired", ["127.0.0.1", "localhost"],
+                    not_before=now - timedelta(days=30), not_after=now - timedelta(days=1))
+    elsewhere = issue(ca, tmp_path, "elsewhere", ["cassandra.example.invalid"])
+    lines = []
+    try:
+        for cert, says in ((expired, "presented has expired: renew the server's certificate"),
+                           (elsewhere, "does not name that host: dial a name its certificate "
+                                       "holds .STREAMFIT_CASSANDRA_HOSTS.")):
+            keystore.write_bytes(cert.key.read_bytes() + cert.cert.read_bytes())
+            control.reload_cassandra_tls(stack)
+            with pytest.raises(CassandraTLSError, match=says) as refused, connect(s, keyspace=None):
+                pass
+            lines.append(str(refused.value))
+            assert "\n" not in lines[-1]
+    finally:
+        keystore.write_bytes(original)
+        control.reload_cassandra_tls(stack)
+    with connect(s, keyspace=None) as session:  # its own certificate again
+        assert session.execute("SELECT release_version FROM system.local").one()
+    return lines
+
+
 def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
                                                    caplog: pytest.LogCaptureFixture,
                                                    tmp_path: Path) -> None:
@@ -222,6 +258,16 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
 
     # --- TLS: a client that cannot verify the servers, or speaks plaintext, is told why ------
     outputs += _tls_refusals(s, tmp_path)
+    outputs += _bad_server_certificates(s, tmp_path)
+    # PLAIN over TLS (Confluent Cloud's mechanism) logs the same user in; a wrong one is refused
+    plain = s.model_copy(update={"kafka_sasl_mechanism": "PLAIN"})
+    listed_topics = kafka_io.admin(plain)
+    try:
+        assert listed_topics.list_topics() is not None
+    finally:
+        listed_topics.close()
+    with pytest.raises(KafkaAuthError, match="STREAMFIT_KAFKA_PASSWORD"):
+        kafka_io.producer(plain.model_copy(update={"kafka_password": SecretStr(wrong)}))
 
     # --- the whole flow with the right ones: settings here, env in Airflow and the CLI -------
     with connect(s, keyspace=None) as session:

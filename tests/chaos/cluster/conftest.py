@@ -1,5 +1,7 @@
 """The cluster topology under faults (issue 33): three Cassandra nodes, three Kafka brokers,
-Airflow's CeleryExecutor with two workers, replication factor 3 everywhere.
+Airflow's CeleryExecutor with two workers, replication factor 3 everywhere, all of it over TLS
+(issue 34): clients to servers, and the nodes among themselves (Cassandra's internode
+encryption with certificate checks, Kafka's controller and broker listeners).
 
 Airflow's tasks run with the Spark engine: feature builds and scoring are Spark jobs on the
 cluster's standalone master. These tests run last in a session (``pytest.mark.cluster``). The
@@ -44,8 +46,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[StackSettings]:
     # Celery worker submits to the standalone master and its two workers, against the three
     # Cassandra nodes (the scale-out a user reaches for when one machine is not enough).
     topology = load_stack_settings(stack_topology="cluster")
+    # Over TLS, as the clusters our users run are: every client trusts the stack's own CA.
     wanted = load_stack_settings(
-        stack_topology="cluster", engine="spark",
+        stack_topology="cluster", stack_tls=True, engine="spark",
         spark_master=f"spark://127.0.0.1:{topology.stack_spark_master_port}")
     if external_services(single):  # the environment itself names other hosts
         pytest.skip("the settings point at external services: the cluster topology is local")

@@ -153,3 +153,29 @@ def test_wait_until_stops_at_a_final_error() -> None:
     with pytest.raises(StackError, match="waiting will not help"):
         wait_until(check, timeout=30, what="x", interval=0.01)
     assert len(calls) == 1
+
+
+def test_plain_is_offered_over_tls_only_and_the_brokers_stay_on_scram(tmp_path: Path) -> None:
+    over_tls = KafkaService(_secure(tmp_path).model_copy(update={
+        "stack_tls": True, "kafka_sasl_mechanism": "PLAIN"}))
+    text = over_tls._write_properties(over_tls.nodes[0], tmp_path / "data").read_text()
+    assert "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN" in text
+    assert "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512" in text
+    assert (f'listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.'
+            f'plain.PlainLoginModule required user_app="{PASSWORD}";') in text
+    assert over_tls._broker_settings().kafka_sasl_mechanism == "SCRAM-SHA-512"
+    plaintext = KafkaService(_secure(tmp_path))
+    text = plaintext._write_properties(plaintext.nodes[0], tmp_path / "data").read_text()
+    assert ",PLAIN" not in text and "PlainLoginModule" not in text
+
+
+def test_plain_needs_tls(tmp_path: Path) -> None:
+    from streamfit.settings import SettingsError, build_settings
+
+    with pytest.raises(SettingsError, match="PLAIN sends the password itself"):
+        build_settings(StackSettings, {"home": tmp_path, "kafka_username": "app",
+                                       "kafka_password": PASSWORD, "kafka_sasl_mechanism": "PLAIN"},
+                       skip=None)
+    ok = _secure(tmp_path).model_copy(update={"kafka_ssl": True, "kafka_sasl_mechanism": "PLAIN"})
+    config = client_config(ok, "c")
+    assert (config["security_protocol"], config["sasl_mechanism"]) == ("SASL_SSL", "PLAIN")
