@@ -122,12 +122,15 @@ def _pinned(s: StackSettings, address: str) -> Iterator[Any]:
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import WhiteListRoundRobinPolicy
 
+    from streamfit.tls import client_context
+
     auth = (PlainTextAuthProvider(s.cassandra_username, s.cassandra_password.get_secret_value())
             if s.cassandra_username and s.cassandra_password else None)
     profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([address]),
                                consistency_level=ConsistencyLevel.ONE, request_timeout=30)
+    tls = {"ssl_context": client_context(s, "cassandra")} if s.cassandra_ssl else {}
     cluster = Cluster([address], port=s.cassandra_port, protocol_version=4, auth_provider=auth,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, **tls)
     try:
         yield cluster.connect(s.keyspace)
     finally:
