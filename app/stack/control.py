@@ -201,7 +201,8 @@ def status(settings: StackSettings, only: Iterable[str] | None = None) -> list[C
 def reload_cassandra_tls(settings: StackSettings) -> None:
     """Make every running Cassandra node read its TLS stores again, without a restart (after a
     certificate was replaced in place). Cassandra only checks its files every 10 minutes by
-    itself; this asks each node's StorageService at once, through the JVM's attach API."""
+    itself; this asks each node's MessagingService at once, as `nodetool reloadssl` does,
+    through the JVM's attach API (the stack runs no JMX port)."""
     import subprocess
 
     from app.stack.services import CONF_DIR, CassandraService

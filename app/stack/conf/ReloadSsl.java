@@ -14,7 +14,7 @@ public class ReloadSsl {
             String address = vm.startLocalManagementAgent();
             try (JMXConnector jmx = JMXConnectorFactory.connect(new JMXServiceURL(address))) {
                 jmx.getMBeanServerConnection().invoke(
-                    new ObjectName("org.apache.cassandra.db:type=StorageService"),
+                    new ObjectName("org.apache.cassandra.net:type=MessagingService"),
                     "reloadSslCertificates", new Object[0], new String[0]);
             }
         } finally {
