@@ -50,10 +50,12 @@ prereqs:
 
 # Tools besides Python packages, from Debian's packages: docker-compose 1.29 validates
 # docker-compose.yaml without a Docker engine; redis-server is the Celery broker of the cluster
-# topology (STREAMFIT_STACK_TOPOLOGY=cluster), which the test suite also runs.
+# topology (STREAMFIT_STACK_TOPOLOGY=cluster), which the test suite also runs; wrk loads the HTTP
+# API in the benchmarks (the load must not come from Python on the same cores).
 tools:
 	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -100,7 +102,7 @@ stack-status:
 	$(BIN)/streamfit stack status
 
 # Benchmarks print figures measured side by side in one run (needs the stack: `make stack-up`).
-bench: install
+bench: install tools
 	$(BIN)/streamfit stack up
 	$(BIN)/python bench/ingest.py --json bench/results/ingest.json
 	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
@@ -109,6 +111,8 @@ bench: install
 	$(BIN)/python bench/gate.py --json bench/results/gate.json
 	$(BIN)/python bench/spark.py --json bench/results/spark.json
 	$(BIN)/python bench/spark.py --part scaled --json bench/results/spark_scaled.json
+	# restarts Kafka and Cassandra plain and over TLS in turn; starts again what ran before
+	$(BIN)/python bench/tls.py --json bench/results/tls.json
 	# last: it alternates the single-node and the cluster stacks, and leaves none running
 	$(BIN)/python bench/cluster.py --json bench/results/cluster.json
 
