@@ -12,7 +12,8 @@ so the same data), ``--visits`` times each, and on every visit:
     the CPU-seconds of Kafka, Cassandra and the workers while landing (``bench.cluster.land``);
 (b) ``GET /predictions/{id}`` under wrk (32 connections, random ids of one day, keep-alive),
     every request read from Cassandra (``STREAMFIT_API_CACHE_TTL_S=0``): plain; over TLS twice,
-    the API on HTTP with Cassandra over TLS, and the API itself on HTTPS as well.
+    the API on HTTP with Cassandra over TLS, and the API itself on HTTPS as well (in turns
+    first and second, since the later run after a restart meets warmer caches).
 
 Medians over the visits. Airflow is stopped throughout (its DAGs would compete for the cores);
 whatever of the stack ran before is started again at the end.
@@ -96,7 +97,7 @@ def load_api(s: StackSettings, keyspace: str, https: bool, seconds: float, ids: 
              script: Path) -> dict[str, Any]:
     server, url = serve(s, keyspace, 8765, https)
     try:
-        run_wrk(url, "/predictions/x", 10, 5, ids, script)  # warm every worker
+        run_wrk(url, "/predictions/x", 10, 10, ids, script)  # warm every worker
         return run_wrk(url, "/predictions/x", 32, seconds, ids, script)
     finally:
         server.terminate()
@@ -147,9 +148,12 @@ def main() -> None:
             up_s = switch(s)
             run: dict[str, Any] = {"visit": visit + 1, "stack_up_s": round(up_s, 1),
                                    "ingest": land(s, events)}
-            run["api"] = load_api(s, serving.keyspace, False, args.seconds, ids, script)
-            if mode == "tls":
-                run["api_https"] = load_api(s, serving.keyspace, True, args.seconds, ids, script)
+            # over TLS, the API on HTTP and on HTTPS; which goes first alternates between
+            # visits, as the second run after a restart meets warmer caches
+            order = [False, True] if mode == "tls" and visit % 4 == 1 else [True, False]
+            for https in order if mode == "tls" else [False]:
+                run["api_https" if https else "api"] = load_api(s, serving.keyspace, https,
+                                                                args.seconds, ids, script)
             runs[mode].append(run)
             print(mode, json.dumps(run), flush=True)
     finally:
