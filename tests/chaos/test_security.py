@@ -9,8 +9,8 @@ predictions; `streamfit serve` answers over HTTPS); a client without a login, wi
 password, trusting another CA, dialling a name the certificates do not hold, or speaking
 plaintext to a TLS port, or meeting an expired certificate, is refused with one line naming the
 setting to fix; PLAIN logins over TLS work as SCRAM ones do; and no password or
-private key appears in any log the stack, Airflow's tasks or the CLI wrote. The plain stack is
-restored afterwards.
+private key appears in any log the stack, Airflow's tasks or the CLI wrote, in `streamfit
+settings` or in the report. The plain stack is restored afterwards.
 """
 
 from __future__ import annotations
@@ -322,7 +322,16 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in private), [
         (str(p), oct(p.stat().st_mode & 0o777)) for p in private]
 
-    # --- and no password in any log -----------------------------------------------------------
+    # --- and no password in any log, in `streamfit settings` or in the report ------------------
+    report = tmp_path / "report.html"
+    for command in (("settings", "--json"), ("report", "--out", str(report))):
+        proc = _cli(_env(s), *command)
+        outputs += [proc.stdout, proc.stderr]
+        assert proc.returncode == 0, proc.stderr
+        if command[0] == "settings":  # the secrets are there, masked
+            shown = json.loads(proc.stdout)
+            assert shown["kafka_password"] and shown["cassandra_password"], shown
+    outputs.append(report.read_text())
     files = _log_files(s)
     texts = [p.read_bytes().decode("utf-8", "replace") for p in files] + outputs + [caplog.text]
     leaks = [(str(path), i) for path, text in zip([*files, *(["output"] * (len(texts) - len(files)))],
