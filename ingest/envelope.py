@@ -17,13 +17,17 @@ Envelope, version 1 (JSON object, UTF-8)::
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from streamfit.domains import Domain
+from streamfit.domains.contract import Payload, key_matches, printable
 
 REQUIRED = ("event_id", "event_type", "event_time", "entity_key", "schema_version", "payload")
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,6 +58,40 @@ class Rejection:
         return f"{self.reason}: {self.detail}"
 
 
+#: every JSON string: strings cannot nest, and a quote inside one is escaped, so one pass
+#: removes each exactly once; outside strings, a colon only ever ends a key
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NESTED = (dict, list)
+
+
+def _keys_parsed(doc: Any) -> int:
+    count, stack = 0, [doc]
+    while stack:
+        node = stack.pop()
+        values = node.values() if isinstance(node, dict) else node
+        count += len(node) if isinstance(node, dict) else 0
+        stack.extend(v for v in values if isinstance(v, _NESTED))
+    return count
+
+
+def _duplicate_key(raw: bytes, doc: Any) -> str | None:
+    """The first key that some object of ``raw`` holds twice (a parser keeps only the last of
+    them, silently), or None. Counted first, cheaply; named only when there is one."""
+    if orjson.dumps(doc) == raw:  # compact JSON as orjson writes it (ours): each key once
+        return None
+    if _STRING.sub(b"", raw).count(b":") == _keys_parsed(doc):
+        return None
+    seen: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [k for k, _ in items]
+        seen.extend(k for i, k in enumerate(names) if k in names[:i])
+        return dict(items)
+
+    json.loads(raw, object_pairs_hook=pairs)
+    return seen[0] if seen else None
+
+
 def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -78,6 +116,10 @@ def decode(raw: bytes | None, domain: Domain, max_bytes: int,
     if not isinstance(doc, dict):
         return Rejection("not_object", f"the JSON is a {_type_name(doc)}, not an object with "
                          f"the fields {', '.join(REQUIRED)}")
+    twice = _duplicate_key(raw, doc)
+    if twice is not None:
+        return Rejection("duplicate_key", f"the key {twice!r} appears twice in one object; "
+                         "parsers disagree on which value wins, so send each key once")
     missing = [f for f in REQUIRED if f not in doc]
     if missing:
         return Rejection("missing_field", f"missing {', '.join(missing)}")
@@ -100,6 +142,11 @@ def decode(raw: bytes | None, domain: Domain, max_bytes: int,
     for name, limit in (("event_id", 128), ("entity_key", 256)):
         if not 0 < len(doc[name]) <= limit:
             return Rejection("bad_value", f"{name} must have 1 to {limit} characters")
+    for name in ("event_id", "event_type", "entity_key"):
+        try:
+            printable(doc[name])
+        except ValueError as exc:
+            return Rejection("bad_value", f"{name} {exc}")
     event_type = doc["event_type"]
     versions = domain.schemas.get(event_type)
     if versions is None:
@@ -123,11 +170,17 @@ def decode(raw: bytes | None, domain: Domain, max_bytes: int,
         return Rejection("impossible_timestamp", f"event_time {doc['event_time']} is outside "
                          f"{EARLIEST:%Y-%m-%d} .. now + {MAX_FUTURE.days} days")
     try:
-        valid = model.model_validate(doc["payload"])
+        valid = model.model_validate(doc["payload"], context={"event_time": event_time})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()[:5])
         return Rejection("invalid_payload", f"{event_type} v{version} payload: {problems}")
+    if isinstance(valid, Payload) and valid.key_field is not None:
+        entity = valid.entity_id() or ""
+        if not key_matches(doc["entity_key"], entity):
+            return Rejection("key_mismatch", f"entity_key {doc['entity_key']!r} is not the "
+                             f"payload's {valid.key_field} {entity!r}; key the event by the "
+                             "entity it is about")
     # Millisecond precision: what Cassandra's timestamp type keeps, so replays map to one row.
     event_time = event_time.replace(microsecond=event_time.microsecond // 1000 * 1000)
     return Envelope(

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import db, demo, dlq, features, ingest, models, pipeline, predictions, produce, stack
+from app.cli import (
+    db,
+    demo,
+    dlq,
+    features,
+    ingest,
+    models,
+    pipeline,
+    predictions,
+    produce,
+    schema,
+    stack,
+)
 from app.cli import settings as settings_cmd
 
 app = typer.Typer(help="streamfit: an event-driven ML pipeline on Kafka, Cassandra and Airflow.",
@@ -23,6 +35,7 @@ app.add_typer(features.features_app, name="features")
 app.add_typer(models.models_app, name="models")
 app.add_typer(predictions.predictions_app, name="predictions")
 app.add_typer(pipeline.pipeline_app, name="pipeline")
+app.add_typer(schema.schema_app, name="schema")
 for module in (db, models, predictions, demo, settings_cmd):
     app.add_typer(module.commands)
 

