@@ -207,7 +207,8 @@ def reload_cassandra_tls(settings: StackSettings) -> None:
 
     from app.stack.services import CONF_DIR, CassandraService
 
-    procs = [(c, supervisor(settings).process(c)) for c in CassandraService(settings).components]
+    sup = supervisor(settings)
+    procs = [(c, sup.process(c)) for c in CassandraService(settings).components]
     missing = [c for c, proc in procs if proc is None]
     if missing:
         raise StackError(f"{', '.join(missing)} not running: nothing to reload")

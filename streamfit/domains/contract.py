@@ -44,14 +44,12 @@ def printable(value: str) -> str:
     return value
 
 
-#: Free text: any printable characters.
-Text = Annotated[str, AfterValidator(printable)]
+#: What makes text printable (the second of a code's two markers).
+PRINTABLE = AfterValidator(printable)
+#: Free text for a domain's payloads: any printable characters.
+Text = Annotated[str, PRINTABLE]
 #: A time: an ISO-8601 string with a zone (the one place strictness gives way: JSON has no time).
 Time = Annotated[AwareDatetime, Field(strict=False)]
-
-
-#: What makes text printable (the first of a code's two markers).
-PRINTABLE = AfterValidator(printable)
 
 
 def code(pattern: str, what: str) -> Any:
@@ -65,7 +63,7 @@ def _span(delta: timedelta) -> str:
         return "0"
     sign = "-" if delta < timedelta(0) else "+"
     total = abs(delta)
-    if total and total % timedelta(days=1) == timedelta(0):
+    if total % timedelta(days=1) == timedelta(0):
         return f"{sign}{total.days} d"
     return f"{sign}{total.total_seconds() / 3600:g} h"
 
