@@ -146,6 +146,8 @@ def score_dates(ws: Workspace, dates: Iterable[date], as_of: datetime | None = N
     from scoring.monitoring import (
         MonitoringStore,
         ScoringRun,
+        check_day,
+        complete,
         drift,
         performance_summary,
         prediction_summary,
@@ -170,22 +172,29 @@ def score_dates(ws: Workspace, dates: Iterable[date], as_of: datetime | None = N
     else:
         out = scorer(sorted(set(dates)), as_of, model, version.features, champion, scored_at)
     done, total, clock, read = out.dates, out.scored, out.timings, out.read
-    psi: dict[str, float] = {}
-    if out.dates:
-        psi = drift(version.reference.get("features", {}), out.sample)
-        monitor.record_run(ScoringRun(scored_at, champion, done, total,
-                                      prediction_summary(out.sample["probability"].to_numpy()),
-                                      psi, max(psi.values(), default=0.0)))
-    matured = {}
-    for day in sorted(set(evaluate)):
+    matured, checks = {}, []
+    for day in evaluate:
         labelled = read[day] if day in read else store.read_day(day)
-        result = monitor.evaluate(day, labelled)
+        joined = monitor.matured(day, labelled)
+        result = monitor.evaluate(day, joined)
         if result:
             matured[day.isoformat()] = {v: m["entities"] for v, m in result.items()}
+        if complete(labelled, as_of):
+            # judged once every entity of the day has happened: its rows are final, and it is
+            # a whole day, like the training days it is compared with
+            mine = joined[joined["model_version"] == champion] if len(joined) else joined
+            checks.append(check_day(version.reference, day, labelled, mine,
+                                    settings.alert_drift_margin))
+    if out.dates or checks:
+        # a run that only judged days it had nothing left to score is recorded too
+        psi = drift(version.reference.get("features", {}), out.sample) if out.dates else {}
+        summary = (prediction_summary(out.sample["probability"].to_numpy()) if out.dates
+                   else {"count": 0.0})
+        monitor.record_run(ScoringRun(scored_at, champion, done, total, summary, psi,
+                                      max(psi.values(), default=0.0), checks))
     problems = quality_alerts(
         version.metrics, performance_summary(monitor.performance()).get(champion) if matured
-        else None, psi if out.dates else {}, settings.alert_quality_gap,
-        settings.alert_drift_psi, version.reference.get("daily_psi"))
+        else None, settings.alert_quality_gap) + [a for c in checks for a in c.alerts()]
     if problems:
         quality_alert(ws.keyspace, domain.model_name, champion, problems,
                       settings.alert_webhook_url)

@@ -14,17 +14,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pandas as pd
 from cassandra.cluster import Session
 
 from scoring.predictions import SELECT_DAY_ALL
+from streamfit.domains import EVENT_TIME
 from streamfit.quality import (
     PSI_SHIFTED,
     PSI_STABLE,
+    WIDEN,
+    Calibration,
+    Finding,
+    calibration_check,
+    day_findings,
     drift,
+    drift_alert,
     prediction_summary,
     quality_alerts,
     realised,
@@ -32,8 +40,60 @@ from streamfit.quality import (
 from streamfit.registry import ModelVersion, Registry
 from streamfit.settings import Settings
 
-__all__ = ["PSI_SHIFTED", "PSI_STABLE", "MonitoringStore", "ScoringRun", "VersionHealth", "drift",
-           "performance_summary", "prediction_summary", "version_health"]
+__all__ = ["PSI_SHIFTED", "PSI_STABLE", "DayCheck", "MonitoringStore", "ScoringRun",
+           "VersionHealth", "check_day", "complete", "drift", "performance_summary",
+           "prediction_summary", "version_health"]
+
+
+# --- judging a completed day ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DayCheck:
+    """A completed day judged against the serving version's training days: the feature
+    statistics outside their range, and the realised event rate against the mean prediction."""
+
+    day: str
+    rows: int
+    findings: list[Finding]
+    calibration: Calibration | None
+
+    def alerts(self) -> list[str]:
+        out = [a for a in [drift_alert(self.findings)] if a]
+        if self.calibration is not None and self.calibration.alert:
+            out.append(self.calibration.words())
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return {"day": self.day, "rows": self.rows,
+                "findings": [f.as_dict() for f in self.findings],
+                "calibration": self.calibration.as_dict() if self.calibration else None}
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> DayCheck:
+        cal = d.get("calibration")
+        return cls(d["day"], int(d["rows"]), [Finding(**f) for f in d.get("findings", [])],
+                   Calibration(**{k: v for k, v in cal.items() if k != "alert"}) if cal else None)
+
+
+def complete(frame: pd.DataFrame, as_of: datetime | None) -> bool:
+    """Whether a day's features are final at ``as_of`` (None: a past day scored on request):
+    every entity's event time has passed, so no row of it changes any more."""
+    if frame.empty:
+        return False
+    return as_of is None or pd.to_datetime(frame[EVENT_TIME], utc=True).max() <= pd.Timestamp(as_of)
+
+
+def check_day(reference: dict[str, Any], day: date, frame: pd.DataFrame,
+              matured: pd.DataFrame | None, margin: float = WIDEN) -> DayCheck:
+    """Judge a completed day: ``frame`` is its feature rows at every horizon (as the training
+    days of ``reference`` were), ``matured`` the served predictions joined with their outcomes
+    (columns label, probability; None or empty: none yet)."""
+    findings = day_findings(reference.get("days", {}), frame, day.isoformat(), margin)
+    cal = None
+    if matured is not None and not matured.empty:
+        cal = calibration_check(reference.get("calibration"), matured["label"].to_numpy(),
+                                matured["probability"].to_numpy(), day.isoformat())
+    return DayCheck(day.isoformat(), len(frame), findings, cal)
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -47,6 +107,8 @@ class ScoringRun:
     predictions: dict[str, float]
     drift: dict[str, float]
     max_psi: float
+    #: the completed days this run judged (``DayCheck``)
+    checks: list[DayCheck] = field(default_factory=list)
 
 
 class MonitoringStore:
@@ -60,9 +122,9 @@ class MonitoringStore:
         self.model = model
         self._run = session.prepare(
             f"INSERT INTO {ks}.scoring_runs (model, scored_at, model_version, dates, rows, "
-            "predictions, drift, max_psi) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            "predictions, drift, max_psi, checks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self._runs = session.prepare(
-            f"SELECT scored_at, model_version, dates, rows, predictions, drift, max_psi "
+            f"SELECT scored_at, model_version, dates, rows, predictions, drift, max_psi, checks "
             f"FROM {ks}.scoring_runs WHERE model = ? LIMIT ?")
         self._last_run = session.prepare(
             f"SELECT scored_at FROM {ks}.scoring_runs WHERE model = ? LIMIT 1")
@@ -78,7 +140,8 @@ class MonitoringStore:
     def record_run(self, run: ScoringRun) -> None:
         self.session.execute(self._run, (
             self.model, run.scored_at, run.model_version, run.dates, run.rows,
-            json.dumps(run.predictions), json.dumps(run.drift), run.max_psi))
+            json.dumps(run.predictions), json.dumps(run.drift), run.max_psi,
+            json.dumps([c.as_dict() for c in run.checks])))
 
     def last_run_at(self) -> datetime | None:
         """When the newest scoring run finished writing (one row read; the API clears its
@@ -89,16 +152,16 @@ class MonitoringStore:
     def runs(self, limit: int = 50) -> list[ScoringRun]:
         return [ScoringRun(r.scored_at, r.model_version, list(r.dates or []), r.rows,
                            json.loads(r.predictions or "{}"), json.loads(r.drift or "{}"),
-                           r.max_psi)
+                           r.max_psi, [DayCheck.of(c) for c in json.loads(r.checks or "[]")])
                 for r in self.session.execute(self._runs, (self.model, limit))]
 
-    def evaluate(self, day: date, labelled: pd.DataFrame) -> dict[int, dict[str, float]]:
-        """Score the stored predictions of ``day`` against the labels in ``labelled``
-        (entity_id, label); one row per model version that predicted those entities, judged on
-        each entity's freshest prediction by that version (what a reader was served last)."""
+    def matured(self, day: date, labelled: pd.DataFrame) -> pd.DataFrame:
+        """The stored predictions of ``day`` whose outcome is in ``labelled`` (entity_id, label):
+        each entity's freshest prediction per model version (what a reader was served last),
+        with columns entity_id, model_version, probability, label."""
         rows = list(self.session.execute(self._predictions, (day,)))
         if not rows or labelled.empty:
-            return {}
+            return pd.DataFrame()
         preds = pd.DataFrame({"entity_id": [r.entity_id for r in rows],
                               "horizon_min": [r.horizon_min for r in rows],
                               "probability": [r.probability for r in rows],
@@ -107,8 +170,14 @@ class MonitoringStore:
             ["entity_id", "model_version"], keep="first")
         truth = labelled[labelled["label"].notna()][["entity_id", "label"]].drop_duplicates(
             "entity_id")
-        joined = preds.merge(truth, on="entity_id", how="inner")
+        return preds.merge(truth, on="entity_id", how="inner")
+
+    def evaluate(self, day: date, joined: pd.DataFrame) -> dict[int, dict[str, float]]:
+        """Score ``matured(day, ...)`` per model version and store it (one row per version and
+        day; a re-evaluation overwrites it)."""
         out: dict[int, dict[str, float]] = {}
+        if joined.empty:
+            return out
         now = datetime.now(UTC)
         for version, part in joined.groupby("model_version"):
             m = realised(part["label"].to_numpy(dtype=int), part["probability"].to_numpy())
@@ -129,8 +198,12 @@ class MonitoringStore:
 
 
 def shifted_features(run: ScoringRun) -> list[str]:
-    """The features of a scoring run past the 'shifted' PSI line, most shifted first."""
-    return sorted((k for k, x in run.drift.items() if x > PSI_SHIFTED), key=lambda k: -run.drift[k])
+    """The features the days judged by a scoring run found out of range, most out first."""
+    seen: dict[str, None] = {}
+    for check in run.checks:
+        for f in check.findings:
+            seen.setdefault(f.feature)
+    return list(seen)
 
 
 @dataclass(frozen=True)
@@ -143,7 +216,7 @@ class VersionHealth:
     runs: list[ScoringRun]
     #: ``performance_summary`` of its matured predictions (None: none matured yet)
     realised: dict[str, float] | None
-    #: ``quality_alerts`` against its holdout and its newest run's drift
+    #: ``quality_alerts`` against its holdout, and the alerts of the days its newest run judged
     alerts: list[str]
 
     def as_dict(self) -> dict[str, object]:
@@ -153,7 +226,8 @@ class VersionHealth:
                 "sha256": v.sha256, "created_at": v.created_at.isoformat(),
                 "runs": [{"scored_at": r.scored_at.isoformat(), "dates": r.dates, "rows": r.rows,
                           "mean_probability": r.predictions.get("mean"), "max_psi": r.max_psi,
-                          "shifted_features": shifted_features(r)} for r in self.runs],
+                          "shifted_features": shifted_features(r),
+                          "checks": [c.as_dict() for c in r.checks]} for r in self.runs],
                 "realised": self.realised, "alerts": self.alerts}
 
 
@@ -168,9 +242,9 @@ def version_health(registry: Registry, monitor: MonitoringStore, s: Settings,
         return None
     mine = [r for r in monitor.runs(200) if r.model_version == found.version][:runs]
     summary = performance_summary(monitor.performance()).get(found.version)
-    alerts = quality_alerts(found.metrics, summary, mine[0].drift if mine else {},
-                            s.alert_quality_gap, s.alert_drift_psi,
-                            found.reference.get("daily_psi"))
+    judged = next((r for r in mine if r.checks), None)
+    alerts = quality_alerts(found.metrics, summary, s.alert_quality_gap) + [
+        a for c in (judged.checks if judged else []) for a in c.alerts()]
     return VersionHealth(found, mine, summary, alerts)
 
 

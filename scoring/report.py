@@ -24,8 +24,13 @@ from typing import Any
 
 import pandas as pd
 
-from scoring.monitoring import PSI_SHIFTED, PSI_STABLE, ScoringRun, performance_summary
-from streamfit.quality import quality_alerts
+from scoring.monitoring import (
+    PSI_SHIFTED,
+    PSI_STABLE,
+    ScoringRun,
+    performance_summary,
+    version_health,
+)
 from streamfit.registry import ModelVersion
 from streamfit.workspace import Workspace
 
@@ -73,11 +78,9 @@ def collect(ws: Workspace) -> ReportData:
     aliases = registry.aliases()
     performance = monitor.performance()
     champion = next((v for v in versions if v.version == aliases.get("champion")), None)
-    alerts = [] if champion is None else quality_alerts(
-        champion.metrics, performance_summary(performance).get(champion.version),
-        next((r.drift for r in runs if r.model_version == champion.version), {}),
-        settings.alert_quality_gap, settings.alert_drift_psi,
-        champion.reference.get("daily_psi"))
+    # the alerts `streamfit models show` and GET /models/{version} give (one source)
+    health = None if champion is None else version_health(registry, monitor, settings)
+    alerts = health.alerts if health else []
     return ReportData(settings.keyspace, versions, aliases,
                       [r._asdict() for r in registry.decisions(50)], runs, performance,
                       [t for t in timeline if t[1] is not None], alerts)

@@ -466,4 +466,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         # table's files (the local stack, a test stack, turns it off).
         *(f"DROP TABLE IF EXISTS {{ks}}.{table}" for table in DROPPED_TABLES),
     )),
+    Migration(14, "scoring runs record the days they judged and what they found", (
+        # JSON: each completed day judged against the training days (drift findings) and its
+        # realised event rate against the mean prediction (calibration).
+        "ALTER TABLE {ks}.scoring_runs ADD IF NOT EXISTS checks text",
+    )),
 )

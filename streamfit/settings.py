@@ -311,11 +311,12 @@ class Settings(BaseSettings):
     alert_quality_gap: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Alert when a serving model's realised daily "
         "ROC AUC (matured predictions) falls more than this below its holdout ROC AUC.")
-    alert_drift_psi: float = Field(
-        default=0.25, gt=0.0, description="Alert when a scoring run finds a feature whose PSI "
-        "against the model's training data is more than this above the PSI the feature shows "
-        "from one day to the next on the model's holdout (a single day's PSI of a weekly or "
-        "seasonal feature is high by nature; 0.25 is the usual 'shifted' line).")
+    alert_drift_margin: float = Field(
+        default=0.5, ge=0.0, le=10.0, description="Drift alert line: a completed day's feature "
+        "statistic (mean, missing share, share on one value) alerts when it is outside the "
+        "range the model's training days showed by more than this share of that range (and "
+        "more than sampling noise). Larger: fewer alerts; docs/monitoring.md has the measured "
+        "trade-off.")
     alert_webhook_url: str | None = Field(
         default=None, description="POST a JSON alert here when a pipeline task fails for good "
         "(e.g. a Slack-compatible incoming webhook). Empty: alerts are only logged.")

@@ -47,6 +47,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON
+from streamfit.quality import DAY
 from streamfit.registry import predict
 from streamfit.workspace import Workspace
 
@@ -246,7 +247,8 @@ def window_dates(end: date, days: int) -> list[date]:
 
 
 def load_window(store: Any, dates: list[date]) -> pd.DataFrame:
-    frames = [store.read_day(d) for d in dates]
+    # each row keeps its entity date: monitoring's reference is made of whole days
+    frames = [store.read_day(d).assign(**{DAY: d}) for d in dates]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame()
@@ -283,20 +285,25 @@ def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
 
 def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray,
                  p_holdout: np.ndarray, holdout: pd.DataFrame) -> dict[str, Any]:
-    """What monitoring compares later runs with: the training distribution of every feature,
-    the day-to-day drift of the holdout's days against it, and the holdout's ROC curve,
-    calibration and prediction distribution (for the report)."""
+    """What monitoring compares later days with: the training distribution of every feature
+    (PSI, for the report), the range of each feature's day statistics over the window's days
+    (drift alerts), the holdout's between-day calibration spread (calibration alerts), and
+    the holdout's ROC curve, calibration and prediction distribution (for the report)."""
     from streamfit.quality import (
         calibration_bins,
-        daily_drift,
+        calibration_reference,
+        day_reference,
         prediction_summary,
         reference_profiles,
         roc_points,
     )
 
     # the horizon is an input, not a measurement: each run's mix of horizons is its own
-    profiles = reference_profiles(train, [f for f in features if f != HORIZON])
-    return {"features": profiles, "daily_psi": daily_drift(profiles, holdout, EVENT_TIME),
+    names = [f for f in features if f != HORIZON]
+    profiles = reference_profiles(train, names)
+    return {"features": profiles,
+            "days": day_reference(pd.concat([train, holdout], ignore_index=True), names, DAY),
+            "calibration": calibration_reference(holdout[DAY].to_numpy(), y_holdout, p_holdout),
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
                         "calibration": calibration_bins(y_holdout, p_holdout),
                         "predictions": prediction_summary(p_holdout)}}
