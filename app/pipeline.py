@@ -106,6 +106,64 @@ def pipeline_status(settings: Settings, keyspaces: list[str] | None = None
         return [row for ks in names for row in keyspace_status(workspace(settings, session, ks))]
 
 
+def keyspace_overview(settings: Settings) -> list[dict[str, Any]]:
+    """``streamfit pipeline keyspaces``: every streamfit keyspace, whether it is served and why,
+    its backlog (the sum over its stages) and when a stage last ran for it."""
+    from streamfit.cassandra import connect
+    from streamfit.progress import keyspace_states
+    from streamfit.workspace import workspace
+
+    with connect(settings, keyspace=None) as session:
+        out = []
+        for state in keyspace_states(session, settings.keyspace):
+            rows = keyspace_status(workspace(settings, session, state.name))
+            out.append({"keyspace": state.name, "served": state.served, "why": state.why,
+                        "backlog": sum(r.pending for r in rows),
+                        "pending": {r.stage: r.pending for r in rows},
+                        "last_run": _iso(state.last_run)})
+        return out
+
+
+def retire(settings: Settings, keyspace: str, drop: bool = False) -> str:
+    """Retire ``keyspace`` (and drop it with ``drop``); what happened, in words."""
+    from streamfit.cassandra import KeyspaceMissing, connect
+    from streamfit.progress import keyspace_states, set_retired
+
+    with connect(settings, keyspace=None) as session:
+        if keyspace not in {k.name for k in keyspace_states(session, settings.keyspace)}:
+            raise KeyspaceMissing(f"{keyspace!r} is not a streamfit keyspace; see `streamfit "
+                                  "pipeline keyspaces`")
+        changed = set_retired(session, keyspace, True)
+        said = (f"{keyspace} retired: no pipeline run serves it any more" if changed
+                else f"{keyspace} was already retired")
+        if drop:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+            said += "; keyspace dropped"
+    return said
+
+
+def serve_again(settings: Settings, keyspace: str) -> str:
+    from streamfit.cassandra import KeyspaceMissing, connect
+    from streamfit.progress import keyspace_states, set_retired
+
+    with connect(settings, keyspace=None) as session:
+        if keyspace not in {k.name for k in keyspace_states(session, settings.keyspace)}:
+            raise KeyspaceMissing(f"{keyspace!r} is not a streamfit keyspace; see `streamfit "
+                                  "pipeline keyspaces`")
+        if not set_retired(session, keyspace, False):
+            return f"{keyspace} was not retired"
+        served = keyspace in pipeline_keyspaces_of(session, settings)
+    return (f"{keyspace} served again" if served else
+            f"{keyspace} is no longer retired; it is served once its ingest announces data "
+            "(or when it is STREAMFIT_KEYSPACE)")
+
+
+def pipeline_keyspaces_of(session: Any, settings: Settings) -> list[str]:
+    from streamfit.progress import pipeline_keyspaces
+
+    return pipeline_keyspaces(session, settings.keyspace)
+
+
 def caught_up(rows: list[StageStatus]) -> bool:
     return all(r.pending == 0 for r in rows)
 

@@ -73,6 +73,10 @@ class CassandraTLSError(CassandraUnavailable):
     """The TLS handshake with the nodes failed; the message says why and what to set."""
 
 
+class KeyspaceMissing(CassandraUnavailable):
+    """Cassandra answered, but the keyspace asked for does not exist."""
+
+
 #: The execution profile of ``aexecute``: named-tuple rows whose classes are made once.
 FAST_ROWS = "streamfit-fast-rows"
 
@@ -145,6 +149,14 @@ def connect(settings: Settings, keyspace: str | None = "", connect_timeout: floa
         try:
             session = cluster.connect(settings.keyspace if keyspace == "" else keyspace)
         except NoHostAvailable as exc:
+            if isinstance(exc.errors, list):
+                # the driver's way of saying the nodes answered but the keyspace is not there
+                # (the "errors" are then the hosts it tried)
+                name = settings.keyspace if keyspace == "" else keyspace
+                raise KeyspaceMissing(
+                    f"keyspace {name!r} does not exist in Cassandra at {_where(settings)}: check "
+                    "STREAMFIT_KEYSPACE (`streamfit pipeline keyspaces` lists the keyspaces "
+                    "the pipeline serves), or create it with `streamfit db migrate`") from None
             refused = [e for e in exc.errors.values() if isinstance(e, AuthenticationFailed)]
             if refused:
                 raise CassandraAuthError(_auth_message(settings, refused[0])) from None

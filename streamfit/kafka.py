@@ -164,8 +164,8 @@ def _check_login(settings: Settings) -> None:
         return
     with contextlib.suppress(KafkaTimeoutError), _login_explained(settings, watch=sasl):
         # no login failure seen (a slow or stopped broker): the real client waits as usual
-        KafkaAdminClient(**client_config(settings, "streamfit-login-check"),
-                         bootstrap_timeout_ms=3000).close()
+        KafkaAdminClient(**{**client_config(settings, "streamfit-login-check"),
+                            "bootstrap_timeout_ms": 3000}).close()
         _ACCEPTED.add(login)
 
 
@@ -173,7 +173,8 @@ def client_config(settings: Settings, client_id: str) -> dict[str, Any]:
     config: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers.split(","),
                               "client_id": client_id,
                               # back within a second of a broker's restart, not up to 30 s later
-                              "reconnect_backoff_max_ms": settings.kafka_reconnect_backoff_max_ms}
+                              "reconnect_backoff_max_ms": settings.kafka_reconnect_backoff_max_ms,
+                              "bootstrap_timeout_ms": int(1000 * settings.kafka_bootstrap_timeout_s)}
     protocol = settings.kafka_protocol
     config["security_protocol"] = protocol
     if protocol.startswith("SASL") and settings.kafka_password:

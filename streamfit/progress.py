@@ -249,22 +249,83 @@ def mark_announced(progress: Progress, event_id: int | None) -> None:
             progress.advance(stage, stream, part, None, int(event_id or 0))
 
 
-def pipeline_keyspaces(session: Session, default: str, hinted: Iterable[str] = ()) -> list[str]:
-    """The keyspaces a pipeline run serves: the default one, those a trigger hinted at, and every
-    keyspace whose ingest has announced data to Airflow (so a lost trigger delays, never drops,
-    its work). Only existing streamfit keyspaces (with the progress tables) count."""
+#: The stage row that retires a keyspace (``streamfit pipeline retire``): no pipeline run serves
+#: it any more, whatever announced or hinted it, until ``streamfit pipeline serve`` removes it.
+RETIRED = ("retire", "pipeline", 0)
+
+
+def _row(session: Session, keyspace: str, key: tuple[str, str, int]) -> Any:
+    stage, stream, part = key
+    return session.execute(f"SELECT position, updated_at FROM {keyspace}.stage_progress "
+                           "WHERE stage = %s AND stream = %s AND part = %s",
+                           (stage, stream, part)).one()
+
+
+def _ours(session: Session) -> set[str]:
     from streamfit.catalog import valid_keyspace
 
     keyspaces = session.cluster.metadata.keyspaces
-    ours = {name for name, meta in keyspaces.items() if "stage_progress" in meta.tables}
+    return {name for name, meta in keyspaces.items()
+            if "stage_progress" in meta.tables and valid_keyspace(name)}
+
+
+@dataclass(frozen=True)
+class KeyspaceState:
+    """A streamfit keyspace as the pipeline sees it (``streamfit pipeline keyspaces``)."""
+
+    name: str
+    served: bool
+    #: why: "default keyspace", "announced by ingest", "retired", "never announced"
+    why: str
+    #: when a feature, training or scoring run last moved its watermark (None: never)
+    last_run: datetime | None
+
+
+def keyspace_states(session: Session, default: str) -> list[KeyspaceState]:
+    """Every streamfit keyspace, served or not, and why."""
+    out = []
+    for name in sorted(_ours(session)):
+        if _row(session, name, RETIRED) is not None:
+            served, why = False, "retired"
+        elif name == default:
+            served, why = True, "default keyspace"
+        elif _row(session, name, ANNOUNCED) is not None:
+            served, why = True, "announced by ingest"
+        else:
+            served, why = False, "never announced"
+        runs = [as_utc(r.updated_at) for r in session.execute(
+            f"SELECT stage, updated_at FROM {name}.stage_progress") if r.updated_at is not None
+            and r.stage in ("features", "training", "scoring")]
+        out.append(KeyspaceState(name, served, why, max(runs, default=None)))
+    return out
+
+
+def set_retired(session: Session, keyspace: str, retired: bool) -> bool:
+    """Retire ``keyspace`` (or serve it again); False when it already was so."""
+    stage, stream, part = RETIRED
+    if (_row(session, keyspace, RETIRED) is not None) == retired:
+        return False
+    if retired:
+        session.execute(f"INSERT INTO {keyspace}.stage_progress (stage, stream, part, position, "
+                        "updated_at) VALUES (%s, %s, %s, 0, %s)",
+                        (stage, stream, part, datetime.now(UTC)))
+    else:
+        session.execute(f"DELETE FROM {keyspace}.stage_progress WHERE stage = %s AND "
+                        "stream = %s AND part = %s", (stage, stream, part))
+    return True
+
+
+def pipeline_keyspaces(session: Session, default: str, hinted: Iterable[str] = ()) -> list[str]:
+    """The keyspaces a pipeline run serves: the default one, those a trigger hinted at, and every
+    keyspace whose ingest has announced data to Airflow (so a lost trigger delays, never drops,
+    its work), less those retired. Only existing streamfit keyspaces (with the progress tables)
+    count."""
+    ours = _ours(session)
     served = {default, *hinted} & ours
-    stage, stream, part = ANNOUNCED
     for name in sorted(ours - served):
-        row = session.execute(f"SELECT position FROM {name}.stage_progress WHERE stage = %s "
-                              "AND stream = %s AND part = %s", (stage, stream, part)).one()
-        if row is not None:
+        if _row(session, name, ANNOUNCED) is not None:
             served.add(name)
-    return sorted(k for k in served if valid_keyspace(k))
+    return sorted(k for k in served if _row(session, k, RETIRED) is None)
 
 
 #: What a stage's step returns for a keyspace with no work: a time-fallback run usually finds it.

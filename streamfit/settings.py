@@ -120,6 +120,10 @@ class Settings(BaseSettings):
         default=1000, ge=50, le=60000, description="Longest wait between a client's attempts "
         "to reach a broker that went away (the Java client's default; kafka-python's 30 s kept "
         "producers and ingest workers idle up to half a minute after a broker restart).")
+    kafka_bootstrap_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="How long a Kafka client waits for the first "
+        "broker to answer before it gives up. The CLI's commands wait 5 s unless this is set, "
+        "so an unreachable Kafka is reported within 10 s.")
     cassandra_local_dc: str = Field(default="datacenter1", description="Local data centre.")
     cassandra_ssl: bool = Field(
         default=False, description="Talk TLS to Cassandra (client_encryption_options), verifying "

@@ -7,7 +7,11 @@ command is thin: it validates its arguments and calls a plain function of a stag
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import typer
+import typer.main
 
 from app.cli import (
     db,
@@ -39,4 +43,55 @@ app.add_typer(schema.schema_app, name="schema")
 for module in (db, models, predictions, demo, settings_cmd):
     app.add_typer(module.commands)
 
-__all__ = ["app"]
+#: What an option's value is, shown in help instead of the Python type (``<str>``).
+METAVARS = {
+    "date": "YYYY-MM-DD", "end": "YYYY-MM-DD", "from": "YYYY-MM-DD", "to": "YYYY-MM-DD",
+    "train-until": "YYYY-MM-DD", "as-of": "TIME", "where": "COLUMN=VALUE", "out": "PATH",
+    "workers": "N", "weeks": "N", "runs": "N", "limit": "N", "scale": "K", "speed": "N",
+    "more-days": "N", "lines": "N", "service": "SERVICE", "keyspace": "KEYSPACE",
+    "dataset": "NAME", "domain": "NAME", "horizon": "HORIZON", "format": "FORMAT",
+}
+
+
+def polish(command: Any) -> Any:
+    """Help that reads as help: flags without a type, values named for what they are, and each
+    paragraph of a docstring as one paragraph (a docstring's line breaks are not the
+    terminal's)."""
+    if command.help:
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+    for param in command.params:
+        if param.param_type_name == "argument":
+            # its name is shown beside it already; the Python type says nothing more
+            param.display_type_rich = lambda ctx: ""
+        if param.metavar is not None:
+            continue
+        # typer carries its own copy of click: its classes are told apart by what they say
+        if param.param_type_name == "option":
+            if param.is_flag:
+                param.metavar = ""
+            else:
+                long = max(param.opts, key=len).lstrip("-")
+                param.metavar = METAVARS.get(long, long.upper().replace("-", "_"))
+        elif param.param_type_name == "argument":
+            param.metavar = (param.name or "value").upper()
+    made = command.get_help_option  # --help is made when help is asked for
+
+    def help_option(ctx: Any) -> Any:
+        option = made(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        polish(sub)
+    return command
+
+
+def main() -> None:
+    """The ``streamfit`` console script."""
+    polish(typer.main.get_command(app))(prog_name="streamfit")
+
+
+__all__ = ["app", "main", "polish"]

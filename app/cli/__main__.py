@@ -1,5 +1,5 @@
 """``python -m app.cli``: the ``streamfit`` command, for a process without the console script."""
 
-from app.cli import app
+from app.cli import main
 
-app()
+main()

@@ -21,8 +21,6 @@ def features_build(
     """Build (or rebuild) the features of entity dates: --date D ... or --from D --to D."""
     from datetime import timedelta
 
-    from features.build import run_build
-
     days = [parse_day(d, "--date") for d in day or []]
     if from_ or to:
         if not (from_ and to):
@@ -36,6 +34,8 @@ def features_build(
     if not days:
         raise typer.BadParameter("name the dates: --date D (repeatable) or --from D --to D",
                                  param_hint="--date")
+    from features.build import run_build
+
     with workspace() as ws:
         summary = run_build(ws, days=days)
     console.print(f"built {summary['entities']:,} rows ({summary['labelled']:,} labelled) for "

@@ -25,11 +25,11 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Train even without new data.")] = False,
 ) -> None:
     """Train a candidate; it becomes champion only if it beats the current one."""
+    last = parse_day(end, "--end") if end else None
     from training.train import train_and_maybe_promote
 
     with workspace() as ws:
-        result = train_and_maybe_promote(ws, parse_day(end, "--end") if end else None,
-                                         force=force)
+        result = train_and_maybe_promote(ws, last, force=force)
     console.print(f"{result.status}: {result.reason}")
     if result.version:
         console.print(f"version {result.version} "
@@ -54,9 +54,9 @@ def backtest(
     if fmt not in ("table", "json"):
         raise typer.BadParameter(f"{fmt!r} is not a format; choose table or json",
                                  param_hint="--format")
+    until = parse_day(train_until, "--train-until")
     from training.backtest import run_backtest
 
-    until = parse_day(train_until, "--train-until")
     with workspace() as ws:
         results = run_backtest(ws, until, weeks, horizons=horizon)
     if fmt == "json":
@@ -84,75 +84,115 @@ def backtest(
 
 @models_app.command("list")
 @handle_errors
-def models_list() -> None:
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable: a list of "
+                                          "versions (docs/cli.md has the shape).")] = False,
+) -> None:
     """Every registered version with its metrics and aliases."""
     with workspace() as ws:
-        print_models(ws)
+        if as_json:
+            print(json.dumps(models_json(ws), indent=2))
+        else:
+            print_models(ws)
+
+
+def models_json(ws: Workspace) -> list[dict[str, object]]:
+    """``models list --json``: one object per version, newest first."""
+    aliases = {v: a for a, v in ws.registry.aliases().items()}
+    return [{"version": v.version, "alias": aliases.get(v.version), "algorithm": v.algorithm,
+             "created_at": v.created_at.isoformat(), "train_window": v.train_window,
+             "roc_auc": v.metrics.get("roc_auc"), "naive_roc_auc": v.metrics.get("naive_roc_auc")}
+            for v in ws.registry.versions()]
 
 
 def print_models(ws: Workspace) -> None:
-    registry = ws.registry
-    aliases = {v: a for a, v in registry.aliases().items()}
-    table = Table(title="model registry")
+    rows = models_json(ws)
+    table = Table(title=f"model registry: {len(rows)} version(s)" + next(
+        (f", champion v{r['version']}" for r in rows if r["alias"] == "champion"), ""))
     for col in ("version", "alias", "algorithm", "created", "window", "ROC AUC", "naive AUC"):
         table.add_column(col)
-    for v in registry.versions():
-        table.add_row(str(v.version), aliases.get(v.version, ""), v.algorithm,
-                      f"{v.created_at:%Y-%m-%d %H:%M}",
-                      f"{v.train_window['start']}..{v.train_window['end']}",
-                      f"{v.metrics.get('roc_auc', float('nan')):.4f}",
-                      f"{v.metrics.get('naive_roc_auc', float('nan')):.4f}")
+    for r in rows:
+        window = r["train_window"]
+        assert isinstance(window, dict)
+        table.add_row(str(r["version"]), str(r["alias"] or ""), str(r["algorithm"]),
+                      str(r["created_at"])[:16].replace("T", " "),
+                      f"{window['start']}..{window['end']}", _metric(r["roc_auc"]),
+                      _metric(r["naive_roc_auc"]))
     console.print(table)
+
+
+def _metric(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
 
 
 @models_app.command("show")
 @handle_errors
 def models_show(
-    version: Annotated[int | None, typer.Argument(min=0)] = None,
+    version: Annotated[int | None, typer.Argument(
+        min=0, metavar="VERSION", help="The version (default: the champion).")] = None,
     runs: Annotated[int, typer.Option("--runs", min=0, max=100,
                                       help="Scoring runs of this version to show.")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Machine-readable: what GET /models/{version} returns (docs/cli.md "
+        "has the shape).")] = False,
 ) -> None:
-    """One version (default: the champion): params, metrics, window, lineage, decisions, drift
-    of its latest scoring runs and the realised performance of its matured predictions."""
-    from scoring.monitoring import MonitoringStore, shifted_features, version_health
+    """One version (default: the champion): its window and holdout metrics, the promotion
+    decisions about it, its latest scoring runs and the days they judged, its alerts, and how
+    its matured predictions did. --json adds params, lineage and the whole reference."""
+    from scoring.monitoring import MonitoringStore, version_health
 
     with workspace() as ws:
         monitor = MonitoringStore(ws.session, ws.keyspace, ws.domain.model_name)
         health = version_health(ws.registry, monitor, ws.settings, version, runs)
         if health is None:
-            raise typer.BadParameter(f"no model version {version}; see `streamfit models list`")
-        decisions = ws.registry.decisions(10)
+            raise typer.BadParameter(
+                "no champion yet: train one first (`streamfit train`)" if version is None
+                else f"no model version {version}; see `streamfit models list`",
+                param_hint="VERSION")
+        decisions = [d for d in ws.registry.decisions(100)
+                     if health.version.version in (d.candidate, d.champion)][:5]
+        aliases = {v: a for a, v in ws.registry.aliases().items()}
         entities = plural(ws)
     if as_json:
         print(json.dumps(health.as_dict(), default=str))
         return
-    v, realised = health.version, health.realised
-    console.print_json(json.dumps({"version": v.version, "algorithm": v.algorithm,
-                                   "params": v.params, "metrics": v.metrics,
-                                   "train_window": v.train_window, "lineage": v.lineage,
-                                   "sha256": v.sha256}, default=str))
+    v, realised, m = health.version, health.realised, health.version.metrics
+    alias = aliases.get(v.version)
+    window = v.train_window
+    console.print(f"[bold]v{v.version}[/] ({v.algorithm}{', ' + alias if alias else ''}), "
+                  f"created {v.created_at:%Y-%m-%d %H:%M}; trained on {window['start']}.."
+                  f"{window['end']}" + (f", holdout from {window['holdout_start']}"
+                                        if "holdout_start" in window else "")
+                  + (f", {m['train_rows']:,.0f} training rows" if "train_rows" in m else ""))
+    console.print("holdout: " + ", ".join(
+        f"{label} {m[k]:.4f}" for k, label in (("roc_auc", "ROC AUC"),
+                                                 ("naive_roc_auc", "naive ROC AUC"),
+                                                 ("pr_auc", "PR AUC"), ("brier", "Brier"))
+        if k in m))
     for d in decisions:
-        console.print(f"{d.decided_at:%Y-%m-%d %H:%M} v{d.candidate} vs v{d.champion}: "
+        against = f"v{d.champion}" if d.champion is not None else "no champion (the first)"
+        console.print(f"{d.decided_at:%Y-%m-%d %H:%M} v{d.candidate} against {against}: "
                       f"{'promoted' if d.promoted else 'not promoted'} ({d.reason})")
-    table = Table(title=f"scoring runs of v{v.version} (drift against its training data)")
-    for col in ("scored at", "dates", "rows", "mean p", "max PSI", "shifted features"):
+    table = Table(title=f"the latest {len(health.runs)} scoring run(s) of v{v.version}")
+    for col in ("scored at", "dates", "rows", "mean p", "days judged", "out of range"):
         table.add_column(col)
     for r in health.runs:
-        shifted = shifted_features(r)
-        table.add_row(f"{r.scored_at:%Y-%m-%d %H:%M:%S}", ",".join(r.dates), str(r.rows),
-                      f"{r.predictions.get('mean', float('nan')):.3f}", f"{r.max_psi:.3f}",
-                      ", ".join(shifted[:4]) + (" ..." if len(shifted) > 4 else ""))
+        mean = r.predictions.get("mean")
+        out = sorted({f"{f.feature} ({f.stat})" for c in r.checks for f in c.findings})
+        table.add_row(f"{r.scored_at:%Y-%m-%d %H:%M:%S}", ",".join(r.dates), f"{r.rows:,}",
+                      f"{mean:.3f}" if mean is not None else "-",
+                      ",".join(c.day for c in r.checks) or "-", ", ".join(out) or "-")
     console.print(table)
     for problem in health.alerts:
         console.print(f"[bold red]ALERT[/]: {problem}")
+    if not health.alerts:
+        console.print("no alert: the days judged stayed inside the training days' range and "
+                      "realised quality is within its line")
     if realised:
-        console.print(f"holdout ROC AUC {v.metrics.get('roc_auc', float('nan')):.4f} "
-                      f"(naive {v.metrics.get('naive_roc_auc', float('nan')):.4f}); "
-                      f"realised on {realised['dates']:.0f} matured dates, "
-                      f"{realised['entities']:.0f} {entities}: Brier {realised['brier']:.4f}, "
-                      f"daily ROC AUC {realised['roc_auc_daily_mean']:.4f}, late share "
-                      f"{realised['late_share']:.3f} vs mean prediction "
+        console.print(f"realised on {realised['dates']:.0f} matured dates, "
+                      f"{realised['entities']:,.0f} {entities}: daily ROC AUC "
+                      f"{realised['roc_auc_daily_mean']:.4f}, Brier {realised['brier']:.4f}, "
+                      f"late share {realised['late_share']:.3f} against a mean prediction of "
                       f"{realised['mean_probability']:.3f}")
     else:
         console.print("no matured predictions of this version yet")

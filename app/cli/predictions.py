@@ -33,15 +33,14 @@ def score(
     """Score the entities of dates with the champion; write predictions to Cassandra."""
     from datetime import datetime
 
-    from scoring.batch import score_dates
-
+    days = [parse_day(d, "--date") for d in day]
     if transient:
         import uuid
 
         from training.transient import run_transient
 
         with workspace() as ws:
-            summary = run_transient(ws, uuid.uuid4().hex, [parse_day(d, "--date") for d in day])
+            summary = run_transient(ws, uuid.uuid4().hex, days)
         console.print(f"transient request {summary['request_id']}: {summary['scored']:,} rows "
                       f"scored by a {summary['algorithm']} trained on "
                       f"{summary['train_window']['start']}..{summary['train_window']['end']} "
@@ -59,7 +58,8 @@ def score(
         if when.tzinfo is None:
             raise typer.BadParameter("give a time zone, e.g. 2013-06-01T12:00:00Z",
                                      param_hint="--as-of")
-    days = [parse_day(d, "--date") for d in day]
+    from scoring.batch import score_dates
+
     with workspace() as ws:
         result = score_dates(ws, days, when, evaluate=days)
         entities = plural(ws)
@@ -115,32 +115,61 @@ def print_predictions(settings: Any, day: Any, limit: int) -> None:
             f"{client.domain.label.description})", rows, entity))
 
 
+def check_key(key: str, pattern: str, entity: str, name: str) -> None:
+    """Refuse a key that cannot be one, before any service is asked."""
+    if not key.strip() or not key.isprintable():
+        raise typer.BadParameter(f"{key!r} is not a {name}: give one, e.g. with "
+                                 "`streamfit predictions list --date D`", param_hint="KEY")
+    if not re.fullmatch(pattern, key):
+        raise typer.BadParameter(f"{key!r} is not a {name} of a {entity} ({pattern})",
+                                 param_hint="KEY")
+
+
 @predictions_app.command("get")
 @handle_errors
 def predictions_get(
     key: Annotated[str, typer.Argument(help="The entity's key, e.g. UA1545-EWR-20130101.")],
     history: Annotated[bool, typer.Option("--history", help="Also every model's prediction.")
                        ] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Machine-readable: {latest, history} (docs/cli.md has the shape).")
+                       ] = False,
 ) -> None:
     """The latest prediction of one entity (for flights: a flight id)."""
+    from streamfit.domains import load_domain
+
+    settings = current_settings()
+    # the configured domain's pattern first (no service, no pandas): a bad key is refused at once
+    given = load_domain(settings.domain).entity
+    check_key(key, given.key_pattern, given.name, given.key)
     from scoring.client import PredictionClient
 
-    with PredictionClient.open(current_settings()) as client:
-        entity = client.domain.entity
-        if not re.fullmatch(entity.key_pattern, key):
-            raise typer.BadParameter(f"{key!r} is not a {entity.key} ({entity.key_pattern})",
-                                     param_hint="KEY")
+    with PredictionClient.open(settings) as client:
+        entity = client.domain.entity  # the keyspace's own domain decides
+        if entity is not given:
+            check_key(key, entity.key_pattern, entity.name, entity.key)
         found = client.latest(key)
-        if found is None:
-            err.print(f"no prediction for {entity.name} {key!r} (check the id, e.g. with "
-                      "`streamfit predictions list --date D`)")
-            raise typer.Exit(1)
-        console.print_json(json.dumps(found.as_dict(entity)))
-        if history:
-            for h in client.history(key):
-                when = f"{h.scored_at:%Y-%m-%d %H:%M:%S}"
-                console.print(f"v{h.model_version}, {h.horizon_min} min before: "
-                              f"{h.probability:.4f} at {when}")
+        past = client.history(key) if history else []
+    if found is None:
+        err.print(f"no prediction for {entity.name} {key!r} (check the id, e.g. with "
+                  "`streamfit predictions list --date D`)")
+        raise typer.Exit(1)
+    rows: list[dict[str, Any]] = [{"model_version": h.model_version, "horizon_min": h.horizon_min,
+             "probability": h.probability, "scored_at": h.scored_at.isoformat()} for h in past]
+    if as_json:
+        print(json.dumps({"latest": found.as_dict(entity),
+                          "history": rows if history else None}, indent=2, default=str))
+        return
+    console.print(_prediction_table(f"the latest prediction of {entity.name} {key}", [found],
+                                    entity))
+    if history:
+        table = Table(title=f"every prediction of {key}: {len(rows)}, newest model first")
+        for col in ("model", "as of", "probability", "scored at"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(f"v{r['model_version']}", f"{r['horizon_min']} min before",
+                          f"{r['probability']:.4f}", r["scored_at"][:19].replace("T", " "))
+        console.print(table)
 
 
 @predictions_app.command("list")
@@ -155,12 +184,11 @@ def predictions_list(
                                        help="At most this many rows.")] = 1000,
 ) -> None:
     """Predictions of one date (read page by page)."""
-
-    from scoring.client import COLUMN_VALUE, PredictionClient
-
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter(f"{fmt!r}: choose table, json or csv", param_hint="--format")
     when = parse_day(day, "--date")
+    from scoring.client import COLUMN_VALUE, PredictionClient
+
     rows: list[Any] = []
     with PredictionClient.open(current_settings()) as client:
         entity = client.domain.entity

@@ -93,10 +93,13 @@ def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: 
     assert result.evaluated == {DAY.isoformat(): {1: 150.0}}
     shifted = DAY + timedelta(days=1)
     _write_shifted_day(champion, shifted)
-    later = score_dates(ws(champion), [shifted])
-    # the shift raised a quality alert naming the feature; the unshifted run named it not
-    assert any("late_rate_route_28d" in a for a in later.alerts), later.alerts
-    assert not any("late_rate_route_28d" in a for a in result.alerts), result.alerts
+    later = score_dates(ws(champion), [shifted], evaluate=[shifted])
+    # the shift raised a drift alert naming the feature and what moved; the day like the
+    # training days raised none
+    [alert] = later.alerts
+    assert alert.startswith(f"{shifted}: 1 feature(s) left the range of the training days")
+    assert "late_rate_route_28d mean 3.5" in alert and "moved" in alert, alert
+    assert result.alerts == []
     with connect(champion) as session:
         monitor = MonitoringStore(session, champion.keyspace, "flight_delay")
         runs = monitor.runs()
@@ -108,6 +111,14 @@ def test_each_run_records_drift_and_matured_predictions_are_evaluated(champion: 
     assert earlier.drift["late_rate_route_28d"] < PSI_SHIFTED
     assert latest.drift["late_rate_route_28d"] > 10 * PSI_SHIFTED
     assert latest.max_psi == max(latest.drift.values())
+    # each run judged its completed day: the shifted day out of range, DAY within it
+    [judged] = latest.checks
+    assert judged.day == shifted.isoformat() and judged.rows == 300
+    assert [(f.feature, f.stat) for f in judged.findings] == [("late_rate_route_28d", "mean")]
+    assert judged.findings[0].value > judged.findings[0].high
+    [ordinary] = earlier.checks
+    assert ordinary.day == DAY.isoformat() and ordinary.findings == []
+    assert ordinary.calibration is None  # 150 outcomes: too few to judge calibration
     assert set(latest.drift) == set(earlier.drift) and len(latest.drift) > 20
     assert latest.predictions["count"] == latest.rows == 300
     row = perf[(perf["model_version"] == 1) & (perf["day"] == DAY)].iloc[0]
@@ -119,7 +130,7 @@ def test_models_show_and_report_read_what_monitoring_stored(champion: Settings,
     score_dates(ws(champion), [DAY], evaluate=[DAY])
     shifted = DAY + timedelta(days=1)
     _write_shifted_day(champion, shifted)
-    score_dates(ws(champion), [shifted])  # the champion's latest run: a drifted input
+    score_dates(ws(champion), [shifted], evaluate=[shifted])  # the latest run: a drifted input
     env = {**os.environ, "STREAMFIT_KEYSPACE": champion.keyspace}
     cli = str(Path(sys.executable).parent / "streamfit")
     shown = subprocess.run([cli, "models", "show"], env=env, capture_output=True, text=True,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from streamfit.quality import PSI_SHIFTED, PSI_STABLE, prediction_summary, psi
 
@@ -66,44 +67,89 @@ def test_realised_performance_and_calibration_bins() -> None:
     assert roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0
 
 
-def test_quality_alerts_flag_a_realised_gap_and_drift_past_their_lines() -> None:
+def test_quality_alerts_flag_a_realised_gap_past_its_line() -> None:
     from streamfit.quality import MIN_MATURED, quality_alerts
 
     holdout = {"roc_auc": 0.71}
     fine = {"entities": 900.0, "roc_auc_daily_mean": 0.69}
     fallen = {"entities": 900.0, "roc_auc_daily_mean": 0.64}
-    assert quality_alerts(holdout, fine, {"a": 0.1}, 0.05, 0.25) == []
-    [gap] = quality_alerts(holdout, fallen, {}, 0.05, 0.25)
-    assert "0.640" in gap and "0.070 below" in gap and "0.710" in gap
+    assert quality_alerts(holdout, fine, 0.05) == []
+    [gap] = quality_alerts(holdout, fallen, 0.05)
+    assert "0.640" in gap and "0.070 below" in gap and "0.710" in gap and "retrain" in gap
     # too few matured predictions to judge, and no realised figure at all: no gap alert
-    assert quality_alerts(holdout, {**fallen, "entities": MIN_MATURED - 1}, {}, 0.05, 0.25) == []
-    assert quality_alerts(holdout, None, {}, 0.05, 0.25) == []
-    [drifted] = quality_alerts(holdout, None, {"wx_pressure": 13.0, "a": 0.3, "b": 0.2},
-                               0.05, 0.25)
-    assert drifted.startswith("2 feature(s) drifted more than PSI 0.25")
-    assert drifted.index("wx_pressure") < drifted.index("a ")
-    assert "b " not in drifted
+    assert quality_alerts(holdout, {**fallen, "entities": MIN_MATURED - 1}, 0.05) == []
+    assert quality_alerts(holdout, None, 0.05) == []
 
 
-def test_drift_alerts_count_only_drift_above_the_day_to_day_level() -> None:
-    import numpy as np
-    import pandas as pd
+def _days(rng: np.random.Generator, n_days: int = 30, rows: int = 400) -> pd.DataFrame:
+    """Training-like days: a day-level feature (one value per day, like the weekday), a
+    row-level one with a day effect (like the weather), and one with a few missing values."""
+    from streamfit.quality import DAY
 
-    from streamfit.quality import daily_drift, drift, quality_alerts, reference_profiles
+    frames = []
+    for d in range(n_days):
+        frames.append(pd.DataFrame({
+            DAY: d, "weekday": float(d % 7),
+            "temp": rng.normal(loc=40 + 10 * np.sin(d / 5), scale=5, size=rows).round(1),
+            "gappy": np.where(rng.random(rows) < 0.03, np.nan, rng.normal(size=rows))}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_an_ordinary_day_is_judged_against_days_not_against_the_pooled_rows() -> None:
+    from streamfit.quality import DAY, day_findings, day_reference, drift, reference_profiles
 
     rng = np.random.default_rng(3)
-    days = pd.date_range("2013-01-01", periods=20, freq="D", tz="UTC")
-    # a day-level feature (one value per day) and a row-level one
-    frame = pd.DataFrame({"event_time": np.repeat(days, 100),
-                          "daily": np.repeat(rng.normal(size=20), 100),
-                          "rows": rng.normal(size=2000)})
-    ref = reference_profiles(frame, ["daily", "rows"])
-    level = daily_drift(ref, frame, "event_time")
-    assert level["daily"] > 2 and level["rows"] < 0.25  # one day of a day-level feature is narrow
-    one_day = frame[frame["event_time"] == days[0]]
-    run = drift(ref, one_day)
-    assert quality_alerts({}, None, run, 0.05, 0.25) != []  # without the level: a false alarm
-    assert quality_alerts({}, None, run, 0.05, 0.25, level) == []
-    shifted = drift(ref, one_day.assign(rows=one_day["rows"] + 3))
-    [alert] = quality_alerts({}, None, shifted, 0.05, 0.25, level)
-    assert "rows" in alert and "daily" not in alert
+    train = _days(rng)
+    names = ["weekday", "temp", "gappy"]
+    ref = day_reference(train, names)
+    assert ref["weekday"]["mean"] == [0.0, 6.0] and ref["weekday"]["top_share"] == [1.0, 1.0]
+    day = _days(np.random.default_rng(4), n_days=31).query(f"{DAY} == 30")
+    # PSI calls this day shifted (one weekday, one day's weather); the day reference does not
+    assert drift(reference_profiles(train, names), day)["weekday"] > 1.0
+    assert day_findings(ref, day, "2013-04-01") == []
+
+
+def test_each_kind_of_broken_input_is_found_and_named() -> None:
+    from streamfit.quality import DAY, day_findings, day_reference
+
+    rng = np.random.default_rng(5)
+    train = _days(rng)
+    ref = day_reference(train, ["weekday", "temp", "gappy"])
+    day = _days(np.random.default_rng(6), n_days=31).query(f"{DAY} == 30")
+    km = day.assign(temp=day["temp"] * 1.609344)
+    [moved] = day_findings(ref, km, "d")
+    assert (moved.feature, moved.stat) == ("temp", "mean") and "moved" in moved.words()
+    stuck = day.assign(temp=np.where(np.arange(len(day)) % 3 == 0, 41.0, day["temp"]))
+    [one] = day_findings(ref, stuck, "d")
+    assert (one.feature, one.stat) == ("temp", "top_share") and one.value > 0.3
+    gone = day.assign(gappy=np.where(np.arange(len(day)) % 6 == 0, np.nan, day["gappy"]))
+    [missing] = day_findings(ref, gone, "d")
+    assert (missing.feature, missing.stat) == ("gappy", "missing")
+    # a weekday past 0..6 by more than half that range is out; a larger margin lets a move pass
+    assert [f.feature for f in day_findings(ref, day.assign(weekday=10.0), "d")] == ["weekday"]
+    nudged = day.assign(temp=day["temp"] + 30)
+    assert day_findings(ref, nudged, "d", widen=0.25) != []
+    assert day_findings(ref, nudged, "d", widen=5.0) == []
+
+
+def test_calibration_alerts_only_past_a_bound_that_grows_with_fewer_outcomes() -> None:
+    from streamfit.quality import MIN_MATURED, calibration_check, calibration_reference
+
+    rng = np.random.default_rng(8)
+    days = np.repeat(np.arange(7), 800)
+    p = np.full(days.size, 0.2)
+    y = (rng.random(days.size) < 0.2).astype(int)
+    ref = calibration_reference(days, y, p)
+    assert ref["days"] == 7 and ref["tau"] < 0.02  # binomial noise only: no spread beyond it
+    ok = calibration_check(ref, y[:900], p[:900], "d")
+    assert ok is not None and not ok.alert
+    late = calibration_check(ref, (rng.random(900) < 0.35).astype(int), p[:900], "d")
+    assert late is not None and late.alert and "above" in late.words()
+    # the same gap on a small day is within its (wider) bound
+    small = calibration_check(ref, (rng.random(MIN_MATURED) < 0.26).astype(int),
+                              p[:MIN_MATURED], "d")
+    assert small is not None and small.bound > ok.bound
+    assert calibration_check(ref, y[:10], p[:10], "d") is None
+    # a holdout whose days stray from their predictions widens the bound
+    stray = np.where(days % 2 == 0, (rng.random(days.size) < 0.35), y).astype(int)
+    assert calibration_reference(days, stray, p)["tau"] > 0.05
