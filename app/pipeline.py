@@ -8,6 +8,7 @@ is seen in the later stage, never missed. Backlog 0 in every stage means caught 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +44,10 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def keyspace_status(ws: Workspace, now: datetime | None = None) -> list[StageStatus]:
+def keyspace_status(ws: Workspace, now: datetime | None = None, admin: Any = None
+                    ) -> list[StageStatus]:
+    """Every stage's backlog in one keyspace (``admin``: a Kafka admin client to reuse; else one
+    is made and closed here)."""
     from features.run import STAGE as FEATURES
     from features.run import pending_ledger
     from ingest.status import source_offsets
@@ -57,16 +61,17 @@ def keyspace_status(ws: Workspace, now: datetime | None = None) -> list[StageSta
     store = IngestStore(session, keyspace)
     # 1. ingest: produced but not landed and committed
     waiting, oldest_landed = 0, None
-    admin = kafka_io.admin(s, client_id="streamfit-pipeline-status")
+    client = admin or kafka_io.admin(s, client_id="streamfit-pipeline-status")
     try:
         for group, topic in store.sources():
-            for partition, (committed, end) in source_offsets(admin, group, topic).items():
+            for partition, (committed, end) in source_offsets(client, group, topic).items():
                 if end > committed:
                     waiting += end - committed
                     landed = store.last_landed(group, topic, partition, committed)
                     oldest_landed = min(filter(None, (oldest_landed, landed)), default=None)
     finally:
-        admin.close()
+        if admin is None:
+            client.close()
     feature_marks = progress.positions(FEATURES)
     newest_event = max((m.position_time for m in feature_marks.values() if m.position_time),
                        default=None)
@@ -97,26 +102,34 @@ def keyspace_status(ws: Workspace, now: datetime | None = None) -> list[StageSta
 def pipeline_status(settings: Settings, keyspaces: list[str] | None = None
                     ) -> list[StageStatus]:
     """Every stage of every keyspace the pipeline serves (or of ``keyspaces``)."""
+    from streamfit import kafka as kafka_io
     from streamfit.cassandra import connect
     from streamfit.progress import pipeline_keyspaces
     from streamfit.workspace import workspace
 
     with connect(settings, keyspace=None) as session:
         names = keyspaces or pipeline_keyspaces(session, settings.keyspace)
-        return [row for ks in names for row in keyspace_status(workspace(settings, session, ks))]
+        admin = kafka_io.admin(settings, client_id="streamfit-pipeline-status")
+        try:
+            return [row for ks in names
+                    for row in keyspace_status(workspace(settings, session, ks), admin=admin)]
+        finally:
+            admin.close()
 
 
 def keyspace_overview(settings: Settings) -> list[dict[str, Any]]:
     """``streamfit pipeline keyspaces``: every streamfit keyspace, whether it is served and why,
     its backlog (the sum over its stages) and when a stage last ran for it."""
+    from streamfit import kafka as kafka_io
     from streamfit.cassandra import connect
     from streamfit.progress import keyspace_states
     from streamfit.workspace import workspace
 
-    with connect(settings, keyspace=None) as session:
+    with connect(settings, keyspace=None) as session, contextlib.closing(
+            kafka_io.admin(settings, client_id="streamfit-keyspaces")) as admin:
         out = []
         for state in keyspace_states(session, settings.keyspace):
-            rows = keyspace_status(workspace(settings, session, state.name))
+            rows = keyspace_status(workspace(settings, session, state.name), admin=admin)
             out.append({"keyspace": state.name, "served": state.served, "why": state.why,
                         "backlog": sum(r.pending for r in rows),
                         "pending": {r.stage: r.pending for r in rows},

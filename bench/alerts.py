@@ -56,6 +56,7 @@ from features.build import run_build  # noqa: E402
 from features.spark_build import FrameRaw  # noqa: E402
 from ingest.envelope import Rejection, decode  # noqa: E402
 from scoring.monitoring import DayCheck, check_day  # noqa: E402
+from streamfit.cassandra import connect  # noqa: E402
 from streamfit.domains import ENTITY_ID, HORIZON, Domain  # noqa: E402
 from streamfit.featurestore import build_frame  # noqa: E402
 from streamfit.registry import ModelVersion, predict  # noqa: E402
@@ -68,6 +69,9 @@ FIRST = date(2013, 1, 1)
 NEW_YORK = ZoneInfo("America/New_York")
 #: A feature is broken by a fault when it changed on at least this share of the week's rows.
 BROKEN_SHARE = 0.01
+#: What --reuse empties: what training and scoring wrote.
+REGISTRY_TABLES = ("model_versions", "model_aliases", "model_promotions", "scoring_runs",
+                   "model_performance")
 #: What a calibration alert names.
 OUTCOME = "the outcome (late share)"
 
@@ -298,6 +302,11 @@ def main() -> None:
     ap.add_argument("--margin", type=float, action="append", default=[],
                     help="Also judge every day at this STREAMFIT_ALERT_DRIFT_MARGIN "
                     "(repeatable), side by side with the setting's value.")
+    ap.add_argument("--reuse", metavar="KEYSPACE",
+                    help="Judge on a keyspace an earlier run kept (--keep): its events landed "
+                    "and built; its registry is emptied first.")
+    ap.add_argument("--keep", action="store_true",
+                    help="Keep the keyspace and topic afterwards (for --reuse).")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     base = get_settings()
@@ -310,19 +319,26 @@ def main() -> None:
     if missing:
         raise SystemExit(f"--fault-week {missing[0]} is not one of the stable weeks judged")
     last = mondays[-1] + timedelta(days=7)  # arrivals after the last midnight
-    s = fresh(base, "alerts").model_copy(update={"signal_interval_s": 3600.0})
+    if args.reuse:
+        s = base.model_copy(update={"keyspace": args.reuse, "signal_interval_s": 3600.0})
+        with connect(s, keyspace=None) as session:
+            for table in REGISTRY_TABLES:
+                session.execute(f"TRUNCATE {args.reuse}.{table}", timeout=60)
+    else:
+        s = fresh(base, "alerts").model_copy(update={"signal_interval_s": 3600.0})
     figures: dict[str, Any] = {
         "machine": "2 shared cores, 24 GB; Kafka, Cassandra and Airflow co-located",
         "when": datetime.now(UTC).isoformat(), "command": " ".join(sys.argv),
         "default_margin": base.alert_drift_margin, "train_days": s.train_days}
     try:
-        land_days(s, FIRST, last)
-        t0 = time.time()
-        with open_workspace(s) as ws:
-            built = run_build(ws, days=[FIRST + timedelta(days=i)
-                                        for i in range((last - FIRST).days + 1)])
-        print(f"built {built['entities']:,} flights' features in {time.time() - t0:.0f}s",
-              flush=True)
+        if not args.reuse:
+            land_days(s, FIRST, last)
+            t0 = time.time()
+            with open_workspace(s) as ws:
+                built = run_build(ws, days=[FIRST + timedelta(days=i)
+                                            for i in range((last - FIRST).days + 1)])
+            print(f"built {built['entities']:,} flights' features in {time.time() - t0:.0f}s",
+                  flush=True)
         stable: dict[float, list[Judged]] = {m: [] for m in margins}
         faults: dict[float, dict[str, dict[str, Any]]] = {m: {} for m in margins}
         champions = []
@@ -375,7 +391,10 @@ def main() -> None:
         _print_table(figures, margins, base.alert_drift_margin)
         save(args.json, figures)
     finally:
-        cleanup(s)
+        if args.keep:
+            print(f"kept keyspace {s.keyspace} (--reuse {s.keyspace})", flush=True)
+        else:
+            cleanup(s)
 
 
 def _parity(built: dict[date, pd.DataFrame], stored: dict[date, pd.DataFrame],

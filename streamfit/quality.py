@@ -127,6 +127,9 @@ DAY_STATS: dict[str, str] = {
     "missing": "its inputs stopped arriving for part of the rows",
     "top_share": "one value took over (a stuck sensor or a default filled in)",
 }
+#: The statistics judged on one side only: more missing values, or one value taking over, is
+#: what breaks; fewer is inputs arriving or varying more, which no one needs woken for.
+ONE_SIDED = {"missing", "top_share"}
 #: How far past the reference days' range a day may go, as a share of that range
 #: (``STREAMFIT_ALERT_DRIFT_MARGIN``): the weeks after training extend it (a season moves on),
 #: and a day is judged on ~45 features at once, so only a clear exit counts. bench/alerts.py
@@ -142,11 +145,13 @@ DAY = "entity_date"
 
 def day_statistics(values: np.ndarray) -> dict[str, float]:
     """A day's ``DAY_STATS`` of one feature: the mean of the finite values, the share of rows
-    missing, and the share of rows holding the single most common value."""
+    missing, and the share of the values present that hold the single most common value (of
+    the present ones, so that more missing values do not read as fewer stuck ones)."""
     v = np.asarray(values, dtype=float)
     finite = v[np.isfinite(v)]
     n = max(v.size, 1)
-    top = float(np.unique(finite, return_counts=True)[1].max()) / n if finite.size else 0.0
+    top = (float(np.unique(finite, return_counts=True)[1].max()) / finite.size if finite.size
+           else 0.0)
     return {"mean": float(finite.mean()) if finite.size else float("nan"),
             "missing": 1.0 - finite.size / n, "top_share": top}
 
@@ -184,11 +189,14 @@ class Finding:
     high: float
 
     def words(self) -> str:
-        unit = "" if self.stat == "mean" else " of rows"
         fmt = _fmt if self.stat == "mean" else _pct
-        what = {"mean": "mean", "missing": "missing", "top_share": "on one value"}[self.stat]
-        return (f"{self.feature} {what} {fmt(self.value)}{unit} (training days "
-                f"{fmt(self.low)}-{fmt(self.high)}): {DAY_STATS[self.stat]}")
+        what = {"mean": f"mean {fmt(self.value)}",
+                "missing": f"missing on {fmt(self.value)} of rows",
+                "top_share": f"one value in {fmt(self.value)} of the rows that have one"}
+        allowed = (f"up to {fmt(self.high)}" if self.stat in ONE_SIDED
+                   else f"{fmt(self.low)} to {fmt(self.high)}")
+        return (f"{self.feature} {what[self.stat]} (the training days allow {allowed}): "
+                f"{DAY_STATS[self.stat]}")
 
     def as_dict(self) -> dict[str, object]:
         return {"day": self.day, "feature": self.feature, "stat": self.stat,
@@ -234,7 +242,7 @@ def day_findings(reference: dict[str, dict[str, list[float]]], frame: pd.DataFra
             if bounds is None or not np.isfinite(value):
                 continue
             lo, hi = bounds
-            if value < lo or value > hi:
+            if value > hi or (value < lo and stat not in ONE_SIDED):
                 width = max(hi - lo, 1e-9)
                 found.append(((lo - value if value < lo else value - hi) / width,
                               Finding(day, name, stat, round(value, 6), round(lo, 6),

@@ -246,13 +246,18 @@ def window_dates(end: date, days: int) -> list[date]:
     return [end - timedelta(days=i) for i in range(days - 1, -1, -1)]
 
 
-def load_window(store: Any, dates: list[date]) -> pd.DataFrame:
-    # each row keeps its entity date: monitoring's reference is made of whole days
+def load_window(store: Any, dates: list[date], labelled_only: bool = True) -> pd.DataFrame:
+    """The feature rows of ``dates`` (only the labelled ones, as ints, unless told), each with
+    its entity date (``DAY``): monitoring's reference is made of whole days."""
     frames = [store.read_day(d).assign(**{DAY: d}) for d in dates]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
+    return labelled(frame) if labelled_only else frame
+
+
+def labelled(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["label"].notna()].assign(label=lambda f: f["label"].astype(int))
 
 
@@ -284,11 +289,13 @@ def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
 
 
 def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray,
-                 p_holdout: np.ndarray, holdout: pd.DataFrame) -> dict[str, Any]:
+                 p_holdout: np.ndarray, holdout: pd.DataFrame,
+                 days: pd.DataFrame | None = None) -> dict[str, Any]:
     """What monitoring compares later days with: the training distribution of every feature
     (PSI, for the report), the range of each feature's day statistics over the window's days
     (drift alerts), the holdout's between-day calibration spread (calibration alerts), and
-    the holdout's ROC curve, calibration and prediction distribution (for the report)."""
+    the holdout's ROC curve, calibration and prediction distribution (for the report).
+    ``days``: every row of the window's days, labelled or not (default: train and holdout)."""
     from streamfit.quality import (
         calibration_bins,
         calibration_reference,
@@ -302,21 +309,28 @@ def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray
     names = [f for f in features if f != HORIZON]
     profiles = reference_profiles(train, names)
     return {"features": profiles,
-            "days": day_reference(pd.concat([train, holdout], ignore_index=True), names, DAY),
+            "days": day_reference(pd.concat([train, holdout], ignore_index=True)
+                                  if days is None else days, names, DAY),
             "calibration": calibration_reference(holdout[DAY].to_numpy(), y_holdout, p_holdout),
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
                         "calibration": calibration_bins(y_holdout, p_holdout),
                         "predictions": prediction_summary(p_holdout)}}
 
 
-def window_of(dates: list[date], end: date, holdout: pd.DataFrame) -> dict[str, str]:
-    return {"start": dates[0].isoformat(), "end": end.isoformat(),
+def window_of(dates: list[date], end: date, holdout: pd.DataFrame,
+              frame: pd.DataFrame | None = None) -> dict[str, str]:
+    """The training window: its first day with data (a window reaching back before the data
+    starts begins where the data does), its last day, and where its holdout starts."""
+    first = (min(frame[DAY]) if frame is not None and DAY in frame and len(frame)
+             else dates[0])
+    return {"start": first.isoformat(), "end": end.isoformat(),
             "holdout_start": str(pd.to_datetime(holdout[EVENT_TIME], utc=True).min().date())}
 
 
 def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: pd.DataFrame,
                        window: dict[str, str], parts: pd.DataFrame, dates: list[date],
-                       metric: str, tolerance: float, champion: int | None) -> int | None:
+                       metric: str, tolerance: float, champion: int | None,
+                       days: pd.DataFrame | None = None) -> int | None:
     """Register the naive baseline as v0 and, when there is no champion yet, make it the
     champion (recorded as a decision). Returns the champion after that."""
     from streamfit.registry import AliasConflict
@@ -329,7 +343,7 @@ def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: 
     metrics.update({"train_rows": float(len(train)), "holdout_rows": float(len(holdout))})
     registered = registry.register(model, "NaiveBaseline", {"feature": naive}, metrics, [naive],
                                    window, lineage_of(parts, dates),
-                                   reference_of(train, [naive], y, p, holdout),
+                                   reference_of(train, [naive], y, p, holdout, days),
                                    version=BASELINE_VERSION)
     if registered != BASELINE_VERSION or champion is not None:
         return champion  # a concurrent training registered it, or a champion exists already
@@ -367,13 +381,16 @@ def train_and_maybe_promote(ws: Workspace, end: date | None = None, force: bool 
                       f"(ends {last_end}); need {settings.min_new_rows}")
             log.info("retrain skipped: %s", reason)
             return TrainResult("skipped", reason, champion=champion)
-    frame = load_window(store, dates)
+    # every row of the window's days, for monitoring: a day is later judged whole (its
+    # cancelled flights too, which have no label), so it is compared with whole days
+    days = load_window(store, dates, labelled_only=False)
+    frame = labelled(days) if len(days) else days
     train, holdout = time_split(frame, settings.holdout_days)
     if len(train) < 200 or holdout["label"].nunique() < 2:
         return TrainResult("skipped", f"too little data: {len(train)} training rows, "
                            f"{len(holdout)} holdout rows", champion=champion)
     y = holdout["label"].to_numpy(dtype=int)
-    window = window_of(dates, end, holdout)
+    window = window_of(dates, end, holdout, frame)
     key = training_key(settings, parts, dates, features, pool is not None)
     # --force trains anew on purpose; otherwise a twin of a registered version is not made
     existing = None if force else next((v for v in versions.values()
@@ -397,13 +414,14 @@ def train_and_maybe_promote(ws: Workspace, end: date | None = None, force: bool 
         version = registry.register(served, name, params, metrics, features, window,
                                     {**lineage_of(parts, dates), "training_key": key,
                                      "refit_with_holdout": judged is not None},
-                                    reference_of(train, features, y, p_holdout, holdout),
+                                    reference_of(train, features, y, p_holdout, holdout,
+                                                 days),
                                     gate_model=judged)
     metric = settings.promotion_metric
     if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
         champion = _register_baseline(registry, domain.features.naive, train, holdout,
                                       window, parts, dates, metric,
-                                      settings.promotion_tolerance, champion)
+                                      settings.promotion_tolerance, champion, days)
         versions = {v.version: v for v in registry.versions()}
     champ_score = None
     if champion is not None:

@@ -125,6 +125,10 @@ def test_each_kind_of_broken_input_is_found_and_named() -> None:
     gone = day.assign(gappy=np.where(np.arange(len(day)) % 6 == 0, np.nan, day["gappy"]))
     [missing] = day_findings(ref, gone, "d")
     assert (missing.feature, missing.stat) == ("gappy", "missing")
+    assert "missing on 18% of rows (the training days allow up to 9%)" in missing.words()
+    # fewer missing values, or more varied ones, is no alert (shares are judged one-sided)
+    whole = np.random.default_rng(9).normal(size=len(day))
+    assert day_findings(ref, day.assign(gappy=whole), "d") == []
     # a weekday past 0..6 by more than half that range is out; a larger margin lets a move pass
     assert [f.feature for f in day_findings(ref, day.assign(weekday=10.0), "d")] == ["weekday"]
     nudged = day.assign(temp=day["temp"] + 30)
