@@ -51,11 +51,13 @@ prereqs:
 # Tools besides Python packages, from Debian's packages: docker-compose 1.29 validates
 # docker-compose.yaml without a Docker engine; redis-server is the Celery broker of the cluster
 # topology (STREAMFIT_STACK_TOPOLOGY=cluster), which the test suite also runs; wrk loads the HTTP
-# API in the benchmarks (the load must not come from Python on the same cores).
+# API in the benchmarks (the load must not come from Python on the same cores); headless Chromium
+# renders the report in its screenshot test.
 tools:
 	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -31,6 +31,7 @@ from streamfit.quality import (
     Finding,
     calibration_check,
     day_findings,
+    day_statistics,
     drift,
     drift_alert,
     prediction_summary,
@@ -56,6 +57,8 @@ class DayCheck:
     rows: int
     findings: list[Finding]
     calibration: Calibration | None
+    #: every feature's day statistics ({feature: {stat: value}}), for the report's charts
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def alerts(self) -> list[str]:
         out = [a for a in [drift_alert(self.findings)] if a]
@@ -66,13 +69,15 @@ class DayCheck:
     def as_dict(self) -> dict[str, object]:
         return {"day": self.day, "rows": self.rows,
                 "findings": [f.as_dict() for f in self.findings],
-                "calibration": self.calibration.as_dict() if self.calibration else None}
+                "calibration": self.calibration.as_dict() if self.calibration else None,
+                "stats": self.stats}
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> DayCheck:
         cal = d.get("calibration")
         return cls(d["day"], int(d["rows"]), [Finding(**f) for f in d.get("findings", [])],
-                   Calibration(**{k: v for k, v in cal.items() if k != "alert"}) if cal else None)
+                   Calibration(**{k: v for k, v in cal.items() if k != "alert"}) if cal else None,
+                   d.get("stats", {}))
 
 
 def complete(frame: pd.DataFrame, as_of: datetime | None) -> bool:
@@ -88,12 +93,16 @@ def check_day(reference: dict[str, Any], day: date, frame: pd.DataFrame,
     """Judge a completed day: ``frame`` is its feature rows at every horizon (as the training
     days of ``reference`` were), ``matured`` the served predictions joined with their outcomes
     (columns label, probability; None or empty: none yet)."""
-    findings = day_findings(reference.get("days", {}), frame, day.isoformat(), margin)
+    days = reference.get("days", {})
+    findings = day_findings(days, frame, day.isoformat(), margin)
+    stats = {name: {k: round(v, 6) for k, v in day_statistics(frame[name].to_numpy(dtype=float)
+                                                              ).items() if v == v}
+             for name in days if name in frame}
     cal = None
     if matured is not None and not matured.empty:
         cal = calibration_check(reference.get("calibration"), matured["label"].to_numpy(),
                                 matured["probability"].to_numpy(), day.isoformat())
-    return DayCheck(day.isoformat(), len(frame), findings, cal)
+    return DayCheck(day.isoformat(), len(frame), findings, cal, stats)
 
 
 # --- storage -------------------------------------------------------------------------------

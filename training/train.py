@@ -254,10 +254,10 @@ def load_window(store: Any, dates: list[date], labelled_only: bool = True) -> pd
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
-    return labelled(frame) if labelled_only else frame
+    return labelled_rows(frame) if labelled_only else frame
 
 
-def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+def labelled_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["label"].notna()].assign(label=lambda f: f["label"].astype(int))
 
 
@@ -384,7 +384,7 @@ def train_and_maybe_promote(ws: Workspace, end: date | None = None, force: bool 
     # every row of the window's days, for monitoring: a day is later judged whole (its
     # cancelled flights too, which have no label), so it is compared with whole days
     days = load_window(store, dates, labelled_only=False)
-    frame = labelled(days) if len(days) else days
+    frame = labelled_rows(days) if len(days) else days
     train, holdout = time_split(frame, settings.holdout_days)
     if len(train) < 200 or holdout["label"].nunique() < 2:
         return TrainResult("skipped", f"too little data: {len(train)} training rows, "
