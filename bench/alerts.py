@@ -35,6 +35,7 @@ values, side by side, to show the trade-off.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import time
 from collections import Counter
@@ -59,7 +60,7 @@ from scoring.monitoring import DayCheck, check_day  # noqa: E402
 from streamfit.cassandra import connect  # noqa: E402
 from streamfit.domains import ENTITY_ID, HORIZON, Domain  # noqa: E402
 from streamfit.featurestore import build_frame  # noqa: E402
-from streamfit.registry import ModelVersion, predict  # noqa: E402
+from streamfit.registry import predict  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
 from streamfit.store import bucket_of  # noqa: E402
 from streamfit.workspace import open_workspace  # noqa: E402
@@ -160,7 +161,7 @@ def late_shift(events: list[Event], week: list[date], minutes: int = 20) -> list
 TARGETS: dict[str, Callable[[list[str]], set[str]]] = {
     "weather station stuck (LGA)": lambda broken: {n for n in broken if n.startswith("wx_")},
     "distance in kilometres": lambda broken: {"distance"},
-    "one carrier's departures stop (EV)": lambda broken: set(broken),
+    "one carrier's departures stop (EV)": lambda broken: {*broken, "flight_departed"},
     "schedules in local time as UTC": lambda broken: {"sched_hour"},
     "late rate shifted (+20 min arrivals)": lambda broken: {OUTCOME, *broken},
 }
@@ -234,30 +235,44 @@ def matured_of(frame: pd.DataFrame, model: Any, features: list[str]) -> pd.DataF
 
 
 @dataclass
+class Day:
+    """What judging one completed day needs: its rows, its matured predictions, its gaps."""
+
+    frame: pd.DataFrame
+    matured: pd.DataFrame
+    gaps: list[Any]
+
+
+def days_of(domain: Domain, raw: Any, model: Any, features: list[str],
+            frames: dict[date, pd.DataFrame]) -> dict[date, Day]:
+    return {d: Day(f, matured_of(f, model, features), domain.gaps(raw, d) if domain.gaps else [])
+            for d, f in sorted(frames.items()) if not f.empty}
+
+
+@dataclass
 class Judged:
     day: date
     check: DayCheck
 
     def drift_named(self) -> list[str]:
-        return sorted({f.feature for f in self.check.findings})
+        return sorted({f.feature for f in self.check.findings}
+                      | {g.event_type for g in self.check.gaps})
 
 
-def judge(version: ModelVersion, model: Any, frames: dict[date, pd.DataFrame],
-          margin: float) -> list[Judged]:
-    return [Judged(d, check_day(version.reference, d, f, matured_of(f, model, version.features),
-                                margin))
-            for d, f in sorted(frames.items()) if not f.empty]
+def judge(reference: dict[str, Any], days: dict[date, Day], margin: float) -> list[Judged]:
+    return [Judged(d, check_day(reference, d, x.frame, x.matured, margin, x.gaps))
+            for d, x in sorted(days.items())]
 
 
 def stable_figures(judged: list[Judged], weeks: int) -> dict[str, Any]:
-    drift_days = [j for j in judged if j.check.findings]
+    drift_days = [j for j in judged if j.check.findings or j.check.gaps]
     calib = [j.check.calibration for j in judged
              if j.check.calibration is not None and j.check.calibration.alert]
     named = Counter(f for j in drift_days for f in j.drift_named())
     return {"days": len(judged), "weeks": weeks, "drift_alerts": len(drift_days),
             "drift_alerts_per_4_weeks": round(4 * len(drift_days) / max(weeks, 1), 2),
-            "drift_alert_days": {j.day.isoformat(): [f.words() for f in j.check.findings]
-                                 for j in drift_days},
+            "drift_alert_days": {j.day.isoformat(): [g.words() for g in j.check.gaps]
+                                 + [f.words() for f in j.check.findings] for j in drift_days},
             "features_named": dict(named.most_common()),
             "calibration_alerts": len(calib),
             "calibration_alert_days": [c.as_dict() for c in calib]}
@@ -307,10 +322,25 @@ def main() -> None:
                     "and built; its registry is emptied first.")
     ap.add_argument("--keep", action="store_true",
                     help="Keep the keyspace and topic afterwards (for --reuse).")
+    ap.add_argument("--material", type=Path,
+                    help="Save what judging needs (each week's reference, rows, predictions "
+                    "and gaps, stable and faulted) here, for --rejudge.")
+    ap.add_argument("--rejudge", type=Path, metavar="MATERIAL",
+                    help="Judge the days saved by --material again (other margins, changed "
+                    "judging code) without landing, building or training.")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     base = get_settings()
     margins = sorted({base.alert_drift_margin, *args.margin})
+    if args.rejudge:
+        with args.rejudge.open("rb") as saved:
+            saved_material: list[dict[str, Any]] = pickle.load(saved)  # noqa: S301
+        again: dict[str, Any] = {"when": datetime.now(UTC).isoformat(),
+                                 "command": " ".join(sys.argv),
+                                 "default_margin": base.alert_drift_margin}
+        judge_all(saved_material, margins, base.alert_drift_margin, again)
+        save(args.json, again)
+        return
     mondays = [args.first_week + timedelta(days=7 * w) for w in range(args.weeks)]
     fault_weeks = sorted(set(args.fault_week or [date(2013, 3, 11), date(2013, 5, 13)]))
     if any(m.weekday() != 0 for m in [*mondays[:1], *fault_weeks]):
@@ -339,12 +369,11 @@ def main() -> None:
                                             for i in range((last - FIRST).days + 1)])
             print(f"built {built['entities']:,} flights' features in {time.time() - t0:.0f}s",
                   flush=True)
-        stable: dict[float, list[Judged]] = {m: [] for m in margins}
-        faults: dict[float, dict[str, dict[str, Any]]] = {m: {} for m in margins}
+        material: list[dict[str, Any]] = []
         champions = []
         with open_workspace(s) as ws:
             domain, store, registry = ws.domain, ws.feature_store(), ws.registry
-            names = [n for n in domain.features.model]
+            names = list(domain.features.model)
             for monday in mondays:
                 week = week_of(monday)
                 trained = train_and_maybe_promote(ws, end=monday - timedelta(days=1))
@@ -354,47 +383,60 @@ def main() -> None:
                 champion, model = loaded
                 version = next(v for v in registry.versions() if v.version == champion)
                 champions.append({"week": monday.isoformat(), "champion": champion,
-                                  "algorithm": version.algorithm,
-                                  "trained": trained.reason})
+                                  "algorithm": version.algorithm, "trained": trained.reason})
                 frames = {d: store.read_day(d) for d in week}
-                for m in margins:
-                    stable[m] += judge(version, model, frames, m)
-                print(f"week {monday}: v{champion} ({version.algorithm}); drift alert days "
-                      f"{sum(1 for j in stable[base.alert_drift_margin][-7:] if j.check.findings)}",
-                      flush=True)
-                if monday not in fault_weeks:
-                    continue
-                events = events_of_days(s, monday - timedelta(days=31), monday + timedelta(days=8))
-                clean = build_week(domain, events, week)
-                mismatch = _parity(clean, frames, names)
-                for fault, inject in FAULTS.items():
-                    t1 = time.time()
-                    sent, refused = validated(domain, s, inject(events, week))
-                    faulted = build_week(domain, sent, week)
-                    broken = broken_features(clean, faulted, names)
-                    for m in margins:
-                        key = f"{fault}, week of {monday}"
-                        faults[m][key] = {**fault_figures(judge(version, model, faulted, m),
-                                                          broken, fault),
-                                          "dead_lettered": dict(refused),
-                                          "clean_build_mismatches": mismatch}
-                    r = faults[base.alert_drift_margin][f"{fault}, week of {monday}"]
-                    print(f"  {fault}: broke {broken}; detected {r['detected_days']}/7 days, "
-                          f"first on run {r['first_detected_run']}, precision "
-                          f"{r['precision']}; dead-lettered {dict(refused)} "
-                          f"({time.time() - t1:.0f}s)", flush=True)
+                entry: dict[str, Any] = {
+                    "monday": monday, "reference": version.reference,
+                    "stable": days_of(domain, store.raw, model, version.features, frames),
+                    "faults": {}}
+                quick = judge(version.reference, entry["stable"], base.alert_drift_margin)
+                print(f"week {monday}: v{champion} ({version.algorithm}); alert days "
+                      f"{sum(1 for j in quick if j.check.findings or j.check.gaps)}", flush=True)
+                if monday in fault_weeks:
+                    events = events_of_days(s, monday - timedelta(days=31),
+                                            monday + timedelta(days=8))
+                    clean = build_week(domain, events, week)
+                    mismatch = _parity(clean, frames, names)
+                    for fault, inject in FAULTS.items():
+                        t1 = time.time()
+                        sent, refused = validated(domain, s, inject(events, week))
+                        faulted = build_week(domain, sent, week)
+                        entry["faults"][fault] = {
+                            "broken": broken_features(clean, faulted, names),
+                            "dead_lettered": dict(refused), "clean_build_mismatches": mismatch,
+                            "days": days_of(domain, raw_of(sent), model, version.features,
+                                            faulted)}
+                        print(f"  {fault}: built in {time.time() - t1:.0f}s", flush=True)
+                material.append(entry)
+        if args.material:
+            with args.material.open("wb") as out:
+                pickle.dump(material, out)
         figures["champions"] = champions
-        for m in margins:
-            label = f"margin {m}" + (" (default)" if m == base.alert_drift_margin else "")
-            figures[label] = {"stable": stable_figures(stable[m], len(mondays)),
-                              "faults": faults[m]}
-        _print_table(figures, margins, base.alert_drift_margin)
+        judge_all(material, margins, base.alert_drift_margin, figures)
         save(args.json, figures)
     finally:
         if args.keep:
             print(f"kept keyspace {s.keyspace} (--reuse {s.keyspace})", flush=True)
         else:
             cleanup(s)
+
+
+def judge_all(material: list[dict[str, Any]], margins: list[float], default: float,
+              figures: dict[str, Any]) -> None:
+    """Judge every stable and faulted day at each margin; the figures and their tables."""
+    for m in margins:
+        stable: list[Judged] = []
+        faults: dict[str, Any] = {}
+        for entry in material:
+            stable += judge(entry["reference"], entry["stable"], m)
+            for fault, f in entry["faults"].items():
+                faults[f"{fault}, week of {entry['monday']}"] = {
+                    **fault_figures(judge(entry["reference"], f["days"], m), f["broken"], fault),
+                    "dead_lettered": f["dead_lettered"],
+                    "clean_build_mismatches": f["clean_build_mismatches"]}
+        label = f"margin {m}" + (" (default)" if m == default else "")
+        figures[label] = {"stable": stable_figures(stable, len(material)), "faults": faults}
+    _print_table(figures, margins, default)
 
 
 def _parity(built: dict[date, pd.DataFrame], stored: dict[date, pd.DataFrame],

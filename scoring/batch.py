@@ -183,8 +183,9 @@ def score_dates(ws: Workspace, dates: Iterable[date], as_of: datetime | None = N
             # judged once every entity of the day has happened: its rows are final, and it is
             # a whole day, like the training days it is compared with
             mine = joined[joined["model_version"] == champion] if len(joined) else joined
+            gaps = domain.gaps(store.raw, day) if domain.gaps else []
             checks.append(check_day(version.reference, day, labelled, mine,
-                                    settings.alert_drift_margin))
+                                    settings.alert_drift_margin, gaps))
     if out.dates or checks:
         # a run that only judged days it had nothing left to score is recorded too
         psi = drift(version.reference.get("features", {}), out.sample) if out.dates else {}

@@ -29,6 +29,7 @@ from streamfit.quality import (
     WIDEN,
     Calibration,
     Finding,
+    Gap,
     calibration_check,
     day_findings,
     day_statistics,
@@ -59,9 +60,12 @@ class DayCheck:
     calibration: Calibration | None
     #: every feature's day statistics ({feature: {stat: value}}), for the report's charts
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: events the day's entities must have had that never landed (``Domain.gaps``)
+    gaps: list[Gap] = field(default_factory=list)
 
     def alerts(self) -> list[str]:
-        out = [a for a in [drift_alert(self.findings)] if a]
+        out = [g.words() for g in self.gaps]
+        out += [a for a in [drift_alert(self.findings)] if a]
         if self.calibration is not None and self.calibration.alert:
             out.append(self.calibration.words())
         return out
@@ -70,14 +74,14 @@ class DayCheck:
         return {"day": self.day, "rows": self.rows,
                 "findings": [f.as_dict() for f in self.findings],
                 "calibration": self.calibration.as_dict() if self.calibration else None,
-                "stats": self.stats}
+                "stats": self.stats, "gaps": [g.as_dict() for g in self.gaps]}
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> DayCheck:
         cal = d.get("calibration")
         return cls(d["day"], int(d["rows"]), [Finding(**f) for f in d.get("findings", [])],
                    Calibration(**{k: v for k, v in cal.items() if k != "alert"}) if cal else None,
-                   d.get("stats", {}))
+                   d.get("stats", {}), [Gap(**g) for g in d.get("gaps", [])])
 
 
 def complete(frame: pd.DataFrame, as_of: datetime | None) -> bool:
@@ -89,7 +93,8 @@ def complete(frame: pd.DataFrame, as_of: datetime | None) -> bool:
 
 
 def check_day(reference: dict[str, Any], day: date, frame: pd.DataFrame,
-              matured: pd.DataFrame | None, margin: float = WIDEN) -> DayCheck:
+              matured: pd.DataFrame | None, margin: float = WIDEN,
+              gaps: list[Gap] | None = None) -> DayCheck:
     """Judge a completed day: ``frame`` is its feature rows at every horizon (as the training
     days of ``reference`` were), ``matured`` the served predictions joined with their outcomes
     (columns label, probability; None or empty: none yet)."""
@@ -102,7 +107,7 @@ def check_day(reference: dict[str, Any], day: date, frame: pd.DataFrame,
     if matured is not None and not matured.empty:
         cal = calibration_check(reference.get("calibration"), matured["label"].to_numpy(),
                                 matured["probability"].to_numpy(), day.isoformat())
-    return DayCheck(day.isoformat(), len(frame), findings, cal, stats)
+    return DayCheck(day.isoformat(), len(frame), findings, cal, stats, gaps or [])
 
 
 # --- storage -------------------------------------------------------------------------------

@@ -364,7 +364,7 @@ def _fmt(value: Any) -> str:
 def _alert_target(alert: str) -> str:
     if "realised event rate" in alert:
         return "calibration"
-    if "left the range of the training days" in alert:
+    if "left the range of the training days" in alert or "events missing for" in alert:
         return "drift"
     return "realised"
 

@@ -267,6 +267,44 @@ def calibration_reference(days: np.ndarray, labels: np.ndarray, probabilities: n
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Events an entity must have had, missing for a share of a group's entities on one day
+    (for flights: a flight that arrived departed, so its departure event must be there)."""
+
+    day: str
+    event_type: str
+    group: str
+    missing: int
+    of: int
+
+    def words(self) -> str:
+        return (f"{self.day}: {self.event_type} events missing for {self.group}: {self.missing} "
+                f"of its {self.of} entities that completed have none: its producer stopped or "
+                "its events are refused (`streamfit dlq list`); the features fed by them are "
+                "wrong until they land")
+
+    def as_dict(self) -> dict[str, object]:
+        return {"day": self.day, "event_type": self.event_type, "group": self.group,
+                "missing": self.missing, "of": self.of}
+
+
+#: A group's entities lacking a required event raise a gap from this share, and this many.
+GAP_SHARE, GAP_MIN = 0.05, 10
+
+
+def coverage_gaps(day: str, event_type: str, completed: dict[str, set[str]],
+                  seen: set[str]) -> list[Gap]:
+    """``completed``: group -> the ids that completed (and so must have had ``event_type``);
+    ``seen``: the ids whose ``event_type`` event landed. The groups where too many lack it."""
+    out = []
+    for group, ids in sorted(completed.items()):
+        missing = len(ids - seen)
+        if missing >= GAP_MIN and missing >= GAP_SHARE * len(ids):
+            out.append(Gap(day, event_type, group, missing, len(ids)))
+    return out
+
+
+@dataclass(frozen=True)
 class Calibration:
     """One matured day's realised event rate against its mean prediction."""
 

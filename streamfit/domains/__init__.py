@@ -151,6 +151,10 @@ class Domain:
     #: dataset name -> function yielding envelope dicts in event-time order
     datasets: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: ``(raw, day)`` -> the ``streamfit.quality.Gap`` of a completed day: events its entities
+    #: must have had that never landed (monitoring judges each completed day by it). None: the
+    #: domain declares no such rule.
+    gaps: Callable[[RawEvents, date], list[Any]] | None = None
 
     def payload_model(self, event_type: str, version: int) -> type[BaseModel] | None:
         return self.schemas.get(event_type, {}).get(version)

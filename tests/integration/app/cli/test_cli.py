@@ -79,7 +79,7 @@ def test_read_commands_give_their_documented_json(scored: Settings) -> None:
     assert json.loads(_cli(scored, "predictions", "get", key, "--json").stdout)["history"] is None
     readable = _cli(scored, "models", "show")
     assert readable.returncode == 0 and "{" not in readable.stdout  # a summary, not JSON
-    assert "against no champion (the first)" in readable.stdout
+    assert "v1 against v0: promoted" in readable.stdout  # the naive floor it beat
     settings = json.loads(_cli(scored, "settings", "--json").stdout)
     mine = next(r for r in settings if r["env"] == "STREAMFIT_KEYSPACE")
     assert mine["source"] == "environment" and mine["effective"] == scored.keyspace
