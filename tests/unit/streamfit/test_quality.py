@@ -157,3 +157,18 @@ def test_calibration_alerts_only_past_a_bound_that_grows_with_fewer_outcomes() -
     # a holdout whose days stray from their predictions widens the bound
     stray = np.where(days % 2 == 0, (rng.random(days.size) < 0.35), y).astype(int)
     assert calibration_reference(days, stray, p)["tau"] > 0.05
+
+
+def test_a_group_missing_required_events_is_a_gap() -> None:
+    from streamfit.quality import GAP_MIN, coverage_gaps
+
+    done = {"carrier EV": {f"EV{i}" for i in range(300)},
+            "carrier UA": {f"UA{i}" for i in range(300)},
+            "carrier HA": {f"HA{i}" for i in range(4)}}
+    seen = {f"UA{i}" for i in range(295)} | {"HA1"}  # every EV one lost; 5 UA; 3 of 4 HA
+    [gap] = coverage_gaps("2013-03-11", "flight_departed", done, seen)
+    assert (gap.group, gap.missing, gap.of) == ("carrier EV", 300, 300)
+    assert "flight_departed events missing for carrier EV: 300 of its 300" in gap.words()
+    # a few missing (under GAP_MIN, or under 5% of the group) is no gap
+    assert GAP_MIN > 5 and coverage_gaps("d", "x", {"carrier UA": done["carrier UA"]},
+                                         seen) == []
