@@ -40,6 +40,15 @@ def demo(
     console.print("[bold]4. the registry and a sample of predictions[/]")
     with workspace() as ws:
         print_models(ws)
+        from scoring.monitoring import MonitoringStore, version_health
+
+        health = version_health(ws.registry, MonitoringStore(ws.session, ws.keyspace,
+                                                             ws.domain.model_name), ws.settings)
+    alerts = health.alerts if health else []
+    console.print(f"the champion's alerts: {len(alerts) or 'none'} (docs/monitoring.md says what "
+                  "each kind means, and which the demo's short window raises)")
+    for alert in alerts:
+        console.print(f"  [bold red]ALERT[/]: {alert}")
     print_predictions(settings, story["predicted_day"], 10)
     console.print("[bold]5. the report[/]")
     report(None)
