@@ -134,6 +134,8 @@ def _fit_dates(ax: Any, days: list[Any]) -> None:
     lo, hi = min(days), max(days)
     pad = max((hi - lo) / 20, timedelta(days=1)) if hi > lo else timedelta(days=1)
     ax.set_xlim(lo - pad, hi + pad)
+    # whole days only: a tick inside a day would repeat its date
+    ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, (hi - lo).days // 6 + 1)))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
 
@@ -221,7 +223,7 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
             return worst
         keys = [(n, st) for n in reference for st in DAY_STATS if st in reference[n]]
         shown = sorted(keys, key=closeness, reverse=True)[:4]
-    fig, axes = _subplots(len(shown), 3.0 * len(shown) + 1, 3.6)
+    fig, axes = _subplots(len(shown), max(6.0, 3.0 * len(shown) + 1), 3.6)
     when = [pd.Timestamp(c.day) for c in days]
     points = 0
     for ax, (name, stat) in zip(axes, shown, strict=True):

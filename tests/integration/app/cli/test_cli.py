@@ -85,9 +85,9 @@ def test_read_commands_give_their_documented_json(scored: Settings) -> None:
     assert mine["source"] == "environment" and mine["effective"] == scored.keyspace
 
 
-def _served(s: Settings) -> dict[str, tuple[bool, str]]:
-    rows = json.loads(_cli(s, "pipeline", "keyspaces", "--json").stdout)
-    return {r["keyspace"]: (r["served"], r["why"]) for r in rows}
+def _states(s: Settings, default: str) -> dict[str, tuple[bool, str]]:
+    with connect(s, keyspace=None) as session:
+        return {k.name: (k.served, k.why) for k in keyspace_states(session, default)}
 
 
 def test_a_keyspace_is_listed_retired_served_again_and_dropped(
@@ -96,22 +96,21 @@ def test_a_keyspace_is_listed_retired_served_again_and_dropped(
     name = s.keyspace
     # seen from another keyspace's point of view: this one is not the default
     other = {"STREAMFIT_KEYSPACE": stack.keyspace}
-    assert _served(s.model_copy(update={"keyspace": stack.keyspace}))[name] == (
-        False, "never announced")
+    assert _states(s, stack.keyspace)[name] == (False, "never announced")
     with connect(s, keyspace=None) as session:
         mark_announced(Progress(session, name), 1)
         assert name in pipeline_keyspaces(session, stack.keyspace)
-    listed = _cli(s, "pipeline", "keyspaces", **other)
-    assert name in listed.stdout and "served by the pipeline" in listed.stdout
-    assert _served(s.model_copy(update={"keyspace": stack.keyspace}))[name] == (
-        True, "announced by ingest")
+    listed = _cli(s, "pipeline", "keyspaces", "--json", **other)
+    row = next(r for r in json.loads(listed.stdout) if r["keyspace"] == name)
+    assert (row["served"], row["why"], row["backlog"]) == (True, "announced by ingest", 0)
+    assert set(row["pending"]) == {"ingest", "features", "training", "scoring"}
     retired = _cli(s, "pipeline", "retire", name, **other)
     assert retired.returncode == 0 and "no pipeline run serves it" in retired.stdout
     with connect(s, keyspace=None) as session:
         # neither its announcement nor a trigger naming it brings it back
         assert name not in pipeline_keyspaces(session, stack.keyspace, hinted=[name])
         assert name not in pipeline_keyspaces(session, name)
-        assert {k.name: k.why for k in keyspace_states(session, stack.keyspace)}[name] == "retired"
+    assert _states(s, stack.keyspace)[name] == (False, "retired")
     assert "already retired" in _cli(s, "pipeline", "retire", name, **other).stdout
     back = _cli(s, "pipeline", "serve", name, **other)
     assert back.returncode == 0 and "served again" in back.stdout
@@ -119,6 +118,6 @@ def test_a_keyspace_is_listed_retired_served_again_and_dropped(
         assert name in pipeline_keyspaces(session, stack.keyspace)
     gone = _cli(s, "pipeline", "retire", name, "--drop", "--yes", **other)
     assert gone.returncode == 0 and "dropped" in gone.stdout
-    assert name not in _served(s.model_copy(update={"keyspace": stack.keyspace}))
+    assert name not in _states(s, stack.keyspace)
     missing = _cli(s, "pipeline", "retire", name, **other)
     assert missing.returncode == 1 and "not a streamfit keyspace" in missing.stderr
