@@ -409,6 +409,7 @@ def main() -> None:
                         print(f"  {fault}: built in {time.time() - t1:.0f}s", flush=True)
                 material.append(entry)
         if args.material:
+            args.material.parent.mkdir(parents=True, exist_ok=True)
             with args.material.open("wb") as out:
                 pickle.dump(material, out)
         figures["champions"] = champions
