@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from scoring.monitoring import ScoringRun, performance_summary, version_health
-from streamfit.quality import DAY_STATS, WIDEN, allowed
+from streamfit.quality import CAL_Z, DAY_STATS, WIDEN, allowed
 from streamfit.registry import ModelVersion
 from streamfit.workspace import Workspace
 
@@ -274,8 +274,8 @@ def _calibration_plot(runs: list[ScoringRun], champion: ModelVersion | None) -> 
     _fit_dates(ax, when)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(fig, "calibration", 2 * len(cal),
-                f"{len(cal)} matured day(s); {len(bad)} outside the bound (4 standard errors of "
-                "a day of that size, plus the holdout's day-to-day spread).")
+                f"{len(cal)} matured day(s); {len(bad)} outside the bound ({CAL_Z:g} standard "
+                "errors of a day of that size, plus the holdout's day-to-day spread).")
 
 
 def _performance_plot(perf: pd.DataFrame) -> str:

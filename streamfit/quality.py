@@ -134,9 +134,12 @@ ONE_SIDED = {"missing", "top_share"}
 #: (``STREAMFIT_ALERT_DRIFT_MARGIN``): the weeks after training extend it (a season moves on),
 #: and a day is judged on ~45 features at once, so only a clear exit counts. bench/alerts.py
 #: measures what it gives on stable weeks and on injected faults.
-WIDEN = 0.5
+WIDEN = 1.25
 #: Sampling allowance, in standard errors of the day's own rows (a small day varies more).
 Z = 4.0
+#: The calibration bound, in standard errors of a day's outcomes and its day-to-day spread
+#: (bench/alerts.py: at 4, a 20-minute shift of every arrival was caught on 2 and 0 of 7 days).
+CAL_Z = 2.5
 #: Shares (missing, top_share) never alert on a change smaller than this.
 MIN_SHARE_CHANGE = 0.02
 #: The column that says which entity date a training row belongs to (``training.train``).
@@ -335,15 +338,15 @@ class Calibration:
 def calibration_check(reference: dict[str, float] | None, labels: np.ndarray,
                       probabilities: np.ndarray, day: str) -> Calibration | None:
     """The calibration of one matured day (None: fewer than ``MIN_MATURED`` outcomes): the
-    realised event rate against the mean prediction, allowed ``Z`` standard errors of a day of
-    this size plus the holdout's between-day spread (``calibration_reference``)."""
+    realised event rate against the mean prediction, allowed ``CAL_Z`` standard errors of a day
+    of this size plus the holdout's between-day spread (``calibration_reference``)."""
     y = np.asarray(labels, dtype=float)
     p = np.asarray(probabilities, dtype=float)
     if y.size < MIN_MATURED:
         return None
     tau = (reference or {}).get("tau", 0.0)
     rate, mean = float(y.mean()), float(p.mean())
-    bound = Z * float(np.sqrt(mean * (1 - mean) / y.size + tau ** 2))
+    bound = CAL_Z * float(np.sqrt(mean * (1 - mean) / y.size + tau ** 2))
     return Calibration(day, int(y.size), round(rate, 6), round(mean, 6), round(bound, 6))
 
 

@@ -316,7 +316,7 @@ class Settings(BaseSettings):
         default=0.05, ge=0.0, le=1.0, description="Alert when a serving model's realised daily "
         "ROC AUC (matured predictions) falls more than this below its holdout ROC AUC.")
     alert_drift_margin: float = Field(
-        default=0.5, ge=0.0, le=10.0, description="Drift alert line: a completed day's feature "
+        default=1.25, ge=0.0, le=10.0, description="Drift alert line: a completed day's feature "
         "statistic (mean, missing share, share on one value) alerts when it is outside the "
         "range the model's training days showed by more than this share of that range (and "
         "more than sampling noise). Larger: fewer alerts; docs/monitoring.md has the measured "

@@ -117,20 +117,20 @@ def test_each_kind_of_broken_input_is_found_and_named() -> None:
     ref = day_reference(train, ["weekday", "temp", "gappy"])
     day = _days(np.random.default_rng(6), n_days=31).query(f"{DAY} == 30")
     km = day.assign(temp=day["temp"] * 1.609344)
-    [moved] = day_findings(ref, km, "d")
+    [moved] = day_findings(ref, km, "d", widen=0.5)
     assert (moved.feature, moved.stat) == ("temp", "mean") and "moved" in moved.words()
     stuck = day.assign(temp=np.where(np.arange(len(day)) % 3 == 0, 41.0, day["temp"]))
-    [one] = day_findings(ref, stuck, "d")
+    [one] = day_findings(ref, stuck, "d", widen=0.5)
     assert (one.feature, one.stat) == ("temp", "top_share") and one.value > 0.3
     gone = day.assign(gappy=np.where(np.arange(len(day)) % 6 == 0, np.nan, day["gappy"]))
-    [missing] = day_findings(ref, gone, "d")
+    [missing] = day_findings(ref, gone, "d", widen=0.5)
     assert (missing.feature, missing.stat) == ("gappy", "missing")
     assert "missing on 18% of rows (the training days allow up to 9%)" in missing.words()
     # fewer missing values, or more varied ones, is no alert (shares are judged one-sided)
     whole = np.random.default_rng(9).normal(size=len(day))
-    assert day_findings(ref, day.assign(gappy=whole), "d") == []
+    assert day_findings(ref, day.assign(gappy=whole), "d", widen=0.5) == []
     # a weekday past 0..6 by more than half that range is out; a larger margin lets a move pass
-    assert [f.feature for f in day_findings(ref, day.assign(weekday=10.0), "d")] == ["weekday"]
+    assert [f.feature for f in day_findings(ref, day.assign(weekday=10.0), "d", widen=0.5)] == ["weekday"]
     nudged = day.assign(temp=day["temp"] + 30)
     assert day_findings(ref, nudged, "d", widen=0.25) != []
     assert day_findings(ref, nudged, "d", widen=5.0) == []
