@@ -156,13 +156,16 @@ def late_shift(events: list[Event], week: list[date], minutes: int = 20) -> list
 
 
 #: What each fault writes directly, given the features it was measured to change: an alert
-#: detects the fault when it names one of these (a timezone error moves every point-in-time
-#: feature of a flight a little; the schedule's hour is what it broke).
+#: detects the fault when it names one of these. A timezone error moves every point-in-time
+#: feature of a flight a little; what it breaks outright are the features made of the scheduled
+#: departure alone: its hour, and the scheduled block time (scheduled arrival minus departure)
+#: with the slack against the route's usual air time.
 TARGETS: dict[str, Callable[[list[str]], set[str]]] = {
     "weather station stuck (LGA)": lambda broken: {n for n in broken if n.startswith("wx_")},
     "distance in kilometres": lambda broken: {"distance"},
     "one carrier's departures stop (EV)": lambda broken: {*broken, "flight_departed"},
-    "schedules in local time as UTC": lambda broken: {"sched_hour"},
+    "schedules in local time as UTC": lambda broken: {"sched_hour", "sched_block_min",
+                                                      "block_slack_min"},
     "late rate shifted (+20 min arrivals)": lambda broken: {OUTCOME, *broken},
 }
 
