@@ -230,8 +230,9 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
         values = [c.stats.get(name, {}).get(stat, math.nan) for c in days]
         bands = [allowed(reference[name], stat, c.rows, margin) or (math.nan, math.nan)
                  for c in days]
-        ax.fill_between(when, [b[0] for b in bands], [b[1] for b in bands], color="green",
-                        alpha=0.15, step="mid", label="allowed")
+        # one bar per day: a band shows on a single day too
+        ax.bar(when, [b[1] - b[0] for b in bands], bottom=[b[0] for b in bands], width=0.6,
+               color="green", alpha=0.15, label="allowed")
         ax.plot(when, values, "o", color="black", label="the day")
         flagged = [(w, v) for w, v, c in zip(when, values, days, strict=True)
                    if any(f.feature == name and f.stat == stat for f in c.findings)]
@@ -262,8 +263,8 @@ def _calibration_plot(runs: list[ScoringRun], champion: ModelVersion | None) -> 
     when = [pd.Timestamp(c.day) for c in days]
     cal = [c.calibration for c in days]
     fig, (ax,) = _subplots(1, 8.0, 3.4)
-    ax.fill_between(when, [k.mean - k.bound for k in cal], [k.mean + k.bound for k in cal],
-                    color="green", alpha=0.15, step="mid", label="allowed around the prediction")
+    ax.bar(when, [2 * k.bound for k in cal], bottom=[k.mean - k.bound for k in cal], width=0.6,
+           color="green", alpha=0.15, label="allowed around the prediction")
     ax.plot(when, [k.mean for k in cal], "x", color="grey", label="mean prediction")
     ax.plot(when, [k.rate for k in cal], "o", color="black", label="realised rate")
     bad = [(w, k.rate) for w, k in zip(when, cal, strict=True) if k.alert]
