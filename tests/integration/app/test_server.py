@@ -465,8 +465,10 @@ def test_cli_get_and_list(served: Settings) -> None:
         return subprocess.run([cli, "predictions", *args], env=env, capture_output=True,
                               text=True, timeout=120)
 
-    got = run("get", some)
-    assert got.returncode == 0 and json.loads(got.stdout)["flight_id"] == some
+    got = run("get", some, "--json")
+    assert got.returncode == 0 and json.loads(got.stdout)["latest"]["flight_id"] == some
+    shown = run("get", some)  # for a person: a table in the domain's own names
+    assert shown.returncode == 0 and some in shown.stdout and "flight_id" in shown.stdout
     assert run("get", "NOPE-XXX-1").returncode == 1
     as_json = run("list", "--date", NEXT.isoformat(), "--format", "json", "--limit", "5000")
     assert sorted(r["flight_id"] for r in json.loads(as_json.stdout)) == sorted(stored)
