@@ -329,8 +329,8 @@ def test_the_flow_with_logins_and_wrong_credentials(secure_stack: Settings,
         outputs += [proc.stdout, proc.stderr]
         assert proc.returncode == 0, proc.stderr
         if command[0] == "settings":  # the secrets are there, masked
-            shown = json.loads(proc.stdout)
-            assert shown["kafka_password"] and shown["cassandra_password"], shown
+            shown = {r["name"]: r for r in json.loads(proc.stdout)}
+            assert shown["kafka_password"]["value"] and shown["cassandra_password"]["value"]
     outputs.append(report.read_text())
     files = _log_files(s)
     texts = [p.read_bytes().decode("utf-8", "replace") for p in files] + outputs + [caplog.text]
