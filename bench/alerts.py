@@ -52,8 +52,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pipeline import cleanup, events_of_days, fresh, land_days, save  # noqa: E402
-from features.build import run_build  # noqa: E402
+from bench.pipeline import cleanup, events_of_days, fresh, land_and_build, save  # noqa: E402
 from features.spark_build import FrameRaw  # noqa: E402
 from ingest.envelope import Rejection, decode  # noqa: E402
 from scoring.monitoring import DayCheck, check_day  # noqa: E402
@@ -365,13 +364,7 @@ def main() -> None:
         "default_margin": base.alert_drift_margin, "train_days": s.train_days}
     try:
         if not args.reuse:
-            land_days(s, FIRST, last)
-            t0 = time.time()
-            with open_workspace(s) as ws:
-                built = run_build(ws, days=[FIRST + timedelta(days=i)
-                                            for i in range((last - FIRST).days + 1)])
-            print(f"built {built['entities']:,} flights' features in {time.time() - t0:.0f}s",
-                  flush=True)
+            land_and_build(s, FIRST, last)
         material: list[dict[str, Any]] = []
         champions = []
         with open_workspace(s) as ws:

@@ -177,6 +177,18 @@ def land_days(s: Settings, first: date, last: date, scale: int = 1) -> None:
           flush=True)
 
 
+def land_and_build(s: Settings, first: date, last: date) -> None:
+    """Replay and land ``first``..``last``, then build every date's features (the backtest's
+    and the alert benchmark's starting point)."""
+    land_days(s, first, last)
+    t0 = time.time()
+    with open_workspace(s) as ws:
+        built = run_build(ws, days=[first + timedelta(days=i)
+                                    for i in range((last - first).days + 1)])
+    print(f"built {built['entities']:,} flights' features in {time.time() - t0:.0f}s",
+          flush=True)
+
+
 def year_of_data(base: Settings, days: int) -> tuple[Settings, date]:
     s = fresh(base, "year").model_copy(update={"signal_interval_s": 3600.0})
     first = date(2013, 1, 1)
