@@ -99,10 +99,12 @@ def check_day(reference: dict[str, Any], day: date, frame: pd.DataFrame,
     days of ``reference`` were), ``matured`` the served predictions joined with their outcomes
     (columns label, probability; None or empty: none yet)."""
     days = reference.get("days", {})
-    findings = day_findings(days, frame, day.isoformat(), margin)
-    stats = {name: {k: round(v, 6) for k, v in day_statistics(frame[name].to_numpy(dtype=float)
-                                                              ).items() if v == v}
-             for name in days if name in frame}
+    # computed once: judged here, and stored for the report's charts
+    raw = {name: day_statistics(frame[name].to_numpy(dtype=float))
+           for name in days if name in frame}
+    findings = day_findings(days, frame, day.isoformat(), margin, raw)
+    stats = {name: {k: round(v, 6) for k, v in values.items() if v == v}
+             for name, values in raw.items()}
     cal = None
     if matured is not None and not matured.empty:
         cal = calibration_check(reference.get("calibration"), matured["label"].to_numpy(),

@@ -231,14 +231,17 @@ def allowed(entry: dict[str, list[float]], stat: str, rows: int, widen: float = 
 
 
 def day_findings(reference: dict[str, dict[str, list[float]]], frame: pd.DataFrame,
-                 day: str, widen: float = WIDEN) -> list[Finding]:
+                 day: str, widen: float = WIDEN,
+                 statistics: dict[str, dict[str, float]] | None = None) -> list[Finding]:
     """What of one completed day (``frame``: its rows at every horizon) lies outside the
-    reference days, most out of range first (by how many allowed widths)."""
+    reference days, most out of range first (by how many allowed widths). ``statistics``: the
+    day's ``day_statistics`` per feature, when the caller has them already."""
     found: list[tuple[float, Finding]] = []
     for name, entry in reference.items():
         if name not in frame:
             continue
-        stats = day_statistics(frame[name].to_numpy(dtype=float))
+        stats = (statistics[name] if statistics and name in statistics
+                 else day_statistics(frame[name].to_numpy(dtype=float)))
         for stat in DAY_STATS:
             bounds = allowed(entry, stat, len(frame), widen)
             value = stats[stat]
