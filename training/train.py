@@ -32,6 +32,8 @@ model is always promoted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -126,6 +128,21 @@ def fittable(x: np.ndarray) -> np.ndarray:
     x = x.copy()
     x[:, empty] = 0.0
     return x
+
+
+@contextmanager
+def fit_threads(threads: int) -> Iterator[None]:
+    """Fits inside use at most ``threads`` OpenMP and BLAS threads (``STREAMFIT_TRAIN_THREADS``;
+    0: no limit). On cores shared with the services, a fit's OpenMP team spin-waits for its
+    slowest thread: one thread fits several times faster there, and to the same model
+    (HistGradientBoosting builds each feature's histogram in one thread)."""
+    if threads <= 0:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        yield
 
 
 def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any = None
@@ -404,13 +421,14 @@ def train_and_maybe_promote(ws: Workspace, end: date | None = None, force: bool 
         version, name, metrics = existing.version, existing.algorithm, existing.metrics
         log.info("v%d was trained on this window and code: judging it again", version)
     else:
-        name, params, model, cv = choose(train, features, pool=pool)
-        p_holdout = predict(model, holdout, features)
+        with fit_threads(settings.train_threads):
+            name, params, model, cv = choose(train, features, pool=pool)
+            p_holdout = predict(model, holdout, features)
+            served, judged = ((refit(model, [train, holdout], features), model)
+                              if settings.refit_with_holdout else (model, None))
         metrics = holdout_metrics(y, p_holdout, holdout, domain.features.naive)
         metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
                         "holdout_rows": float(len(holdout))})
-        served, judged = ((refit(model, [train, holdout], features), model)
-                          if settings.refit_with_holdout else (model, None))
         version = registry.register(served, name, params, metrics, features, window,
                                     {**lineage_of(parts, dates), "training_key": key,
                                      "refit_with_holdout": judged is not None},

@@ -81,7 +81,15 @@ def run_transient(ws: Workspace, request_id: str, dates: list[date] | None = Non
     """Train a throw-away model on the current feature window, score the entities of ``dates``
     and/or ``entities`` (request rows), store the predictions under ``request_id`` and return a
     summary. The model is never registered."""
-    from training.train import choose, load_window, refit, score, time_split, window_dates
+    from training.train import (
+        choose,
+        fit_threads,
+        load_window,
+        refit,
+        score,
+        time_split,
+        window_dates,
+    )
 
     if not dates and (entities is None or entities.empty):
         raise TransientError("give dates or entities to score")
@@ -97,13 +105,15 @@ def run_transient(ws: Workspace, request_id: str, dates: list[date] | None = Non
     train, holdout = time_split(load_window(store, dates_in_window), settings.holdout_days)
     if len(train) < 200 or holdout["label"].nunique() < 2:
         raise TransientError(f"too little data to train: {len(train)} rows")
-    name, _params, model, _cv = choose(train, names)
+    with fit_threads(settings.train_threads):
+        name, _params, model, _cv = choose(train, names)
     y = holdout["label"].to_numpy(dtype=int)
     metrics = score(y, predict(model, holdout, names))
     metrics["naive_roc_auc"] = score(
         y, holdout[domain.features.naive].to_numpy(dtype=float))["roc_auc"]
     if settings.refit_with_holdout:  # as a registered version serves
-        model = refit(model, [train, holdout], names)
+        with fit_threads(settings.train_threads):
+            model = refit(model, [train, holdout], names)
     frames = [store.read_day(d) for d in dates or []]
     if entities is not None and not entities.empty:
         frames.append(store.features_for(entities))

@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 
 from streamfit.registry import predict
-from training.train import baseline_model, calibration_error, gate, score, time_split
+from training.train import (
+    baseline_model,
+    calibration_error,
+    fit_threads,
+    gate,
+    score,
+    time_split,
+)
 
 
 def test_gate_promotes_only_a_real_improvement() -> None:
@@ -116,3 +123,27 @@ def test_refit_fits_a_fresh_copy_on_every_frame_and_leaves_the_chosen_model_alon
     assert np.allclose(served.coef_, alone.coef_) and np.allclose(served.intercept_,
                                                                   alone.intercept_)
     assert not np.allclose(served.intercept_, chosen.intercept_)
+
+
+def test_fits_use_the_threads_the_setting_gives_and_make_the_same_model() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_info
+
+    def openmp() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"}
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 5))
+    y = (x[:, 0] + rng.normal(size=2000) > 0).astype(int)
+    outside = openmp()
+    fits = []
+    for threads in (1, 2, 0):
+        with fit_threads(threads):
+            if threads:
+                assert openmp() == {threads}
+            else:
+                assert openmp() == outside
+            fits.append(HistGradientBoostingClassifier(max_iter=20, random_state=0)
+                        .fit(x, y).predict_proba(x)[:, 1])
+    assert openmp() == outside  # restored
+    assert np.array_equal(fits[0], fits[1]) and np.array_equal(fits[0], fits[2])
