@@ -124,6 +124,15 @@ def score_here(store: FeatureStore, writer: PredictionWriter, model: Any, featur
     return Scored(done, total, sample.drop(columns="_key", errors="ignore"), clock, read)
 
 
+def _built_at(store: FeatureStore) -> dict[date, datetime | None]:
+    """When each date's stored features were last built (``feature_partitions``)."""
+    parts = store.partitions()
+    if parts.empty:
+        return {}
+    return {d: (None if pd.isna(b) else pd.Timestamp(b).to_pydatetime())
+            for d, b in zip(parts["day"], parts["built_at"], strict=True)}
+
+
 def score_dates(ws: Workspace, dates: Iterable[date], as_of: datetime | None = None,
                 evaluate: Iterable[date] = (), scorer: Scorer | None = None) -> ScoreResult:
     """Score the rows of ``dates`` due at ``as_of`` (None: every row) with the champion, record the
@@ -173,19 +182,25 @@ def score_dates(ws: Workspace, dates: Iterable[date], as_of: datetime | None = N
         out = scorer(sorted(set(dates)), as_of, model, version.features, champion, scored_at)
     done, total, clock, read = out.dates, out.scored, out.timings, out.read
     matured, checks = {}, []
+    judged = monitor.judged(champion) if evaluate else {}
+    builds = _built_at(store) if evaluate else {}
     for day in evaluate:
         labelled = read[day] if day in read else store.read_day(day)
         joined = monitor.matured(day, labelled)
         result = monitor.evaluate(day, joined)
         if result:
             matured[day.isoformat()] = {v: m["entities"] for v, m in result.items()}
-        if complete(labelled, as_of):
+        if complete(labelled, as_of) and not (day in judged
+                                              and judged[day] == builds.get(day)):
             # judged once every entity of the day has happened: its rows are final, and it is
-            # a whole day, like the training days it is compared with
+            # a whole day, like the training days it is compared with. Once per champion and
+            # build of the day: a later run that rescored it judges it again only when the day
+            # was rebuilt (late data, its outcomes landed), so an alert is not repeated
             mine = joined[joined["model_version"] == champion] if len(joined) else joined
             gaps = domain.gaps(store.raw, day) if domain.gaps else []
             checks.append(check_day(version.reference, day, labelled, mine,
                                     settings.alert_drift_margin, gaps))
+            monitor.mark_judged(champion, day, builds.get(day))
     if out.dates or checks:
         # a run that only judged days it had nothing left to score is recorded too
         psi = drift(version.reference.get("features", {}), out.sample) if out.dates else {}

@@ -152,12 +152,27 @@ class MonitoringStore:
             f"SELECT model_version, day, entities, late, mean_probability, roc_auc, brier "
             f"FROM {ks}.model_performance WHERE model = ?")
         self._predictions = session.prepare(SELECT_DAY_ALL.format(ks=ks))
+        self._judged = session.prepare(
+            f"SELECT day, built_at FROM {ks}.judged_days WHERE model = ? AND model_version = ?")
+        self._judge = session.prepare(
+            f"INSERT INTO {ks}.judged_days (model, model_version, day, built_at, judged_at) "
+            "VALUES (?, ?, ?, ?, ?)")
 
     def record_run(self, run: ScoringRun) -> None:
         self.session.execute(self._run, (
             self.model, run.scored_at, run.model_version, run.dates, run.rows,
             json.dumps(run.predictions), json.dumps(run.drift), run.max_psi,
             json.dumps([c.as_dict() for c in run.checks])))
+
+    def judged(self, version: int) -> dict[date, datetime | None]:
+        """The completed days ``version`` has judged, with the feature build each was judged
+        on (``built_at`` of its partition): judging the same build again finds nothing new."""
+        return {date.fromisoformat(str(r.day)): r.built_at
+                for r in self.session.execute(self._judged, (self.model, version))}
+
+    def mark_judged(self, version: int, day: date, built_at: datetime | None) -> None:
+        self.session.execute(self._judge, (self.model, version, day, built_at,
+                                           datetime.now(UTC)))
 
     def last_run_at(self) -> datetime | None:
         """When the newest scoring run finished writing (one row read; the API clears its

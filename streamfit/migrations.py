@@ -471,4 +471,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         # realised event rate against the mean prediction (calibration).
         "ALTER TABLE {ks}.scoring_runs ADD IF NOT EXISTS checks text",
     )),
+    Migration(15, "each completed day is judged once per model version and feature build", (
+        # A day is rescored and re-evaluated in several runs after it completed (each event
+        # date rebuilds its neighbours); judging it again on the same build repeated its alerts.
+        """CREATE TABLE IF NOT EXISTS {ks}.judged_days (
+               model text,
+               model_version int,
+               day date,
+               built_at timestamp,
+               judged_at timestamp,
+               PRIMARY KEY ((model), model_version, day)
+           )""",
+    )),
 )

@@ -276,8 +276,10 @@ BASELINE: tuple[str, ...] = (
 
 #: Every table a migrated keyspace holds (besides ``schema_migrations``).
 TABLES: frozenset[str] = frozenset(
-    re.search(r"CREATE TABLE IF NOT EXISTS \{ks\}\.(\w+)", statement).group(1)  # type: ignore[union-attr]
-    for statement in BASELINE)
+    found.group(1)
+    for statement in (*BASELINE, *(s for m in MIGRATIONS if m.version > BASELINE_VERSION
+                                   for s in m.statements if isinstance(s, str)))
+    if (found := re.search(r"CREATE TABLE IF NOT EXISTS \{ks\}\.(\w+)", statement)))
 
 
 #: How long the nodes may take to agree on a new keyspace's schema.

@@ -178,3 +178,24 @@ def _write_shifted_day(s: Settings, day: date) -> None:
                       ignore_index=True)
     with connect(s) as session:
         FeatureStore(session, s.keyspace, FLIGHTS).write_day(day, frame)
+
+
+def test_a_completed_day_is_judged_once_per_build(champion: Settings) -> None:
+    from scoring.monitoring import MonitoringStore
+
+    day = DAY + timedelta(days=3)
+    _write_shifted_day(champion, day)
+    first = score_dates(ws(champion), [day], evaluate=[day])
+    assert [a.split(":", 1)[0] for a in first.alerts] == [day.isoformat()]
+    # rescored on the same build (a later event date rebuilt its neighbours, not this day):
+    # nothing new to judge, so no second alert
+    again = score_dates(ws(champion), [day], evaluate=[day])
+    assert again.alerts == []
+    with connect(champion) as session:
+        monitor = MonitoringStore(session, champion.keyspace, "flight_delay")
+        assert monitor.runs(1)[0].checks == []
+        assert day in monitor.judged(1)
+    # rebuilt (late data): judged again, and still out of range
+    _write_shifted_day(champion, day)
+    rebuilt = score_dates(ws(champion), [day], evaluate=[day])
+    assert [a.split(":", 1)[0] for a in rebuilt.alerts] == [day.isoformat()]
