@@ -117,14 +117,22 @@ def _png(fig: Any, ident: str, points: int, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _subplots(n: int, width: float = 11.0, height: float = 4.0) -> tuple[Any, Any]:
+def _subplots(n: int, width: float = 11.0, height: float = 4.0, columns: int = 0
+              ) -> tuple[Any, Any]:
+    """``n`` axes in one row, or in rows of ``columns`` (``height`` per row); the unused
+    cells of the last row are hidden."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n, figsize=(width, height), squeeze=False)
-    return fig, list(axes[0])
+    cols = min(n, columns) if columns else n
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False)
+    cells = [ax for row in axes for ax in row]
+    for ax in cells[n:]:
+        ax.set_visible(False)
+    return fig, cells[:n]
 
 
 def _fit_dates(ax: Any, days: list[Any]) -> None:
@@ -196,6 +204,10 @@ def _judged(runs: list[ScoringRun], version: int) -> list[Any]:
     return [seen[d] for d in sorted(seen)]
 
 
+#: At most this many features in the drift chart: every one that left its band, up to it
+DRIFT_PANELS = 12
+
+
 def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: float) -> str:
     if champion is None or not runs:
         return "<p>No scoring run recorded yet.</p>"
@@ -210,7 +222,7 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
     for c in days:
         for f in c.findings:
             out[(f.feature, f.stat)] = out.get((f.feature, f.stat), 0) + 1
-    shown = sorted(out, key=lambda k: -out[k])[:4]
+    shown = sorted(out, key=lambda k: -out[k])[:DRIFT_PANELS]
     if not shown:
         def closeness(key: tuple[str, str]) -> float:
             name, stat = key
@@ -223,7 +235,7 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
             return worst
         keys = [(n, st) for n in reference for st in DAY_STATS if st in reference[n]]
         shown = sorted(keys, key=closeness, reverse=True)[:4]
-    fig, axes = _subplots(len(shown), max(6.0, 3.0 * len(shown) + 1), 3.6)
+    fig, axes = _subplots(len(shown), max(6.0, 3.0 * min(len(shown), 4) + 1), 3.6, columns=4)
     when = [pd.Timestamp(c.day) for c in days]
     points = 0
     for ax, (name, stat) in zip(axes, shown, strict=True):
@@ -248,8 +260,10 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
     alerted = sum(1 for c in days if c.findings)
     caption = (f"{len(days)} completed day(s) judged against v{champion.version}'s training "
                f"days; {alerted} left a band. Shown: "
-               + ("the features that did, " if out else "no feature left its band; these came "
-                  "closest, ") + "with the band each day's alert used (the training days' range "
+               + (("every feature that did, " if len(out) <= len(shown) else
+                   f"the {len(shown)} of the {len(out)} features that did that left most often "
+                   "(the alerts list them all), ") if out else
+                  "no feature left its band; these came closest, ") + "with the band each day's alert used (the training days' range "
                f"widened by {margin:g} of itself, STREAMFIT_ALERT_DRIFT_MARGIN).")
     return _png(fig, "drift", points, caption)
 

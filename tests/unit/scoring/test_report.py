@@ -121,3 +121,31 @@ def test_an_empty_pipeline_still_renders() -> None:
     page = render(ReportData("ks", [], {}, [], [], pd.DataFrame(), []))
     assert "No model yet" in page and "No scoring run recorded yet" in page
     assert "data:image/png" not in page
+
+
+def test_the_drift_chart_shows_every_feature_that_left_its_band_or_says_which() -> None:
+    rng = np.random.default_rng(3)
+    names = [f"f{i}" for i in range(14)]
+    train = pd.DataFrame({n: rng.uniform(size=500) for n in names}
+                         | {"entity_date": np.repeat(np.arange(10), 50)})
+    for out, said in ((3, "every feature that did"),
+                      (14, "the 12 of the 14 features that did that left most often")):
+        data = _data([])
+        v = data.versions[1]
+        data.versions[1] = ModelVersion(
+            v.version, v.created_at, v.algorithm, v.params, v.metrics, names, v.train_window,
+            v.lineage, v.sha256, {**v.reference, "days": day_reference(train, names)})
+        values = {n: rng.uniform(size=50) + (3.0 if i < out else 0.0)
+                  for i, n in enumerate(names)}
+        day = "2013-01-20"
+        findings = [Finding(day, n, "mean", float(values[n].mean()), 0.3, 0.7)
+                    for n in names[:out]]
+        check = DayCheck(day, 50, findings, None,
+                         {n: day_statistics(x) for n, x in values.items()})
+        data.runs = [ScoringRun(datetime(2026, 1, 9, tzinfo=UTC), 2, [day], 50, {}, {}, 0.0,
+                                [check])]
+        page = html.unescape(render(data))
+        assert f"1 completed day(s) judged against v2's training days; 1 left a band. Shown: {said}" \
+            in page, out
+        panels = re.search(r'<figure id="drift" data-points="(\d+)">', page)
+        assert panels and int(panels.group(1)) == min(out, 12)  # one point per panel
