@@ -263,7 +263,8 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
                + (("every feature that did, " if len(out) <= len(shown) else
                    f"the {len(shown)} of the {len(out)} features that did that left most often "
                    "(the alerts list them all), ") if out else
-                  "no feature left its band; these came closest, ") + "with the band each day's alert used (the training days' range "
+                  "no feature left its band; these came closest, ")
+               + "with the band each day's alert used (the training days' range "
                f"widened by {margin:g} of itself, STREAMFIT_ALERT_DRIFT_MARGIN).")
     return _png(fig, "drift", points, caption)
 
