@@ -111,6 +111,7 @@ bench: install tools
 	$(BIN)/python bench/serving.py --json bench/results/serving.json
 	$(BIN)/python bench/backtest.py --json bench/results/backtest.json
 	$(BIN)/python bench/gate.py --json bench/results/gate.json
+	$(BIN)/python bench/fit_threads.py --json bench/results/fit_threads.json
 	$(BIN)/python bench/alerts.py --margin 1 --margin 3 --json bench/results/alerts.json
 	$(BIN)/python bench/spark.py --json bench/results/spark.json
 	$(BIN)/python bench/spark.py --part scaled --json bench/results/spark_scaled.json

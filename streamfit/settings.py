@@ -251,8 +251,9 @@ class Settings(BaseSettings):
     train_threads: int = Field(
         default=1, ge=0, le=1024, description="Threads each model fit may use (OpenMP and BLAS). "
         "0: all cores. One by default: the services and the other tasks share the cores, and "
-        "a fit's OpenMP threads wait for each other by spinning, so beside one busy process two "
-        "threads fit 3.5x slower than one (docs/benchmarks.md). The fitted model is the same.")
+        "a fit's OpenMP threads wait for each other by spinning, so on 2 cores beside one busy "
+        "process both cores fit 2.3x slower than one (idle: 1.6x faster; bench/fit_threads.py). "
+        "Set 0 on a worker that trains alone. The fitted model is the same.")
     min_new_rows: int = Field(default=500, ge=0,
                               description="Skip a retrain unless this many new labelled flights.")
     promotion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = Field(
