@@ -43,6 +43,7 @@ from ingest.service import IngestService, ensure_topics  # noqa: E402
 from streamfit import kafka as kafka_io  # noqa: E402
 from streamfit.cassandra import connect  # noqa: E402
 from streamfit.domains import load_domain  # noqa: E402
+from streamfit.progress import set_retired  # noqa: E402
 from streamfit.schema import migrate  # noqa: E402
 
 FIRST = date(2013, 3, 1)
@@ -95,6 +96,7 @@ def land(s: StackSettings, events: list[dict[str, Any]]) -> dict[str, Any]:
                                "airflow_url": "http://127.0.0.1:9"})  # no pipeline runs
     with connect(run, keyspace=None) as session:
         migrate(session, run)
+        set_retired(session, run.keyspace, True)  # measured here, never served by Airflow
     ensure_topics(run)
     send_events(run, events)  # pre-produced: the consumer side is measured
     total = len(events)

@@ -43,6 +43,7 @@ from streamfit import kafka as kafka_io  # noqa: E402
 from streamfit.airflow_api import airflow_client  # noqa: E402
 from streamfit.cassandra import connect  # noqa: E402
 from streamfit.domains import load_domain  # noqa: E402
+from streamfit.progress import set_retired  # noqa: E402
 from streamfit.schema import migrate  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
 from streamfit.workspace import open_workspace  # noqa: E402
@@ -58,13 +59,19 @@ def events_of_days(s: Settings, first: date, last: date, scale: int = 1) -> list
     return load_domain(s.domain).events_of_days(first, last, scale)
 
 
-def fresh(base: Settings, name: str) -> Settings:
+def fresh(base: Settings, name: str, served: bool = False) -> Settings:
+    """A keyspace and topic of the benchmark's own. Retired at once unless ``served``: the
+    benchmark runs the stages itself, and Airflow's pipeline runs (which serve every announced
+    keyspace) must neither compete for the cores nor survive the benchmark if it is killed
+    before ``cleanup`` drops the keyspace (``streamfit pipeline keyspaces`` lists it retired)."""
     tag = uuid.uuid4().hex[:8]
     s = base.model_copy(update={"keyspace": f"bench_{name}_{tag}",
                                 "events_topic": f"bench.{name}.{tag}",
                                 "ingest_group": f"bench-{name}-{tag}", "ingest_metrics_port": 0})
     with connect(s, keyspace=None) as session:
         migrate(session, s)
+        if not served:
+            set_retired(session, s.keyspace, True)
     ensure_topics(s)
     return s
 
@@ -107,7 +114,7 @@ def signal_times(s: Settings, after: float) -> list[float]:
 
 
 def freshness(base: Settings, rounds: int) -> dict[str, Any]:
-    s = fresh(base, "fresh").model_copy(update={"signal_interval_s": 2.0})
+    s = fresh(base, "fresh", served=True).model_copy(update={"signal_interval_s": 2.0})
     try:
         with airflow_client(s) as client:
             # seed: two weeks, announced at once, until v1 scored the next day
