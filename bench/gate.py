@@ -116,11 +116,11 @@ def main() -> None:
                 train, holdout = time_split(load_window(store, window_dates(end, s.train_days)),
                                             s.holdout_days)
                 y = holdout["label"].to_numpy(dtype=int)
-                _algo, _params, model, _cv = choose(train, features)
+                _algo, _params, model, _cv = choose(train, features, threads=s.train_threads)
                 p = predict(model, holdout, features)
                 metrics = holdout_metrics(y, p, holdout, spec.naive)
-                served = refit(model, [train, holdout], features) if s.refit_with_holdout \
-                    else model
+                served = (refit(model, [train, holdout], features, s.train_threads)
+                          if s.refit_with_holdout else model)
                 candidate = Version(f"v{k + 1}", end, model, served, features)
                 if not serving:  # the first training: v0, the naive baseline, is the champion
                     v0 = baseline_model(train, spec.naive)

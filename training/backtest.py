@@ -30,7 +30,6 @@ from training.train import (
     baseline_model,
     choose,
     decide,
-    fit_threads,
     holdout_metrics,
     load_window,
     refit,
@@ -99,8 +98,7 @@ def run_backtest(ws: Workspace, train_until: date, weeks: int,
     if len(train) < 200 or holdout["label"].nunique() < 2:
         raise BacktestError(f"too little labelled data up to {train_until}: {len(train)} "
                             f"training rows, {len(holdout)} holdout rows")
-    with fit_threads(settings.train_threads):
-        algorithm, _params, model, _cv = choose(train, features)
+    algorithm, _params, model, _cv = choose(train, features, threads=settings.train_threads)
     baseline = baseline_model(train, naive)
     y = holdout["label"].to_numpy(dtype=int)
     p = predict(model, holdout, features)
@@ -111,8 +109,7 @@ def run_backtest(ws: Workspace, train_until: date, weeks: int,
     if not beats:
         served_by = "naive baseline (v0)"
     elif settings.refit_with_holdout:  # the refit only when the trained model would serve
-        with fit_threads(settings.train_threads):
-            served = refit(model, [train, holdout], features)
+        served = refit(model, [train, holdout], features, settings.train_threads)
         served_by = "trained, refitted with the holdout"
     tests = [load_window(store, [train_until + timedelta(days=1 + 7 * w + i)
                                  for i in range(7)]) for w in range(weeks)]

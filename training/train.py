@@ -145,37 +145,40 @@ def fit_threads(threads: int) -> Iterator[None]:
         yield
 
 
-def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any = None
-           ) -> tuple[str, dict[str, Any], Any, float]:
-    """Pick the candidate with the best mean ROC AUC over time-ordered CV folds; refit on all."""
+def choose(train: pd.DataFrame, features: list[str], folds: int = 3, pool: Any = None,
+           threads: int = 0) -> tuple[str, dict[str, Any], Any, float]:
+    """Pick the candidate with the best mean ROC AUC over time-ordered CV folds; refit on all.
+    Every fit uses at most ``threads`` threads (``fit_threads``)."""
     x = train[features].to_numpy(dtype=float)
     y = train["label"].to_numpy(dtype=int)
     best: tuple[str, dict[str, Any], Any, float] | None = None
-    for name, params, model in (pool or candidates)():
-        aucs = []
-        for fit_idx, val_idx in TimeSeriesSplit(n_splits=folds).split(x):
-            if len(set(y[val_idx])) < 2:
-                continue
-            model.fit(fittable(x[fit_idx]), y[fit_idx])
-            aucs.append(roc_auc_score(y[val_idx], model.predict_proba(x[val_idx])[:, 1]))
-        cv = float(np.mean(aucs)) if aucs else float("nan")
-        log.info("candidate %s %s: CV ROC AUC %.4f", name, params, cv)
-        if best is None or cv > best[3]:
-            best = (name, params, model, cv)
-    assert best is not None
-    name, params, model, cv = best
-    model.fit(fittable(x), y)
+    with fit_threads(threads):
+        for name, params, model in (pool or candidates)():
+            aucs = []
+            for fit_idx, val_idx in TimeSeriesSplit(n_splits=folds).split(x):
+                if len(set(y[val_idx])) < 2:
+                    continue
+                model.fit(fittable(x[fit_idx]), y[fit_idx])
+                aucs.append(roc_auc_score(y[val_idx], model.predict_proba(x[val_idx])[:, 1]))
+            cv = float(np.mean(aucs)) if aucs else float("nan")
+            log.info("candidate %s %s: CV ROC AUC %.4f", name, params, cv)
+            if best is None or cv > best[3]:
+                best = (name, params, model, cv)
+        assert best is not None
+        name, params, model, cv = best
+        model.fit(fittable(x), y)
     return name, params, model, cv
 
 
-def refit(model: Any, frames: list[pd.DataFrame], features: list[str]) -> Any:
+def refit(model: Any, frames: list[pd.DataFrame], features: list[str], threads: int = 0) -> Any:
     """A fresh copy of the chosen ``model`` (same parameters), fitted on all rows of ``frames``:
-    the served fit, once the holdout has judged ``model``."""
+    the served fit, once the holdout has judged ``model``. At most ``threads`` threads."""
     from sklearn.base import clone
 
     rows = pd.concat(frames, ignore_index=True)
-    return clone(model).fit(fittable(rows[features].to_numpy(dtype=float)),
-                            rows["label"].to_numpy(dtype=int))
+    with fit_threads(threads):
+        return clone(model).fit(fittable(rows[features].to_numpy(dtype=float)),
+                                rows["label"].to_numpy(dtype=int))
 
 
 def naive_metrics(y: np.ndarray, frame: pd.DataFrame, naive: str) -> dict[str, float]:
@@ -421,11 +424,11 @@ def train_and_maybe_promote(ws: Workspace, end: date | None = None, force: bool 
         version, name, metrics = existing.version, existing.algorithm, existing.metrics
         log.info("v%d was trained on this window and code: judging it again", version)
     else:
-        with fit_threads(settings.train_threads):
-            name, params, model, cv = choose(train, features, pool=pool)
-            p_holdout = predict(model, holdout, features)
-            served, judged = ((refit(model, [train, holdout], features), model)
-                              if settings.refit_with_holdout else (model, None))
+        threads = settings.train_threads
+        name, params, model, cv = choose(train, features, pool=pool, threads=threads)
+        p_holdout = predict(model, holdout, features)
+        served, judged = ((refit(model, [train, holdout], features, threads), model)
+                          if settings.refit_with_holdout else (model, None))
         metrics = holdout_metrics(y, p_holdout, holdout, domain.features.naive)
         metrics.update({"cv_roc_auc": cv, "train_rows": float(len(train)),
                         "holdout_rows": float(len(holdout))})

@@ -83,7 +83,6 @@ def run_transient(ws: Workspace, request_id: str, dates: list[date] | None = Non
     summary. The model is never registered."""
     from training.train import (
         choose,
-        fit_threads,
         load_window,
         refit,
         score,
@@ -105,15 +104,13 @@ def run_transient(ws: Workspace, request_id: str, dates: list[date] | None = Non
     train, holdout = time_split(load_window(store, dates_in_window), settings.holdout_days)
     if len(train) < 200 or holdout["label"].nunique() < 2:
         raise TransientError(f"too little data to train: {len(train)} rows")
-    with fit_threads(settings.train_threads):
-        name, _params, model, _cv = choose(train, names)
+    name, _params, model, _cv = choose(train, names, threads=settings.train_threads)
     y = holdout["label"].to_numpy(dtype=int)
     metrics = score(y, predict(model, holdout, names))
     metrics["naive_roc_auc"] = score(
         y, holdout[domain.features.naive].to_numpy(dtype=float))["roc_auc"]
     if settings.refit_with_holdout:  # as a registered version serves
-        with fit_threads(settings.train_threads):
-            model = refit(model, [train, holdout], names)
+        model = refit(model, [train, holdout], names, settings.train_threads)
     frames = [store.read_day(d) for d in dates or []]
     if entities is not None and not entities.empty:
         frames.append(store.features_for(entities))
