@@ -99,10 +99,13 @@ def check_day(reference: dict[str, Any], day: date, frame: pd.DataFrame,
     days of ``reference`` were), ``matured`` the served predictions joined with their outcomes
     (columns label, probability; None or empty: none yet)."""
     days = reference.get("days", {})
+    segment = reference.get("segment")
+    seg = frame[segment].to_numpy() if segment and segment in frame else None
     # computed once: judged here, and stored for the report's charts
-    raw = {name: day_statistics(frame[name].to_numpy(dtype=float))
+    raw = {name: day_statistics(frame[name].to_numpy(dtype=float), seg)
            for name in days if name in frame}
-    findings = day_findings(days, frame, day.isoformat(), margin, raw)
+    findings = day_findings(days, frame, day.isoformat(), margin, raw,
+                            segment if seg is not None else None)
     stats = {name: {k: round(v, 6) for k, v in values.items() if v == v}
              for name, values in raw.items()}
     cal = None

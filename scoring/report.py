@@ -253,7 +253,8 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
         points += sum(1 for v in values if v == v)
         ax.set_title(f"{name}", fontsize=8)
         ax.set_ylabel({"mean": "daily mean", "missing": "share missing",
-                       "top_share": "share on one value"}[stat])
+                       "top_share": "share on one value",
+                       "segment_top_share": "share on one value, worst site"}[stat])
         ax.set_xlabel("day judged")
         _fit_dates(ax, when)
         ax.legend(fontsize=6)

@@ -126,10 +126,12 @@ DAY_STATS: dict[str, str] = {
     "mean": "its values moved (a unit, scale or clock change, or a real shift)",
     "missing": "its inputs stopped arriving for part of the rows",
     "top_share": "one value took over (a stuck sensor or a default filled in)",
+    "segment_top_share": "one value took over where one site's rows are concerned (a stuck "
+                         "sensor at that site)",
 }
 #: The statistics judged on one side only: more missing values, or one value taking over, is
 #: what breaks; fewer is inputs arriving or varying more, which no one needs woken for.
-ONE_SIDED = {"missing", "top_share"}
+ONE_SIDED = {"missing", "top_share", "segment_top_share"}
 #: How far past the reference days' range a day may go, as a share of that range
 #: (``STREAMFIT_ALERT_DRIFT_MARGIN``): the weeks after training extend it (a season moves on),
 #: and a day is judged on ~45 features at once, so only a clear exit counts. bench/alerts.py
@@ -144,32 +146,67 @@ CAL_Z = 2.5
 MIN_SHARE_CHANGE = 0.02
 #: The column that says which entity date a training row belongs to (``training.train``).
 DAY = "entity_date"
+#: A segment (``Domain.segment``: one site's rows) counts towards ``segment_top_share`` from
+#: this many present values: fewer say little about a stuck value.
+SEGMENT_MIN = 50
 
 
-def day_statistics(values: np.ndarray) -> dict[str, float]:
+def _top_share(finite: np.ndarray) -> float:
+    return (float(np.unique(finite, return_counts=True)[1].max()) / finite.size if finite.size
+            else 0.0)
+
+
+def segment_top(values: np.ndarray, segments: np.ndarray) -> tuple[float, str]:
+    """The largest top share within one segment's present values, and that segment (segments
+    of fewer than ``SEGMENT_MIN`` present values left out; ``(nan, "")``: none qualifies).
+
+    Why per segment: a site's sensor stuck at one value is a third of a day's rows when three
+    sites share a feature, and on a fault's first day the day-ahead rows still carry real
+    readings, so pooled it stays inside the training days' range; within the site it is the
+    rows' majority (bench/alerts.py)."""
+    v = np.asarray(values, dtype=float)
+    seg = np.asarray(segments, dtype=object)
+    ok = np.isfinite(v)
+    best, where = float("nan"), ""
+    for name in sorted({str(x) for x in seg[ok]}):
+        part = v[ok & (seg == name)]
+        if part.size >= SEGMENT_MIN:
+            share = _top_share(part)
+            if not share <= best:  # the first qualifying segment, or a larger share
+                best, where = share, name
+    return best, where
+
+
+def day_statistics(values: np.ndarray, segments: np.ndarray | None = None) -> dict[str, float]:
     """A day's ``DAY_STATS`` of one feature: the mean of the finite values, the share of rows
     missing, and the share of the values present that hold the single most common value (of
-    the present ones, so that more missing values do not read as fewer stuck ones)."""
+    the present ones, so that more missing values do not read as fewer stuck ones); with
+    ``segments`` (each row's segment), also that share within the segment where it is largest
+    (``segment_top``)."""
     v = np.asarray(values, dtype=float)
     finite = v[np.isfinite(v)]
     n = max(v.size, 1)
-    top = (float(np.unique(finite, return_counts=True)[1].max()) / finite.size if finite.size
-           else 0.0)
-    return {"mean": float(finite.mean()) if finite.size else float("nan"),
-            "missing": 1.0 - finite.size / n, "top_share": top}
+    out = {"mean": float(finite.mean()) if finite.size else float("nan"),
+           "missing": 1.0 - finite.size / n, "top_share": _top_share(finite)}
+    if segments is not None:
+        out["segment_top_share"] = segment_top(v, segments)[0]
+    return out
 
 
-def day_reference(frame: pd.DataFrame, names: list[str], day_column: str = DAY
-                  ) -> dict[str, dict[str, list[float]]]:
+def day_reference(frame: pd.DataFrame, names: list[str], day_column: str = DAY,
+                  segment: str | None = None) -> dict[str, dict[str, list[float]]]:
     """Per feature, the ``[low, high]`` of each day statistic over the days of ``frame``, and
-    ``sd``, the spread of its values (for the sampling allowance)."""
+    ``sd``, the spread of its values (for the sampling allowance). ``segment``: the column
+    whose values are sites (``Domain.segment``), for ``segment_top_share``."""
     out: dict[str, dict[str, list[float]]] = {}
     days = [part for _d, part in frame.groupby(day_column)]
+    use = segment if segment is not None and segment in frame else None
     for name in names:
-        stats = [day_statistics(part[name].to_numpy(dtype=float)) for part in days]
+        stats = [day_statistics(part[name].to_numpy(dtype=float),
+                                part[use].to_numpy() if use else None) for part in days]
         entry: dict[str, list[float]] = {}
         for stat in DAY_STATS:
-            seen = [s[stat] for s in stats if np.isfinite(s[stat])]
+            seen = [s[stat] for s in stats if np.isfinite(s.get(stat, np.nan))]
             if seen:
                 entry[stat] = [round(min(seen), 6), round(max(seen), 6)]
         values = frame[name].to_numpy(dtype=float)
@@ -190,12 +227,16 @@ class Finding:
     value: float
     low: float
     high: float
+    #: ``segment_top_share``: the segment it is about, as ``column value`` (e.g. ``origin LGA``)
+    where: str = ""
 
     def words(self) -> str:
         fmt = _fmt if self.stat == "mean" else _pct
         what = {"mean": f"mean {fmt(self.value)}",
                 "missing": f"missing on {fmt(self.value)} of rows",
-                "top_share": f"one value in {fmt(self.value)} of the rows that have one"}
+                "top_share": f"one value in {fmt(self.value)} of the rows that have one",
+                "segment_top_share": f"one value in {fmt(self.value)} of the rows of "
+                                     f"{self.where or 'one segment'} that have one"}
         allowed = (f"up to {fmt(self.high)}" if self.stat in ONE_SIDED
                    else f"{fmt(self.low)} to {fmt(self.high)}")
         return (f"{self.feature} {what[self.stat]} (the training days allow {allowed}): "
@@ -203,7 +244,7 @@ class Finding:
 
     def as_dict(self) -> dict[str, object]:
         return {"day": self.day, "feature": self.feature, "stat": self.stat,
-                "value": self.value, "low": self.low, "high": self.high}
+                "value": self.value, "low": self.low, "high": self.high, "where": self.where}
 
 
 def _fmt(x: float) -> str:
@@ -232,27 +273,32 @@ def allowed(entry: dict[str, list[float]], stat: str, rows: int, widen: float = 
 
 def day_findings(reference: dict[str, dict[str, list[float]]], frame: pd.DataFrame,
                  day: str, widen: float = WIDEN,
-                 statistics: dict[str, dict[str, float]] | None = None) -> list[Finding]:
+                 statistics: dict[str, dict[str, float]] | None = None,
+                 segment: str | None = None) -> list[Finding]:
     """What of one completed day (``frame``: its rows at every horizon) lies outside the
     reference days, most out of range first (by how many allowed widths). ``statistics``: the
-    day's ``day_statistics`` per feature, when the caller has them already."""
+    day's ``day_statistics`` per feature, when the caller has them already; ``segment``: the
+    column the reference's ``segment_top_share`` was measured within."""
     found: list[tuple[float, Finding]] = []
+    seg = frame[segment].to_numpy() if segment is not None and segment in frame else None
     for name, entry in reference.items():
         if name not in frame:
             continue
         stats = (statistics[name] if statistics and name in statistics
-                 else day_statistics(frame[name].to_numpy(dtype=float)))
+                 else day_statistics(frame[name].to_numpy(dtype=float), seg))
         for stat in DAY_STATS:
             bounds = allowed(entry, stat, len(frame), widen)
-            value = stats[stat]
+            value = stats.get(stat, np.nan)
             if bounds is None or not np.isfinite(value):
                 continue
             lo, hi = bounds
             if value > hi or (value < lo and stat not in ONE_SIDED):
                 width = max(hi - lo, 1e-9)
+                where = (f"{segment} {segment_top(frame[name].to_numpy(dtype=float), seg)[1]}"
+                         if stat == "segment_top_share" and seg is not None else "")
                 found.append(((lo - value if value < lo else value - hi) / width,
                               Finding(day, name, stat, round(value, 6), round(lo, 6),
-                                      round(hi, 6))))
+                                      round(hi, 6), where)))
     return [f for _s, f in sorted(found, key=lambda sf: -sf[0])]
 
 

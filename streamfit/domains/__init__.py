@@ -155,6 +155,16 @@ class Domain:
     #: must have had that never landed (monitoring judges each completed day by it). None: the
     #: domain declares no such rule.
     gaps: Callable[[RawEvents, date], list[Any]] | None = None
+    #: an entity column whose values are sites that feed features of their own (flights:
+    #: ``origin``, whose weather station each flight's weather features read). Monitoring
+    #: judges each feature's top share within each site too, so one site's sensor stuck at one
+    #: value is seen on its first day. None: judged on the whole day only.
+    segment: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.segment is not None and self.segment not in self.entity.columns:
+            raise ValueError(f"domain {self.name}: segment {self.segment!r} is not one of the "
+                             f"entity's columns {self.entity.columns}; name one of them or None")
 
     def payload_model(self, event_type: str, version: int) -> type[BaseModel] | None:
         return self.schemas.get(event_type, {}).get(version)

