@@ -206,6 +206,8 @@ def _judged(runs: list[ScoringRun], version: int) -> list[Any]:
 
 #: At most this many features in the drift chart: every one that left its band, up to it
 DRIFT_PANELS = 12
+#: Panels per row of the drift chart; a quiet champion's chart is one row of the nearest misses.
+DRIFT_COLUMNS = 4
 
 
 def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: float) -> str:
@@ -234,8 +236,9 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
                     worst = max(worst, abs(value - (band[0] + band[1]) / 2) / (band[1] - band[0]))
             return worst
         keys = [(n, st) for n in reference for st in DAY_STATS if st in reference[n]]
-        shown = sorted(keys, key=closeness, reverse=True)[:4]
-    fig, axes = _subplots(len(shown), max(6.0, 3.0 * min(len(shown), 4) + 1), 3.6, columns=4)
+        shown = sorted(keys, key=closeness, reverse=True)[:DRIFT_COLUMNS]
+    fig, axes = _subplots(len(shown), max(6.0, 3.0 * min(len(shown), DRIFT_COLUMNS) + 1), 3.6,
+                          columns=DRIFT_COLUMNS)
     when = [pd.Timestamp(c.day) for c in days]
     points = 0
     for ax, (name, stat) in zip(axes, shown, strict=True):
