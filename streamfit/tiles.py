@@ -23,9 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from streamfit.domains import RawEvents, TileSpec
 
 #: The tile width.
 HOUR = np.int64(3_600 * 10**9)
@@ -162,3 +167,19 @@ class Window:
         n = np.where(missing, 0.0, n_t + n_h + n_e)
         s = np.where(missing, 0.0, s_t + s_h + s_e)
         return n, s
+
+
+def event_times(values: pd.Series) -> np.ndarray:
+    """ISO-8601 times (or timestamps) as int64 ns UTC, ``NaT``'s int64 where missing."""
+    t = pd.to_datetime(values, utc=True, format="ISO8601")
+    return t.dt.tz_convert(None).to_numpy("datetime64[ns]").astype("int64")
+
+
+def day_tiles(spec: TileSpec, raw: RawEvents, day: date) -> dict[str, pd.DataFrame]:
+    """Every family's tiles of the hours of ``day``, from the raw events alone."""
+    events = spec.source(raw, day)
+    times = event_times(events[spec.time]) if len(events) else np.empty(0, "int64")
+    return {name: make_tiles(key_strings(events, list(columns)), times,
+                             {value: events[value].to_numpy(dtype=float) if len(events)
+                              else np.empty(0)})
+            for name, (columns, value) in spec.families.items()}

@@ -87,6 +87,23 @@ class Label:
 
 
 @dataclass(frozen=True)
+class TileSpec:
+    """The trailing aggregates a domain's features read, kept as hourly tiles
+    (``streamfit.tiles``): per family, a grouping of the source events and the value summed.
+
+    ``source(raw, day)`` returns the events whose ``time`` falls on ``day`` (UTC), one row
+    each, with every key column and value column of the families (for flights: the arrivals,
+    joined with their schedules for the carrier, route and hour). It must read every raw
+    partition an event of that day can sit in, so that a day's tiles are a function of the raw
+    events alone and making them again gives the same tiles."""
+
+    source: Callable[[RawEvents, date], pd.DataFrame]
+    time: str
+    #: family name -> (key columns, value column)
+    families: dict[str, tuple[tuple[str, ...], str]]
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     """A domain's point-in-time features. ``build_day(raw, day, horizon)`` returns one row per
     entity of ``day``: ``entity_id``, ``event_time``, the entity's columns, every name in
@@ -113,6 +130,8 @@ class FeatureSpec:
     #: reads: an engine that fetches them up front (Spark) needs it. None: pandas engine only.
     reads: Callable[[date], Iterable[tuple[date, str]]] | None = None
     version: int = 1
+    #: the trailing aggregates kept as hourly tiles (``TileSpec``); None: none
+    tiles: TileSpec | None = None
     #: horizon name -> how long before the event time a prediction is made, freshest first.
     #: Features are stored and predictions made per horizon: an entity is scored at a horizon
     #: once the stream's event time passes its as-of time, until its own event time.

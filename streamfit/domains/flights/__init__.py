@@ -18,9 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from streamfit.domains import Domain, Entity, FeatureSpec, Label, RawEvents, check_day
+from streamfit.domains import (
+    Domain,
+    Entity,
+    FeatureSpec,
+    Label,
+    RawEvents,
+    TileSpec,
+    check_day,
+)
 from streamfit.domains.flights.events import SCHEMAS, replay_nycflights13
-from streamfit.domains.flights.names import feature_names, model_features
+from streamfit.domains.flights.names import TILE_FAMILIES, feature_names, model_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,6 +65,12 @@ class FlightIn(BaseModel):
 
 # The builders import pandas when first called, not when the domain loads (ingest needs only the
 # schemas).
+def _tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
+    from streamfit.domains.flights import features
+
+    return features.tile_source(raw, day)
+
+
 def _build_day(raw: RawEvents, day: date, horizon: timedelta) -> pd.DataFrame:
     from streamfit.domains.flights import features
 
@@ -122,7 +136,8 @@ DOMAIN = Domain(
     features=FeatureSpec(names=tuple(feature_names()), model=tuple(model_features()),
                          naive="late_rate_route_28d", build_day=_build_day,
                          days_affected=_days_affected, build_for=_build_for,
-                         built_as_given=_built_as_given, reads=_reads, version=3,
+                         built_as_given=_built_as_given, reads=_reads, version=4,
+                         tiles=TileSpec(_tile_source, "actual_arrival", TILE_FAMILIES),
                          horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",

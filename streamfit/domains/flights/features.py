@@ -84,8 +84,12 @@ def windows(day: date) -> dict[str, tuple[str, list[date]]]:
     past = [day + timedelta(days=1) - timedelta(days=i) for i in range(HISTORY_DAYS + 2)]
     return {
         "arrivals": ("flight_arrived", past),
-        # a flight's schedule is an event of the date before its departure
-        "arrival_schedules": ("flight_scheduled", [d - timedelta(days=1) for d in past]),
+        # a flight's schedule is an event of the date before its departure, and an arrival of
+        # date d departed on d or, overnight, on d-1: without d-2's schedules the day-ahead
+        # window's oldest overnight arrivals went missing (22 of 4,340 on 2013-03-11, found by
+        # the tiles' parity test)
+        "arrival_schedules": ("flight_scheduled",
+                              sorted({d - timedelta(days=k) for d in past for k in (1, 2)})),
         # day-ahead as-of times fall on the day before: its weather, and the trends' hours before
         "weather": ("weather_observed", [day - timedelta(days=2), day - timedelta(days=1), day]),
         # schedules of day-1 and day are events of day-2 and day-1; departures of day-1 and day
@@ -100,24 +104,53 @@ def reads(day: date) -> set[tuple[date, str]]:
     return {(d, event_type) for event_type, days in windows(day).values() for d in days}
 
 
-def context(raw: RawEvents, day: date) -> Context:
-    """The inputs of ``build_features`` for flights departing ``day``, from the raw events."""
-    w = windows(day)
-    arrived = _latest_per_flight(raw.frame(w["arrivals"][1], "flight_arrived"), "actual_arrival")
+def _arrivals(raw: RawEvents, arrival_days: list[date], schedule_days: list[date]
+              ) -> pd.DataFrame:
+    """The arrivals landed on ``arrival_days`` (event dates), each joined with its schedule
+    (from ``schedule_days``) for its carrier, number, route and scheduled hour."""
+    arrived = _latest_per_flight(raw.frame(arrival_days, "flight_arrived"), "actual_arrival")
     known = pd.DataFrame()
     if not arrived.empty:
-        known = _latest_per_flight(raw.frame(w["arrival_schedules"][1], "flight_scheduled"),
+        known = _latest_per_flight(raw.frame(schedule_days, "flight_scheduled"),
                                    "scheduled_departure")
     if known.empty:
         # Arrivals whose schedules never landed (a stream joined mid-way) carry no history.
-        arrived = pd.DataFrame()
-    else:
-        arrived = arrived.merge(
-            known.reindex(columns=["flight_id", "carrier", "flight", "origin", "dest",
-                                   "scheduled_departure"]),
-            on="flight_id", how="inner")
-        arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"], utc=True,
+        return pd.DataFrame()
+    arrived = arrived.merge(
+        known.reindex(columns=["flight_id", "carrier", "flight", "origin", "dest",
+                               "scheduled_departure"]),
+        on="flight_id", how="inner")
+    arrived["sched_hour"] = pd.to_datetime(arrived["scheduled_departure"], utc=True,
                                            format="ISO8601").dt.hour
+    return arrived
+
+
+def tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
+    """The arrivals whose actual arrival falls on ``day`` (UTC), with the keys and values of
+    ``TILE_FAMILIES``: ``late`` (15+ minutes late), ``delay_c`` (the arrival delay clipped as
+    the features clip it) and ``air_time``. An arrival event sits on the date of its event time,
+    which may differ from its arrival by up to an hour: the day before and after are read too,
+    and a flight's schedule is an event of the day before its departure."""
+    around = [day - timedelta(days=1), day, day + timedelta(days=1)]
+    arrived = _arrivals(raw, around, [d - timedelta(days=i) for d in around for i in (1, 2)])
+    columns = ["carrier", "flight", "origin", "dest", "sched_hour", "actual_arrival", "late",
+               "delay_c", "air_time"]
+    if arrived.empty:
+        return pd.DataFrame(columns=columns)
+    when = pd.to_datetime(arrived["actual_arrival"], utc=True, format="ISO8601")
+    arrived = arrived[(when.dt.date == day).to_numpy()]
+    delay = arrived["arr_delay"].astype(float)
+    return arrived.assign(
+        flight=pd.to_numeric(arrived["flight"], errors="coerce").astype(float),
+        late=(delay >= LATE_MINUTES).astype(float), delay_c=delay.clip(-30, 120),
+        air_time=arrived["air_time"].astype(float) if "air_time" in arrived else np.nan,
+    ).reindex(columns=columns)
+
+
+def context(raw: RawEvents, day: date) -> Context:
+    """The inputs of ``build_features`` for flights departing ``day``, from the raw events."""
+    w = windows(day)
+    arrived = _arrivals(raw, w["arrivals"][1], w["arrival_schedules"][1])
     weather = raw.frame(w["weather"][1], "weather_observed")
     if weather.empty:
         weather = pd.DataFrame(columns=["origin", "observed_at"])

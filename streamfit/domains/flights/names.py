@@ -22,6 +22,17 @@ SAME_DAY = ["origin_dep_delay_2h", "origin_late_share_2h", "origin_scheduled_1h"
             "air_excess_dest_3h", "air_excess_dest_24h", "air_excess_origin_2h",
             "air_excess_all_2h", "delay_gained_dest_3h", "delay_gained_all_2h"]
 
+#: The trailing aggregates of the features, as tile families (``streamfit.tiles``): family ->
+#: (key columns, value). The late share of each grouping and of all arrivals (the prior), the
+#: mean clipped delay of a flight number and of a route, and the mean air time of a route.
+TILE_FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
+    **{f"late_{g}": (tuple(cols), "late") for g, cols in GROUPS.items()},
+    "late_all": ((), "late"),
+    "delay_flight": (tuple(GROUPS["flight"]), "delay_c"),
+    "delay_route": (tuple(GROUPS["route"]), "delay_c"),
+    "air_route": (("origin", "dest"), "air_time"),
+}
+
 
 def feature_names() -> list[str]:
     rates = [f"late_rate_{g}_{w}" for g in GROUPS for w in WINDOW_DAYS]

@@ -60,20 +60,22 @@ def replayed() -> object:
 def test_trailing_features_from_tiles_equal_the_build_on_real_days(replayed: object,
                                                                    horizon: timedelta) -> None:
     """Every trailing late rate and count, and the two trailing mean delays, of the flights of
-    2013-03-11: from hourly tiles plus the partial hours' raw arrivals, against the pipeline's
-    own build (``build_day``), which recomputes them from every arrival of the window."""
+    2013-03-11, from the domain's tiles made day by day from the raw events (``day_tiles``) and
+    the raw arrivals of only the days a window starts and ends on, against the pipeline's own
+    build (``build_day``), which recomputes them from every arrival of the window."""
+    from streamfit.domains import load_domain
     from streamfit.domains.flights import features as ff
-    from streamfit.domains.flights.names import GROUPS, LATE_MINUTES, WINDOW_DAYS
+    from streamfit.domains.flights.names import GROUPS, WINDOW_DAYS
     from streamfit.domains.flights.pointintime import DEFAULT_PRIOR, MIN_SUPPORT
+    from streamfit.tiles import day_tiles, event_times
 
+    spec = load_domain("flights").features.tiles
+    assert spec is not None
     day = date(2013, 3, 11)
     built = ff.build_day(replayed, day, horizon)  # type: ignore[arg-type]
-    ctx = ff.context(replayed, day)  # type: ignore[arg-type]
-    hist = ctx.history.assign(flight=lambda h: pd.to_numeric(h["flight"], errors="coerce"))
-    times = pd.to_datetime(hist["actual_arrival"], utc=True, format="ISO8601").dt.tz_convert(
-        None).to_numpy("datetime64[ns]").astype("int64")
-    late = (hist["arr_delay"] >= LATE_MINUTES).astype(float).to_numpy()
-    delay = hist["arr_delay"].astype(float).clip(-30, 120).to_numpy()
+    days = [day - timedelta(days=i) for i in range(31)]
+    made = [day_tiles(spec, replayed, d) for d in days]  # type: ignore[arg-type]
+    tiles = {name: pd.concat([m[name] for m in made], ignore_index=True) for name in made[0]}
     sched = pd.to_datetime(built["event_time"], utc=True)
     schedule = ff._latest_per_flight(replayed.frame([day - timedelta(days=1)],  # type: ignore[attr-defined]
                                                     "flight_scheduled"), "scheduled_departure")
@@ -81,30 +83,33 @@ def test_trailing_features_from_tiles_equal_the_build_on_real_days(replayed: obj
         schedule[["flight_id", "flight"]], left_on="entity_id", right_on="flight_id")
     assert len(q) == len(built) > 800
     q = q.assign(sched_hour=sched.dt.hour.to_numpy(), flight=q["flight"].astype(float))
-    as_of = (sched - pd.Timedelta(horizon)).dt.tz_convert(None).to_numpy(
-        "datetime64[ns]").astype("int64")
+    as_of = event_times(sched - pd.Timedelta(horizon))
 
-    def trailing(columns: list[str], days: int, value: np.ndarray, name: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        keys = key_strings(hist, columns)
-        tiles = make_tiles(keys, times, {name: value})
-        window = Window(tiles, keys, times, value, key_strings(q, columns), name)
-        return window.sums(as_of, np.int64(days * 24 * int(HOUR)))
+    def trailing(family: str, days_back: int) -> tuple[np.ndarray, np.ndarray]:
+        columns, value = spec.families[family]
+        width = np.int64(days_back * 24 * int(HOUR))
+        edges = {pd.Timestamp(int(t)).date() for t in np.concatenate([as_of, as_of - width])}
+        raw = pd.concat([spec.source(replayed, d) for d in sorted(edges)],  # type: ignore[arg-type]
+                        ignore_index=True)
+        window = Window(tiles[family], key_strings(raw, list(columns)),
+                        event_times(raw[spec.time]), raw[value].to_numpy(dtype=float),
+                        key_strings(q, list(columns)), value)
+        return window.sums(as_of, width)
 
-    n_all, s_all = trailing([], 28, late, "late")
+    n_all, s_all = trailing("late_all", 28)
     prior = np.where(n_all >= MIN_SUPPORT, s_all / np.maximum(n_all, 1), DEFAULT_PRIOR)
     compared = 0
-    for group, columns in GROUPS.items():
-        for wname, days in WINDOW_DAYS.items():
-            n, s = trailing(columns, days, late, "late")
+    for group in GROUPS:
+        for wname, days_back in WINDOW_DAYS.items():
+            n, s = trailing(f"late_{group}", days_back)
             rate = np.where(n >= MIN_SUPPORT, s / np.maximum(n, 1), prior)
             np.testing.assert_array_equal(n, built[f"n_{group}_{wname}"].to_numpy())
             np.testing.assert_allclose(rate, built[f"late_rate_{group}_{wname}"].to_numpy(),
                                        rtol=1e-9, atol=1e-12)
             compared += 2
-    for name, columns, days in [("mean_delay_flight_28d", GROUPS["flight"], 28),
-                                ("mean_delay_route_7d", GROUPS["route"], 7)]:
-        n, s = trailing(columns, days, delay, "delay")
+    for name, family, days_back in [("mean_delay_flight_28d", "delay_flight", 28),
+                                    ("mean_delay_route_7d", "delay_route", 7)]:
+        n, s = trailing(family, days_back)
         mean = np.where(n >= MIN_SUPPORT, s / np.maximum(n, 1), np.nan)
         np.testing.assert_allclose(mean, built[name].to_numpy(), rtol=1e-9, atol=1e-9)
         compared += 1
