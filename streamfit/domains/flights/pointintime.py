@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,6 +92,39 @@ def _naive(values: pd.Series) -> np.ndarray:
     return _utc(values).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
 
 
+@dataclass(frozen=True)
+class Tiled:
+    """The inputs of the long trailing windows when they come from tiles (``streamfit.tiles``)
+    instead of a month of arrivals: each family's tiles over the window's days, the source
+    events (``features.tile_source``) of every day a window starts or ends on, the families by
+    (key columns, value), and where the history starts (the route air time's window)."""
+
+    tiles: dict[str, pd.DataFrame]
+    edges: pd.DataFrame
+    families: dict[str, tuple[tuple[str, ...], str]]
+    since: pd.Timestamp
+    #: windows at least this long are read from tiles; shorter ones (24 h at most) from the
+    #: recent arrivals
+    min_window: pd.Timedelta = pd.Timedelta(days=2)
+
+    def family(self, keys: list[str] | tuple[str, ...], value: str) -> str:
+        for name, (columns, v) in self.families.items():
+            if tuple(columns) == tuple(keys) and v == value:
+                return name
+        raise KeyError(f"no tile family of {value} by {list(keys)}")
+
+    def window(self, family: str, query: pd.DataFrame) -> Any:
+        """A ``streamfit.tiles.Window`` of ``family`` for the rows of ``query``."""
+        from streamfit.tiles import Window, event_times, key_strings
+
+        columns, value = self.families[family]
+        e = self.edges
+        return Window(self.tiles[family], key_strings(e, list(columns)),
+                      event_times(e["actual_arrival"]) if len(e) else np.empty(0, "int64"),
+                      e[value].to_numpy(dtype=float) if len(e) else np.empty(0),
+                      key_strings(query, list(columns)), value)
+
+
 class _Arrivals:
     """The history's arrivals, prepared once per build for every trailing window of it.
 
@@ -100,8 +134,10 @@ class _Arrivals:
     one int64: an arrival at t is before x exactly when its rank is below the number of
     arrival times before x."""
 
-    def __init__(self, flights: pd.DataFrame, history: pd.DataFrame) -> None:
-        self._flights, self._history = flights, history
+    def __init__(self, flights: pd.DataFrame, history: pd.DataFrame,
+                 tiled: Tiled | None = None) -> None:
+        self._flights, self._history, self._tiled = flights, history, tiled
+        self._windows: dict[str, Any] = {}
         self._as_of = _naive(flights["as_of"]).astype("int64")
         t = _naive(history["actual_arrival"]).astype("int64") if len(history) \
             else np.empty(0, "int64")
@@ -138,7 +174,14 @@ class _Arrivals:
                  value: str = "late") -> tuple[np.ndarray, np.ndarray]:
         """Mean of ``value`` (by default the late-arrival flag, so the late share) and the count
         of the arrivals it averages, per flight, over [as_of - window, as_of), by ``keys``
-        ([] = all); ``prior`` where fewer than MIN_SUPPORT arrived."""
+        ([] = all); ``prior`` where fewer than MIN_SUPPORT arrived. With ``tiled``, windows of
+        at least its ``min_window`` are read from tiles (the same value: the parity test)."""
+        if self._tiled is not None and window >= self._tiled.min_window:
+            family = self._tiled.family(keys, value)
+            if family not in self._windows:
+                self._windows[family] = self._tiled.window(family, self._flights)
+            n, total = self._windows[family].sums(self._as_of, np.int64(window.value))
+            return np.where(n >= MIN_SUPPORT, total / np.maximum(n, 1), prior), n
         if self._history.empty:
             return np.broadcast_to(prior, (len(self._flights),)).astype(float), \
                 np.zeros(len(self._flights))
@@ -355,6 +398,21 @@ def _route_air_time(f: pd.DataFrame, hist: pd.DataFrame) -> pd.Series | None:
     return (known.groupby(["origin", "dest"])["air_time"].mean() * 64).round() / 64
 
 
+def _route_air_tiled(f: pd.DataFrame, hist: pd.DataFrame, tiled: Tiled) -> pd.Series:
+    """``_route_air_time`` from the tiles: the air-time tiles from ``tiled.since`` up to the
+    earliest as-of time, for the routes of ``f`` and of the recent arrivals."""
+    routes = pd.concat([f[["origin", "dest"]], hist[["origin", "dest"]]] if len(hist)
+                       else [f[["origin", "dest"]]], ignore_index=True).drop_duplicates()
+    routes = routes.dropna().reset_index(drop=True)
+    first = int(_naive(pd.Series([f["as_of"].min()])).astype("int64")[0])
+    start = int(_naive(pd.Series([tiled.since])).astype("int64")[0])
+    n, total = tiled.window(tiled.family(["origin", "dest"], "air_time"), routes).sums(
+        np.full(len(routes), first, dtype="int64"), np.int64(max(first - start, 0)))
+    mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    index = pd.MultiIndex.from_frame(routes)
+    return (pd.Series(mean, index=index) * 64).round() / 64
+
+
 def _per_route(route_air: pd.Series, rows: pd.DataFrame) -> np.ndarray:
     """``route_air`` of the route of each of ``rows`` (NaN for a route it lacks)."""
     return route_air.reindex(pd.MultiIndex.from_frame(rows[["origin", "dest"]])).to_numpy(
@@ -418,7 +476,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
                    planes: pd.DataFrame, horizon: pd.Timedelta | None = None,
                    schedule: pd.DataFrame | None = None,
                    departures: pd.DataFrame | None = None,
-                   zones: dict[str, str] | None = None) -> pd.DataFrame:
+                   zones: dict[str, str] | None = None,
+                   tiled: Tiled | None = None) -> pd.DataFrame:
     """One row per flight of ``flights`` with ``feature_names()`` columns, as of ``horizon``
     before each flight's scheduled departure (None: as of the departure).
 
@@ -433,6 +492,9 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
               scheduled_departure, distance): schedules are published a day ahead, so known.
     departures: flight_id, actual_departure, dep_delay (those at or after as-of are ignored).
     zones: airport -> IANA time zone, for the block time (None: block time unknown).
+    tiled: the long windows' tiles (``Tiled``); ``history`` then needs only the arrivals of
+           the windows shorter than its ``min_window`` (from two days before the flights'
+           day), and the features are the same.
     """
     f = flights.copy().reset_index(drop=True)
     f["scheduled_departure"] = _utc(f["scheduled_departure"])
@@ -452,7 +514,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
         hist["late"] = (hist["arr_delay"] >= LATE_MINUTES).astype(float)
         # clipped: one 20-hour delay would otherwise dominate a flight number's mean for weeks
         hist["delay_c"] = hist["arr_delay"].astype(float).clip(-30, 120)
-        route_air = _route_air_time(f, hist)
+        route_air = (_route_air_tiled(f, hist, tiled) if tiled is not None
+                     else _route_air_time(f, hist))
         hist["air_excess"] = (hist["air_time"].astype(float) - _per_route(route_air, hist)
                               if route_air is not None else np.nan)
         # what the flight made up or lost between leaving and landing (clipped like delay_c)
@@ -464,7 +527,9 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
                                      "arr_delay", "late", "air_excess", "gained"])
     # The fallback for thin groups is itself point-in-time: all arrivals of the 28 days before t.
     # (A mean over the whole history would leak later arrivals, the flight's own included.)
-    arrivals = _Arrivals(f, hist)
+    if tiled is not None and route_air is None:
+        route_air = _route_air_tiled(f, hist, tiled)
+    arrivals = _Arrivals(f, hist, tiled)
     prior, _ = arrivals.trailing([], WINDOWS["28d"], DEFAULT_PRIOR)
     out = pd.DataFrame({"flight_id": f["flight_id"].to_numpy()})
     for gname, keys in GROUPS.items():

@@ -114,3 +114,45 @@ def test_trailing_features_from_tiles_equal_the_build_on_real_days(replayed: obj
         np.testing.assert_allclose(mean, built[name].to_numpy(), rtol=1e-9, atol=1e-9)
         compared += 1
     assert compared == 22
+
+
+@pytest.mark.parametrize("horizon", [timedelta(hours=2), timedelta(hours=24)])
+def test_every_feature_built_on_tiles_equals_the_recomputation(replayed: object,
+                                                               horizon: timedelta) -> None:
+    """``build_features`` given the tiles and only the last days' arrivals, against the same
+    function given a month of arrivals: every feature of every flight of 2013-03-11."""
+    from streamfit.domains import load_domain
+    from streamfit.domains.flights import features as ff
+    from streamfit.domains.flights.names import feature_names
+    from streamfit.domains.flights.pointintime import Tiled, build_features
+    from streamfit.tiles import day_tiles
+
+    spec = load_domain("flights").features.tiles
+    assert spec is not None
+    day = date(2013, 3, 11)
+    raw = replayed
+    ctx = ff.context(raw, day)  # type: ignore[arg-type]
+    flights = ff._latest_per_flight(raw.frame([day - timedelta(days=1)], "flight_scheduled"),  # type: ignore[attr-defined]
+                                    "scheduled_departure")
+    flights = flights[pd.to_datetime(flights["scheduled_departure"], utc=True).dt.date == day]
+    since = min(ff.windows(day)["arrivals"][1])
+    made = [day_tiles(spec, raw, since + timedelta(days=i))  # type: ignore[arg-type]
+            for i in range((day - since).days + 1)]
+    edges = pd.concat([spec.source(raw, d) for d in  # type: ignore[arg-type]
+                       [day - timedelta(days=k) for k in (0, 1, 7, 8, 28, 29)]],
+                      ignore_index=True)
+    tiled = Tiled({n: pd.concat([m[n] for m in made], ignore_index=True) for n in made[0]},
+                  edges, spec.families, pd.Timestamp(since, tz="UTC"))
+    recent_days = [day + timedelta(days=1) - timedelta(days=i) for i in range(4)]
+    recent = ff._arrivals(raw, recent_days,  # type: ignore[arg-type]
+                          sorted({d - timedelta(days=k) for d in recent_days for k in (1, 2)}))
+    assert 0 < len(recent) < len(ctx.history) / 5
+    args = (ctx.weather, ff.planes_reference(), pd.Timedelta(horizon), ctx.schedule,
+            ctx.departures, ff.dest_zones())
+    full = build_features(flights, ctx.history, *args)
+    fast = build_features(flights, recent, *args, tiled=tiled)
+    assert len(full) == len(fast) > 800
+    for name in feature_names():
+        np.testing.assert_allclose(fast[name].to_numpy(dtype=float),
+                                   full[name].to_numpy(dtype=float), rtol=1e-9, atol=1e-9,
+                                   equal_nan=True, err_msg=name)
