@@ -30,6 +30,14 @@ def dates_to_rebuild(domain: Domain, event_dates: Iterable[str | date]) -> list[
     return domain.features.days_affected(days)
 
 
+def tile_days(ws: Workspace, event_dates: Iterable[str | date]) -> list[date]:
+    """The days whose tiles these event dates' events change (``TileSpec.days_affected``;
+    none when the domain keeps no tiles)."""
+    spec = ws.domain.features.tiles
+    days = [d if isinstance(d, date) else date.fromisoformat(d) for d in event_dates]
+    return spec.days_affected(days) if spec is not None and days else []
+
+
 #: Builds and writes the partitions of some dates (and their summaries), returning each date's
 #: result: the Spark engine's builder (``features.spark_build``) replaces the pandas loop.
 Builder = Callable[[list[date], dict[str, Any] | None], Iterable["BuildResult"]]
@@ -37,17 +45,21 @@ Builder = Callable[[list[date], dict[str, Any] | None], Iterable["BuildResult"]]
 
 def build_days(ws: Workspace, days: Iterable[date], sources: dict[str, Any] | None = None,
                max_event_time: datetime | None = None,
-               builder: Builder | None = None, memory_mb: int = 0) -> dict[str, Any]:
+               builder: Builder | None = None, memory_mb: int = 0,
+               tiles: Iterable[date] = ()) -> dict[str, Any]:
     """Build the feature partitions of ``days`` and append the build to the feature-build log
     (which training and scoring consume). ``sources`` (Kafka offsets per topic/partition) is
     recorded per built date as lineage. ``builder``: None builds each date here in pandas,
     stopping once this process has passed ``memory_mb`` MiB (``streamfit.memory.budget``; 0:
-    no limit)."""
+    no limit). ``tiles``: the days whose tiles are made again first (``tile_days``), with the
+    same raw reader as the builds that read them."""
     wanted = sorted(set(days))
+    store = ws.feature_store()
+    if store.tiles is not None and tiles:
+        store.tiles.refresh(tiles)
     if builder is None:
         from streamfit.memory import budget
 
-        store = ws.feature_store()
         results = []
         with budget(memory_mb, "the feature build") as work:
             for day in wanted:
@@ -71,12 +83,17 @@ def build_days(ws: Workspace, days: Iterable[date], sources: dict[str, Any] | No
 
 
 def build_with_engine(ws: Workspace, days: Iterable[date], sources: dict[str, Any] | None = None,
-                      max_event_time: datetime | None = None) -> dict[str, Any]:
+                      max_event_time: datetime | None = None,
+                      tiles: Iterable[date] = ()) -> dict[str, Any]:
     """``build_days`` on the configured engine: here in pandas, or (``STREAMFIT_ENGINE=spark``)
-    as a Spark job this process submits and waits for, never loading the data itself."""
+    as a Spark job this process submits and waits for, never loading the data itself (the
+    tiles of ``tiles`` are still made here: the API's on-demand features read them)."""
     wanted = sorted(set(days))
     settings = ws.settings
     if settings.engine == "spark":
+        tiles = list(tiles)
+        if tiles and ws.domain.features.tiles is not None:
+            ws.feature_store().tiles.refresh(tiles)  # type: ignore[union-attr]
         from streamfit.spark import SparkUnavailable, submit
 
         if ws.domain.features.reads is None:
@@ -88,11 +105,14 @@ def build_with_engine(ws: Workspace, days: Iterable[date], sources: dict[str, An
         return submit(settings, "features.spark_build:job", {
             "keyspace": ws.keyspace, "days": [d.isoformat() for d in wanted], "sources": sources,
             "max_event_time": max_event_time.isoformat() if max_event_time else None})
-    return build_days(ws, wanted, sources, max_event_time, memory_mb=settings.pandas_memory_mb)
+    return build_days(ws, wanted, sources, max_event_time, memory_mb=settings.pandas_memory_mb,
+                      tiles=tiles)
 
 
 def run_build(ws: Workspace, event_dates: Iterable[str | date] = (),
               days: Iterable[date] = ()) -> dict[str, Any]:
     """Rebuild the feature partitions that these event dates (or explicit days) affect
     (``streamfit features build``); training and scoring pick the build up from the log."""
-    return build_with_engine(ws, set(dates_to_rebuild(ws.domain, event_dates)) | set(days))
+    event_dates = list(event_dates)
+    return build_with_engine(ws, set(dates_to_rebuild(ws.domain, event_dates)) | set(days),
+                             tiles=tile_days(ws, event_dates))

@@ -101,6 +101,11 @@ SELECT_PARTITIONS = """
 SELECT day, entities, labelled, sources, built_at FROM {ks}.feature_partitions
 WHERE feature_set = ?"""
 
+INSERT_TILES = """
+INSERT INTO {ks}.feature_tiles (family, day, tiles, tile_count, built_at) VALUES (?, ?, ?, ?, ?)"""
+SELECT_TILES = """
+SELECT day, tiles FROM {ks}.feature_tiles WHERE family = ? AND day >= ? AND day <= ?"""
+
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -202,6 +207,7 @@ class RawReader:
         is short): for the whole run. A long-lived reader (the API) passes a few seconds, so
         data that lands later is seen."""
         self.store = IngestStore(session, keyspace)
+        self.tile_store: TileStore | None = None
         self._cache = Lru(CACHED_PARTITIONS, cache_ttl_s)
         self._derived = Lru(CACHED_DERIVED_BUILD if cache_ttl_s is None else CACHED_DERIVED,
                             cache_ttl_s)
@@ -216,6 +222,11 @@ class RawReader:
     def frame(self, days: Iterable[date], event_type: str) -> pd.DataFrame:
         return pd.DataFrame([row for d in days for row in self.payloads(d, event_type)])
 
+    def tiles(self, first: date, last: date) -> dict[str, pd.DataFrame] | None:
+        """The domain's tiles of ``first``..``last`` (``TileStore.read``); None: it keeps none,
+        and its builder recomputes from the raw events."""
+        return self.tile_store.read(first, last) if self.tile_store is not None else None
+
     def memo(self, key: object, make: Callable[[], Any]) -> Any:
         """``make()``, reused under ``key`` for as long as a parsed partition would be: a
         builder keeps what it derives from many partitions (a date's context) across the
@@ -224,12 +235,84 @@ class RawReader:
         return self._derived.get(key, make)
 
 
+def encode_tiles(tiles: pd.DataFrame, value: str) -> bytes:
+    """One family's tiles of one day as a cell: JSON columns key, hour (ns), n, s (orjson
+    writes floats so that they read back to the same bits)."""
+    return orjson.dumps({"key": tiles["key"].tolist(), "hour": tiles["hour"].astype("int64").tolist(),
+                         "n": tiles[f"n_{value}"].astype("int64").tolist(),
+                         "s": tiles[f"s_{value}"].astype(float).tolist()})
+
+
+def decode_tiles(cell: bytes, value: str) -> pd.DataFrame:
+    d = orjson.loads(cell)
+    return pd.DataFrame({"key": pd.array(d["key"], dtype=object),
+                         "hour": np.asarray(d["hour"], dtype="int64"),
+                         f"n_{value}": np.asarray(d["n"], dtype="int64"),
+                         f"s_{value}": np.asarray(d["s"], dtype=float)})
+
+
+class TileStore:
+    """``feature_tiles``: each tile family's hourly tiles (``streamfit.tiles``), one cell per
+    family and day, made from the raw events alone. The feature stage makes again the days its
+    landed ranges touch (``refresh``) before it builds; a read makes a day nobody made yet."""
+
+    def __init__(self, session: Session, keyspace: str, domain: Domain, raw: RawReader) -> None:
+        spec = domain.features.tiles
+        if spec is None:
+            raise ValueError(f"the {domain.name} domain keeps no tiles (FeatureSpec.tiles)")
+        self.session, self.spec, self.raw = session, spec, raw
+        self._insert = session.prepare(INSERT_TILES.format(ks=keyspace))
+        self._select = session.prepare(SELECT_TILES.format(ks=keyspace))
+
+    def refresh(self, days: Iterable[date]) -> int:
+        """Make the tiles of ``days`` again from the raw events; the number of days."""
+        from streamfit.tiles import day_tiles
+
+        now = datetime.now(UTC)
+        params = []
+        wanted = sorted(set(days))
+        for day in wanted:
+            for family, tiles in day_tiles(self.spec, self.raw, day).items():
+                value = self.spec.families[family][1]
+                params.append((family, day, encode_tiles(tiles, value), len(tiles), now))
+        execute_concurrent_with_args(self.session, self._insert, params, concurrency=32,
+                                     raise_on_first_error=True)
+        return len(wanted)
+
+    def _cells(self, first: date, last: date) -> dict[str, dict[date, bytes]]:
+        cells: dict[str, dict[date, bytes]] = {}
+        for family in self.spec.families:
+            rows = self.session.execute(self._select, (family, first, last))
+            cells[family] = {cql_date(r.day): r.tiles for r in rows}
+        return cells
+
+    def read(self, first: date, last: date) -> dict[str, pd.DataFrame]:
+        """Every family's tiles of ``first``..``last``; days not made yet are made first."""
+        from datetime import timedelta
+
+        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        cells = self._cells(first, last)
+        missing = [d for d in days if any(d not in c for c in cells.values())]
+        if missing:
+            self.refresh(missing)
+            cells = self._cells(first, last)
+        out = {}
+        for family, by_day in cells.items():
+            value = self.spec.families[family][1]
+            out[family] = pd.concat([decode_tiles(by_day[d], value) for d in days],
+                                    ignore_index=True)
+        return out
+
+
 class FeatureStore:
     def __init__(self, session: Session, keyspace: str, domain: Domain,
                  cache_ttl_s: float | None = None) -> None:
         self.session = session
         self.domain = domain
         self.raw = RawReader(session, keyspace, cache_ttl_s)
+        self.tiles = (TileStore(session, keyspace, domain, self.raw)
+                      if domain.features.tiles is not None else None)
+        self.raw.tile_store = self.tiles
         self._insert = session.prepare(INSERT_FEATURES.format(ks=keyspace))
         self._select = session.prepare(SELECT_FEATURES.format(ks=keyspace))
         self._select_row = session.prepare(SELECT_FEATURE_ROW.format(ks=keyspace))

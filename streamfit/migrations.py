@@ -483,4 +483,17 @@ MIGRATIONS: tuple[Migration, ...] = (
                PRIMARY KEY ((model), model_version, day)
            )""",
     )),
+    Migration(16, "trailing aggregates kept as hourly tiles, one cell per family and day", (
+        # A feature build reads a month of tiles (one slice per family) instead of a month of
+        # raw partitions; a day's cell is made again whole from its raw events, so rewriting it
+        # is idempotent and a late event repairs exactly its day (streamfit.tiles).
+        """CREATE TABLE IF NOT EXISTS {ks}.feature_tiles (
+               family text,
+               day date,
+               tiles blob,
+               tile_count int,
+               built_at timestamp,
+               PRIMARY KEY ((family), day)
+           )""",
+    )),
 )

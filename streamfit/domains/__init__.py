@@ -101,6 +101,8 @@ class TileSpec:
     time: str
     #: family name -> (key columns, value column)
     families: dict[str, tuple[tuple[str, ...], str]]
+    #: event dates whose events landed -> the days whose tiles they change
+    days_affected: Callable[[Iterable[date]], list[date]]
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,12 @@ def _tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
     return features.tile_source(raw, day)
 
 
+def _tile_days_affected(event_dates: Iterable[date]) -> list[date]:
+    """Arrivals of event date E arrived on E-1..E+1 (an event comes within an hour of its
+    time); schedules of E give the keys of the flights departing E+1, which land up to E+3."""
+    return sorted({day + timedelta(days=i) for day in event_dates for i in range(-1, 4)})
+
+
 def _build_day(raw: RawEvents, day: date, horizon: timedelta) -> pd.DataFrame:
     from streamfit.domains.flights import features
 
@@ -137,7 +143,8 @@ DOMAIN = Domain(
                          naive="late_rate_route_28d", build_day=_build_day,
                          days_affected=_days_affected, build_for=_build_for,
                          built_as_given=_built_as_given, reads=_reads, version=4,
-                         tiles=TileSpec(_tile_source, "actual_arrival", TILE_FAMILIES),
+                         tiles=TileSpec(_tile_source, "actual_arrival", TILE_FAMILIES,
+                                        _tile_days_affected),
                          horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",

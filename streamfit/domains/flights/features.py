@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, RawEvents
-from streamfit.domains.flights.names import LATE_MINUTES, WINDOW_DAYS, feature_names
-from streamfit.domains.flights.pointintime import build_features
+from streamfit.domains.flights.names import LATE_MINUTES, TILE_FAMILIES, WINDOW_DAYS, feature_names
+from streamfit.domains.flights.pointintime import Tiled, build_features
 
 HISTORY_DAYS = max(WINDOW_DAYS.values()) + 1
 #: The columns of a flight given in a request (those after the departure may be missing).
@@ -73,6 +73,9 @@ class Context:
     #: the flights scheduled to depart that day and the one before, and their departures
     schedule: pd.DataFrame
     departures: pd.DataFrame
+    #: the long windows' tiles, when the reader keeps them; ``history`` then holds only the
+    #: last days' arrivals
+    tiled: Tiled | None = None
 
 
 def windows(day: date) -> dict[str, tuple[str, list[date]]]:
@@ -147,10 +150,39 @@ def tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
     ).reindex(columns=columns)
 
 
+#: With tiles, the arrivals read whole: those of the windows shorter than ``Tiled.min_window``
+#: (24 h before a day-ahead as-of time on the day before) and the day's own (its labels).
+RECENT_DAYS = 4
+
+
+def _tiled(raw: RawEvents, day: date, since: date) -> Tiled | None:
+    """The tiles of the windows of ``day``'s features, when ``raw`` keeps them."""
+    read = getattr(raw, "tiles", None)
+    tiles = read(since, day) if callable(read) else None
+    if tiles is None:
+        return None
+    made: dict[date, pd.DataFrame] = {}
+
+    def edges(days: list[date]) -> pd.DataFrame:
+        for d in days:
+            if d not in made:
+                made[d] = tile_source(raw, d)
+        return pd.concat([made[d] for d in days], ignore_index=True)
+
+    return Tiled(tiles, edges, TILE_FAMILIES, pd.Timestamp(since, tz="UTC"))
+
+
 def context(raw: RawEvents, day: date) -> Context:
-    """The inputs of ``build_features`` for flights departing ``day``, from the raw events."""
+    """The inputs of ``build_features`` for flights departing ``day``, from the raw events, and
+    from the tiles when the reader keeps them (the same features: the tiles' parity test)."""
     w = windows(day)
-    arrived = _arrivals(raw, w["arrivals"][1], w["arrival_schedules"][1])
+    tiled = _tiled(raw, day, min(w["arrivals"][1]))
+    if tiled is not None:
+        recent = [day + timedelta(days=1) - timedelta(days=i) for i in range(RECENT_DAYS)]
+        arrived = _arrivals(raw, recent, sorted({d - timedelta(days=k) for d in recent
+                                                 for k in (1, 2)}))
+    else:
+        arrived = _arrivals(raw, w["arrivals"][1], w["arrival_schedules"][1])
     weather = raw.frame(w["weather"][1], "weather_observed")
     if weather.empty:
         weather = pd.DataFrame(columns=["origin", "observed_at"])
@@ -158,7 +190,7 @@ def context(raw: RawEvents, day: date) -> Context:
                                   "scheduled_departure")
     departures = _latest_per_flight(raw.frame(w["departures"][1], "flight_departed"),
                                     "actual_departure")
-    return Context(arrived, weather, schedule, departures)
+    return Context(arrived, weather, schedule, departures, tiled)
 
 
 #: The last context built: (the raw reader, weakly held, the date, the context). A build asks for
@@ -203,7 +235,7 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
     history = ctx.history
     feats = build_features(sched, history, ctx.weather, planes_reference(),
                            pd.Timedelta(horizon) if horizon else None, ctx.schedule,
-                           ctx.departures, dest_zones())
+                           ctx.departures, dest_zones(), ctx.tiled)
     own = history.set_index("flight_id")["arr_delay"] if not history.empty else pd.Series()
     outcome = sched["flight_id"].map(own).astype(float).to_numpy()
     late = pd.Series(outcome >= LATE_MINUTES, dtype=object)
@@ -270,7 +302,7 @@ def build_for(raw: RawEvents, flights: pd.DataFrame,
         ctx = _context_of(raw, day)
         feats = build_features(group.drop(columns="_order"), ctx.history, ctx.weather,
                                planes_reference(), pd.Timedelta(horizon) if horizon else None,
-                               ctx.schedule, ctx.departures, dest_zones())
+                               ctx.schedule, ctx.departures, dest_zones(), ctx.tiled)
         parts.append(feats.assign(_order=group["_order"].to_numpy(),
                                   **{EVENT_TIME: group["scheduled_departure"].to_numpy()}))
     out = pd.concat(parts).sort_values("_order").drop(columns="_order").reset_index(drop=True)

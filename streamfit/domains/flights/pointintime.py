@@ -33,9 +33,9 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -96,11 +96,12 @@ def _naive(values: pd.Series) -> np.ndarray:
 class Tiled:
     """The inputs of the long trailing windows when they come from tiles (``streamfit.tiles``)
     instead of a month of arrivals: each family's tiles over the window's days, the source
-    events (``features.tile_source``) of every day a window starts or ends on, the families by
-    (key columns, value), and where the history starts (the route air time's window)."""
+    events (``features.tile_source``) of a day (asked for the days a window starts or ends
+    on), the families by (key columns, value), and where the history starts (the route air
+    time's window)."""
 
     tiles: dict[str, pd.DataFrame]
-    edges: pd.DataFrame
+    edges: Callable[[list[date]], pd.DataFrame]
     families: dict[str, tuple[tuple[str, ...], str]]
     since: pd.Timestamp
     #: windows at least this long are read from tiles; shorter ones (24 h at most) from the
@@ -113,16 +114,22 @@ class Tiled:
                 return name
         raise KeyError(f"no tile family of {value} by {list(keys)}")
 
-    def window(self, family: str, query: pd.DataFrame) -> Any:
-        """A ``streamfit.tiles.Window`` of ``family`` for the rows of ``query``."""
+    def sums(self, family: str, query: pd.DataFrame, as_of: np.ndarray, width: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(count, sum) of ``family``'s value over ``[as_of - width, as_of)`` per row of
+        ``query``: whole hours from the tiles, the partial hours from the edge days' events."""
         from streamfit.tiles import Window, event_times, key_strings
 
+        day_ns = 86_400 * 10**9
+        ends = np.concatenate([as_of, as_of - np.int64(width)]) // day_ns
+        days = [date.fromordinal(date(1970, 1, 1).toordinal() + int(d)) for d in np.unique(ends)]
+        e = self.edges(days)
         columns, value = self.families[family]
-        e = self.edges
-        return Window(self.tiles[family], key_strings(e, list(columns)),
-                      event_times(e["actual_arrival"]) if len(e) else np.empty(0, "int64"),
-                      e[value].to_numpy(dtype=float) if len(e) else np.empty(0),
-                      key_strings(query, list(columns)), value)
+        window = Window(self.tiles[family], key_strings(e, list(columns)),
+                        event_times(e["actual_arrival"]) if len(e) else np.empty(0, "int64"),
+                        e[value].to_numpy(dtype=float) if len(e) else np.empty(0),
+                        key_strings(query, list(columns)), value)
+        return window.sums(as_of, np.int64(width))
 
 
 class _Arrivals:
@@ -137,7 +144,6 @@ class _Arrivals:
     def __init__(self, flights: pd.DataFrame, history: pd.DataFrame,
                  tiled: Tiled | None = None) -> None:
         self._flights, self._history, self._tiled = flights, history, tiled
-        self._windows: dict[str, Any] = {}
         self._as_of = _naive(flights["as_of"]).astype("int64")
         t = _naive(history["actual_arrival"]).astype("int64") if len(history) \
             else np.empty(0, "int64")
@@ -177,10 +183,8 @@ class _Arrivals:
         ([] = all); ``prior`` where fewer than MIN_SUPPORT arrived. With ``tiled``, windows of
         at least its ``min_window`` are read from tiles (the same value: the parity test)."""
         if self._tiled is not None and window >= self._tiled.min_window:
-            family = self._tiled.family(keys, value)
-            if family not in self._windows:
-                self._windows[family] = self._tiled.window(family, self._flights)
-            n, total = self._windows[family].sums(self._as_of, np.int64(window.value))
+            n, total = self._tiled.sums(self._tiled.family(keys, value), self._flights,
+                                        self._as_of, window.value)
             return np.where(n >= MIN_SUPPORT, total / np.maximum(n, 1), prior), n
         if self._history.empty:
             return np.broadcast_to(prior, (len(self._flights),)).astype(float), \
@@ -406,8 +410,8 @@ def _route_air_tiled(f: pd.DataFrame, hist: pd.DataFrame, tiled: Tiled) -> pd.Se
     routes = routes.dropna().reset_index(drop=True)
     first = int(_naive(pd.Series([f["as_of"].min()])).astype("int64")[0])
     start = int(_naive(pd.Series([tiled.since])).astype("int64")[0])
-    n, total = tiled.window(tiled.family(["origin", "dest"], "air_time"), routes).sums(
-        np.full(len(routes), first, dtype="int64"), np.int64(max(first - start, 0)))
+    n, total = tiled.sums(tiled.family(["origin", "dest"], "air_time"), routes,
+                          np.full(len(routes), first, dtype="int64"), max(first - start, 0))
     mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
     index = pd.MultiIndex.from_frame(routes)
     return (pd.Series(mean, index=index) * 64).round() / 64
