@@ -107,6 +107,7 @@ stack-status:
 bench: install tools
 	$(BIN)/streamfit stack up
 	$(BIN)/python bench/ingest.py --json bench/results/ingest.json
+	$(BIN)/python bench/features.py --json bench/results/features.json
 	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
 	$(BIN)/python bench/serving.py --json bench/results/serving.json
 	$(BIN)/python bench/backtest.py --json bench/results/backtest.json
