@@ -12,6 +12,7 @@ import pandas as pd
 
 from features.build import run_build, tile_days
 from ingest.producer import send_events
+from streamfit.cassandra import cql_date
 from streamfit.domains import ENTITY_ID, HORIZON, ReplayOptions, load_domain
 from streamfit.featurestore import RawReader, build_frame
 from streamfit.settings import Settings
@@ -32,7 +33,7 @@ def _late(e: dict) -> bool:
 
 def _cells(s: Settings) -> dict[tuple[str, date], bytes]:
     session = ws(s).session
-    return {(r.family, r.day): r.tiles for r in session.execute(
+    return {(r.family, cql_date(r.day)): r.tiles for r in session.execute(
         f"SELECT family, day, tiles FROM {s.keyspace}.feature_tiles")}
 
 
