@@ -103,6 +103,9 @@ WHERE feature_set = ?"""
 
 INSERT_TILES = """
 INSERT INTO {ks}.feature_tiles (family, day, tiles, tile_count, built_at) VALUES (?, ?, ?, ?, ?)"""
+#: a read making a day nobody made: never over a cell the feature stage wrote meanwhile (it read
+#: newer raw events)
+INSERT_TILES_IF_ABSENT = INSERT_TILES + " IF NOT EXISTS"
 SELECT_TILES = """
 SELECT day, tiles FROM {ks}.feature_tiles WHERE family = ? AND day >= ? AND day <= ?"""
 
@@ -262,10 +265,13 @@ class TileStore:
             raise ValueError(f"the {domain.name} domain keeps no tiles (FeatureSpec.tiles)")
         self.session, self.spec, self.raw = session, spec, raw
         self._insert = session.prepare(INSERT_TILES.format(ks=keyspace))
+        self._insert_absent = session.prepare(INSERT_TILES_IF_ABSENT.format(ks=keyspace))
         self._select = session.prepare(SELECT_TILES.format(ks=keyspace))
 
-    def refresh(self, days: Iterable[date]) -> int:
-        """Make the tiles of ``days`` again from the raw events; the number of days."""
+    def refresh(self, days: Iterable[date], missing_only: bool = False) -> int:
+        """Make the tiles of ``days`` again from the raw events; the number of days.
+        ``missing_only``: write a cell only where none is (a read filling a gap must not
+        overwrite what a feature-stage run wrote from newer events meanwhile)."""
         from streamfit.tiles import day_tiles
 
         now = datetime.now(UTC)
@@ -275,8 +281,9 @@ class TileStore:
             for family, tiles in day_tiles(self.spec, self.raw, day).items():
                 value = self.spec.families[family][1]
                 params.append((family, day, encode_tiles(tiles, value), len(tiles), now))
-        execute_concurrent_with_args(self.session, self._insert, params, concurrency=32,
-                                     raise_on_first_error=True)
+        execute_concurrent_with_args(self.session,
+                                     self._insert_absent if missing_only else self._insert,
+                                     params, concurrency=32, raise_on_first_error=True)
         return len(wanted)
 
     def _cells(self, first: date, last: date) -> dict[str, dict[date, bytes]]:
@@ -294,7 +301,7 @@ class TileStore:
         cells = self._cells(first, last)
         missing = [d for d in days if any(d not in c for c in cells.values())]
         if missing:
-            self.refresh(missing)
+            self.refresh(missing, missing_only=True)
             cells = self._cells(first, last)
         out = {}
         for family, by_day in cells.items():
