@@ -43,26 +43,38 @@ def hour_of(times: np.ndarray) -> np.ndarray:
     return t - np.mod(t, HOUR)
 
 
-def key_strings(frame: pd.DataFrame, columns: Sequence[str]) -> list[str | None]:
-    """One key per row: its values of ``columns`` joined (``""`` for no columns: everything is
-    one key), None where any is missing. Integral floats print as integers, so that a flight
-    number read as 1545.0 on one side and 1545 on the other is one key."""
+def key_strings(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """One key per row (an object array): its values of ``columns`` joined (``""`` for no
+    columns: everything is one key), None where any is missing. Integral floats print as
+    integers, so that a flight number read as 1545.0 on one side and 1545 on the other is one
+    key."""
+    n = len(frame)
     if not columns:
-        return [""] * len(frame)
-    parts = [[_text(v) for v in frame[c].tolist()] for c in columns]
-    return [None if any(p is None for p in row) else "\x1f".join(row)
-            for row in zip(*parts, strict=True)]
+        return np.full(n, "", dtype=object)
+    missing = np.zeros(n, dtype=bool)
+    parts = []
+    for c in columns:
+        col = frame[c]
+        if pd.api.types.is_float_dtype(col.dtype):
+            v = col.to_numpy(dtype=float)
+            gone = np.isnan(v)
+            whole = np.where(gone, 0.0, v)
+            integral = whole == np.round(whole)
+            text = np.where(integral, whole.astype("int64").astype(str), v.astype(str))
+        elif pd.api.types.is_integer_dtype(col.dtype):
+            gone, text = np.zeros(n, dtype=bool), col.to_numpy().astype(str)
+        else:
+            gone = col.isna().to_numpy()
+            text = col.astype(object).where(~gone, "").astype(str).to_numpy()
+        missing |= gone
+        parts.append(text.tolist())
+    out = np.array(["\x1f".join(row) for row in zip(*parts, strict=True)] if parts else [],
+                   dtype=object)
+    out[missing] = None
+    return out
 
 
-def _text(v: object) -> str | None:
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-        return None
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def make_tiles(keys: Sequence[object], times: np.ndarray, values: dict[str, np.ndarray]
+def make_tiles(keys: Sequence[object] | np.ndarray, times: np.ndarray, values: dict[str, np.ndarray]
                ) -> pd.DataFrame:
     """Per (key, hour): ``n_<value>`` and ``s_<value>``, the count and sum of each value's
     non-missing entries of the events of that hour. ``keys``: one per event (None: the event
@@ -120,50 +132,50 @@ class _Sorted:
 
 
 class Window:
-    """Trailing sums and counts of one value over ``[a - W, a)`` per query, from tiles and the
-    raw events of the partial hours.
+    """Trailing sums and counts of one value over ``[a - W, a)``, from tiles and the raw events
+    of the partial hours, for any queries: made once per family, asked per set of queries.
 
     ``tiles``: ``make_tiles`` rows covering (at least) every whole hour any query's window
     spans; ``raw_*``: the events of (at least) every partial hour at a window's ends (events in
     other hours are ignored here, so passing more is harmless)."""
 
-    def __init__(self, tiles: pd.DataFrame, raw_keys: Sequence[object], raw_times: np.ndarray,
-                 raw_values: np.ndarray, query_keys: Sequence[object], value: str) -> None:
-        q_keys = pd.array(list(query_keys), dtype=object)
-        r_keys = pd.array(list(raw_keys), dtype=object)
-        t_keys = pd.array(tiles["key"].tolist() if len(tiles) else [], dtype=object)
-        codes, _ = pd.factorize(pd.concat([pd.Series(t_keys, dtype=object),
-                                           pd.Series(r_keys, dtype=object),
-                                           pd.Series(q_keys, dtype=object)],
-                                          ignore_index=True), use_na_sentinel=True)
-        nt, nr = len(t_keys), len(r_keys)
-        self._q = codes[nt + nr:]
+    def __init__(self, tiles: pd.DataFrame, raw_keys: Sequence[object] | np.ndarray, raw_times: np.ndarray,
+                 raw_values: np.ndarray, value: str) -> None:
+        t_keys = np.asarray(tiles["key"].to_numpy(dtype=object) if len(tiles) else [],
+                            dtype=object)
+        r_keys = np.asarray(list(raw_keys), dtype=object)
+        codes, uniques = pd.factorize(np.concatenate([t_keys, r_keys]), use_na_sentinel=True)
+        self._index = pd.Index(uniques, dtype=object)
+        nt = len(t_keys)
         rt = np.asarray(raw_times, dtype="int64")
         rv = np.asarray(raw_values, dtype=float)
-        keep = (codes[nt:nt + nr] >= 0) & (rt != _NAT) & ~np.isnan(rv)
-        self._raw = _Sorted.of(codes[nt:nt + nr][keep], rt[keep], np.ones(int(keep.sum())),
-                               rv[keep])
+        r_codes = codes[nt:]
+        keep = (r_codes >= 0) & (rt != _NAT) & ~np.isnan(rv)
+        self._raw = _Sorted.of(r_codes[keep], rt[keep], np.ones(int(keep.sum())), rv[keep])
         self._tiles = _Sorted.of(codes[:nt], tiles["hour"].to_numpy(dtype="int64")
                                  if nt else np.empty(0, "int64"),
                                  tiles[f"n_{value}"].to_numpy(dtype=float) if nt else
                                  np.empty(0), tiles[f"s_{value}"].to_numpy(dtype=float)
                                  if nt else np.empty(0))
 
-    def sums(self, as_of: np.ndarray, window: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        """Per query: (count, sum) of the value over ``[as_of - window, as_of)``."""
+    def sums(self, query_keys: Sequence[object] | np.ndarray, as_of: np.ndarray, window: np.int64
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Per query (its key, None: none, and its as-of time): (count, sum) of the value over
+        ``[as_of - window, as_of)``."""
+        keys = np.asarray(list(query_keys), dtype=object)
+        q = self._index.get_indexer(keys) if len(self._index) else np.full(len(keys), -1)
+        q = np.where(pd.isna(keys), -1, q)
         a = np.asarray(as_of, dtype="int64")
         start = a - np.int64(window)
         first_whole = start + np.mod(-start, HOUR)  # ceil to the hour
         last_whole = hour_of(a)  # the hour a falls in is partial (or empty when a is on it)
-        q = self._q
         missing = q < 0
-        qq = np.where(missing, -1, q)
         whole = last_whole > first_whole
-        n_t, s_t = self._tiles.range(qq, first_whole, np.where(whole, last_whole, first_whole))
+        n_t, s_t = self._tiles.range(q, first_whole, np.where(whole, last_whole, first_whole))
         # partial hours: when the window holds no whole hour, its raw events are all of it
         head_hi = np.where(whole, first_whole, a)
-        n_h, s_h = self._raw.range(qq, start, head_hi)
-        n_e, s_e = self._raw.range(qq, np.where(whole, last_whole, a), a)
+        n_h, s_h = self._raw.range(q, start, head_hi)
+        n_e, s_e = self._raw.range(q, np.where(whole, last_whole, a), a)
         n = np.where(missing, 0.0, n_t + n_h + n_e)
         s = np.where(missing, 0.0, s_t + s_h + s_e)
         return n, s

@@ -34,8 +34,9 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,10 @@ class Tiled:
     #: windows at least this long are read from tiles; shorter ones (24 h at most) from the
     #: recent arrivals
     min_window: pd.Timedelta = pd.Timedelta(days=2)
+    #: family -> (the edge days it holds, its ``Window``): made once per family (both horizons
+    #: and both widths ask it), again only when asked for an edge day it lacks
+    _windows: dict[str, tuple[frozenset[date], Any]] = field(default_factory=dict,
+                                                              compare=False, repr=False)
 
     def family(self, keys: list[str] | tuple[str, ...], value: str) -> str:
         for name, (columns, v) in self.families.items():
@@ -122,14 +127,17 @@ class Tiled:
 
         day_ns = 86_400 * 10**9
         ends = np.concatenate([as_of, as_of - np.int64(width)]) // day_ns
-        days = [date.fromordinal(date(1970, 1, 1).toordinal() + int(d)) for d in np.unique(ends)]
-        e = self.edges(days)
+        days = {date.fromordinal(date(1970, 1, 1).toordinal() + int(d)) for d in np.unique(ends)}
         columns, value = self.families[family]
-        window = Window(self.tiles[family], key_strings(e, list(columns)),
-                        event_times(e["actual_arrival"]) if len(e) else np.empty(0, "int64"),
-                        e[value].to_numpy(dtype=float) if len(e) else np.empty(0),
-                        key_strings(query, list(columns)), value)
-        return window.sums(as_of, np.int64(width))
+        held = self._windows.get(family)
+        if held is None or not days <= held[0]:
+            days |= held[0] if held is not None else set()
+            e = self.edges(sorted(days))
+            window = Window(self.tiles[family], key_strings(e, list(columns)),
+                            event_times(e["actual_arrival"]) if len(e) else np.empty(0, "int64"),
+                            e[value].to_numpy(dtype=float) if len(e) else np.empty(0), value)
+            held = self._windows[family] = (frozenset(days), window)
+        return held[1].sums(key_strings(query, list(columns)), as_of, np.int64(width))
 
 
 class _Arrivals:

@@ -19,12 +19,13 @@ def test_a_window_is_its_whole_hours_from_tiles_plus_its_partial_hours_raw() -> 
     tiles = make_tiles(keys, times, {"v": vals})
     # the key-less event and the missing value count nowhere
     assert tiles["n_v"].sum() == 5 and tiles["s_v"].sum() == 31.0
-    w = Window(tiles, keys, times, vals, ["a", "b", "zz", None], "v")
+    w = Window(tiles, keys, times, vals, "v")
+    asked = ["a", "b", "zz", None]
     # [h/2 - 1, 3h + h/2): the half hour after h/2 - 1 raw, hours 1 and 2 from tiles, 3h.. raw
-    n, s = w.sums(np.full(4, 3 * h + h // 2, dtype="int64"), np.int64(3 * h + 1))
+    n, s = w.sums(asked, np.full(4, 3 * h + h // 2, dtype="int64"), np.int64(3 * h + 1))
     assert n.tolist() == [3.0, 0.0, 0.0, 0.0] and s.tolist() == [14.0, 0.0, 0.0, 0.0]
     # an event exactly at the as-of time is not yet known; one exactly at the start is
-    n, s = w.sums(np.full(4, h, dtype="int64"), np.int64(h))
+    n, s = w.sums(asked, np.full(4, h, dtype="int64"), np.int64(h))
     assert (n[0], s[0]) == (2.0, 3.0)
     assert hour_of(np.array([3 * h + 5], dtype="int64")).tolist() == [3 * h]
     # a tile is a function of its hour's events: made again from them, it is the same tile
@@ -34,8 +35,11 @@ def test_a_window_is_its_whole_hours_from_tiles_plus_its_partial_hours_raw() -> 
 
 def test_key_strings_join_columns_and_refuse_missing_values() -> None:
     frame = pd.DataFrame({"carrier": ["B6", "UA", None], "flight": [1545.0, np.nan, 3.0]})
-    assert key_strings(frame, ["carrier", "flight"]) == ["B6\x1f1545", None, None]
-    assert key_strings(frame, []) == ["", "", ""]
+    assert key_strings(frame, ["carrier", "flight"]).tolist() == ["B6\x1f1545", None, None]
+    assert key_strings(frame.assign(flight=[1.5, 2.0, 3.0]), ["flight"]).tolist() == [
+        "1.5", "2", "3"]
+    assert key_strings(pd.DataFrame({"h": [5, 23]}), ["h"]).tolist() == ["5", "23"]
+    assert key_strings(frame, []).tolist() == ["", "", ""]
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +96,8 @@ def test_trailing_features_from_tiles_equal_the_build_on_real_days(replayed: obj
         raw = pd.concat([spec.source(replayed, d) for d in sorted(edges)],  # type: ignore[arg-type]
                         ignore_index=True)
         window = Window(tiles[family], key_strings(raw, list(columns)),
-                        event_times(raw[spec.time]), raw[value].to_numpy(dtype=float),
-                        key_strings(q, list(columns)), value)
-        return window.sums(as_of, width)
+                        event_times(raw[spec.time]), raw[value].to_numpy(dtype=float), value)
+        return window.sums(key_strings(q, list(columns)), as_of, width)
 
     n_all, s_all = trailing("late_all", 28)
     prior = np.where(n_all >= MIN_SUPPORT, s_all / np.maximum(n_all, 1), DEFAULT_PRIOR)
