@@ -61,7 +61,6 @@ from streamfit.domains import ENTITY_ID, HORIZON, Domain  # noqa: E402
 from streamfit.featurestore import build_frame  # noqa: E402
 from streamfit.registry import predict  # noqa: E402
 from streamfit.settings import Settings, get_settings  # noqa: E402
-from streamfit.store import bucket_of  # noqa: E402
 from streamfit.workspace import open_workspace  # noqa: E402
 from training.train import train_and_maybe_promote  # noqa: E402
 
@@ -192,19 +191,8 @@ def validated(domain: Domain, s: Settings, events: list[Event]) -> tuple[list[Ev
     return kept, refused
 
 
-def raw_of(events: list[Event]) -> FrameRaw:
-    rows = pd.DataFrame({
-        "event_date": [date.fromisoformat(e["event_time"][:10]) for e in events],
-        "event_type": [e["event_type"] for e in events],
-        "bucket": [bucket_of(e["entity_key"]) for e in events],
-        "event_time": [e["event_time"] for e in events],
-        "event_id": [e["event_id"] for e in events],
-        "payload": [orjson.dumps(e["payload"]).decode() for e in events]})
-    return FrameRaw(rows)
-
-
 def build_week(domain: Domain, events: list[Event], week: list[date]) -> dict[date, pd.DataFrame]:
-    raw = raw_of(events)
+    raw = FrameRaw.of_events(events)
     return {d: build_frame(domain, raw, d) for d in week}
 
 
@@ -400,7 +388,7 @@ def main() -> None:
                         entry["faults"][fault] = {
                             "broken": broken_features(clean, faulted, names),
                             "dead_lettered": dict(refused), "clean_build_mismatches": mismatch,
-                            "days": days_of(domain, raw_of(sent), model, version.features,
+                            "days": days_of(domain, FrameRaw.of_events(sent), model, version.features,
                                             faulted)}
                         print(f"  {fault}: built in {time.time() - t1:.0f}s", flush=True)
                 material.append(entry)

@@ -38,7 +38,7 @@ from streamfit.featurestore import (
     build_frame,
     feature_rows,
 )
-from streamfit.store import RAW_BUCKETS
+from streamfit.store import RAW_BUCKETS, bucket_of
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -72,6 +72,19 @@ class FrameRaw:
         # 1.4 GiB for a chunk of 14 dates at --scale 4 (one date's window: ~0.65 GiB).
         self._parsed = Lru(CACHED_PARTITIONS)
         self._memo = Lru(CACHED_DERIVED_BUILD)
+
+    @classmethod
+    def of_events(cls, events: Iterable[dict[str, Any]]) -> FrameRaw:
+        """Envelope dicts as their raw-event rows would land (event date, bucket, payload
+        JSON): a build of them in this process reads what it would read from Cassandra."""
+        events = list(events)
+        return cls(pd.DataFrame({
+            "event_date": [date.fromisoformat(e["event_time"][:10]) for e in events],
+            "event_type": [e["event_type"] for e in events],
+            "bucket": [bucket_of(e["entity_key"]) for e in events],
+            "event_time": [e["event_time"] for e in events],
+            "event_id": [e["event_id"] for e in events],
+            "payload": [orjson.dumps(e["payload"]).decode() for e in events]}))
 
     def payloads(self, day: date, event_type: str) -> list[dict[str, Any]]:
         key = (day, event_type)

@@ -46,18 +46,9 @@ def test_key_strings_join_columns_and_refuse_missing_values() -> None:
 def replayed() -> object:
     from features.spark_build import FrameRaw
     from streamfit.domains import load_domain
-    from streamfit.store import bucket_of
 
-    first, last = date(2013, 2, 8), date(2013, 3, 12)
-    events = load_domain("flights").events_of_days(first, last)
-    rows = pd.DataFrame({
-        "event_date": [date.fromisoformat(e["event_time"][:10]) for e in events],
-        "event_type": [e["event_type"] for e in events],
-        "bucket": [bucket_of(e["entity_key"]) for e in events],
-        "event_time": [e["event_time"] for e in events],
-        "event_id": [e["event_id"] for e in events],
-        "payload": [__import__("orjson").dumps(e["payload"]).decode() for e in events]})
-    return FrameRaw(rows)
+    return FrameRaw.of_events(load_domain("flights").events_of_days(date(2013, 2, 8),
+                                                                    date(2013, 3, 12)))
 
 
 @pytest.mark.parametrize("horizon", [timedelta(hours=2), timedelta(hours=24)])
