@@ -19,23 +19,33 @@ from streamfit.workspace import Workspace
 
 if TYPE_CHECKING:
     # pandas comes with it: a task that submits a Spark job never loads it
-    from streamfit.featurestore import BuildResult
+    from streamfit.featurestore import BuildResult, FeatureStore
 
 log = logging.getLogger("streamfit.features")
 
 
+def _dates(event_dates: Iterable[str | date]) -> list[date]:
+    return [d if isinstance(d, date) else date.fromisoformat(d) for d in event_dates]
+
+
 def dates_to_rebuild(domain: Domain, event_dates: Iterable[str | date]) -> list[date]:
     """The entity dates whose rows events of these event dates may change."""
-    days = [d if isinstance(d, date) else date.fromisoformat(d) for d in event_dates]
-    return domain.features.days_affected(days)
+    return domain.features.days_affected(_dates(event_dates))
 
 
 def tile_days(ws: Workspace, event_dates: Iterable[str | date]) -> list[date]:
     """The days whose tiles these event dates' events change (``TileSpec.days_affected``;
     none when the domain keeps no tiles)."""
     spec = ws.domain.features.tiles
-    days = [d if isinstance(d, date) else date.fromisoformat(d) for d in event_dates]
+    days = _dates(event_dates)
     return spec.days_affected(days) if spec is not None and days else []
+
+
+def _refresh_tiles(store: FeatureStore, days: Iterable[date]) -> None:
+    """Make the tiles of ``days`` again, before the builds that read them."""
+    days = list(days)
+    if store.tiles is not None and days:
+        store.tiles.refresh(days)
 
 
 #: Builds and writes the partitions of some dates (and their summaries), returning each date's
@@ -52,13 +62,14 @@ def build_days(ws: Workspace, days: Iterable[date], sources: dict[str, Any] | No
     recorded per built date as lineage. ``builder``: None builds each date here in pandas,
     stopping once this process has passed ``memory_mb`` MiB (``streamfit.memory.budget``; 0:
     no limit). ``tiles``: the days whose tiles are made again first (``tile_days``), with the
-    same raw reader as the builds that read them."""
+    same raw reader as the pandas builds that read them (a ``builder`` reads no tiles:
+    ``build_with_engine`` makes them before it submits)."""
     wanted = sorted(set(days))
-    store = ws.feature_store()
-    if store.tiles is not None and tiles:
-        store.tiles.refresh(tiles)
     if builder is None:
         from streamfit.memory import budget
+
+        store = ws.feature_store()
+        _refresh_tiles(store, tiles)
 
         results = []
         with budget(memory_mb, "the feature build") as work:
@@ -91,9 +102,8 @@ def build_with_engine(ws: Workspace, days: Iterable[date], sources: dict[str, An
     wanted = sorted(set(days))
     settings = ws.settings
     if settings.engine == "spark":
-        tiles = list(tiles)
-        if tiles and ws.domain.features.tiles is not None:
-            ws.feature_store().tiles.refresh(tiles)  # type: ignore[union-attr]
+        if ws.domain.features.tiles is not None:
+            _refresh_tiles(ws.feature_store(), tiles)
         from streamfit.spark import SparkUnavailable, submit
 
         if ws.domain.features.reads is None:

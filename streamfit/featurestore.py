@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -306,8 +306,6 @@ class TileStore:
 
     def read(self, first: date, last: date) -> dict[str, pd.DataFrame]:
         """Every family's tiles of ``first``..``last``; days not made yet are made first."""
-        from datetime import timedelta
-
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
         cells = self._cells(first, last)
         missing = [d for d in days if any(d not in c for c in cells.values())]

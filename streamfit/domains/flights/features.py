@@ -78,6 +78,14 @@ class Context:
     tiled: Tiled | None = None
 
 
+def schedule_days(arrival_days: list[date]) -> list[date]:
+    """The event dates of the schedules of the arrivals of ``arrival_days``: a flight's schedule
+    is an event of the date before its departure, and an arrival of date d departed on d or,
+    overnight, on d-1. Without d-2's schedules the day-ahead window's oldest overnight arrivals
+    went missing (22 of 4,340 on 2013-03-11, found by the tiles' parity test)."""
+    return sorted({d - timedelta(days=k) for d in arrival_days for k in (1, 2)})
+
+
 def windows(day: date) -> dict[str, tuple[str, list[date]]]:
     """The raw-event partitions (event type, event dates) each input of ``day``'s features is
     read from: ``context`` reads exactly these, and ``reads`` lists them for engines that fetch
@@ -87,12 +95,7 @@ def windows(day: date) -> dict[str, tuple[str, list[date]]]:
     past = [day + timedelta(days=1) - timedelta(days=i) for i in range(HISTORY_DAYS + 2)]
     return {
         "arrivals": ("flight_arrived", past),
-        # a flight's schedule is an event of the date before its departure, and an arrival of
-        # date d departed on d or, overnight, on d-1: without d-2's schedules the day-ahead
-        # window's oldest overnight arrivals went missing (22 of 4,340 on 2013-03-11, found by
-        # the tiles' parity test)
-        "arrival_schedules": ("flight_scheduled",
-                              sorted({d - timedelta(days=k) for d in past for k in (1, 2)})),
+        "arrival_schedules": ("flight_scheduled", schedule_days(past)),
         # day-ahead as-of times fall on the day before: its weather, and the trends' hours before
         "weather": ("weather_observed", [day - timedelta(days=2), day - timedelta(days=1), day]),
         # schedules of day-1 and day are events of day-2 and day-1; departures of day-1 and day
@@ -135,7 +138,7 @@ def tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
     which may differ from its arrival by up to an hour: the day before and after are read too,
     and a flight's schedule is an event of the day before its departure."""
     around = [day - timedelta(days=1), day, day + timedelta(days=1)]
-    arrived = _arrivals(raw, around, [d - timedelta(days=i) for d in around for i in (1, 2)])
+    arrived = _arrivals(raw, around, schedule_days(around))
     columns = ["carrier", "flight", "origin", "dest", "sched_hour", "actual_arrival", "late",
                "delay_c", "air_time"]
     if arrived.empty:
@@ -179,8 +182,7 @@ def context(raw: RawEvents, day: date) -> Context:
     tiled = _tiled(raw, day, min(w["arrivals"][1]))
     if tiled is not None:
         recent = [day + timedelta(days=1) - timedelta(days=i) for i in range(RECENT_DAYS)]
-        arrived = _arrivals(raw, recent, sorted({d - timedelta(days=k) for d in recent
-                                                 for k in (1, 2)}))
+        arrived = _arrivals(raw, recent, schedule_days(recent))
     else:
         arrived = _arrivals(raw, w["arrivals"][1], w["arrival_schedules"][1])
     weather = raw.frame(w["weather"][1], "weather_observed")

@@ -516,8 +516,10 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     f["flight"] = pd.to_numeric(f["flight"], errors="coerce").astype(float) if "flight" in f \
         else np.nan
     departures = _departures_frame(departures)
-    route_air = None
     hist = history.copy()
+    # from the tiles whenever they are given (the recent arrivals may be none while the month's
+    # are many); else from the arrivals
+    route_air = _route_air_tiled(f, hist, tiled) if tiled is not None else None
     if not hist.empty:
         hist["flight"] = pd.to_numeric(hist["flight"], errors="coerce").astype(float) \
             if "flight" in hist else np.nan
@@ -526,8 +528,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
         hist["late"] = (hist["arr_delay"] >= LATE_MINUTES).astype(float)
         # clipped: one 20-hour delay would otherwise dominate a flight number's mean for weeks
         hist["delay_c"] = hist["arr_delay"].astype(float).clip(-30, 120)
-        route_air = (_route_air_tiled(f, hist, tiled) if tiled is not None
-                     else _route_air_time(f, hist))
+        if tiled is None:
+            route_air = _route_air_time(f, hist)
         hist["air_excess"] = (hist["air_time"].astype(float) - _per_route(route_air, hist)
                               if route_air is not None else np.nan)
         # what the flight made up or lost between leaving and landing (clipped like delay_c)
@@ -539,8 +541,6 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
                                      "arr_delay", "late", "air_excess", "gained"])
     # The fallback for thin groups is itself point-in-time: all arrivals of the 28 days before t.
     # (A mean over the whole history would leak later arrivals, the flight's own included.)
-    if tiled is not None and route_air is None:
-        route_air = _route_air_tiled(f, hist, tiled)
     arrivals = _Arrivals(f, hist, tiled)
     prior, _ = arrivals.trailing([], WINDOWS["28d"], DEFAULT_PRIOR)
     out = pd.DataFrame({"flight_id": f["flight_id"].to_numpy()})

@@ -142,8 +142,7 @@ def test_every_feature_built_on_tiles_equals_the_recomputation(replayed: object,
     tiled = Tiled({n: pd.concat([m[n] for m in made], ignore_index=True) for n in made[0]},
                   edges, spec.families, pd.Timestamp(since, tz="UTC"))
     recent_days = [day + timedelta(days=1) - timedelta(days=i) for i in range(4)]
-    recent = ff._arrivals(raw, recent_days,  # type: ignore[arg-type]
-                          sorted({d - timedelta(days=k) for d in recent_days for k in (1, 2)}))
+    recent = ff._arrivals(raw, recent_days, ff.schedule_days(recent_days))  # type: ignore[arg-type]
     assert 0 < len(recent) < len(ctx.history) / 5
     args = (ctx.weather, ff.planes_reference(), pd.Timedelta(horizon), ctx.schedule,
             ctx.departures, ff.dest_zones())
