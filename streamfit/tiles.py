@@ -55,6 +55,11 @@ def key_strings(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     parts = []
     for c in columns:
         col = frame[c]
+        if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in (
+                "floating", "integer", "mixed-integer-float"):
+            # numbers held as objects (a frame concatenated with an empty one of no dtype)
+            # are keyed as numbers: 1545.0 here and 1545 there are one key
+            col = pd.to_numeric(col)
         if pd.api.types.is_float_dtype(col.dtype):
             v = col.to_numpy(dtype=float)
             gone = np.isnan(v)
