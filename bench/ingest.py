@@ -23,6 +23,7 @@ import argparse
 import json
 import multiprocessing
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -58,15 +59,56 @@ def committed_total(settings: Settings) -> int:
         admin.close()
 
 
-def measure_service(settings: Settings, workers: int, total: int) -> tuple[float, float]:
-    """Seconds from service start until everything is committed; peak worker RSS (MiB)."""
+def profile_workers(pids: list[int], seconds: int, out: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each worker for ``seconds`` (collapsed stacks, one file per worker; ``--idle``
+    off, so the samples are where the workers spend CPU)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(  # noqa: S603 - py-spy from the venv, fixed arguments
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--duration",
+         str(seconds), "--rate", "50", "--format", "raw", "--nonblocking", "--output",
+         str(out / f"worker-{pid}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for pid in pids]
+
+
+def profile_summary(out: Path, top: int = 14) -> list[tuple[str, float]]:
+    """The share of samples under each of the ingest path's parts (inclusive), across the
+    workers' collapsed stacks: where a worker's CPU goes."""
+    parts = {  # substring of a frame -> part; the first match from the leaf up names the sample
+        "orjson": "JSON parse/serialise", "json": "JSON parse/serialise",
+        "pydantic": "payload validation (pydantic)", "envelope.py": "envelope decode/validate",
+        "cassandra": "Cassandra driver", "kafka/": "Kafka consumer (kafka-python)",
+        "crc32c": "Kafka consumer (kafka-python)", "store.py": "row building (store)",
+    }
+    totals: dict[str, float] = {}
+    n = 0
+    for f in out.glob("worker-*.txt"):
+        for line in f.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n += int(count)
+            frames = stack.split(";")[::-1]
+            part = next((p for fr in frames for key, p in parts.items() if key in fr), "other")
+            totals[part] = totals.get(part, 0) + int(count)
+    return sorted(((k, v / max(n, 1)) for k, v in totals.items()), key=lambda kv: -kv[1])[:top]
+
+
+def measure_service(settings: Settings, workers: int, total: int, profile: Path | None = None
+                    ) -> tuple[float, float]:
+    """Seconds from service start until everything is committed; peak worker RSS (MiB).
+    ``profile``: py-spy the workers for 20 s once they run, into that folder."""
     service = IngestService(settings, workers, on_event=lambda _m: None)
     thread = threading.Thread(target=service.run, kwargs={"install_signals": False}, daemon=True)
     peak = 0.0
     start = time.perf_counter()
     thread.start()
+    spies: list[subprocess.Popen[bytes]] = []
     try:
         while committed_total(settings) < total:
+            if profile is not None and not spies and len(service.procs) == workers \
+                    and committed_total(settings) > 0:
+                spies = profile_workers([p.pid for p in service.procs.values()
+                                         if p.pid], 20, profile)
             rss = 0
             for proc in service.procs.values():
                 with contextlib.suppress(psutil.Error, TypeError):
@@ -75,6 +117,8 @@ def measure_service(settings: Settings, workers: int, total: int) -> tuple[float
             time.sleep(0.25)
         took = time.perf_counter() - start
     finally:
+        for spy in spies:
+            spy.wait(60)
         service.stop()
         thread.join(120)
     return took, peak
@@ -226,6 +270,9 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=float, default=1000.0)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="py-spy the workers for 20 s of (a) into DIR, and print where their "
+                         "CPU goes")
     ap.add_argument("--sweep", action="store_true",
                     help="produce once, then time the service for several worker counts, batch "
                          "sizes and concurrencies (each a fresh consumer group)")
@@ -263,9 +310,13 @@ def main() -> None:
         return
 
     print(f"(a) ingest service, {args.workers} workers ...", flush=True)
-    took, peak_rss = measure_service(settings, args.workers, total)
+    took, peak_rss = measure_service(settings, args.workers, total, args.profile)
     ours = total / took
     print(f"  {ours:,.0f} ev/s ({took:.1f}s)", flush=True)
+    if args.profile:
+        print("  where the workers' CPU goes (py-spy, 20 s, share of samples):")
+        for part, share in profile_summary(args.profile):
+            print(f"    {share:6.1%}  {part}", flush=True)
 
     print(f"(b) bare driver, {args.workers} processes, concurrency {args.concurrency} ...",
           flush=True)

@@ -9,8 +9,9 @@ own and drops them afterwards. Figures measured side by side in one run:
 (a) freshness: a pipeline is seeded with two weeks (model v1, predictions); then, per round, one
     more event date is produced with the ingest service running, and Airflow's scheduler does
     the rest. Per round: producing -> landed and committed; signal -> first build_features start
-    (trigger latency); the build_features, train_model and score_batch task times; and producing
-    -> the last new prediction once the pipeline is quiet. p50 over the rounds.
+    (trigger latency); the build_features, train_model and score_batch task times; producing ->
+    the end of the first scoring run (the champion's new predictions), and -> the last new
+    prediction once the pipeline is quiet (a retrain's promotion rescoring). p50 over the rounds.
 (b) incremental rebuild: features for one new event date on top of a year of raw events, against
     a full rebuild of the year (the same functions the DAG runs, called directly).
 (c) scoring throughput: rows/s of ``score_dates`` over a month, with reading, predicting and
@@ -157,14 +158,26 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                                       if builds and signals else float("nan")),
                         "features_s": stage["build_features"], "train_s": stage["train_model"],
                         "score_s": stage["score_batch"],
+                        # the champion's first predictions of the new day (issue 36's
+                        # "produce -> champion prediction updated")...
+                        "first_prediction_s": min(_t(r.end_date) for r in score_runs
+                                                  if r.summary and r.summary.get("scored"))
+                        - t0 if any(r.summary.get("scored") for r in score_runs if r.summary)
+                        else float("nan"),
+                        # ... and the last, after a retrain's promotion rescoring
                         "end_to_end_s": max(_t(r.end_date) for r in score_runs) - t0
                         if score_runs else float("nan"),
+                        "rows_scored": sum(r.summary.get("scored", 0) for r in score_runs
+                                           if r.summary),
+                        "rows_unchanged": sum(r.summary.get("unchanged", 0) for r in score_runs
+                                              if r.summary),
                         "runs": {d: len(runs[d]) for d in PIPELINE},
                         "promoted": any(r.summary for r in runs["train_model"]),
                     }
                     results.append(row)
                     print(json.dumps(row), flush=True)
-        keys = ["landing_s", "trigger_s", "features_s", "train_s", "score_s", "end_to_end_s"]
+        keys = ["landing_s", "trigger_s", "features_s", "train_s", "score_s",
+                "first_prediction_s", "end_to_end_s"]
         return {"rounds": results,
                 "p50": {k: statistics.median(r[k] for r in results) for k in keys}}
     finally:

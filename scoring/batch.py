@@ -44,6 +44,8 @@ class ScoreResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: what is wrong with the champion's realised quality or inputs (alerted; empty: nothing)
     alerts: list[str] = field(default_factory=list)
+    #: of ``scored``, the rows equal to their stored prediction, not written again
+    unchanged: int = 0
 
 
 def due(frame: pd.DataFrame, now: datetime) -> pd.Series:
@@ -65,6 +67,8 @@ class Scored:
     timings: dict[str, float] = field(default_factory=dict)
     #: the feature partitions read, by date (evaluation reuses them)
     read: dict[date, pd.DataFrame] = field(default_factory=dict)
+    #: scored rows equal to their stored prediction, so not written again
+    unchanged: int = 0
 
 
 #: Drift and the prediction distribution of a run come from a uniform sample of at most this many
@@ -93,7 +97,7 @@ def score_here(store: FeatureStore, writer: PredictionWriter, model: Any, featur
     """The pandas engine: each date's partition read, scored and written in this process,
     stopping once it has passed ``memory_mb`` MiB (``streamfit.memory.budget``; 0: no limit). The
     partitions of ``keep`` (dates to evaluate next) are returned; the others are let go."""
-    done, total, sample = [], 0, pd.DataFrame()
+    done, total, unchanged, sample = [], 0, 0, pd.DataFrame()
     rng = np.random.default_rng(7)
     clock = {"read": 0.0, "predict": 0.0, "write": 0.0}
     read: dict[date, pd.DataFrame] = {}
@@ -116,12 +120,15 @@ def score_here(store: FeatureStore, writer: PredictionWriter, model: Any, featur
             frame = frame.assign(probability=predict(model, frame, features))
             clock["predict"] += time.perf_counter() - t
             t = time.perf_counter()
-            writer.write(day, frame, version, scored_at)
+            fresh = writer.changed(day, frame, version)
+            writer.write(day, frame[fresh], version, scored_at)
             clock["write"] += time.perf_counter() - t
             done.append(day.isoformat())
             total += len(frame)
+            unchanged += int(len(frame) - fresh.sum())
             sample = keep_sample(sample, frame, rng)
-    return Scored(done, total, sample.drop(columns="_key", errors="ignore"), clock, read)
+    return Scored(done, total, sample.drop(columns="_key", errors="ignore"), clock, read,
+                  unchanged)
 
 
 def _built_at(store: FeatureStore) -> dict[date, datetime | None]:
@@ -216,4 +223,4 @@ def score_dates(ws: Workspace, dates: Iterable[date], as_of: datetime | None = N
                       settings.alert_webhook_url)
     log.info("scored %d %ss of %s with model v%d; evaluated %s", total, domain.entity.name,
              done, champion, matured)
-    return ScoreResult(champion, done, total, matured, clock, problems)
+    return ScoreResult(champion, done, total, matured, clock, problems, out.unchanged)

@@ -30,6 +30,9 @@ SELECT_BY_DAY = (f"SELECT {COLUMNS} FROM {{ks}}.day_predictions_by_horizon WHERE
 #: every horizon's (monitoring judges each)
 SELECT_DAY_ALL = ("SELECT entity_id, horizon_min, probability, model_version "
                   "FROM {ks}.day_predictions_by_horizon WHERE day = ?")
+#: what a rescoring compares before it writes (``PredictionWriter.changed``)
+SELECT_DAY_STORED = ("SELECT entity_id, horizon_min, event_time, attributes, probability, "
+                     "model_version FROM {ks}.day_predictions_by_horizon WHERE day = ?")
 SELECT_HISTORY = """
 SELECT model_version, horizon_min, probability, scored_at FROM {ks}.prediction_history_by_horizon
 WHERE entity_id = ? LIMIT 100"""
@@ -85,6 +88,36 @@ class PredictionWriter:
         self._latest = session.prepare(INSERT_LATEST.format(ks=keyspace))
         self._by_date = session.prepare(INSERT_BY_DATE.format(ks=keyspace))
         self._history = session.prepare(INSERT_HISTORY.format(ks=keyspace))
+        self._stored = session.prepare(SELECT_DAY_STORED.format(ks=keyspace))
+
+    def changed(self, day: date, frame: pd.DataFrame, version: int) -> Any:
+        """Per row of ``frame`` (scored, with ``probability``): whether it differs from the
+        prediction stored for its entity and horizon on ``day`` (its model version,
+        probability, event time or attributes), or none is stored. One partition read: a
+        rescoring after a build writes only the entities whose features (and so prediction)
+        changed, not the whole day again, and keeps the stored rows' score times."""
+        import numpy as np
+        import pandas as pd
+
+        stored = {(r.entity_id, r.horizon_min): (r.model_version, r.probability,
+                                                 r.event_time, dict(r.attributes or {}))
+                  for r in self.session.execute(self._stored, (day,))}
+        if not stored:
+            return np.ones(len(frame), dtype=bool)
+        attrs = frame[self.columns].astype(str).to_numpy() if self.columns else None
+        # Cassandra keeps milliseconds, naive in UTC
+        times = pd.to_datetime(frame[EVENT_TIME], utc=True).dt.floor("ms").dt.tz_localize(None)
+        out = np.ones(len(frame), dtype=bool)
+        for i, (entity, horizon, when, p) in enumerate(zip(
+                frame[ENTITY_ID], frame[HORIZON].astype(int), times, frame["probability"],
+                strict=True)):
+            had = stored.get((entity, int(horizon)))
+            if had is None:
+                continue
+            attributes = dict(zip(self.columns, attrs[i], strict=True)) if attrs is not None \
+                else {}
+            out[i] = had != (version, float(p), when.to_pydatetime(), attributes)
+        return out
 
     def write(self, day: date, frame: pd.DataFrame, version: int, scored_at: datetime) -> None:
         import pandas as pd

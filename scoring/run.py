@@ -104,7 +104,8 @@ def _score_keyspace(ws: Workspace) -> dict[str, Any] | str:
     result = score_dates(ws, dates, as_of, evaluate=dates)
     advance()
     return {"model_version": result.model_version, "dates": result.dates,
-            "scored": result.scored, "evaluated": sorted(result.evaluated),
+            "scored": result.scored, "unchanged": result.unchanged,
+            "evaluated": sorted(result.evaluated),
             "builds": [b.seq for b in backlog.builds],
             "champion_changed": backlog.champion_changed}
 

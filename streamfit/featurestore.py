@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -230,6 +231,15 @@ class RawReader:
         and its builder recomputes from the raw events."""
         return self.tile_store.read(first, last) if self.tile_store is not None else None
 
+    def tile_sources(self, days: Iterable[date]) -> pd.DataFrame | None:
+        """The tile source events of ``days`` (``TileStore.source``, each day kept like a
+        parsed partition); None: it keeps none."""
+        tiles = self.tile_store
+        if tiles is None:
+            return None
+        frames = [self._cache.get((d, SOURCE), partial(tiles.source, d)) for d in days]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
     def memo(self, key: object, make: Callable[[], Any]) -> Any:
         """``make()``, reused under ``key`` for as long as a parsed partition would be: a
         builder keeps what it derives from many partitions (a date's context) across the
@@ -244,6 +254,30 @@ def encode_tiles(tiles: pd.DataFrame, value: str) -> bytes:
     return orjson.dumps({"key": tiles["key"].tolist(), "hour": tiles["hour"].astype("int64").tolist(),
                          "n": tiles[f"n_{value}"].astype("int64").tolist(),
                          "s": tiles[f"s_{value}"].astype(float).tolist()})
+
+
+#: The family name under which ``feature_tiles`` keeps each day's source events (its key, time
+#: and value columns): a window's partial hours read them instead of the raw partitions that
+#: ``TileSpec.source`` joins (a third of a tiled build went to reading and joining those).
+SOURCE = "_source"
+
+
+def encode_source(events: pd.DataFrame, columns: list[str]) -> bytes:
+    """A day's source events as a cell: JSON columns (missing values as null)."""
+    frame = events.reindex(columns=columns)
+    return orjson.dumps({c: frame[c].astype(object).where(frame[c].notna(), None).tolist()
+                         for c in columns})
+
+
+def decode_source(cells: Iterable[bytes], columns: list[str], values: set[str]) -> pd.DataFrame:
+    """Several days' source events as one frame: ``values`` as floats, the others as read."""
+    out: dict[str, list[Any]] = {c: [] for c in columns}
+    for cell in cells:
+        d = orjson.loads(cell)
+        for c in columns:
+            out[c] += d[c]
+    return pd.DataFrame({c: np.asarray(v, dtype=float) if c in values
+                         else np.asarray(v, dtype=object) for c, v in out.items()})
 
 
 def decode_tiles(cells: Iterable[bytes], value: str) -> pd.DataFrame:
@@ -274,7 +308,13 @@ class TileStore:
         spec = domain.features.tiles
         if spec is None:
             raise ValueError(f"the {domain.name} domain keeps no tiles (FeatureSpec.tiles)")
+        if SOURCE in spec.families:
+            raise ValueError(f"the {domain.name} domain names a tile family {SOURCE!r}, which "
+                             "feature_tiles keeps for the source events: rename it")
         self.session, self.spec, self.raw = session, spec, raw
+        self.values = {v for _, v in spec.families.values()}
+        self.columns = sorted({c for cols, _ in spec.families.values() for c in cols}
+                              | {spec.time} | self.values)
         self._insert = session.prepare(INSERT_TILES.format(ks=keyspace))
         self._insert_absent = session.prepare(INSERT_TILES_IF_ABSENT.format(ks=keyspace))
         self._select = session.prepare(SELECT_TILES.format(ks=keyspace))
@@ -289,29 +329,45 @@ class TileStore:
         params = []
         wanted = sorted(set(days))
         for day in wanted:
-            for family, tiles in day_tiles(self.spec, self.raw, day).items():
+            events = self.spec.source(self.raw, day)
+            for family, tiles in day_tiles(self.spec, self.raw, day, events).items():
                 value = self.spec.families[family][1]
                 params.append((family, day, encode_tiles(tiles, value), len(tiles), now))
+            params.append((SOURCE, day, encode_source(events, self.columns), len(events), now))
         execute_concurrent_with_args(self.session,
                                      self._insert_absent if missing_only else self._insert,
                                      params, concurrency=32, raise_on_first_error=True)
         return len(wanted)
 
-    def _cells(self, first: date, last: date) -> dict[str, dict[date, bytes]]:
+    def _cells(self, first: date, last: date, families: Iterable[str] | None = None
+               ) -> dict[str, dict[date, bytes]]:
         cells: dict[str, dict[date, bytes]] = {}
-        for family in self.spec.families:
+        for family in self.spec.families if families is None else families:
             rows = self.session.execute(self._select, (family, first, last))
             cells[family] = {cql_date(r.day): r.tiles for r in rows}
         return cells
 
-    def read(self, first: date, last: date) -> dict[str, pd.DataFrame]:
-        """Every family's tiles of ``first``..``last``; days not made yet are made first."""
-        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-        cells = self._cells(first, last)
+    def _complete(self, days: list[date], families: Iterable[str] | None = None
+                  ) -> dict[str, dict[date, bytes]]:
+        """The cells of ``days`` (of ``families``; None: every family), making the days that
+        lack one first (``refresh(missing_only=True)``)."""
+        families = list(self.spec.families if families is None else families)
+        cells = self._cells(days[0], days[-1], families)
         missing = [d for d in days if any(d not in c for c in cells.values())]
         if missing:
             self.refresh(missing, missing_only=True)
-            cells = self._cells(first, last)
+            cells = self._cells(days[0], days[-1], families)
+        return cells
+
+    def source(self, day: date) -> pd.DataFrame:
+        """The source events of ``day`` (``TileSpec.source``, as kept by ``refresh``)."""
+        return decode_source([self._complete([day], [SOURCE])[SOURCE][day]], self.columns,
+                             self.values)
+
+    def read(self, first: date, last: date) -> dict[str, pd.DataFrame]:
+        """Every family's tiles of ``first``..``last``; days not made yet are made first."""
+        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        cells = self._complete(days)
         out = {}
         for family, by_day in cells.items():
             value = self.spec.families[family][1]

@@ -192,9 +192,12 @@ def event_times(values: pd.Series) -> np.ndarray:
     return t.dt.tz_convert(None).to_numpy("datetime64[ns]").astype("int64")
 
 
-def day_tiles(spec: TileSpec, raw: RawEvents, day: date) -> dict[str, pd.DataFrame]:
-    """Every family's tiles of the hours of ``day``, from the raw events alone."""
-    events = spec.source(raw, day)
+def day_tiles(spec: TileSpec, raw: RawEvents, day: date, events: pd.DataFrame | None = None
+              ) -> dict[str, pd.DataFrame]:
+    """Every family's tiles of the hours of ``day``, from the raw events alone (``events``:
+    ``spec.source(raw, day)`` when the caller has it already)."""
+    if events is None:
+        events = spec.source(raw, day)
     times = event_times(events[spec.time]) if len(events) else np.empty(0, "int64")
     return {name: make_tiles(key_strings(events, list(columns)), times,
                              {value: events[value].to_numpy(dtype=float) if len(events)

@@ -64,7 +64,9 @@ def score(
         result = score_dates(ws, days, when, evaluate=days)
         entities = plural(ws)
     console.print(f"scored {result.scored:,} {entities} of {', '.join(result.dates) or 'no date'} "
-                  f"with model v{result.model_version}")
+                  f"with model v{result.model_version}"
+                  + (f" ({result.unchanged:,} equal to the stored prediction, not rewritten)"
+                     if result.unchanged else ""))
     for when_day, per_version in result.evaluated.items():
         console.print(f"evaluated matured predictions of {when_day}: "
                       + ", ".join(f"v{v} {n:.0f} {entities}" for v, n in per_version.items()))

@@ -165,8 +165,13 @@ def _tiled(raw: RawEvents, day: date, since: date) -> Tiled | None:
     if tiles is None:
         return None
     made: dict[date, pd.DataFrame] = {}
+    kept = getattr(raw, "tile_sources", None)
 
     def edges(days: list[date]) -> pd.DataFrame:
+        if callable(kept):  # the tile store keeps them: one cell a day, no raw partition
+            stored = kept(days)
+            if stored is not None:
+                return stored
         for d in days:
             if d not in made:
                 made[d] = tile_source(raw, d)

@@ -63,9 +63,23 @@ def test_scoring_writes_all_three_tables_and_is_idempotent(champion: Settings) -
     assert got.as_of == got.event_time - timedelta(hours=2)
     # a date's listing has one row per flight: its freshest prediction
     assert len(page.items) == 150 and {p.horizon_min for p in page.items} == {120}
-    again = score_dates(ws(champion), [DAY])  # a rerun overwrites the same rows
-    assert again.scored == 300
-    assert len(_rows(champion, "day_predictions_by_horizon", "day = %s", DAY)) == 300
+    assert first.unchanged == 0
+    again = score_dates(ws(champion), [DAY])  # a rerun: the same predictions, none rewritten
+    assert again.scored == 300 and again.unchanged == 300
+    rows = _rows(champion, "day_predictions_by_horizon", "day = %s", DAY)
+    assert len(rows) == 300
+    assert {(r.entity_id, r.horizon_min): r.scored_at for r in rows} == {
+        (r.entity_id, r.horizon_min): r.scored_at for r in by_date}
+    # a stored prediction that differs from what the features now give is written again, alone
+    with connect(champion) as session:
+        session.execute("UPDATE day_predictions_by_horizon SET probability = 0.5 "
+                        "WHERE day = %s AND entity_id = %s AND horizon_min = 120",
+                        (DAY, some))
+    third = score_dates(ws(champion), [DAY])
+    assert third.unchanged == 299
+    restored = _rows(champion, "day_predictions_by_horizon", "day = %s AND entity_id = %s",
+                     DAY, some)
+    assert {r.horizon_min: r.probability for r in restored}[120] == near.probability
     history = _rows(champion, "prediction_history_by_horizon", "entity_id = %s", some)
     assert [(h.model_version, h.horizon_min) for h in history] == [(1, 120), (1, 1440)]
 

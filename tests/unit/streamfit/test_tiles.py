@@ -117,17 +117,20 @@ def test_trailing_features_from_tiles_equal_the_build_on_real_days(replayed: obj
 
 
 @pytest.mark.parametrize("horizon", [timedelta(hours=2), timedelta(hours=24)])
-@pytest.mark.parametrize("day", [date(2013, 3, 11), date(2013, 2, 11)])
+@pytest.mark.parametrize(("day", "kept"), [(date(2013, 3, 11), False), (date(2013, 2, 11), False),
+                                           (date(2013, 3, 11), True)])
 def test_every_feature_built_on_tiles_equals_the_recomputation(replayed: object,
                                                                horizon: timedelta,
-                                                               day: date) -> None:
+                                                               day: date, kept: bool) -> None:
     """``build_features`` given the tiles and only the last days' arrivals, against the same
     function given a month of arrivals: every feature of every flight of ``day`` (Feb 11: its
-    windows start before the replayed days, on days with no events)."""
+    windows start before the replayed days, on days with no events). ``kept``: the partial
+    hours' events come as the tile store keeps them (``encode_source``), not from the raw."""
     from streamfit.domains import load_domain
     from streamfit.domains.flights import features as ff
     from streamfit.domains.flights.names import feature_names
     from streamfit.domains.flights.pointintime import Tiled, build_features
+    from streamfit.featurestore import decode_source, encode_source
     from streamfit.tiles import day_tiles
 
     spec = load_domain("flights").features.tiles
@@ -142,8 +145,15 @@ def test_every_feature_built_on_tiles_equals_the_recomputation(replayed: object,
             for i in range((day - since).days + 1)]
     asked: set[date] = set()
 
+    columns = sorted({c for cols, _ in spec.families.values() for c in cols}
+                     | {spec.time} | {v for _, v in spec.families.values()})
+
     def edges(days: list[date]) -> pd.DataFrame:
         asked.update(days)
+        if kept:
+            return decode_source([encode_source(spec.source(raw, d), columns)  # type: ignore[arg-type]
+                                  for d in days], columns,
+                                 {v for _, v in spec.families.values()})
         return pd.concat([spec.source(raw, d) for d in days],  # type: ignore[arg-type]
                          ignore_index=True)
 
