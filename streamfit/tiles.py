@@ -21,10 +21,10 @@ nowhere; a missing value is NaN and counts nowhere; a key of ``None`` matches no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -203,3 +203,74 @@ def day_tiles(spec: TileSpec, raw: RawEvents, day: date, events: pd.DataFrame | 
                              {value: events[value].to_numpy(dtype=float) if len(events)
                               else np.empty(0)})
             for name, (columns, value) in spec.families.items()}
+
+
+@dataclass(frozen=True)
+class Tiled:
+    """A build's long trailing windows read from tiles instead of the whole history: each
+    family's tiles over the window's days, the source events (``TileSpec.source``) of a day
+    (asked for the days a window starts or ends on), the families by (key columns, value), the
+    source events' time column, and where the tiles start. A domain's builder asks ``sums``."""
+
+    tiles: dict[str, pd.DataFrame]
+    edges: Callable[[list[date]], pd.DataFrame]
+    families: dict[str, tuple[tuple[str, ...], str]]
+    time: str
+    since: pd.Timestamp
+    #: windows at least this long are read from tiles; a builder reads shorter ones (for
+    #: flights, 24 h at most) from its recent events
+    min_window: pd.Timedelta = pd.Timedelta(days=2)
+    #: family -> (the edge days it holds, its ``Window``): made once per family (both horizons
+    #: and both widths ask it), again only when asked for an edge day it lacks
+    _windows: dict[str, tuple[frozenset[date], Any]] = field(default_factory=dict,
+                                                              compare=False, repr=False)
+
+    def family(self, keys: Sequence[str], value: str) -> str:
+        for name, (columns, v) in self.families.items():
+            if tuple(columns) == tuple(keys) and v == value:
+                return name
+        raise KeyError(f"no tile family of {value} by {list(keys)}")
+
+    def sums(self, family: str, query: pd.DataFrame, as_of: np.ndarray, width: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(count, sum) of ``family``'s value over ``[as_of - width, as_of)`` per row of
+        ``query`` (which has the family's key columns): whole hours from the tiles, the partial
+        hours from the edge days' events."""
+        day_ns = 86_400 * 10**9
+        ends = np.concatenate([as_of, as_of - np.int64(width)]) // day_ns
+        days = {date.fromordinal(date(1970, 1, 1).toordinal() + int(d)) for d in np.unique(ends)}
+        columns, value = self.families[family]
+        held = self._windows.get(family)
+        if held is None or not days <= held[0]:
+            days |= held[0] if held is not None else set()
+            e = self.edges(sorted(days))
+            window = Window(self.tiles[family], key_strings(e, list(columns)),
+                            event_times(e[self.time]) if len(e) else np.empty(0, "int64"),
+                            e[value].to_numpy(dtype=float) if len(e) else np.empty(0), value)
+            held = self._windows[family] = (frozenset(days), window)
+        return held[1].sums(key_strings(query, list(columns)), as_of, np.int64(width))
+
+
+def tiled(spec: TileSpec, raw: RawEvents, first: date, last: date) -> Tiled | None:
+    """The tiles of ``first``..``last`` as a ``Tiled``, when ``raw`` keeps them (a
+    ``featurestore.RawReader`` with a tile store; None otherwise: the builder recomputes from the
+    raw events). A window's partial hours read the source events the tile store keeps, or make
+    them from the raw events."""
+    read = getattr(raw, "tiles", None)
+    tiles = read(first, last) if callable(read) else None
+    if tiles is None:
+        return None
+    made: dict[date, pd.DataFrame] = {}
+    kept = getattr(raw, "tile_sources", None)
+
+    def edges(days: list[date]) -> pd.DataFrame:
+        if callable(kept):  # one kept cell a day, no raw partition
+            stored = kept(days)
+            if stored is not None:
+                return stored
+        for d in days:
+            if d not in made:
+                made[d] = spec.source(raw, d)
+        return pd.concat([made[d] for d in days], ignore_index=True)
+
+    return Tiled(tiles, edges, spec.families, spec.time, pd.Timestamp(first, tz="UTC"))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import ConfigDict, Field
 
-from streamfit.domains import Domain, Entity, FeatureSpec, Label, RawEvents
+from streamfit.domains import Domain, Entity, FeatureSpec, Label, RawEvents, TileSpec
 from streamfit.domains.contract import PRINTABLE, Payload, Time, code
 
 if TYPE_CHECKING:
@@ -36,6 +36,12 @@ MAX_TRANSIT_DAYS = 4
 MAX_LEAD_DAYS = 2
 FEATURES = ("late_rate_depot_3d", "late_rate_courier_7d", "depot_pickups_24h", "weight_kg",
             "distance_km", "express", "hour", "day_of_week")
+
+#: the trailing aggregates the features read from tiles (``streamfit.tiles``): (keys, value) of
+#: ``features.tile_source``'s events
+TILE_FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
+    "late_depot": (("depot",), "late"), "late_courier": (("courier",), "late"),
+    "pickups_depot": (("depot",), "pickup")}
 
 
 DEPOT = Annotated[str, code(r"D[0-9]{2}", "depot code, e.g. D03"), PRINTABLE]
@@ -93,6 +99,19 @@ def _days_affected(event_dates: Iterable[date]) -> list[date]:
                    for i in range(-MAX_TRANSIT_DAYS, MAX_LEAD_DAYS + 1)})
 
 
+def _tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
+    from streamfit.domains.deliveries import features
+
+    return features.tile_source(raw, day)
+
+
+def _tile_days_affected(event_dates: Iterable[date]) -> list[date]:
+    """Deliveries of event date E happened on E-1..E+1 (an event comes within an hour of its
+    time); bookings of E are pickups of E-1..E+MAX_LEAD_DAYS+1."""
+    return sorted({day + timedelta(days=i) for day in event_dates
+                   for i in range(-1, MAX_LEAD_DAYS + 2)})
+
+
 def _build_day(raw: RawEvents, day: date, horizon: timedelta) -> pd.DataFrame:
     from streamfit.domains.deliveries import features
 
@@ -121,6 +140,9 @@ DOMAIN = Domain(
     features=FeatureSpec(names=FEATURES, model=FEATURES, naive="late_rate_depot_3d",
                          build_day=_build_day, days_affected=_days_affected,
                          build_for=_build_for,
+                         tiles=TileSpec(source=_tile_source, time="time",
+                                        families=TILE_FAMILIES,
+                                        days_affected=_tile_days_affected),
                          # bookings come 6 to 30 hours ahead: 6 h before pickup, every parcel is
                          # known
                          horizons={"6 h before pickup": timedelta(hours=6)}),

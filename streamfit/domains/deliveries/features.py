@@ -53,12 +53,68 @@ def _window_sums(t: np.ndarray, keys: np.ndarray, hist_t: np.ndarray, hist_k: np
     return n, total
 
 
+def tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
+    """The events of ``day`` that the trailing features count, one row each with a ``time`` on
+    ``day`` (UTC): deliveries (at ``delivered_at``: ``late``, by depot and courier) and bookings
+    (at their ``pickup_at``: ``pickup``, by depot). A delivery event sits within an hour of its
+    time; a booking up to ``MAX_LEAD_DAYS + 1`` days before its pickup and an hour after."""
+    columns = ["depot", "courier", "time", "late", "pickup"]
+    around = [day - timedelta(days=1), day, day + timedelta(days=1)]
+    done = _latest(raw.frame(around, "parcel_delivered"), "delivered_at")
+    frames = []
+    if not done.empty:
+        at = pd.to_datetime(done["delivered_at"], utc=True)
+        done = done[(at.dt.date == day).to_numpy()]
+        frames.append(pd.DataFrame({
+            "depot": done["depot"], "courier": done["courier"], "time": done["delivered_at"],
+            "late": (_ns(done["delivered_at"]) > _ns(done["promised_by"])).astype(float),
+            "pickup": np.nan}))
+    booked = _latest(raw.frame([day + timedelta(days=i) for i in range(-MAX_LEAD_DAYS - 2, 2)],
+                               "parcel_booked"), "booked_at")
+    if not booked.empty:
+        booked = booked[(pd.to_datetime(booked["pickup_at"], utc=True).dt.date == day).to_numpy()]
+        frames.append(pd.DataFrame({"depot": booked["depot"], "courier": None,
+                                    "time": booked["pickup_at"], "late": np.nan, "pickup": 1.0}))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def _tiled_sums(parcels: pd.DataFrame, raw: RawEvents, t: np.ndarray, pickup: np.ndarray
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The three trailing windows from the tiles, when ``raw`` keeps them (None otherwise)."""
+    from streamfit.domains.deliveries import DOMAIN
+    from streamfit.tiles import tiled
+
+    spec = DOMAIN.features.tiles
+    assert spec is not None
+    first = pd.Timestamp(int(t.min()) - WINDOWS["courier"].value, tz="UTC").date()
+    last = pd.Timestamp(int(max(t.max(), pickup.max())), tz="UTC").date()
+    view = tiled(spec, raw, first, last)
+    if view is None:
+        return None
+    return {"depot": view.sums("late_depot", parcels, t, WINDOWS["depot"].value),
+            "courier": view.sums("late_courier", parcels, t, WINDOWS["courier"].value),
+            "pickups": view.sums("pickups_depot", parcels, pickup,
+                                 pd.Timedelta(hours=24).value)}
+
+
 def features_of(parcels: pd.DataFrame, raw: RawEvents,
                 horizon: timedelta = timedelta(0)) -> pd.DataFrame:
     """FEATURES of ``parcels`` (parcel_id, depot, courier, service, weight_kg, distance_km,
-    pickup_at), from what had happened ``horizon`` before each one's pickup."""
+    pickup_at), from what had happened ``horizon`` before each one's pickup: from the tiles
+    when the reader keeps them, else from the raw events (the same values: the parity test)."""
     pickup = _ns(parcels["pickup_at"])
     t = pickup - pd.Timedelta(horizon).value
+    out = pd.DataFrame(index=parcels.index)
+    sums = _tiled_sums(parcels, raw, t, pickup)
+    if sums is not None:
+        for name, col in (("late_rate_depot_3d", "depot"), ("late_rate_courier_7d", "courier")):
+            n, k = sums[col]
+            out[name] = np.where(n >= MIN_SUPPORT, k / np.maximum(n, 1), PRIOR)
+        out["depot_pickups_24h"] = sums["pickups"][0]
+        return _own(parcels, out)
     first = pd.Timestamp(int(t.min()), tz="UTC").date()
     last = pd.Timestamp(int(t.max()), tz="UTC").date()
     span = [first - timedelta(days=i) for i in range(8, 0, -1)]
@@ -67,7 +123,6 @@ def features_of(parcels: pd.DataFrame, raw: RawEvents,
     booked_dates = [first - timedelta(days=i) for i in range(MAX_LEAD_DAYS + 1, 0, -1)] + \
         [d for d in span if d >= first]
     booked = _latest(raw.frame(booked_dates, "parcel_booked"), "booked_at")
-    out = pd.DataFrame(index=parcels.index)
     depot, courier = parcels["depot"].to_numpy(), parcels["courier"].to_numpy()
     for name, keys, col in (("late_rate_depot_3d", depot, "depot"),
                             ("late_rate_courier_7d", courier, "courier")):
@@ -84,6 +139,11 @@ def features_of(parcels: pd.DataFrame, raw: RawEvents,
         n, _ = _window_sums(pickup, depot, _ns(booked["pickup_at"]), booked["depot"].to_numpy(),
                             np.ones(len(booked)), pd.Timedelta(hours=24).value)
         out["depot_pickups_24h"] = n
+    return _own(parcels, out)
+
+
+def _own(parcels: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+    """``out`` (the trailing features) with the parcel's own features, in FEATURES order."""
     when = pd.to_datetime(parcels["pickup_at"], utc=True)
     out["weight_kg"] = parcels["weight_kg"].astype(float).to_numpy()
     out["distance_km"] = parcels["distance_km"].astype(float).to_numpy()

@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, RawEvents
-from streamfit.domains.flights.names import LATE_MINUTES, TILE_FAMILIES, WINDOW_DAYS, feature_names
-from streamfit.domains.flights.pointintime import Tiled, build_features
+from streamfit.domains.flights.names import LATE_MINUTES, WINDOW_DAYS, feature_names
+from streamfit.domains.flights.pointintime import build_features
+from streamfit.tiles import Tiled, tiled
 
 HISTORY_DAYS = max(WINDOW_DAYS.values()) + 1
 #: The columns of a flight given in a request (those after the departure may be missing).
@@ -160,24 +161,10 @@ RECENT_DAYS = 4
 
 def _tiled(raw: RawEvents, day: date, since: date) -> Tiled | None:
     """The tiles of the windows of ``day``'s features, when ``raw`` keeps them."""
-    read = getattr(raw, "tiles", None)
-    tiles = read(since, day) if callable(read) else None
-    if tiles is None:
-        return None
-    made: dict[date, pd.DataFrame] = {}
-    kept = getattr(raw, "tile_sources", None)
+    from streamfit.domains.flights import DOMAIN
 
-    def edges(days: list[date]) -> pd.DataFrame:
-        if callable(kept):  # the tile store keeps them: one cell a day, no raw partition
-            stored = kept(days)
-            if stored is not None:
-                return stored
-        for d in days:
-            if d not in made:
-                made[d] = tile_source(raw, d)
-        return pd.concat([made[d] for d in days], ignore_index=True)
-
-    return Tiled(tiles, edges, TILE_FAMILIES, pd.Timestamp(since, tz="UTC"))
+    spec = DOMAIN.features.tiles
+    return tiled(spec, raw, since, day) if spec is not None else None
 
 
 def context(raw: RawEvents, day: date) -> Context:

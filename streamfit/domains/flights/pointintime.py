@@ -33,10 +33,8 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import date
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -50,6 +48,7 @@ from streamfit.domains.flights.names import (
     WINDOW_DAYS,
     feature_names,
 )
+from streamfit.tiles import Tiled
 
 __all__ = ["LATE_MINUTES", "WINDOWS", "build_features", "feature_names"]
 
@@ -91,53 +90,6 @@ def _utc(values: pd.Series) -> pd.Series:
 def _naive(values: pd.Series) -> np.ndarray:
     """UTC times as numpy datetime64 (NaT where missing), for broadcast comparisons."""
     return _utc(values).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-
-
-@dataclass(frozen=True)
-class Tiled:
-    """The inputs of the long trailing windows when they come from tiles (``streamfit.tiles``)
-    instead of a month of arrivals: each family's tiles over the window's days, the source
-    events (``features.tile_source``) of a day (asked for the days a window starts or ends
-    on), the families by (key columns, value), and where the history starts (the route air
-    time's window)."""
-
-    tiles: dict[str, pd.DataFrame]
-    edges: Callable[[list[date]], pd.DataFrame]
-    families: dict[str, tuple[tuple[str, ...], str]]
-    since: pd.Timestamp
-    #: windows at least this long are read from tiles; shorter ones (24 h at most) from the
-    #: recent arrivals
-    min_window: pd.Timedelta = pd.Timedelta(days=2)
-    #: family -> (the edge days it holds, its ``Window``): made once per family (both horizons
-    #: and both widths ask it), again only when asked for an edge day it lacks
-    _windows: dict[str, tuple[frozenset[date], Any]] = field(default_factory=dict,
-                                                              compare=False, repr=False)
-
-    def family(self, keys: list[str] | tuple[str, ...], value: str) -> str:
-        for name, (columns, v) in self.families.items():
-            if tuple(columns) == tuple(keys) and v == value:
-                return name
-        raise KeyError(f"no tile family of {value} by {list(keys)}")
-
-    def sums(self, family: str, query: pd.DataFrame, as_of: np.ndarray, width: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """(count, sum) of ``family``'s value over ``[as_of - width, as_of)`` per row of
-        ``query``: whole hours from the tiles, the partial hours from the edge days' events."""
-        from streamfit.tiles import Window, event_times, key_strings
-
-        day_ns = 86_400 * 10**9
-        ends = np.concatenate([as_of, as_of - np.int64(width)]) // day_ns
-        days = {date.fromordinal(date(1970, 1, 1).toordinal() + int(d)) for d in np.unique(ends)}
-        columns, value = self.families[family]
-        held = self._windows.get(family)
-        if held is None or not days <= held[0]:
-            days |= held[0] if held is not None else set()
-            e = self.edges(sorted(days))
-            window = Window(self.tiles[family], key_strings(e, list(columns)),
-                            event_times(e["actual_arrival"]) if len(e) else np.empty(0, "int64"),
-                            e[value].to_numpy(dtype=float) if len(e) else np.empty(0), value)
-            held = self._windows[family] = (frozenset(days), window)
-        return held[1].sums(key_strings(query, list(columns)), as_of, np.int64(width))
 
 
 class _Arrivals:
