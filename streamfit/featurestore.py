@@ -302,7 +302,10 @@ def decode_tiles(cells: Iterable[bytes], value: str) -> pd.DataFrame:
 class TileStore:
     """``feature_tiles``: each tile family's hourly tiles (``streamfit.tiles``), one cell per
     family and day, made from the raw events alone. The feature stage makes again the days its
-    landed ranges touch (``refresh``) before it builds; a read makes a day nobody made yet."""
+    landed ranges touch (``refresh``) before it builds; a read makes a day nobody made yet.
+
+    A family's cells sit under ``<family>@v<feature version>``: a new feature version (which may
+    count differently) never reads the cells an older one made, and makes its own as it reads."""
 
     def __init__(self, session: Session, keyspace: str, domain: Domain, raw: RawReader) -> None:
         spec = domain.features.tiles
@@ -312,6 +315,7 @@ class TileStore:
             raise ValueError(f"the {domain.name} domain names a tile family {SOURCE!r}, which "
                              "feature_tiles keeps for the source events: rename it")
         self.session, self.spec, self.raw = session, spec, raw
+        self.version = domain.features.version
         self.values = {v for _, v in spec.families.values()}
         self.columns = sorted({c for cols, _ in spec.families.values() for c in cols}
                               | {spec.time} | self.values)
@@ -332,8 +336,10 @@ class TileStore:
             events = self.spec.source(self.raw, day)
             for family, tiles in day_tiles(self.spec, self.raw, day, events).items():
                 value = self.spec.families[family][1]
-                params.append((family, day, encode_tiles(tiles, value), len(tiles), now))
-            params.append((SOURCE, day, encode_source(events, self.columns), len(events), now))
+                params.append((self._key(family), day, encode_tiles(tiles, value), len(tiles),
+                               now))
+            params.append((self._key(SOURCE), day, encode_source(events, self.columns),
+                           len(events), now))
         execute_concurrent_with_args(self.session,
                                      self._insert_absent if missing_only else self._insert,
                                      params, concurrency=32, raise_on_first_error=True)
@@ -343,9 +349,12 @@ class TileStore:
                ) -> dict[str, dict[date, bytes]]:
         cells: dict[str, dict[date, bytes]] = {}
         for family in self.spec.families if families is None else families:
-            rows = self.session.execute(self._select, (family, first, last))
+            rows = self.session.execute(self._select, (self._key(family), first, last))
             cells[family] = {cql_date(r.day): r.tiles for r in rows}
         return cells
+
+    def _key(self, family: str) -> str:
+        return f"{family}@v{self.version}"
 
     def _complete(self, days: list[date], families: Iterable[str] | None = None
                   ) -> dict[str, dict[date, bytes]]:

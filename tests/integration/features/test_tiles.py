@@ -99,3 +99,21 @@ def test_tiles_give_the_recomputed_features_and_late_events_repair_their_days(
     counted = merged[n] - merged[f"{n}_before"]
     assert (counted[merged["carrier"] == LATE_CARRIER] > 0).all()
     assert (counted[merged["carrier"] != LATE_CARRIER] == 0).all()
+
+    # a new feature version never reads the cells an older one made: it makes its own
+    import dataclasses
+
+    from streamfit.featurestore import FeatureStore
+
+    version = domain.features.version
+    assert {f.rsplit("@", 1)[1] for f, _d in after_cells} == {f"v{version}"}
+    bumped = dataclasses.replace(domain, features=dataclasses.replace(domain.features,
+                                                                      version=version + 1))
+    store = FeatureStore(ws(s).session, s.keyspace, bumped)
+    assert store.tiles is not None
+    store.tiles.read(DAY - timedelta(days=1), DAY)
+    newer = {k: c for k, c in _cells(s).items() if k[0].endswith(f"@v{version + 1}")}
+    assert {d for _f, d in newer} == {DAY - timedelta(days=1), DAY}
+    # made from the same raw events, they hold the same tiles
+    assert all(c == after_cells[(f.replace(f"@v{version + 1}", f"@v{version}"), d)]
+               for (f, d), c in newer.items())
