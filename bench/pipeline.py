@@ -1,6 +1,6 @@
 """Pipeline benchmarks: freshness through Airflow, incremental feature rebuilds, scoring.
 
-    .venv/bin/python bench/pipeline.py [--part freshness|rebuild|scoring|all] [--rounds 5]
+    .venv/bin/python bench/pipeline.py [--part freshness|round|rebuild|scoring|all] [--rounds 5]
                                        [--year-days 364] [--json FILE]
 
 Needs the local stack (`streamfit stack up`); every part works in keyspaces and topics of its
@@ -17,6 +17,9 @@ own and drops them afterwards. Figures measured side by side in one run:
 (c) scoring throughput: rows/s of ``score_dates`` over a month, with reading, predicting and
     writing timed separately, against the bare-driver ceiling of the same writes (prepared
     statements, execute_concurrent, tuples built up front).
+(d) ``--part round`` (not in ``all``): one freshness round's feature and scoring stages called
+    in this process after a seed, under pyinstrument: what a round costs without Airflow, and
+    where it goes.
 """
 
 from __future__ import annotations
@@ -282,9 +285,50 @@ def scoring(s: Settings, last: date, days: int = 30) -> dict[str, Any]:
             "metrics": trained.metrics}
 
 
+def one_round(base: Settings) -> dict[str, Any]:
+    """A freshness round's stages called here, in order, as the DAG tasks call them (no
+    Airflow: its trigger and task start are what ``freshness`` adds): seeded with two weeks, a
+    champion and its predictions; then one more event date lands and the feature stage, then
+    the scoring stage (the champion scores it) run once each under pyinstrument. Stage times
+    and where they go."""
+    from pyinstrument import Profiler
+
+    from features.run import _build_keyspace
+    from scoring.run import _score_keyspace
+    from training.run import _train_keyspace
+
+    s = fresh(base, "round").model_copy(update={"signal_interval_s": 3600.0})
+    try:
+        last = SEED_FIRST + timedelta(days=SEED_DAYS - 1)
+        land_days(s, SEED_FIRST, last)
+        with open_workspace(s) as ws:
+            for step in (_build_keyspace, _train_keyspace, _score_keyspace):
+                print(f"seed: {step.__name__} {str(step(ws))[:160]}", flush=True)
+        day = last + timedelta(days=1)
+        land_days(s, day, day)
+        out: dict[str, Any] = {"day": day.isoformat(), "stages": {}, "profiles": {}}
+        for name, step in (("features", _build_keyspace), ("score", _score_keyspace)):
+            p = Profiler(interval=0.002)
+            t0 = time.perf_counter()
+            p.start()
+            with open_workspace(s) as ws:  # a task opens its own session
+                summary = step(ws)
+            p.stop()
+            took = time.perf_counter() - t0
+            out["stages"][name] = {"seconds": took, "summary": summary}
+            out["profiles"][name] = p.output_text(unicode=False, color=False)[:7000]
+            print(f"{name}: {took:.2f} s {str(summary)[:200]}", flush=True)
+        for name, text in out["profiles"].items():
+            print(f"\n--- profile: {name}\n{text}")
+        return out
+    finally:
+        cleanup(s)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["freshness", "rebuild", "scoring", "all"], default="all")
+    ap.add_argument("--part", choices=["freshness", "round", "rebuild", "scoring", "all"],
+                    default="all")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--year-days", type=int, default=364)
     ap.add_argument("--json", type=Path)
@@ -305,6 +349,8 @@ def main() -> None:
                 save(args.json, figures)
         finally:
             cleanup(s)
+    if args.part == "round":
+        figures["round"] = one_round(base)
     if args.part in ("freshness", "all"):
         figures["freshness"] = freshness(base, args.rounds)
         print(json.dumps(figures["freshness"]["p50"]), flush=True)
