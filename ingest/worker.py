@@ -11,7 +11,9 @@ poll:
 
 If Cassandra (or the DLQ) fails, the worker pauses fetching, keeps its group membership alive
 and retries with exponential backoff; it never commits past a failed write. Partitions revoked
-meanwhile are dropped from the pending batch (their new owner re-reads them). On SIGTERM/SIGINT
+meanwhile are dropped from the pending batch: their new owner reads them again from the committed
+offset, and should a partition come back to this worker, it reads them again from the first one
+it dropped (``IngestWorker.rewind``). On SIGTERM/SIGINT
 it finishes the batch in flight, commits and closes.
 """
 
@@ -120,6 +122,18 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker.revoked -= set(assigned)
         log.info("worker %s: partitions assigned %s", self.worker.name, sorted(assigned))
         consumer = self.worker.consumer
+        # A partition handed back to us keeps its fetch position (kafka-python 3 preserves the
+        # state of a partition in both the old and the new assignment): past the records of a
+        # batch we dropped when it was revoked. Read them again from the first dropped one, or
+        # the next commit would move past records never landed (the rebalance-during-an-outage
+        # chaos scenario lost 510 events so). A partition that went elsewhere starts at its
+        # committed offset with its new owner.
+        rewind, self.worker.rewind = self.worker.rewind, {}
+        for tp in assigned:
+            if tp in rewind and consumer is not None:
+                consumer.seek(tp, rewind[tp])
+                log.info("worker %s: %s handed back: reading again from offset %d",
+                         self.worker.name, tp, rewind[tp])
         if self.worker.backing_off and consumer is not None and assigned:
             # A rebalance during a backoff hands over partitions unpaused: pause them too,
             # or the backoff's polls would fetch (and move past) their records.
@@ -133,6 +147,9 @@ class IngestWorker:
         self.index = index
         self.stopping = False
         self.revoked: set[TopicPartition] = set()
+        #: per partition dropped from a batch when revoked, its first dropped offset: where to
+        #: read again should the partition be handed back (``_Rebalance``)
+        self.rewind: dict[TopicPartition, int] = {}
         self.domain = load_domain(settings.domain)
         self.consumer: KafkaConsumer | None = None
         #: True while a batch waits to be retried: every assigned partition stays paused
@@ -189,7 +206,7 @@ class IngestWorker:
         try:
             while True:
                 if self.revoked:
-                    batch.drop(self.revoked)
+                    self.drop_revoked(batch)
                 if not batch.records:
                     return False
                 try:
@@ -223,6 +240,15 @@ class IngestWorker:
             if self.backing_off:
                 self.backing_off = False
                 consumer.resume(*consumer.assignment())
+
+    def drop_revoked(self, batch: Batch) -> None:
+        """Drop the revoked partitions' records from ``batch`` (they are not ours to land or
+        commit), noting where each dropped run starts (``rewind``)."""
+        for tp in self.revoked:
+            msgs = batch.records.get(tp)
+            if msgs:
+                self.rewind[tp] = min(self.rewind.get(tp, msgs[0].offset), msgs[0].offset)
+        batch.drop(self.revoked)
 
     def _send_dead_letters(self, producer: KafkaProducer, batch: Batch, now: datetime,
                            sent: dict[tuple[str, int, int], Any]) -> None:
