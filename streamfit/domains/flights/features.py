@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -77,6 +77,9 @@ class Context:
     #: the long windows' tiles, when the reader keeps them; ``history`` then holds only the
     #: last days' arrivals
     tiled: Tiled | None = None
+    #: what ``build_features`` derives from this context alone (its ``cache``): both horizons
+    #: of a build, and the API's requests of the date while the context is kept, make it once
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def schedule_days(arrival_days: list[date]) -> list[date]:
@@ -229,7 +232,7 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
     history = ctx.history
     feats = build_features(sched, history, ctx.weather, planes_reference(),
                            pd.Timedelta(horizon) if horizon else None, ctx.schedule,
-                           ctx.departures, dest_zones(), ctx.tiled)
+                           ctx.departures, dest_zones(), ctx.tiled, ctx.derived)
     own = history.set_index("flight_id")["arr_delay"] if not history.empty else pd.Series()
     outcome = sched["flight_id"].map(own).astype(float).to_numpy()
     late = pd.Series(outcome >= LATE_MINUTES, dtype=object)
@@ -296,7 +299,8 @@ def build_for(raw: RawEvents, flights: pd.DataFrame,
         ctx = _context_of(raw, day)
         feats = build_features(group.drop(columns="_order"), ctx.history, ctx.weather,
                                planes_reference(), pd.Timedelta(horizon) if horizon else None,
-                               ctx.schedule, ctx.departures, dest_zones(), ctx.tiled)
+                               ctx.schedule, ctx.departures, dest_zones(), ctx.tiled,
+                               ctx.derived)
         parts.append(feats.assign(_order=group["_order"].to_numpy(),
                                   **{EVENT_TIME: group["scheduled_departure"].to_numpy()}))
     out = pd.concat(parts).sort_values("_order").drop(columns="_order").reset_index(drop=True)

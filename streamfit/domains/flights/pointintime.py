@@ -33,8 +33,9 @@ its scheduled departure (the pipeline's horizon is 0: as of the departure):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -263,8 +264,42 @@ class _Grid:
                         np.nan)
 
 
+def _memo(cache: dict[str, Any] | None, key: str, make: Callable[[], Any]) -> Any:
+    """``make()``, kept in ``cache`` under ``key`` (None: not kept). ``build_features`` keeps
+    there what depends on its context alone (the date's schedule, departures, arrivals and
+    weather), so that the builds of both horizons, and the API's requests of a date, make it
+    once. Threads may both make a value: they make the same one."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def _legs(schedule: pd.DataFrame, departures: pd.DataFrame, arrivals: pd.DataFrame
+          ) -> pd.DataFrame:
+    """Every scheduled leg with a tail number, with its departure and arrival when known, in
+    schedule order, numbered per aircraft (``leg``)."""
+    legs = schedule[schedule["tailnum"].notna() & (schedule["tailnum"] != "")]
+    if legs.empty:
+        return legs
+    empty_dep = pd.DataFrame(columns=["flight_id", "actual_departure", "dep_delay"])
+    empty_arr = pd.DataFrame(columns=["flight_id", "actual_arrival", "arr_delay"])
+    legs = legs.merge(departures if not departures.empty else empty_dep, on="flight_id",
+                      how="left")
+    legs = legs.merge(arrivals[["flight_id", "actual_arrival", "arr_delay"]]
+                      if not arrivals.empty else empty_arr, on="flight_id", how="left")
+    legs = legs.assign(tailnum=legs["tailnum"].astype(str),
+                       actual_departure=_utc(legs["actual_departure"]),
+                       actual_arrival=_utc(legs["actual_arrival"]),
+                       prev_departure=legs["scheduled_departure"]).sort_values("prev_departure")
+    legs["leg"] = legs.groupby("tailnum").cumcount() + 1.0
+    return legs
+
+
 def _rotation(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame,
-              arrivals: pd.DataFrame) -> dict[str, np.ndarray]:
+              arrivals: pd.DataFrame, cache: dict[str, Any] | None = None
+              ) -> dict[str, np.ndarray]:
     """Per flight of ``f``, about its aircraft's earlier New York departures (same tail number,
     scheduled in the ``ROTATION_HOURS`` before its own):
 
@@ -280,22 +315,11 @@ def _rotation(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame,
     out = {"rotation_legs": np.zeros(len(f)), "rotation_gap_min": np.full(len(f), np.nan),
            "rotation_prev_delay": np.full(len(f), np.nan),
            "rotation_propagated": np.full(len(f), np.nan)}
-    legs = schedule[schedule["tailnum"].notna() & (schedule["tailnum"] != "")]
     q = f[["tailnum", "scheduled_departure", "as_of"]].reset_index()
     q = q[q["tailnum"].notna()]
+    legs = _memo(cache, "rotation_legs", lambda: _legs(schedule, departures, arrivals))
     if legs.empty or q.empty:
         return out
-    empty_dep = pd.DataFrame(columns=["flight_id", "actual_departure", "dep_delay"])
-    empty_arr = pd.DataFrame(columns=["flight_id", "actual_arrival", "arr_delay"])
-    legs = legs.merge(departures if not departures.empty else empty_dep, on="flight_id",
-                      how="left")
-    legs = legs.merge(arrivals[["flight_id", "actual_arrival", "arr_delay"]]
-                      if not arrivals.empty else empty_arr, on="flight_id", how="left")
-    legs = legs.assign(tailnum=legs["tailnum"].astype(str),
-                       actual_departure=_utc(legs["actual_departure"]),
-                       actual_arrival=_utc(legs["actual_arrival"]),
-                       prev_departure=legs["scheduled_departure"]).sort_values("prev_departure")
-    legs["leg"] = legs.groupby("tailnum").cumcount() + 1.0
     q = q.assign(tailnum=q["tailnum"].astype(str),
                  earliest=q["scheduled_departure"] - ROTATION_HOURS)
     cols = ["tailnum", "prev_departure", "leg", "actual_departure", "dep_delay",
@@ -441,7 +465,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
                    schedule: pd.DataFrame | None = None,
                    departures: pd.DataFrame | None = None,
                    zones: dict[str, str] | None = None,
-                   tiled: Tiled | None = None) -> pd.DataFrame:
+                   tiled: Tiled | None = None,
+                   cache: dict[str, Any] | None = None) -> pd.DataFrame:
     """One row per flight of ``flights`` with ``feature_names()`` columns, as of ``horizon``
     before each flight's scheduled departure (None: as of the departure).
 
@@ -459,6 +484,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     tiled: the long windows' tiles (``Tiled``); ``history`` then needs only the arrivals of
            the windows shorter than its ``min_window`` (from two days before the flights'
            day), and the features are the same.
+    cache: where to keep what depends on ``history``, ``weather``, ``schedule`` and
+           ``departures`` alone, across calls given the very same ones (a date's context).
     """
     f = flights.copy().reset_index(drop=True)
     f["scheduled_departure"] = _utc(f["scheduled_departure"])
@@ -502,14 +529,18 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
             out[f"late_rate_{gname}_{wname}"] = rate
             out[f"n_{gname}_{wname}"] = n
     # weather: the latest observation before the as-of time, per origin
-    w = weather.copy()
-    w["observed_at"] = _utc(w["observed_at"])
-    # merge_asof wants the same dtype on both sides: an empty weather frame has object columns
-    w["origin"] = w["origin"].astype(f["origin"].dtype)
-    w = _weather_trends(w)
+    def trends() -> pd.DataFrame:
+        w = weather.copy()
+        w["observed_at"] = _utc(w["observed_at"])
+        # merge_asof wants the same dtype on both sides: an empty weather frame has object
+        # columns
+        w["origin"] = w["origin"].astype(f["origin"].dtype)
+        return _weather_trends(w).sort_values("observed_at")
+
+    w = _memo(cache, f"weather:{f['origin'].dtype}", trends)
     left = f[["origin", "as_of"]].reset_index()
     # strictly before: an observation made at the as-of time itself is not known yet then
-    wx = pd.merge_asof(left.sort_values("as_of"), w.sort_values("observed_at"),
+    wx = pd.merge_asof(left.sort_values("as_of"), w,
                        left_on="as_of", right_on="observed_at", by="origin",
                        allow_exact_matches=False, direction="backward")
     wx = wx.set_index("index").reindex(left["index"])
@@ -520,10 +551,11 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     merged = f[["tailnum"]].merge(p[["tailnum", *PLANE_COLS]], on="tailnum", how="left")
     for c in PLANE_COLS:
         out[c] = merged[c].to_numpy(dtype=float)
-    schedule = _schedule_frame(schedule)
+    given_schedule = schedule
+    schedule = _memo(cache, "schedule", lambda: _schedule_frame(given_schedule))
     for name, values in _congestion(f, schedule, departures).items():
         out[name] = values
-    for name, values in _rotation(f, schedule, departures, hist).items():
+    for name, values in _rotation(f, schedule, departures, hist, cache).items():
         out[name] = values
     # the mean delay, not only the late share: how late a habitually late flight runs
     out["mean_delay_flight_28d"], _ = arrivals.trailing(GROUPS["flight"], WINDOWS["28d"],

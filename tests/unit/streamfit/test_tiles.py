@@ -231,3 +231,31 @@ def test_the_deliveries_domain_gets_the_same_features_from_its_tiles(kept: bool)
         df.build_for(tiling, parcels, timedelta(hours=6))[names].to_numpy(float),  # type: ignore[arg-type]
         df.build_for(plain, parcels, timedelta(hours=6))[names].to_numpy(float))  # type: ignore[arg-type]
     assert compared > 3 * 100 * len(names)
+
+
+@pytest.mark.parametrize("horizon", [timedelta(hours=2), timedelta(hours=24)])
+def test_what_a_context_derives_once_gives_the_same_features_to_every_request(
+        replayed: object, horizon: timedelta) -> None:
+    """``build_features`` keeps what depends on a date's context alone (weather trends, the
+    schedule, the aircraft's legs) in the context's cache: a second request, for other
+    flights on another aircraft, gets from it exactly what a build without the cache gives."""
+    from streamfit.domains.flights import features as ff
+    from streamfit.domains.flights.pointintime import build_features
+
+    day = date(2013, 3, 11)
+    ctx = ff.context(replayed, day)  # type: ignore[arg-type]
+    flights = ff._latest_per_flight(replayed.frame([day - timedelta(days=1)],  # type: ignore[attr-defined]
+                                                   "flight_scheduled"), "scheduled_departure")
+    flights = flights[pd.to_datetime(flights["scheduled_departure"], utc=True).dt.date == day]
+    args = (ctx.weather, ff.planes_reference(), pd.Timedelta(horizon), ctx.schedule,
+            ctx.departures, ff.dest_zones())
+    cache: dict = {}
+    first = flights.iloc[:300]
+    second = flights.iloc[300:600].assign(tailnum=flights["tailnum"].iloc[:300].to_numpy())
+    build_features(first, ctx.history, *args, cache=cache)
+    assert {"schedule", "rotation_legs"} <= set(cache) and any(k.startswith("weather")
+                                                               for k in cache)
+    cached = build_features(second, ctx.history, *args, cache=cache)
+    plain = build_features(second, ctx.history, *args)
+    assert len(cached) == 300 and cached["rotation_legs"].gt(0).sum() > 20
+    pd.testing.assert_frame_equal(cached, plain)
