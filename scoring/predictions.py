@@ -9,6 +9,7 @@ deterministic, so a rerun overwrites the same rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -90,41 +91,11 @@ class PredictionWriter:
         self._history = session.prepare(INSERT_HISTORY.format(ks=keyspace))
         self._stored = session.prepare(SELECT_DAY_STORED.format(ks=keyspace))
 
-    def changed(self, day: date, frame: pd.DataFrame, version: int) -> Any:
-        """Per row of ``frame`` (scored, with ``probability``): whether it differs from the
-        prediction stored for its entity and horizon on ``day`` (its model version,
-        probability, event time or attributes), or none is stored. One partition read: a
-        rescoring after a build writes only the entities whose features (and so prediction)
-        changed, not the whole day again, and keeps the stored rows' score times."""
-        import numpy as np
+    def _rows(self, frame: pd.DataFrame) -> Iterator[tuple[str, int, datetime, float,
+                                                             dict[str, str]]]:
+        """Per scored row: entity, horizon, event time (UTC), probability, attributes."""
         import pandas as pd
 
-        stored = {(r.entity_id, r.horizon_min): (r.model_version, r.probability,
-                                                 r.event_time, dict(r.attributes or {}))
-                  for r in self.session.execute(self._stored, (day,))}
-        if not stored:
-            return np.ones(len(frame), dtype=bool)
-        attrs = frame[self.columns].astype(str).to_numpy() if self.columns else None
-        # Cassandra keeps milliseconds, naive in UTC
-        times = pd.to_datetime(frame[EVENT_TIME], utc=True).dt.floor("ms").dt.tz_localize(None)
-        out = np.ones(len(frame), dtype=bool)
-        for i, (entity, horizon, when, p) in enumerate(zip(
-                frame[ENTITY_ID], frame[HORIZON].astype(int), times, frame["probability"],
-                strict=True)):
-            had = stored.get((entity, int(horizon)))
-            if had is None:
-                continue
-            attributes = dict(zip(self.columns, attrs[i], strict=True)) if attrs is not None \
-                else {}
-            out[i] = had != (version, float(p), when.to_pydatetime(), attributes)
-        return out
-
-    def write(self, day: date, frame: pd.DataFrame, version: int, scored_at: datetime) -> None:
-        import pandas as pd
-        from cassandra.query import BatchStatement, BatchType
-
-        statements: list[Any] = []
-        by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
         attrs = frame[self.columns].astype(str).to_numpy() if self.columns else None
         times = pd.to_datetime(frame[EVENT_TIME], utc=True)
         for i, (entity, horizon, when, p) in enumerate(zip(
@@ -132,13 +103,42 @@ class PredictionWriter:
                 strict=True)):
             attributes = dict(zip(self.columns, attrs[i], strict=True)) if attrs is not None \
                 else {}
-            common = (when.to_pydatetime(), attributes, float(p), version, scored_at)
-            statements.append((self._latest, (entity, int(horizon), day, *common)))
-            statements.append((self._history, (entity, version, int(horizon), float(p),
-                                               scored_at)))
+            yield entity, int(horizon), when.to_pydatetime(), float(p), attributes
+
+    def changed(self, day: date, frame: pd.DataFrame, version: int) -> Any:
+        """Per row of ``frame`` (scored, with ``probability``): whether it differs from the
+        prediction stored for its entity and horizon on ``day`` (its model version,
+        probability, event time or attributes), or none is stored. One partition read: a
+        rescoring after a build writes only the entities whose features (and so prediction)
+        changed, not the whole day again, and keeps the stored rows' score times."""
+        import numpy as np
+
+        # Cassandra keeps milliseconds, naive in UTC
+        stored = {(r.entity_id, r.horizon_min): (r.model_version, r.probability,
+                                                 r.event_time, dict(r.attributes or {}))
+                  for r in self.session.execute(self._stored, (day,))}
+        out = np.ones(len(frame), dtype=bool)
+        if not stored:
+            return out
+        for i, (entity, horizon, when, p, attributes) in enumerate(self._rows(frame)):
+            had = stored.get((entity, horizon))
+            if had is not None:
+                kept = when.replace(microsecond=when.microsecond // 1000 * 1000, tzinfo=None)
+                out[i] = had != (version, p, kept, attributes)
+        return out
+
+    def write(self, day: date, frame: pd.DataFrame, version: int, scored_at: datetime) -> None:
+        from cassandra.query import BatchStatement, BatchType
+
+        statements: list[Any] = []
+        by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for entity, horizon, when, p, attributes in self._rows(frame):
+            common = (when, attributes, p, version, scored_at)
+            statements.append((self._latest, (entity, horizon, day, *common)))
+            statements.append((self._history, (entity, version, horizon, p, scored_at)))
             # One date is one partition of day_predictions_by_horizon: its rows travel in
             # unlogged batches (one request and one mutation per batch, as ingest does).
-            by_date.add(self._by_date, (day, entity, int(horizon), *common))
+            by_date.add(self._by_date, (day, entity, horizon, *common))
             if len(by_date) >= BY_DATE_BATCH:
                 statements.append((by_date, ()))
                 by_date = BatchStatement(batch_type=BatchType.UNLOGGED)

@@ -34,7 +34,7 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 
 from streamfit.cassandra import FAST_ROWS, as_utc, cql_date
-from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, LABEL, OUTCOME, Domain
+from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, LABEL, OUTCOME, Domain, TileSpec
 from streamfit.store import RAW_BUCKETS, IngestStore
 
 #: Parsed raw partitions kept by one reader: a date's window in the flights domain is 69 of
@@ -262,15 +262,26 @@ def encode_tiles(tiles: pd.DataFrame, value: str) -> bytes:
 SOURCE = "_source"
 
 
-def encode_source(events: pd.DataFrame, columns: list[str]) -> bytes:
-    """A day's source events as a cell: JSON columns (missing values as null)."""
+def _source_columns(spec: TileSpec) -> tuple[list[str], set[str]]:
+    """The columns a source cell keeps (every family's keys and value, and the time), and
+    which of them are values."""
+    values = {v for _, v in spec.families.values()}
+    keys = {c for cols, _ in spec.families.values() for c in cols}
+    return sorted(keys | {spec.time} | values), values
+
+
+def encode_source(events: pd.DataFrame, spec: TileSpec) -> bytes:
+    """A day's source events (``spec.source``) as a cell: JSON columns (missing values as
+    null)."""
+    columns, _ = _source_columns(spec)
     frame = events.reindex(columns=columns)
     return orjson.dumps({c: frame[c].astype(object).where(frame[c].notna(), None).tolist()
                          for c in columns})
 
 
-def decode_source(cells: Iterable[bytes], columns: list[str], values: set[str]) -> pd.DataFrame:
-    """Several days' source events as one frame: ``values`` as floats, the others as read."""
+def decode_source(cells: Iterable[bytes], spec: TileSpec) -> pd.DataFrame:
+    """Several days' source events as one frame: the values as floats, the others as read."""
+    columns, values = _source_columns(spec)
     out: dict[str, list[Any]] = {c: [] for c in columns}
     for cell in cells:
         d = orjson.loads(cell)
@@ -316,9 +327,6 @@ class TileStore:
                              "feature_tiles keeps for the source events: rename it")
         self.session, self.spec, self.raw = session, spec, raw
         self.version = domain.features.version
-        self.values = {v for _, v in spec.families.values()}
-        self.columns = sorted({c for cols, _ in spec.families.values() for c in cols}
-                              | {spec.time} | self.values)
         self._insert = session.prepare(INSERT_TILES.format(ks=keyspace))
         self._insert_absent = session.prepare(INSERT_TILES_IF_ABSENT.format(ks=keyspace))
         self._select = session.prepare(SELECT_TILES.format(ks=keyspace))
@@ -338,7 +346,7 @@ class TileStore:
                 value = self.spec.families[family][1]
                 params.append((self._key(family), day, encode_tiles(tiles, value), len(tiles),
                                now))
-            params.append((self._key(SOURCE), day, encode_source(events, self.columns),
+            params.append((self._key(SOURCE), day, encode_source(events, self.spec),
                            len(events), now))
         execute_concurrent_with_args(self.session,
                                      self._insert_absent if missing_only else self._insert,
@@ -370,8 +378,7 @@ class TileStore:
 
     def source(self, day: date) -> pd.DataFrame:
         """The source events of ``day`` (``TileSpec.source``, as kept by ``refresh``)."""
-        return decode_source([self._complete([day], [SOURCE])[SOURCE][day]], self.columns,
-                             self.values)
+        return decode_source([self._complete([day], [SOURCE])[SOURCE][day]], self.spec)
 
     def read(self, first: date, last: date) -> dict[str, pd.DataFrame]:
         """Every family's tiles of ``first``..``last``; days not made yet are made first."""

@@ -53,6 +53,11 @@ def _window_sums(t: np.ndarray, keys: np.ndarray, hist_t: np.ndarray, hist_k: np
     return n, total
 
 
+def _late(done: pd.DataFrame) -> np.ndarray:
+    """Per delivery: 1.0 if it came after the time it was promised by (the label's rule)."""
+    return (_ns(done["delivered_at"]) > _ns(done["promised_by"])).astype(float)
+
+
 def tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
     """The events of ``day`` that the trailing features count, one row each with a ``time`` on
     ``day`` (UTC): deliveries (at ``delivered_at``: ``late``, by depot and courier) and bookings
@@ -67,8 +72,7 @@ def tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
         done = done[(at.dt.date == day).to_numpy()]
         frames.append(pd.DataFrame({
             "depot": done["depot"], "courier": done["courier"], "time": done["delivered_at"],
-            "late": (_ns(done["delivered_at"]) > _ns(done["promised_by"])).astype(float),
-            "pickup": np.nan}))
+            "late": _late(done), "pickup": np.nan}))
     booked = _latest(raw.frame([day + timedelta(days=i) for i in range(-MAX_LEAD_DAYS - 2, 2)],
                                "parcel_booked"), "booked_at")
     if not booked.empty:
@@ -129,8 +133,7 @@ def features_of(parcels: pd.DataFrame, raw: RawEvents,
         if done.empty:
             out[name] = PRIOR
             continue
-        late = (_ns(done["delivered_at"]) > _ns(done["promised_by"])).astype(float)
-        n, k = _window_sums(t, keys, _ns(done["delivered_at"]), done[col].to_numpy(), late,
+        n, k = _window_sums(t, keys, _ns(done["delivered_at"]), done[col].to_numpy(), _late(done),
                             WINDOWS[col].value)
         out[name] = np.where(n >= MIN_SUPPORT, k / np.maximum(n, 1), PRIOR)
     if booked.empty:

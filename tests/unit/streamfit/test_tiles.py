@@ -145,15 +145,11 @@ def test_every_feature_built_on_tiles_equals_the_recomputation(replayed: object,
             for i in range((day - since).days + 1)]
     asked: set[date] = set()
 
-    columns = sorted({c for cols, _ in spec.families.values() for c in cols}
-                     | {spec.time} | {v for _, v in spec.families.values()})
-
     def edges(days: list[date]) -> pd.DataFrame:
         asked.update(days)
         if kept:
-            return decode_source([encode_source(spec.source(raw, d), columns)  # type: ignore[arg-type]
-                                  for d in days], columns,
-                                 {v for _, v in spec.families.values()})
+            return decode_source([encode_source(spec.source(raw, d), spec)  # type: ignore[arg-type]
+                                  for d in days], spec)
         return pd.concat([spec.source(raw, d) for d in days],  # type: ignore[arg-type]
                          ignore_index=True)
 
@@ -185,7 +181,7 @@ def test_the_deliveries_domain_gets_the_same_features_from_its_tiles(kept: bool)
     asked on demand (``build_for``). ``kept``: the partial hours' events come through the tile
     store's cells (``encode_source``)."""
     from features.spark_build import FrameRaw
-    from streamfit.domains import load_domain
+    from streamfit.domains import TileSpec, load_domain
     from streamfit.domains.deliveries import features as df
     from streamfit.featurestore import decode_source, encode_source
     from streamfit.tiles import day_tiles
@@ -195,9 +191,7 @@ def test_the_deliveries_domain_gets_the_same_features_from_its_tiles(kept: bool)
     assert spec is not None and set(spec.families) == {"late_depot", "late_courier",
                                                        "pickups_depot"}
     events = list(domain.events_of_days(date(2024, 1, 1), date(2024, 1, 20)))
-    columns = sorted({c for cols, _ in spec.families.values() for c in cols}
-                     | {spec.time} | {v for _, v in spec.families.values()})
-    values = {v for _, v in spec.families.values()}
+    kept_by: TileSpec = spec
 
     class Tiling(FrameRaw):  # a reader that keeps tiles, as featurestore.RawReader does
         def tiles(self, first: date, last: date) -> dict[str, pd.DataFrame]:
@@ -208,8 +202,8 @@ def test_the_deliveries_domain_gets_the_same_features_from_its_tiles(kept: bool)
         def tile_sources(self, days: list[date]) -> pd.DataFrame | None:
             if not kept:
                 return None
-            return decode_source([encode_source(spec.source(self, d), columns)  # type: ignore[arg-type]
-                                  for d in days], columns, values)
+            return decode_source([encode_source(kept_by.source(self, d), kept_by)  # type: ignore[arg-type]
+                                  for d in days], kept_by)
 
     plain, tiling = FrameRaw.of_events(events), Tiling.of_events(events)
     names = list(domain.features.names)
