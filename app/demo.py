@@ -117,7 +117,10 @@ def _require_predictions(settings: Settings, day: date) -> None:
 def _brief(run: PipelineRun) -> str:
     s = run.summary or {}
     if run.dag_id == "build_features" and s:
-        return f" - {s['entities']:,} flights of {len(s['dates'])} dates"
+        scoring = s.get("scoring")
+        scored = (f", {scoring['scored']:,} scored with v{scoring['model_version']} in the same "
+                  "task" if isinstance(scoring, dict) and scoring.get("scored") else "")
+        return f" - {s['entities']:,} flights of {len(s['dates'])} dates{scored}"
     if run.dag_id == "train_model" and s:
         return f" - v{s['version']} is champion"
     if run.dag_id == "train_model" and run.reason:

@@ -10,7 +10,8 @@ own and drops them afterwards. Figures measured side by side in one run:
     more event date is produced with the ingest service running, and Airflow's scheduler does
     the rest. Per round: producing -> landed and committed; signal -> first build_features start
     (trigger latency); the build_features, train_model and score_batch task times; producing ->
-    the end of the first scoring run (the champion's new predictions), and -> the last new
+    the end of the first run that wrote the champion's new predictions (the feature task's own
+    scoring, or score_batch's), and -> the last new
     prediction once the pipeline is quiet (a retrain's promotion rescoring). p50 over the rounds.
 (b) incremental rebuild: features for one new event date on top of a year of raw events, against
     a full rebuild of the year (the same functions the DAG runs, called directly).
@@ -117,6 +118,12 @@ def signal_times(s: Settings, after: float) -> list[float]:
                                   for r in rows if r.rows) if t >= after)
 
 
+def _scored(run: Any) -> bool:
+    """A build_features run whose task also scored the build with the champion."""
+    scoring = (run.summary or {}).get("scoring")
+    return isinstance(scoring, dict) and bool(scoring.get("scored"))
+
+
 def freshness(base: Settings, rounds: int) -> dict[str, Any]:
     s = fresh(base, "fresh", served=True).model_copy(update={"signal_interval_s": 2.0})
     try:
@@ -150,6 +157,10 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                     wait(lambda: not client.pipeline_busy(PIPELINE), 900, "the pipeline to be quiet")
                     runs = {d: client.pipeline_runs(d, since, s.keyspace) for d in PIPELINE}
                     score_runs = [r for r in runs["score_batch"] if r.summary]
+                    # a run that wrote predictions: score_batch's, or the feature task's own
+                    # scoring (STREAMFIT_PIPELINE_SCORE_ON_BUILD) in its summary's "scoring"
+                    first = [_t(r.end_date) for r in score_runs if (r.summary or {}).get("scored")]
+                    first += [_t(r.end_date) for r in runs["build_features"] if _scored(r)]
                     signals = signal_times(s, t0)
                     builds = sorted(runs["build_features"], key=lambda r: _t(r.start_date))
                     stage = {d: sum(_t(r.end_date) - _t(r.start_date) for r in runs[d]
@@ -163,10 +174,8 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                         "score_s": stage["score_batch"],
                         # the champion's first predictions of the new day (issue 36's
                         # "produce -> champion prediction updated")...
-                        "first_prediction_s": min(_t(r.end_date) for r in score_runs
-                                                  if r.summary and r.summary.get("scored"))
-                        - t0 if any(r.summary.get("scored") for r in score_runs if r.summary)
-                        else float("nan"),
+                        "first_prediction_s": min(first) - t0 if first else float("nan"),
+                        "scored_in_build": any(_scored(r) for r in runs["build_features"]),
                         # ... and the last, after a retrain's promotion rescoring
                         "end_to_end_s": max(_t(r.end_date) for r in score_runs) - t0
                         if score_runs else float("nan"),

@@ -3,8 +3,10 @@
 Scheduled on the ``raw_events`` asset or the time fallback (``STREAMFIT_PIPELINE_FALLBACK_CRON``).
 The task runs ``features.run.build_pending`` (also ``streamfit pipeline run``): per keyspace the
 pipeline serves, the ingest-ledger ranges past the feature watermark are built, then the
-watermark moves. The triggering events are hints only. Emits the ``features`` asset with the
-built dates per keyspace in its ``extra``; a run with nothing pending skips.
+watermark moves. The triggering events are hints only. Then (``STREAMFIT_PIPELINE_SCORE_ON_BUILD``)
+``scoring.run.score_built`` has the current champion score what was built, in the same task.
+Emits the ``features`` asset with the built dates per keyspace in its ``extra``; a run with
+nothing pending skips.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ def build_features() -> None:
               "check Cassandra (`streamfit stack status`) and the raw events of the dates"))
     def rebuild(triggering_asset_events=None, outlet_events=None) -> dict[str, object]:  # noqa: ANN001
         from features.run import build_pending
+        from scoring.run import score_built
         from streamfit.catalog import hinted_keyspaces
         from streamfit.settings import get_settings
 
-        summary = build_pending(get_settings(), hinted_keyspaces(triggering_asset_events))
+        settings = get_settings()
+        summary = build_pending(settings, hinted_keyspaces(triggering_asset_events))
         if not summary["by_keyspace"]:
             skip("nothing built", summary)
+        if settings.pipeline_score_on_build:
+            score_built(settings, summary["by_keyspace"])
         outlet_events[FEATURES].extra = summary
         return summary
 

@@ -15,6 +15,7 @@ the dates still ahead. Watermarks move after the predictions are written.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -24,6 +25,8 @@ from cassandra.cluster import Session
 from streamfit.progress import NOTHING_PENDING, FeatureBuild, Position, Progress, run_stage
 from streamfit.settings import Settings
 from streamfit.workspace import Workspace
+
+log = logging.getLogger("streamfit.scoring")
 
 STAGE = "scoring"
 BUILDS = ("feature_builds", 0)
@@ -113,3 +116,27 @@ def _score_keyspace(ws: Workspace) -> dict[str, Any] | str:
 def score_pending(settings: Settings, hinted: list[str] | None = None) -> dict[str, Any]:
     """The ``score_batch`` task and ``streamfit pipeline run``."""
     return run_stage(settings, STAGE, _score_keyspace, hinted or ())
+
+
+def score_built(settings: Settings, built: dict[str, Any]) -> dict[str, Any]:
+    """Run by the ``build_features`` task right after its build (``built``: that run's
+    ``by_keyspace``; ``STREAMFIT_PIPELINE_SCORE_ON_BUILD``): the same scoring step as
+    ``score_pending``, in the keyspaces just built only, so the current champion's predictions
+    of new data wait for no second task start and no retrain. It consumes the same watermarks
+    under the same lease: when ``score_batch`` holds it, that keyspace is skipped here and the
+    next ``score_batch`` run (the features event, else its time fallback) scores it. Its result
+    goes into each keyspace's build summary as ``scoring``: a summary, or why it scored
+    nothing."""
+    try:
+        result = run_stage(settings, STAGE, _score_keyspace, only=built)
+    except Exception as exc:  # noqa: BLE001
+        # Broad on purpose: the build is durable and its features event must still go out (a
+        # failed task would retry into "nothing pending" and emit none). The same work stays
+        # pending for score_batch, which retries it and raises the scoring alert if it fails.
+        log.exception("scoring after the build failed; score_batch will score it")
+        why = f"scoring after the build failed ({type(exc).__name__}: {exc}); score_batch retries it"
+        result = {"by_keyspace": {}, "skipped": dict.fromkeys(built, why)}
+    for keyspace, summary in built.items():
+        summary["scoring"] = result["by_keyspace"].get(keyspace,
+                                                       result["skipped"].get(keyspace))
+    return result

@@ -332,20 +332,24 @@ def pipeline_keyspaces(session: Session, default: str, hinted: Iterable[str] = (
 NOTHING_PENDING = "nothing pending"
 
 
-def run_stage(settings: Any, stage: str, step: Step, hinted: Iterable[str] = ()
-              ) -> dict[str, Any]:
+def run_stage(settings: Any, stage: str, step: Step, hinted: Iterable[str] = (),
+              only: Iterable[str] | None = None) -> dict[str, Any]:
     """Run ``step(workspace)`` under the stage's lease for every keyspace the pipeline serves
     (each workspace has the domain its keyspace records, so one Airflow serves keyspaces of
-    different domains). ``step`` returns a summary, or a string saying why it did
-    nothing. Returns ``{"by_keyspace": {ks: summary}, "skipped": {ks: why}}``, the ``extra`` of
-    the DAG's outlet event."""
+    different domains), or for those of them in ``only``. ``step`` returns a summary, or a
+    string saying why it did nothing. Returns
+    ``{"by_keyspace": {ks: summary}, "skipped": {ks: why}}``, the ``extra`` of the DAG's outlet
+    event."""
     from streamfit.cassandra import connect
     from streamfit.workspace import workspace
 
     done: dict[str, Any] = {}
     skipped: dict[str, str] = {}
+    wanted = None if only is None else set(only)
     with connect(settings, keyspace=None) as session:
         for keyspace in pipeline_keyspaces(session, settings.keyspace, hinted):
+            if wanted is not None and keyspace not in wanted:
+                continue
             ws = workspace(settings, session, keyspace)
             try:
                 with ws.progress.lease(stage):

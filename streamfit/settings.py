@@ -206,6 +206,11 @@ class Settings(BaseSettings):
         default="*/2 * * * *",
         description="Time fallback of every pipeline DAG (cron, UTC): a run that finds nothing "
         "pending skips in seconds; a trigger Airflow lost delays work by at most this much.")
+    pipeline_score_on_build: bool = Field(
+        default=True, description="The feature task scores what it just built with the current "
+        "champion, in the same task (one Airflow task start fewer between an event and its "
+        "prediction); `score_batch` still scores anything left pending and rescores after a "
+        "promotion. Off: only `score_batch` scores.")
     pipeline_stall_after_s: float = Field(
         default=120.0, gt=0, description="A partition with lag whose committed offset has not "
         "moved for this long is reported as stalled (logs, metrics, `ingest status`).")

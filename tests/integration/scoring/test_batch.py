@@ -213,3 +213,39 @@ def test_a_completed_day_is_judged_once_per_build(champion: Settings) -> None:
     _write_shifted_day(champion, day)
     rebuilt = score_dates(ws(champion), [day], evaluate=[day])
     assert [a.split(":", 1)[0] for a in rebuilt.alerts] == [day.isoformat()]
+
+
+def test_the_feature_task_scores_what_it_built_with_the_champion(champion: Settings) -> None:
+    """``score_built``, which the ``build_features`` task runs after its build: the champion
+    scores the new build's date at once, through the scoring watermarks (a second call finds
+    nothing pending), and a run that holds the scoring lease, or a scoring error, leaves the
+    work to ``score_batch`` with the reason in the build's summary instead of failing it."""
+    from scoring.run import score_built
+    from streamfit.progress import NOTHING_PENDING
+
+    day = DAY + timedelta(days=6)
+    _write_shifted_day(champion, day)
+    progress = ws(champion).progress
+    progress.record_build({day}, 150, datetime(day.year, day.month, day.day, tzinfo=UTC))
+    ks = champion.keyspace
+
+    held: dict[str, dict[str, object]] = {ks: {}}
+    with progress.lease("scoring"):  # score_batch is scoring this keyspace
+        score_built(champion, held)
+    assert "another scoring run" in str(held[ks]["scoring"])
+
+    built: dict[str, dict[str, object]] = {ks: {"dates": [day.isoformat()]}}
+    score_built(champion, built)
+    scoring = built[ks]["scoring"]
+    assert isinstance(scoring, dict) and scoring["model_version"] == 1
+    assert scoring["dates"] == [day.isoformat()] and scoring["scored"] > 0
+    assert _rows(champion, "day_predictions_by_horizon", "day = %s", day)
+
+    again: dict[str, dict[str, object]] = {ks: {}}
+    score_built(champion, again)
+    assert again[ks]["scoring"] == NOTHING_PENDING
+
+    unreachable = champion.model_copy(update={"cassandra_port": 9})
+    broken: dict[str, dict[str, object]] = {ks: {}}
+    score_built(unreachable, broken)
+    assert "score_batch retries it" in str(broken[ks]["scoring"])
