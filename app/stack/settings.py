@@ -64,6 +64,10 @@ class StackSettings(Settings):
         "Postgres: postgresql+psycopg2://user:pass@host/db.",
     )
     stack_airflow_parallelism: int = Field(default=4, ge=1, description="Airflow task slots.")
+    stack_airflow_preload: bool = Field(
+        default=True, description="Start the scheduler and the Celery workers through "
+        "`app.stack.preloaded`, which imports the pipeline tasks' modules first: every task "
+        "process they fork inherits them instead of importing them again.")
     stack_auth: bool = Field(
         default=False,
         description="Run the local stack with logins: Cassandra's PasswordAuthenticator and Kafka "
