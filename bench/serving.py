@@ -257,15 +257,15 @@ def main() -> None:
         try:
             server = serve(s, port, args.workers)
             try:
-                figures = {"http_score": score_latency(url, s)}
-                print("http_score", json.dumps(figures["http_score"]), flush=True)
+                latency = score_latency(url, s)
+                print("http_score", json.dumps(latency), flush=True)
             finally:
                 stop(server)
             if args.profile:
                 print(profile_what_if(s))
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(figures, indent=2))
+                args.json.write_text(json.dumps({"http_score": latency}, indent=2))
         finally:
             cleanup(s)
         return
