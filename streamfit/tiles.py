@@ -231,11 +231,12 @@ class Tiled:
                 return name
         raise KeyError(f"no tile family of {value} by {list(keys)}")
 
-    def sums(self, family: str, query: pd.DataFrame, as_of: np.ndarray, width: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def sums(self, family: str, query: pd.DataFrame, as_of: np.ndarray, width: int,
+             keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(count, sum) of ``family``'s value over ``[as_of - width, as_of)`` per row of
         ``query`` (which has the family's key columns): whole hours from the tiles, the partial
-        hours from the edge days' events."""
+        hours from the edge days' events. ``keys``: ``key_strings`` of ``query`` by the
+        family's columns, when the caller keeps them."""
         day_ns = 86_400 * 10**9
         ends = np.concatenate([as_of, as_of - np.int64(width)]) // day_ns
         days = {date.fromordinal(date(1970, 1, 1).toordinal() + int(d)) for d in np.unique(ends)}
@@ -248,7 +249,9 @@ class Tiled:
                             event_times(e[self.time]) if len(e) else np.empty(0, "int64"),
                             e[value].to_numpy(dtype=float) if len(e) else np.empty(0), value)
             held = self._windows[family] = (frozenset(days), window)
-        return held[1].sums(key_strings(query, list(columns)), as_of, np.int64(width))
+        if keys is None:
+            keys = key_strings(query, list(columns))
+        return held[1].sums(keys, as_of, np.int64(width))
 
 
 def tiled(spec: TileSpec, raw: RawEvents, first: date, last: date) -> Tiled | None:

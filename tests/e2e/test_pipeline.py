@@ -155,6 +155,12 @@ def run_the_pipeline(s: Settings, origin: str | None = None) -> None:
                for d in r.summary["dates"]}
     expected = set(dates_to_rebuild(load_domain("flights"), [NEW_DAY]))
     assert rebuilt and rebuilt <= expected
+    # the champion scored the new build in the feature task itself (score_built), without
+    # waiting for score_batch's task or the retrain
+    in_build = [r.summary["scoring"] for r in runs
+                if r.dag_id == "build_features" and r.summary
+                and isinstance(r.summary.get("scoring"), dict)]
+    assert any(done["scored"] > 0 for done in in_build), [r.summary for r in runs if r.summary]
     after = _built_at(s)
     assert {d for d in after if after[d] != before.get(d)} <= expected
     # ... and nothing older was touched
