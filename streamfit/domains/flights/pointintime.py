@@ -103,41 +103,60 @@ class _Arrivals:
     arrival times before x."""
 
     def __init__(self, flights: pd.DataFrame, history: pd.DataFrame,
-                 tiled: Tiled | None = None) -> None:
+                 tiled: Tiled | None = None, cache: dict[str, Any] | None = None) -> None:
         self._flights, self._history, self._tiled = flights, history, tiled
+        #: what depends on the arrivals alone (their ranks, each grouping's order), kept across
+        #: the builds of a context; ``history`` holds the context's arrivals (and may add
+        #: columns that depend on the flights: their sums are made per build)
+        self._cache = cache if cache is not None else {}
         self._as_of = _naive(flights["as_of"]).astype("int64")
-        t = _naive(history["actual_arrival"]).astype("int64") if len(history) \
-            else np.empty(0, "int64")
-        self._known = t != np.iinfo("int64").min  # NaT: no arrival time
-        self._times = np.unique(t[self._known])
-        self._rank = np.searchsorted(self._times, t)
+
+        def ranks() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            t = _naive(history["actual_arrival"]).astype("int64") if len(history) \
+                else np.empty(0, "int64")
+            known = t != np.iinfo("int64").min  # NaT: no arrival time
+            times = np.unique(t[known])
+            return known, times, np.searchsorted(times, t)
+
+        self._known, self._times, self._rank = _memo(self._cache, "arrivals:ranks", ranks)
         self._span = len(self._times) + 1  # ranks run 0..len; a group's keys stay in its span
-        self._sorted: dict[tuple[tuple[str, ...], str], tuple[np.ndarray, np.ndarray,
-                                                              np.ndarray]] = {}
-        #: the flights' tile keys per grouping: several windows and values share a grouping
+        #: the flights' keys per grouping: several windows and values share a grouping
         self._keys: dict[tuple[str, ...], np.ndarray] = {}
+
+    def _query_keys(self, keys: list[str]) -> np.ndarray:
+        group = tuple(keys)
+        if group not in self._keys:
+            self._keys[group] = key_strings(self._flights, keys)
+        return self._keys[group]
+
+    def _grouping(self, keys: list[str]) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+        """Per grouping of the arrivals, once per context: its keys (an index of their
+        ``key_strings``), and the rows with a known time and key sorted by (group, time) with
+        those sort keys."""
+        def make() -> tuple[pd.Index, np.ndarray, np.ndarray]:
+            h = self._history
+            if keys:
+                codes, uniques = pd.factorize(key_strings(h, keys), use_na_sentinel=True)
+            else:
+                codes, uniques = np.zeros(len(h), "int64"), np.array([""], dtype=object)
+            rows = np.flatnonzero(self._known & (codes >= 0))
+            h_key = codes[rows] * self._span + self._rank[rows]
+            order = np.argsort(h_key, kind="stable")
+            return pd.Index(uniques, dtype=object), rows[order], h_key[order]
+
+        return _memo(self._cache, f"arrivals:{','.join(keys)}", make)  # type: ignore[no-any-return]
 
     def _prepared(self, keys: list[str], value: str
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(query group codes, sorted arrival keys, cumulative sums of ``value`` along them)."""
-        cached = self._sorted.get((tuple(keys), value))
-        if cached is not None:
-            return cached
-        h, f = self._history, self._flights
-        if keys:
-            both = pd.concat([h[keys], f[keys]], ignore_index=True)
-            codes = both.groupby(keys, sort=False, dropna=False).ngroup().to_numpy().copy()
-            codes[both.isna().any(axis=1).to_numpy()] = -1  # a missing key matches nothing
-            h_code, q_code = codes[:len(h)], codes[len(h):]
-        else:
-            h_code, q_code = np.zeros(len(h), "int64"), np.zeros(len(f), "int64")
-        v = h[value].to_numpy(dtype=float)
-        keep = self._known & (h_code >= 0) & ~np.isnan(v)
-        h_key = h_code[keep] * self._span + self._rank[keep]
-        order = np.argsort(h_key, kind="stable")
-        cum = np.concatenate([[0.0], np.cumsum(v[keep][order])])
-        self._sorted[(tuple(keys), value)] = prepared = (q_code, h_key[order], cum)
-        return prepared
+        """(query group codes, sorted arrival keys, cumulative sums of ``value`` along them).
+        A query key no arrival has gets -1, as a missing one does: it matches nothing."""
+        index, rows, h_key = self._grouping(keys)
+        q_code = (index.get_indexer(self._query_keys(keys)) if keys
+                  else np.zeros(len(self._flights), "int64"))
+        v = self._history[value].to_numpy(dtype=float)[rows]
+        # dropping the rows without a value keeps the (stable) order of the rest
+        valid = ~np.isnan(v)
+        return q_code, h_key[valid], np.concatenate([[0.0], np.cumsum(v[valid])])
 
     def trailing(self, keys: list[str], window: pd.Timedelta, prior: np.ndarray | float,
                  value: str = "late") -> tuple[np.ndarray, np.ndarray]:
@@ -146,11 +165,8 @@ class _Arrivals:
         ([] = all); ``prior`` where fewer than MIN_SUPPORT arrived. With ``tiled``, windows of
         at least its ``min_window`` are read from tiles (the same value: the parity test)."""
         if self._tiled is not None and window >= self._tiled.min_window:
-            group = tuple(keys)
-            if group not in self._keys:
-                self._keys[group] = key_strings(self._flights, keys)
             n, total = self._tiled.sums(self._tiled.family(keys, value), self._flights,
-                                        self._as_of, window.value, self._keys[group])
+                                        self._as_of, window.value, self._query_keys(keys))
             return np.where(n >= MIN_SUPPORT, total / np.maximum(n, 1), prior), n
         if self._history.empty:
             return np.broadcast_to(prior, (len(self._flights),)).astype(float), \
@@ -168,8 +184,8 @@ class _Arrivals:
         return rate, n
 
 
-def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame
-                ) -> dict[str, np.ndarray]:
+def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame,
+                cache: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Per flight of ``f`` (with ``as_of``), at its origin: the mean departure delay over the
     congestion window before ``as_of``; the share of the flights due there in that window known
     by ``as_of`` to be 15+ minutes late (NaN where nothing was due), and that share over
@@ -189,13 +205,21 @@ def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFram
            "origin_late_share_6h": origin_share_6h}
     if schedule.empty:
         return out
-    sched = schedule.merge(departures, on="flight_id", how="left") if not departures.empty \
-        else schedule.assign(actual_departure=pd.NaT, dep_delay=np.nan)
-    # numpy columns once, and each place's flights as positions: filtering the frame per
-    # destination and converting its times again was most of this function (py-spy)
-    cols = _Scheduled(sched["flight_id"].to_numpy(), _naive(sched["actual_departure"]),
-                      sched["dep_delay"].to_numpy(dtype=float),
-                      _naive(sched["scheduled_departure"]))
+
+    def scheduled() -> tuple[_Scheduled, dict[str, dict[Any, np.ndarray]]]:
+        sched = schedule.merge(departures, on="flight_id", how="left") \
+            if not departures.empty \
+            else schedule.assign(actual_departure=pd.NaT, dep_delay=np.nan)
+        # numpy columns once, and each place's flights as positions: filtering the frame per
+        # destination and converting its times again was most of this function (py-spy)
+        return (_Scheduled(sched["flight_id"].to_numpy(), _naive(sched["actual_departure"]),
+                           sched["dep_delay"].to_numpy(dtype=float),
+                           _naive(sched["scheduled_departure"])),
+                {key: sched.groupby(key, sort=False).indices
+                 for key in ("origin", "carrier", "dest")})
+
+    # the context's side of every grid, once per context (a request's flights are few)
+    cols, at = _memo(cache, "congestion", scheduled)
     window = np.timedelta64(CONGESTION_WINDOW)
     as_of = _naive(f["as_of"])
     own_time = _naive(f["scheduled_departure"])
@@ -204,9 +228,8 @@ def _congestion(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFram
 
     def places(key: str) -> Iterator[tuple[np.ndarray, _Grid]]:
         """(rows of ``f``, their grid) per value of ``key`` that something is scheduled at."""
-        scheduled = sched.groupby(key, sort=False).indices
         for place, rows in f.groupby(key, sort=False).indices.items():
-            there = scheduled.get(place)
+            there = at[key].get(place)
             if there is not None:
                 yield rows, cols.grid(as_of[rows], ids[rows], there)
 
@@ -391,10 +414,14 @@ def _route_air_time(f: pd.DataFrame, hist: pd.DataFrame) -> pd.Series | None:
     return (known.groupby(["origin", "dest"])["air_time"].mean() * 64).round() / 64
 
 
-def _route_air_tiled(f: pd.DataFrame, hist: pd.DataFrame, tiled: Tiled) -> pd.Series:
+def _route_air_tiled(f: pd.DataFrame, hist: pd.DataFrame, tiled: Tiled,
+                     cache: dict[str, Any] | None = None) -> pd.Series:
     """``_route_air_time`` from the tiles: the air-time tiles from ``tiled.since`` up to the
-    earliest as-of time, for the routes of ``f`` and of the recent arrivals."""
-    routes = pd.concat([f[["origin", "dest"]], hist[["origin", "dest"]]] if len(hist)
+    earliest as-of time, for the routes of ``f`` and of the recent arrivals (``hist``, whose
+    routes are kept in ``cache``)."""
+    known = _memo(cache, "history_routes", lambda: hist[["origin", "dest"]].drop_duplicates()
+                  if len(hist) else None)
+    routes = pd.concat([f[["origin", "dest"]], known] if known is not None
                        else [f[["origin", "dest"]]], ignore_index=True).drop_duplicates()
     routes = routes.dropna().reset_index(drop=True)
     first = int(_naive(pd.Series([f["as_of"].min()])).astype("int64")[0])
@@ -465,6 +492,28 @@ def _departures_frame(departures: pd.DataFrame | None) -> pd.DataFrame:
     return out.drop_duplicates("flight_id", keep="last")
 
 
+def _history_frame(history: pd.DataFrame, departures: pd.DataFrame) -> pd.DataFrame:
+    """The arrivals of ``history`` with what every window reads of them, but the air time's
+    excess (which depends on the flights asked): the late flag, the clipped delay and the delay
+    gained since the departure (``departures``)."""
+    if history.empty:
+        return pd.DataFrame(columns=["carrier", "origin", "dest", "sched_hour", "actual_arrival",
+                                     "arr_delay", "late", "air_excess", "gained"])
+    hist = history.copy()
+    hist["flight"] = pd.to_numeric(hist["flight"], errors="coerce").astype(float) \
+        if "flight" in hist else np.nan
+    hist["actual_arrival"] = _utc(hist["actual_arrival"])
+    hist["sched_hour"] = hist["sched_hour"].astype("int64")
+    hist["late"] = (hist["arr_delay"] >= LATE_MINUTES).astype(float)
+    # clipped: one 20-hour delay would otherwise dominate a flight number's mean for weeks
+    hist["delay_c"] = hist["arr_delay"].astype(float).clip(-30, 120)
+    # what the flight made up or lost between leaving and landing (clipped like delay_c)
+    dep_delay = hist["flight_id"].map(departures.set_index("flight_id")["dep_delay"]) \
+        if not departures.empty and "flight_id" in hist else np.nan
+    hist["gained"] = (hist["arr_delay"].astype(float) - dep_delay).clip(-60, 120)
+    return hist
+
+
 def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.DataFrame,
                    planes: pd.DataFrame, horizon: pd.Timedelta | None = None,
                    schedule: pd.DataFrame | None = None,
@@ -499,33 +548,21 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     # one dtype on both sides of the flight-number join; a request may not give the number
     f["flight"] = pd.to_numeric(f["flight"], errors="coerce").astype(float) if "flight" in f \
         else np.nan
-    departures = _departures_frame(departures)
-    hist = history.copy()
+    given_departures = departures
+    departures = _memo(cache, "departures", lambda: _departures_frame(given_departures))
     # from the tiles whenever they are given (the recent arrivals may be none while the month's
     # are many); else from the arrivals
-    route_air = _route_air_tiled(f, hist, tiled) if tiled is not None else None
+    route_air = _route_air_tiled(f, history, tiled, cache) if tiled is not None else None
+    hist = _memo(cache, "history", lambda: _history_frame(history, departures))
     if not hist.empty:
-        hist["flight"] = pd.to_numeric(hist["flight"], errors="coerce").astype(float) \
-            if "flight" in hist else np.nan
-        hist["actual_arrival"] = _utc(hist["actual_arrival"])
-        hist["sched_hour"] = hist["sched_hour"].astype("int64")
-        hist["late"] = (hist["arr_delay"] >= LATE_MINUTES).astype(float)
-        # clipped: one 20-hour delay would otherwise dominate a flight number's mean for weeks
-        hist["delay_c"] = hist["arr_delay"].astype(float).clip(-30, 120)
         if tiled is None:
             route_air = _route_air_time(f, hist)
-        hist["air_excess"] = (hist["air_time"].astype(float) - _per_route(route_air, hist)
-                              if route_air is not None else np.nan)
-        # what the flight made up or lost between leaving and landing (clipped like delay_c)
-        dep_delay = hist["flight_id"].map(departures.set_index("flight_id")["dep_delay"]) \
-            if not departures.empty and "flight_id" in hist else np.nan
-        hist["gained"] = (hist["arr_delay"].astype(float) - dep_delay).clip(-60, 120)
-    else:
-        hist = pd.DataFrame(columns=["carrier", "origin", "dest", "sched_hour", "actual_arrival",
-                                     "arr_delay", "late", "air_excess", "gained"])
+        # the one column that depends on the flights asked: their earliest as-of time
+        hist = hist.assign(air_excess=hist["air_time"].astype(float)
+                           - _per_route(route_air, hist) if route_air is not None else np.nan)
     # The fallback for thin groups is itself point-in-time: all arrivals of the 28 days before t.
     # (A mean over the whole history would leak later arrivals, the flight's own included.)
-    arrivals = _Arrivals(f, hist, tiled)
+    arrivals = _Arrivals(f, hist, tiled, cache)
     prior, _ = arrivals.trailing([], WINDOWS["28d"], DEFAULT_PRIOR)
     # columns gathered in a dict, one frame made at the end: ~90 frame assignments were a fifth
     # of a one-flight request (pyinstrument, bench/serving.py --score-only --profile)
@@ -560,7 +597,7 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
         out[c] = merged[c].to_numpy(dtype=float)
     given_schedule = schedule
     schedule = _memo(cache, "schedule", lambda: _schedule_frame(given_schedule))
-    for name, values in _congestion(f, schedule, departures).items():
+    for name, values in _congestion(f, schedule, departures, cache).items():
         out[name] = values
     for name, values in _rotation(f, schedule, departures, hist, cache).items():
         out[name] = values

@@ -253,3 +253,57 @@ def test_what_a_context_derives_once_gives_the_same_features_to_every_request(
     plain = build_features(second, ctx.history, *args)
     assert len(cached) == 300 and cached["rotation_legs"].gt(0).sum() > 20
     pd.testing.assert_frame_equal(cached, plain)
+
+
+def test_requests_one_flight_at_a_time_from_tiles_equal_the_recomputation(
+        replayed: object) -> None:
+    """The API's path: ``build_for`` on a reader that keeps tiles, one flight per call, so
+    that each call reuses the date's context and what it derived for the calls before (the
+    arrivals' groupings, the congestion grids' schedule side, the routes), with flights that
+    change from call to call (another aircraft, another hour). Every feature equals the
+    recomputation from a month of raw arrivals with nothing kept, one flight per call."""
+    from features.spark_build import FrameRaw
+    from streamfit.domains import load_domain
+    from streamfit.domains.flights import features as ff
+    from streamfit.domains.flights.names import feature_names
+    from streamfit.domains.flights.pointintime import build_features
+    from streamfit.featurestore import decode_source, encode_source
+    from streamfit.tiles import day_tiles
+
+    domain = load_domain("flights")
+    spec = domain.features.tiles
+    assert spec is not None and domain.entity.request is not None
+
+    class Tiling(FrameRaw):  # a reader that keeps tiles and their source cells
+        def tiles(self, first: date, last: date) -> dict[str, pd.DataFrame]:
+            made = [day_tiles(spec, self, first + timedelta(days=i))  # type: ignore[arg-type]
+                    for i in range((last - first).days + 1)]
+            return {n: pd.concat([m[n] for m in made], ignore_index=True) for n in made[0]}
+
+        def tile_sources(self, days: list[date]) -> pd.DataFrame:
+            return decode_source([encode_source(spec.source(self, d), spec)  # type: ignore[arg-type]
+                                  for d in days], spec)
+
+    plain = replayed
+    tiling = Tiling.of_events(domain.events_of_days(date(2013, 2, 8), date(2013, 3, 12)))
+    day, horizon = date(2013, 3, 11), timedelta(hours=2)
+    flights = ff._latest_per_flight(plain.frame([day - timedelta(days=1)],  # type: ignore[attr-defined]
+                                                "flight_scheduled"), "scheduled_departure")
+    flights = flights[pd.to_datetime(flights["scheduled_departure"], utc=True).dt.date == day]
+    asked = flights.iloc[::45].reindex(columns=list(domain.entity.request.model_fields))
+    asked = asked.assign(tailnum=np.where(np.arange(len(asked)) % 2 == 0, "N00000",
+                                          asked["tailnum"].to_numpy())).reset_index(drop=True)
+    fast = pd.concat([ff.build_for(tiling, asked.iloc[[i]], horizon)  # type: ignore[arg-type]
+                      for i in range(len(asked))], ignore_index=True)
+    ctx = ff.context(plain, day)  # type: ignore[arg-type]
+    # one flight per call here too: a build's route air times are as of its earliest as-of
+    # time, so a request of one flight has its own
+    full = pd.concat([build_features(asked.iloc[[i]], ctx.history, ctx.weather,
+                                     ff.planes_reference(), pd.Timedelta(horizon), ctx.schedule,
+                                     ctx.departures, ff.dest_zones())
+                      for i in range(len(asked))], ignore_index=True)
+    assert len(fast) == len(full) == len(asked) > 15
+    for name in feature_names():
+        np.testing.assert_allclose(fast[name].to_numpy(dtype=float),
+                                   full[name].to_numpy(dtype=float), rtol=1e-9, atol=1e-9,
+                                   equal_nan=True, err_msg=name)
