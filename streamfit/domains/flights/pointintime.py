@@ -343,40 +343,86 @@ def _rotation(f: pd.DataFrame, schedule: pd.DataFrame, departures: pd.DataFrame,
     out = {"rotation_legs": np.zeros(len(f)), "rotation_gap_min": np.full(len(f), np.nan),
            "rotation_prev_delay": np.full(len(f), np.nan),
            "rotation_propagated": np.full(len(f), np.nan)}
-    q = f[["tailnum", "scheduled_departure", "as_of"]].reset_index()
-    q = q[q["tailnum"].notna()]
     legs = _memo(cache, "rotation_legs", lambda: _legs(schedule, departures, arrivals))
-    if legs.empty or q.empty:
+    if legs.empty or not f["tailnum"].notna().any():
         return out
-    q = q.assign(tailnum=q["tailnum"].astype(str),
-                 earliest=q["scheduled_departure"] - ROTATION_HOURS)
-    cols = ["tailnum", "prev_departure", "leg", "actual_departure", "dep_delay",
-            "actual_arrival", "arr_delay", "distance"]
-    m = pd.merge_asof(q.sort_values("scheduled_departure"), legs[cols],
-                      left_on="scheduled_departure", right_on="prev_departure", by="tailnum",
-                      allow_exact_matches=False, direction="backward", tolerance=ROTATION_HOURS)
-    first = pd.merge_asof(q.sort_values("earliest"), legs[["tailnum", "prev_departure", "leg"]],
-                          left_on="earliest", right_on="prev_departure", by="tailnum",
-                          allow_exact_matches=False, direction="backward")
-    before_window = first.set_index("index")["leg"].fillna(0.0)
-    m = m[m["prev_departure"].notna()].set_index("index")
-    if m.empty:
+    idx = _memo(cache, "rotation_index", lambda: _LegIndex.of(legs))
+    tail = f["tailnum"]
+    code = np.where(tail.notna().to_numpy(),
+                    idx.tails.get_indexer(tail.astype(str).to_numpy(dtype=object)), -1)
+    own = _naive(f["scheduled_departure"]).astype("int64")
+    as_of = _naive(f["as_of"]).astype("int64")
+    # the aircraft's last leg scheduled before this flight, within ROTATION_HOURS (inclusive, as
+    # merge_asof's tolerance), and its last leg before that window (its legs before it)
+    prev = idx.last_before(code, own)
+    window = ROTATION_HOURS.value
+    prev = np.where((prev >= 0) & (own - idx.times[np.maximum(prev, 0)] <= window), prev, -1)
+    first = idx.last_before(code, own - window)
+    hit = np.flatnonzero(prev >= 0)
+    if not len(hit):
         return out
-    minutes = pd.Timedelta(minutes=1)
-    gap = (m["scheduled_departure"] - m["prev_departure"]) / minutes
-    left = m["actual_departure"].notna() & (m["actual_departure"] < m["as_of"])
-    landed = m["actual_arrival"].notna() & (m["actual_arrival"] < m["as_of"])
-    waited = ((m["as_of"] - m["prev_departure"]) / minutes).clip(lower=0)
-    delay = np.where(landed, m["arr_delay"].astype(float),
-                     np.where(left, m["dep_delay"].astype(float), waited))
-    slack = (gap - 2 * m["distance"].astype(float) / MILES_PER_MIN - 2 * TURNAROUND_MIN).clip(
-        lower=0)
-    pos = m.index.to_numpy()
-    out["rotation_legs"][pos] = (m["leg"] - before_window.reindex(m.index)).to_numpy()
-    out["rotation_gap_min"][pos] = gap.to_numpy()
-    out["rotation_prev_delay"][pos] = delay
-    out["rotation_propagated"][pos] = delay - slack.to_numpy()
+    p, a = prev[hit], as_of[hit]
+    minute = 60 * 10**9
+    gap = (own[hit] - idx.times[p]) / minute
+    left = idx.departed[p] & (idx.dep[p] < a)
+    landed = idx.landed[p] & (idx.arr[p] < a)
+    waited = np.clip((a - idx.times[p]) / minute, 0, None)
+    delay = np.where(landed, idx.arr_delay[p], np.where(left, idx.dep_delay[p], waited))
+    slack = np.clip(gap - 2 * idx.distance[p] / MILES_PER_MIN - 2 * TURNAROUND_MIN, 0, None)
+    before = np.where(first[hit] >= 0, idx.leg[np.maximum(first[hit], 0)], 0.0)
+    out["rotation_legs"][hit] = idx.leg[p] - before
+    out["rotation_gap_min"][hit] = gap
+    out["rotation_prev_delay"][hit] = delay
+    out["rotation_propagated"][hit] = delay - slack
     return out
+
+
+@dataclass(frozen=True)
+class _LegIndex:
+    """A context's legs (``_legs``) as numpy columns sorted by (aircraft, scheduled time), so
+    that an aircraft's last leg before a time is one binary search (two merge_asof per call
+    were a fifth of a one-flight request). Times are int64 ns; among legs of one aircraft at
+    the same time the later in ``_legs``'s order counts, as merge_asof takes it."""
+
+    tails: pd.Index
+    keys: np.ndarray  # aircraft code * span + the time's rank, ascending
+    ranks: np.ndarray  # the distinct scheduled times, ascending
+    span: int
+    times: np.ndarray
+    leg: np.ndarray
+    departed: np.ndarray
+    dep: np.ndarray
+    dep_delay: np.ndarray
+    landed: np.ndarray
+    arr: np.ndarray
+    arr_delay: np.ndarray
+    distance: np.ndarray
+
+    @classmethod
+    def of(cls, legs: pd.DataFrame) -> _LegIndex:
+        codes, tails = pd.factorize(legs["tailnum"].to_numpy(dtype=object))
+        times = _naive(legs["prev_departure"]).astype("int64")
+        ranks = np.unique(times)
+        span = len(ranks) + 1
+        keys = codes * span + np.searchsorted(ranks, times)
+        order = np.argsort(keys, kind="stable")
+        dep, arr = _naive(legs["actual_departure"]), _naive(legs["actual_arrival"])
+        return cls(pd.Index(tails, dtype=object), keys[order], ranks, span, times[order],
+                   legs["leg"].to_numpy(dtype=float)[order],
+                   ~np.isnat(dep)[order], dep.astype("int64")[order],
+                   legs["dep_delay"].to_numpy(dtype=float)[order],
+                   ~np.isnat(arr)[order], arr.astype("int64")[order],
+                   legs["arr_delay"].to_numpy(dtype=float)[order],
+                   legs["distance"].to_numpy(dtype=float)[order])
+
+    def last_before(self, code: np.ndarray, when: np.ndarray) -> np.ndarray:
+        """Per query: the position of its aircraft's last leg scheduled strictly before
+        ``when`` (-1: none, or no aircraft)."""
+        bound = code * self.span + np.searchsorted(self.ranks, when, side="left")
+        pos = np.searchsorted(self.keys, bound, side="left") - 1
+        mine = (code >= 0) & (pos >= 0)
+        same = mine & (self.keys[np.maximum(pos, 0)] // self.span == code)
+        return np.where(same, pos, -1)
 
 
 def _block(f: pd.DataFrame, route_air: pd.Series | None, zones: dict[str, str] | None
@@ -433,10 +479,18 @@ def _route_air_tiled(f: pd.DataFrame, hist: pd.DataFrame, tiled: Tiled,
     return (pd.Series(mean, index=index) * 64).round() / 64
 
 
-def _per_route(route_air: pd.Series, rows: pd.DataFrame) -> np.ndarray:
-    """``route_air`` of the route of each of ``rows`` (NaN for a route it lacks)."""
-    return route_air.reindex(pd.MultiIndex.from_frame(rows[["origin", "dest"]])).to_numpy(
-        dtype=float)
+def _per_route(route_air: pd.Series, rows: pd.DataFrame,
+               cache: dict[str, Any] | None = None) -> np.ndarray:
+    """``route_air`` of the route of each of ``rows`` (NaN for a route it lacks). ``cache``:
+    where the routes of ``rows`` (a context's arrivals) are kept factorized."""
+    if cache is None:
+        return route_air.reindex(pd.MultiIndex.from_frame(rows[["origin", "dest"]])).to_numpy(
+            dtype=float)
+    codes, uniques = _memo(cache, "history_route_codes", lambda: pd.MultiIndex.from_frame(
+        rows[["origin", "dest"]]).factorize())
+    # one value per distinct route, then gathered; a code of -1 (no route) takes the NaN
+    values = np.append(route_air.reindex(uniques).to_numpy(dtype=float), np.nan)
+    return values[codes]  # type: ignore[no-any-return]
 
 
 def _airborne(arrivals: _Arrivals) -> dict[str, np.ndarray]:
@@ -559,7 +613,8 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
             route_air = _route_air_time(f, hist)
         # the one column that depends on the flights asked: their earliest as-of time
         hist = hist.assign(air_excess=hist["air_time"].astype(float)
-                           - _per_route(route_air, hist) if route_air is not None else np.nan)
+                           - _per_route(route_air, hist, cache) if route_air is not None
+                           else np.nan)
     # The fallback for thin groups is itself point-in-time: all arrivals of the 28 days before t.
     # (A mean over the whole history would leak later arrivals, the flight's own included.)
     arrivals = _Arrivals(f, hist, tiled, cache)
