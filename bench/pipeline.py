@@ -11,7 +11,8 @@ own and drops them afterwards. Figures measured side by side in one run:
     the rest. Per round: producing -> landed and committed; signal -> first build_features start
     (trigger latency); the build_features, train_model and score_batch task times; producing ->
     the end of the first run that wrote the champion's new predictions (the feature task's own
-    scoring, or score_batch's), and -> the last new
+    scoring, or score_batch's), -> the moment a client polling for some of the new day's
+    flights first reads one (``FirstSeen``), and -> the last new
     prediction once the pipeline is quiet (a retrain's promotion rescoring). p50 over the rounds.
 (b) incremental rebuild: features for one new event date on top of a year of raw events, against
     a full rebuild of the year (the same functions the DAG runs, called directly).
@@ -124,6 +125,42 @@ def _scored(run: Any) -> bool:
     return isinstance(scoring, dict) and bool(scoring.get("scored"))
 
 
+class FirstSeen:
+    """A client's view, polled in a thread: when the first of some new flights (scheduled in
+    the round's events for the next day, so without a prediction before it) can be read
+    (``PredictionClient.latest``, one single-row read each, every 0.2 s)."""
+
+    def __init__(self, s: Settings, events: list[dict[str, Any]], day: date) -> None:
+        import threading
+
+        ahead = (day + timedelta(days=1)).isoformat()
+        self.ids = sorted({e["entity_key"] for e in events
+                           if e["event_type"] == "flight_scheduled"
+                           and e["payload"]["scheduled_departure"][:10] == ahead})[:5]
+        self.at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(s,), daemon=True)
+
+    def _poll(self, s: Settings) -> None:
+        from scoring.client import PredictionClient
+
+        with PredictionClient.open(s) as client:
+            while not self._stop.wait(0.2):
+                if any(client.latest(i) is not None for i in self.ids):
+                    self.at = time.time()
+                    return
+
+    def start(self) -> FirstSeen:
+        if self.ids:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
 def freshness(base: Settings, rounds: int) -> dict[str, Any]:
     s = fresh(base, "fresh", served=True).model_copy(update={"signal_interval_s": 2.0})
     try:
@@ -147,6 +184,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                     day = last + timedelta(days=1 + i)
                     events = events_of_days(s, day, day)
                     since = datetime.now(UTC).isoformat()
+                    seen = FirstSeen(s, events, day).start()
                     t0 = time.time()
                     send_events(s, events)
                     wait(lambda: caught_up(s), 300, "the day to land")
@@ -155,6 +193,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                     wait(lambda: not client.pipeline_busy(PIPELINE) and caught_up(s), 900, "the pipeline")
                     time.sleep(6)  # asset events queued by the last run turn into runs
                     wait(lambda: not client.pipeline_busy(PIPELINE), 900, "the pipeline to be quiet")
+                    seen.stop()
                     runs = {d: client.pipeline_runs(d, since, s.keyspace) for d in PIPELINE}
                     score_runs = [r for r in runs["score_batch"] if r.summary]
                     # a run that wrote predictions: score_batch's, or the feature task's own
@@ -177,6 +216,9 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                         # the champion's first predictions of the new day (issue 36's
                         # "produce -> champion prediction updated")...
                         "first_prediction_s": min(first) - t0 if first else float("nan"),
+                        # ... and as a client polling for it saw it (the run ends later: it
+                        # evaluates and judges matured days after writing the predictions)
+                        "first_seen_s": seen.at - t0 if seen.at else float("nan"),
                         "scored_in_build": any(_scored(r) for r in runs["build_features"]),
                         # ... and the last, after a retrain's promotion rescoring
                         "end_to_end_s": max(ends) - t0 if ends else float("nan"),
@@ -190,7 +232,7 @@ def freshness(base: Settings, rounds: int) -> dict[str, Any]:
                     results.append(row)
                     print(json.dumps(row), flush=True)
         keys = ["landing_s", "trigger_s", "features_s", "train_s", "score_s",
-                "first_prediction_s", "end_to_end_s"]
+                "first_prediction_s", "first_seen_s", "end_to_end_s"]
         return {"rounds": results,
                 "p50": {k: statistics.median(r[k] for r in results) for k in keys}}
     finally:
