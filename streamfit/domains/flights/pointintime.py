@@ -460,14 +460,11 @@ def _route_air_time(f: pd.DataFrame, hist: pd.DataFrame) -> pd.Series | None:
     return (known.groupby(["origin", "dest"])["air_time"].mean() * 64).round() / 64
 
 
-def _route_air_tiled(f: pd.DataFrame, hist: pd.DataFrame, tiled: Tiled,
-                     cache: dict[str, Any] | None = None) -> pd.Series:
+def _route_air_tiled(f: pd.DataFrame, known: pd.DataFrame, tiled: Tiled) -> pd.Series:
     """``_route_air_time`` from the tiles: the air-time tiles from ``tiled.since`` up to the
-    earliest as-of time, for the routes of ``f`` and of the recent arrivals (``hist``, whose
-    routes are kept in ``cache``)."""
-    known = _memo(cache, "history_routes", lambda: hist[["origin", "dest"]].drop_duplicates()
-                  if len(hist) else None)
-    routes = pd.concat([f[["origin", "dest"]], known] if known is not None
+    earliest as-of time, for the routes of ``f`` and ``known`` (the recent arrivals' distinct
+    routes)."""
+    routes = pd.concat([f[["origin", "dest"]], known] if len(known)
                        else [f[["origin", "dest"]]], ignore_index=True).drop_duplicates()
     routes = routes.dropna().reset_index(drop=True)
     first = int(_naive(pd.Series([f["as_of"].min()])).astype("int64")[0])
@@ -479,25 +476,36 @@ def _route_air_tiled(f: pd.DataFrame, hist: pd.DataFrame, tiled: Tiled,
     return (pd.Series(mean, index=index) * 64).round() / 64
 
 
-def _per_route(route_air: pd.Series, rows: pd.DataFrame,
-               cache: dict[str, Any] | None = None) -> np.ndarray:
-    """``route_air`` of the route of each of ``rows`` (NaN for a route it lacks). ``cache``:
-    where the routes of ``rows`` (a context's arrivals) are kept factorized."""
-    if cache is None:
-        return route_air.reindex(pd.MultiIndex.from_frame(rows[["origin", "dest"]])).to_numpy(
-            dtype=float)
-    def factorized() -> tuple[np.ndarray, pd.MultiIndex]:
+def _per_route(route_air: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+    """``route_air`` of the route of each of ``rows`` (NaN for a route it lacks)."""
+    return route_air.reindex(pd.MultiIndex.from_frame(rows[["origin", "dest"]])).to_numpy(
+        dtype=float)
+
+
+@dataclass(frozen=True)
+class _Routes:
+    """The routes of a context's arrivals, once: each row's route as a code (-1: none) into
+    the distinct routes, in order of first appearance. A build asks them for the routes' air
+    times as of its flights and for each arrival's own route mean."""
+
+    codes: np.ndarray
+    distinct: pd.DataFrame  # origin, dest
+    index: pd.MultiIndex
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> _Routes:
         # by key strings: MultiIndex.factorize makes a tuple per row (0.3 s of a build)
         routes = rows[["origin", "dest"]]
         codes, _ = pd.factorize(key_strings(routes, ["origin", "dest"]), use_na_sentinel=True)
         first = pd.Series(codes)
         first = first[first >= 0].drop_duplicates()  # each code's first row, in code order
-        return codes, pd.MultiIndex.from_frame(routes.iloc[first.index.to_numpy()])
+        distinct = routes.iloc[first.index.to_numpy()].reset_index(drop=True)
+        return cls(codes, distinct, pd.MultiIndex.from_frame(distinct))
 
-    codes, uniques = _memo(cache, "history_route_codes", factorized)
-    # one value per distinct route, then gathered; a code of -1 (no route) takes the NaN
-    values = np.append(route_air.reindex(uniques).to_numpy(dtype=float), np.nan)
-    return values[codes]  # type: ignore[no-any-return]
+    def per_row(self, route_air: pd.Series) -> np.ndarray:
+        """``route_air`` of each row's route (NaN for a route it lacks, or none)."""
+        values = np.append(route_air.reindex(self.index).to_numpy(dtype=float), np.nan)
+        return values[self.codes]  # type: ignore[no-any-return]
 
 
 def _airborne(arrivals: _Arrivals) -> dict[str, np.ndarray]:
@@ -611,17 +619,17 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
         else np.nan
     given_departures = departures
     departures = _memo(cache, "departures", lambda: _departures_frame(given_departures))
+    hist = _memo(cache, "history", lambda: _history_frame(history, departures))
+    routes = _memo(cache, "history_routes", lambda: _Routes.of(hist))
     # from the tiles whenever they are given (the recent arrivals may be none while the month's
     # are many); else from the arrivals
-    route_air = _route_air_tiled(f, history, tiled, cache) if tiled is not None else None
-    hist = _memo(cache, "history", lambda: _history_frame(history, departures))
+    route_air = _route_air_tiled(f, routes.distinct, tiled) if tiled is not None else None
     if not hist.empty:
         if tiled is None:
             route_air = _route_air_time(f, hist)
         # the one column that depends on the flights asked: their earliest as-of time
         hist = hist.assign(air_excess=hist["air_time"].astype(float)
-                           - _per_route(route_air, hist, cache) if route_air is not None
-                           else np.nan)
+                           - routes.per_row(route_air) if route_air is not None else np.nan)
     # The fallback for thin groups is itself point-in-time: all arrivals of the 28 days before t.
     # (A mean over the whole history would leak later arrivals, the flight's own included.)
     arrivals = _Arrivals(f, hist, tiled, cache)
