@@ -164,13 +164,7 @@ def score_latency(base_url: str, s: Settings, n: int = 40) -> dict[str, float]:
     import httpx
 
     with open_workspace(s) as ws:
-        domain = ws.domain
-        assert domain.entity.request is not None, f"the {domain.name} domain has no POST /score"
-        fields = list(domain.entity.request.model_fields)  # what one request entity carries
-        raw = ws.feature_store().raw
-        scheduled = [{c: p.get(c) for c in fields}
-                     for p in raw.payloads(NEXT - timedelta(days=1), "flight_scheduled")
-                     if p["scheduled_departure"][:10] == NEXT.isoformat()][:50]
+        scheduled = next_day_flights(ws.domain, ws.feature_store().raw)[:50]
     what_if = [dict(f, tailnum="N00000") for f in scheduled]
     out: dict[str, float] = {}
     with httpx.Client(base_url=base_url, timeout=60) as http:
@@ -189,6 +183,16 @@ def score_latency(base_url: str, s: Settings, n: int = 40) -> dict[str, float]:
     return out
 
 
+def next_day_flights(domain: Any, raw: Any) -> list[dict[str, Any]]:
+    """NEXT's flights as ``POST /score`` takes them (the fields one request entity carries),
+    as scheduled, from a feature store's raw reader."""
+    assert domain.entity.request is not None, f"the {domain.name} domain has no POST /score"
+    fields = list(domain.entity.request.model_fields)
+    return [{c: p.get(c) for c in fields}
+            for p in raw.payloads(NEXT - timedelta(days=1), "flight_scheduled")
+            if p["scheduled_departure"][:10] == NEXT.isoformat()]
+
+
 def profile_what_if(s: Settings, n: int = 40) -> str:
     """pyinstrument's text of ``n`` one-flight what-ifs (features computed, then predicted),
     warm, in this process: the work of ``POST /score`` without HTTP and JSON."""
@@ -198,11 +202,8 @@ def profile_what_if(s: Settings, n: int = 40) -> str:
     from streamfit.registry import predict
 
     with open_workspace(s) as ws:
-        fields = list(ws.domain.entity.request.model_fields)  # type: ignore[union-attr]
         store = ws.feature_store()
-        flight = next(dict({c: p.get(c) for c in fields}, tailnum="N00000")
-                      for p in store.raw.payloads(NEXT - timedelta(days=1), "flight_scheduled")
-                      if p["scheduled_departure"][:10] == NEXT.isoformat())
+        flight = dict(next_day_flights(ws.domain, store.raw)[0], tailnum="N00000")
         loaded = ws.registry.load_champion()
         assert loaded is not None
         champion, model = loaded
