@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pipeline import cleanup, fresh, land_and_build, save  # noqa: E402
+from bench.pipeline import cleanup, fresh, land_and_build, profile_text, save  # noqa: E402
 from features.build import dates_to_rebuild, tile_days  # noqa: E402
 from streamfit.domains import ENTITY_ID, HORIZON  # noqa: E402
 from streamfit.featurestore import FeatureStore, build_frame  # noqa: E402
@@ -106,7 +106,7 @@ def main() -> None:
                 p.start()
                 one_build(ws, args.day, side == "tiles")
                 p.stop()
-                profiles[side] = p.output_text(unicode=False, color=False)[:6000]
+                profiles[side] = profile_text(p)
         med = {k: statistics.median(v) for k, v in times.items()}
         figures.update({
             "dates_built": [d.isoformat() for d in rebuilt],

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -368,7 +369,7 @@ def one_round(base: Settings) -> dict[str, Any]:
             p.stop()
             took = time.perf_counter() - t0
             out["stages"][name] = {"seconds": took, "summary": summary}
-            out["profiles"][name] = p.output_text(unicode=False, color=False)[:7000]
+            out["profiles"][name] = profile_text(p)
             print(f"{name}: {took:.2f} s {str(summary)[:200]}", flush=True)
         for name, text in out["profiles"].items():
             print(f"\n--- profile: {name}\n{text}")
@@ -407,6 +408,22 @@ def main() -> None:
         figures["freshness"] = freshness(base, args.rounds)
         print(json.dumps(figures["freshness"]["p50"]), flush=True)
     save(args.json, figures)
+
+
+def profile_text(profiler: Any, share: float = 0.02) -> str:
+    """A pyinstrument profile as text, without the frames under ``share`` of its time: the
+    whole tree of where the time goes, short enough to print and to keep in a JSON file."""
+    lines = profiler.output_text(unicode=False, color=False).splitlines()
+    total = None
+    kept = []
+    for line in lines:
+        found = re.match(r"^[\s|`-]*([0-9.]+) ", line)
+        if found and total is None:
+            total = float(found.group(1))
+        if found and total and float(found.group(1)) < share * total:
+            continue
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def save(path: Path | None, figures: dict[str, Any]) -> None:

@@ -132,17 +132,24 @@ class PredictionWriter:
 
         statements: list[Any] = []
         by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
+        # An entity's latest and history rows share its partition key (entity_id): one
+        # unlogged batch per entity is one request and one mutation for all its horizons.
+        by_entity: dict[str, Any] = {}
         for entity, horizon, when, p, attributes in self._rows(frame):
             common = (when, attributes, p, version, scored_at)
-            statements.append((self._latest, (entity, horizon, day, *common)))
-            statements.append((self._history, (entity, version, horizon, p, scored_at)))
+            batch = by_entity.get(entity)
+            if batch is None:
+                batch = by_entity[entity] = BatchStatement(batch_type=BatchType.UNLOGGED)
+            batch.add(self._latest, (entity, horizon, day, *common))
+            batch.add(self._history, (entity, version, horizon, p, scored_at))
             # One date is one partition of day_predictions_by_horizon: its rows travel in
-            # unlogged batches (one request and one mutation per batch, as ingest does).
+            # unlogged batches too.
             by_date.add(self._by_date, (day, entity, horizon, *common))
             if len(by_date) >= BY_DATE_BATCH:
                 statements.append((by_date, ()))
                 by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
         if len(by_date):
             statements.append((by_date, ()))
+        statements.extend((batch, ()) for batch in by_entity.values())
         execute_concurrent(self.session, statements, concurrency=self.concurrency,
                            raise_on_first_error=True, results_generator=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
@@ -79,6 +79,39 @@ class KeyspaceMissing(CassandraUnavailable):
 
 #: The execution profile of ``aexecute``: named-tuple rows whose classes are made once.
 FAST_ROWS = "streamfit-fast-rows"
+
+
+#: Row data per unlogged single-partition batch: under stock Cassandra's
+#: batch_size_fail_threshold (50 KiB), so a managed cluster on default settings accepts every
+#: batch (it may log its 5 KiB warning; the local stack raises that to 64 KiB).
+BATCH_BYTES = 32 * 1024
+
+
+def rows_per_batch(row_bytes: int) -> int:
+    """How many rows of about ``row_bytes`` make one batch of about BATCH_BYTES."""
+    return max(1, BATCH_BYTES // max(1, row_bytes))
+
+
+def partition_batches(statement: Any, rows: Sequence[tuple[Any, ...]], per_batch: int,
+                      partition: Callable[[tuple[Any, ...]], Any]
+                      ) -> list[tuple[Any, tuple[()]]]:
+    """``rows`` of ``statement`` as unlogged batches of at most ``per_batch`` rows, each within
+    one partition (``partition`` of a row): one request and one mutation per batch instead of
+    one per row. py-spy showed the driver's per-response work dominating ingest with single-row
+    INSERTs; feature rows of 69 values write 3 to 4 times faster in batches (local stack)."""
+    from cassandra.query import BatchStatement, BatchType
+
+    groups: dict[Any, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(partition(row), []).append(row)
+    statements: list[tuple[Any, tuple[()]]] = []
+    for group in groups.values():
+        for i in range(0, len(group), per_batch):
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for row in group[i:i + per_batch]:
+                batch.add(statement, row)
+            statements.append((batch, ()))
+    return statements
 
 
 def cached_row_factory(colnames: list[str], rows: list[Any]) -> list[Any]:

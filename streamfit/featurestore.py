@@ -31,9 +31,9 @@ import numpy as np
 import orjson
 import pandas as pd
 from cassandra.cluster import Session
-from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 
-from streamfit.cassandra import FAST_ROWS, as_utc, cql_date
+from streamfit.cassandra import FAST_ROWS, as_utc, cql_date, partition_batches, rows_per_batch
 from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, LABEL, OUTCOME, Domain, TileSpec
 from streamfit.store import RAW_BUCKETS, IngestStore
 
@@ -141,6 +141,14 @@ def feature_rows(domain: Domain, day: date, frame: pd.DataFrame, built_at: datet
                        None if pd.isna(outcome) else float(outcome),
                        bool(label) if known else None, domain.features.version, built_at))
     return params, BuildResult(day, int(frame[ENTITY_ID].nunique()), len(labelled))
+
+
+def feature_row_bytes(domain: Domain) -> int:
+    """A ``features_by_horizon`` row's size, estimated from its names: each map entry is its
+    key, an 8-byte double and two 4-byte lengths; attributes take about 16 bytes a value."""
+    names = domain.features.names
+    return 128 + sum(len(n.encode()) + 16 for n in names) + sum(
+        len(c.encode()) + 24 for c in domain.entity.columns)
 
 
 def build_frame(domain: Domain, raw: Any, day: date) -> pd.DataFrame:
@@ -428,8 +436,11 @@ class FeatureStore:
         its entities, and those labelled."""
         now = datetime.now(UTC)
         params, result = feature_rows(self.domain, day, frame, now)
-        execute_concurrent_with_args(self.session, self._insert, params, concurrency=64,
-                                     raise_on_first_error=True)
+        # One date is one partition: its rows travel in unlogged batches.
+        execute_concurrent(self.session, partition_batches(
+            self._insert, params, rows_per_batch(feature_row_bytes(self.domain)),
+            lambda row: row[0]),
+            concurrency=16, raise_on_first_error=True, results_generator=False)
         self.record_partition(result, sources, now)
         return result
 

@@ -21,9 +21,9 @@ from datetime import UTC, date, datetime
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import PreparedStatement
 
-from streamfit.cassandra import as_utc, cql_date, explain_failure
+from streamfit.cassandra import as_utc, cql_date, explain_failure, partition_batches
 from streamfit.progress import Offsets, merge_offsets
 
 #: Buckets per event day. Part of the table's key layout: changing it needs a data migration.
@@ -134,16 +134,8 @@ class IngestStore:
         request and one mutation per group instead of one per row. py-spy showed the driver's
         per-response work dominating a worker with single-row inserts.
         """
-        groups: dict[tuple[object, object], list[tuple[object, ...]]] = {}
-        for row in rows:
-            groups.setdefault((row[0], row[1]), []).append(row)
-        statements: list[tuple[object, tuple[object, ...]]] = []
-        for group in groups.values():
-            for i in range(0, len(group), ROWS_PER_BATCH):
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                for row in group[i:i + ROWS_PER_BATCH]:
-                    batch.add(self._insert_raw, row)
-                statements.append((batch, ()))
+        statements = partition_batches(self._insert_raw, rows, ROWS_PER_BATCH,
+                                       lambda row: (row[0], row[1]))
         self._execute(statements, "batch writes")
 
     def write_ledger(self, group: str, entries: Iterable[LedgerEntry]) -> None:
