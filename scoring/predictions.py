@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 
+from streamfit.cassandra import partition_batches
 from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, Domain
 
 if TYPE_CHECKING:
@@ -130,11 +131,10 @@ class PredictionWriter:
     def write(self, day: date, frame: pd.DataFrame, version: int, scored_at: datetime) -> None:
         from cassandra.query import BatchStatement, BatchType
 
-        statements: list[Any] = []
-        by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
         # An entity's latest and history rows share its partition key (entity_id): one
         # unlogged batch per entity is one request and one mutation for all its horizons.
         by_entity: dict[str, Any] = {}
+        by_date: list[tuple[Any, ...]] = []
         for entity, horizon, when, p, attributes in self._rows(frame):
             common = (when, attributes, p, version, scored_at)
             batch = by_entity.get(entity)
@@ -142,14 +142,11 @@ class PredictionWriter:
                 batch = by_entity[entity] = BatchStatement(batch_type=BatchType.UNLOGGED)
             batch.add(self._latest, (entity, horizon, day, *common))
             batch.add(self._history, (entity, version, horizon, p, scored_at))
-            # One date is one partition of day_predictions_by_horizon: its rows travel in
-            # unlogged batches too.
-            by_date.add(self._by_date, (day, entity, horizon, *common))
-            if len(by_date) >= BY_DATE_BATCH:
-                statements.append((by_date, ()))
-                by_date = BatchStatement(batch_type=BatchType.UNLOGGED)
-        if len(by_date):
-            statements.append((by_date, ()))
+            by_date.append((day, entity, horizon, *common))
+        # One date is one partition of day_predictions_by_horizon: its rows travel in
+        # unlogged batches too.
+        statements: list[Any] = partition_batches(self._by_date, by_date, BY_DATE_BATCH,
+                                                  lambda row: row[0])
         statements.extend((batch, ()) for batch in by_entity.values())
         execute_concurrent(self.session, statements, concurrency=self.concurrency,
                            raise_on_first_error=True, results_generator=False)

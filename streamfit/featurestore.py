@@ -409,6 +409,7 @@ class FeatureStore:
                       if domain.features.tiles is not None else None)
         self.raw.tile_store = self.tiles
         self._insert = session.prepare(INSERT_FEATURES.format(ks=keyspace))
+        self._rows_per_batch = rows_per_batch(feature_row_bytes(domain))
         self._select = session.prepare(SELECT_FEATURES.format(ks=keyspace))
         self._select_row = session.prepare(SELECT_FEATURE_ROW.format(ks=keyspace))
         self._insert_partition = session.prepare(INSERT_PARTITION.format(ks=keyspace))
@@ -438,8 +439,7 @@ class FeatureStore:
         params, result = feature_rows(self.domain, day, frame, now)
         # One date is one partition: its rows travel in unlogged batches.
         execute_concurrent(self.session, partition_batches(
-            self._insert, params, rows_per_batch(feature_row_bytes(self.domain)),
-            lambda row: row[0]),
+            self._insert, params, self._rows_per_batch, lambda row: row[0]),
             concurrency=16, raise_on_first_error=True, results_generator=False)
         self.record_partition(result, sources, now)
         return result
