@@ -50,6 +50,9 @@ class IngestService:
         self.restarts = 0
         #: data-arrival signals that failed (Airflow or Kafka away); the ledger keeps their rows
         self.signal_failures = 0
+        #: data-arrival signals Airflow accepted, and why the last failed one failed
+        self.signals_sent = 0
+        self.last_signal_error: str | None = None
         #: partitions reported stalled by the last check, with the reason
         self.stalled: dict[int, str] = {}
 
@@ -119,11 +122,15 @@ class IngestService:
 
     def _signal(self, signaller: object, force: bool = False) -> None:
         try:
-            signaller.tick(force=force)  # type: ignore[attr-defined]
+            extra = signaller.tick(force=force)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - Airflow/Kafka down: the ledger keeps it; retry
             self.signal_failures += 1
+            self.last_signal_error = f"{type(exc).__name__}: {exc}"
             log.warning("data-arrival signal not sent yet (%s: %s); will retry",
                         type(exc).__name__, exc)
+            return
+        if extra and extra["rows"]:
+            self.signals_sent += 1
 
     def _stop_workers(self, timeout: float = 60.0) -> None:
         for proc in self.procs.values():

@@ -29,7 +29,7 @@ from tests.chaos.cluster.conftest import SCENARIO_CAP_S, kill, restarted_after
 from tests.chaos.conftest import FULL, Row, record
 from tests.chaos.test_ingest_faults import _account, _days, _events, _ledger_tiles_the_log
 from tests.serve import serving
-from tests.support.ingest import running_ingest, wait_caught_up
+from tests.support.ingest import running_ingest, signaller_view, wait_caught_up
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(SCENARIO_CAP_S)]
@@ -348,6 +348,16 @@ def _running_build(airflow: Any, since: str) -> tuple[str, str] | None:
     return None
 
 
+def _keyspace_state(s: StackSettings) -> object:
+    """How the pipeline sees the scenario's keyspace (served, and why)."""
+    from streamfit.cassandra import connect
+    from streamfit.progress import keyspace_states
+
+    with connect(s) as session:
+        # no default keyspace: "why" then says whether ingest announced this one
+        return [k for k in keyspace_states(session, "") if k.name == s.keyspace]
+
+
 def _spark_apps(s: StackSettings) -> list[tuple[str, str]]:
     """(name, state) of the applications the cluster's Spark master ran or runs."""
     state = httpx.get(f"http://127.0.0.1:{s.stack_spark_master_ui_port}/json/", timeout=10).json()
@@ -376,8 +386,12 @@ def test_a_celery_worker_killed_during_a_feature_build(
     first = date(2013, 4, 1)
     events = one_origin(events_of_days(s, first, first + timedelta(days=7 if FULL else 3)))
     since = datetime.now(UTC).isoformat()
-    with running_ingest(s, workers=2), airflow_client(s) as airflow:
+    with running_ingest(s, workers=2) as service, airflow_client(s) as airflow:
         send_events(s, events)
+        # Without an accepted signal the keyspace is never announced, so no run would serve it:
+        # fail here, saying why, rather than after the backlog wait below.
+        wait_for(lambda: service.signals_sent > 0, 180,
+                 lambda: f"a data-arrival signal Airflow accepted: {signaller_view(s, service)}")
         found: list[tuple[str, str]] = []
 
         def features_pending() -> bool:
@@ -415,7 +429,8 @@ def test_a_celery_worker_killed_during_a_feature_build(
     def pipeline_done() -> bool:
         return caught_up(pipeline_status(s, [s.keyspace]))
 
-    wait_for(pipeline_done, 900, "the pipeline's backlog to reach 0", every=5)
+    wait_for(pipeline_done, 900, lambda: "the pipeline's backlog to reach 0: "
+             f"{pipeline_status(s, [s.keyspace])}, {_keyspace_state(s)}", every=5)
     with connect(s) as session:
         versions = [v for v in Registry(session, s.keyspace, "flight_delay").versions()
                     if v.version > 0]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 
+from pydantic import SecretStr
+
 from ingest.producer import send_events
 from ingest.signal import ArrivalSignaller
 from streamfit.airflow_api import airflow_client
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
 from streamfit.settings import Settings
-from tests.support.ingest import running_ingest, wait_caught_up
+from tests.support.ingest import running_ingest, signaller_view, wait_caught_up
 from tests.support.waiting import wait_for
 
 DOMAIN = load_domain("flights")
@@ -25,28 +27,6 @@ def _announced(s: Settings) -> list[tuple[int, dict]]:
         return [(r.airflow_event_id, json.loads(r.extra)) for r in session.execute(
             "SELECT airflow_event_id, extra FROM ingest_signals WHERE signal_day = %s",
             (datetime.now(UTC).date(),)) if r.airflow_event_id is not None]
-
-
-def _signaller_view(s: Settings) -> str:
-    """What the signaller works from, for a failure message: committed offsets, its state, the
-    ledger and the signals it recorded (a once-seen stall of several minutes left no trace)."""
-    from ingest.signal import ArrivalSignaller
-    from ingest.status import committed, end_offsets
-
-    with connect(s) as session:
-        state = list(session.execute(
-            "SELECT partition, signalled_upto FROM ingest_signal_state "
-            "WHERE consumer_group = %s AND topic = %s", (s.ingest_group, s.events_topic)))
-        signals = list(session.execute("SELECT signal_id, rows, extra FROM ingest_signals"))
-        fresh = ArrivalSignaller(s, session)
-        try:
-            pending = fresh.pending()
-        finally:
-            fresh.close()
-    return (f"end offsets {end_offsets(s)}; committed {committed(s)}; signal state "
-            f"{[(r.partition, r.signalled_upto) for r in state]}; recorded signals "
-            f"{[(r.rows, r.extra) for r in signals]}; a new signaller would send "
-            f"{pending.rows} rows up to {pending.upto}")
 
 
 def test_replay_triggers_the_raw_events_dag_through_the_scheduler(
@@ -66,7 +46,7 @@ def test_replay_triggers_the_raw_events_dag_through_the_scheduler(
                 wait_for(lambda: announced() >= len(events), 240,
                          "Airflow to accept asset events announcing every landed row")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{_signaller_view(s)}") from None
+                raise AssertionError(f"{exc}\n{signaller_view(s)}") from None
             # and the scheduler acted on them: the feature stage ran for this keyspace (a
             # fallback run whose cron tick preceded `since` may be the one that did)
             wait_for(lambda: any(r.summary for r in client.pipeline_runs(
@@ -88,7 +68,7 @@ def test_no_signal_is_lost_while_airflow_is_unreachable(ingest_settings: Setting
     events = list(DOMAIN.replay("nycflights13", ReplayOptions(date(2013, 6, 1), date(2013, 6, 1))))
     send_events(s, events)
     # Airflow "down": the signaller points at a port where nothing listens.
-    down = s.model_copy(update={"airflow_url": "http://127.0.0.1:9", "airflow_password": "x",
+    down = s.model_copy(update={"airflow_url": "http://127.0.0.1:9", "airflow_password": SecretStr("x"),
                                 "signal_interval_s": 0.0})
     with running_ingest(down, workers=1) as service:
         wait_caught_up(s)
@@ -96,6 +76,10 @@ def test_no_signal_is_lost_while_airflow_is_unreachable(ingest_settings: Setting
         # the signaller tried (and failed) to announce the landed rows, twice more at least
         wait_for(lambda: service.signal_failures >= failed + 2, 60,
                  "two failed signal attempts with the landed rows pending")
+        # ... and the service says none was sent, and why the last attempt failed
+        assert service.signals_sent == 0
+        assert service.last_signal_error and "ConnectError" in service.last_signal_error, \
+            service.last_signal_error
     with connect(s) as session:
         # nothing was recorded as signalled while Airflow was unreachable ...
         assert list(session.execute(
