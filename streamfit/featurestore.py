@@ -109,6 +109,8 @@ INSERT INTO {ks}.feature_tiles (family, day, tiles, tile_count, built_at) VALUES
 INSERT_TILES_IF_ABSENT = INSERT_TILES + " IF NOT EXISTS"
 SELECT_TILES = """
 SELECT day, tiles FROM {ks}.feature_tiles WHERE family = ? AND day >= ? AND day <= ?"""
+SELECT_TILE_DAYS = """
+SELECT day FROM {ks}.feature_tiles WHERE family = ? AND day >= ? AND day <= ?"""
 
 
 @dataclass(frozen=True)
@@ -338,6 +340,23 @@ class TileStore:
         self._insert = session.prepare(INSERT_TILES.format(ks=keyspace))
         self._insert_absent = session.prepare(INSERT_TILES_IF_ABSENT.format(ks=keyspace))
         self._select = session.prepare(SELECT_TILES.format(ks=keyspace))
+        self._select_days = session.prepare(SELECT_TILE_DAYS.format(ks=keyspace))
+
+    @property
+    def cells(self) -> dict[str, str]:
+        """Each family (and the kept source events, ``SOURCE``) -> the ``family`` key its cells
+        sit under for this feature version."""
+        return {name: self._key(name) for name in [*self.spec.families, SOURCE]}
+
+    def made_days(self, first: date, last: date) -> set[date]:
+        """The days of ``first``..``last`` that have every cell (each family's and the source
+        events'): a build can read them without making any."""
+        made: set[date] | None = None
+        for key in self.cells.values():
+            days = {cql_date(r.day) for r in self.session.execute(self._select_days,
+                                                                  (key, first, last))}
+            made = days if made is None else made & days
+        return made or set()
 
     def refresh(self, days: Iterable[date], missing_only: bool = False) -> int:
         """Make the tiles of ``days`` again from the raw events; the number of days.

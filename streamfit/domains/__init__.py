@@ -103,6 +103,13 @@ class TileSpec:
     families: dict[str, tuple[tuple[str, ...], str]]
     #: event dates whose events landed -> the days whose tiles they change
     days_affected: Callable[[Iterable[date]], list[date]]
+    #: ``day`` -> every (event date, event type) raw partition ``FeatureSpec.build_day`` reads
+    #: when the reader keeps tiles (``FeatureSpec.reads`` less what the tiles stand in for),
+    #: and ``span``: ``day`` -> the first and last day of the tiles and kept source events it
+    #: reads. The Spark engine fetches these for a date whose tiles are made; without them (or
+    #: the tiles) it fetches ``FeatureSpec.reads`` and recomputes.
+    reads: Callable[[date], Iterable[tuple[date, str]]] | None = None
+    span: Callable[[date], tuple[date, date]] | None = None
 
 
 @dataclass(frozen=True)

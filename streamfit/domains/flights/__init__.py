@@ -121,6 +121,18 @@ def _reads(day: date) -> set[tuple[date, str]]:
     return features.reads(day)
 
 
+def _tiled_reads(day: date) -> set[tuple[date, str]]:
+    from streamfit.domains.flights import features
+
+    return features.tiled_reads(day)
+
+
+def _tile_span(day: date) -> tuple[date, date]:
+    from streamfit.domains.flights import features
+
+    return features.tile_span(day)
+
+
 def _days_affected(event_dates: Iterable[date]) -> list[date]:
     """Event date E holds schedules of flights departing E+1 (and so the earlier legs of
     aircraft flying again early on E+2), weather and departures of E, and arrivals (labels) of
@@ -144,7 +156,8 @@ DOMAIN = Domain(
                          days_affected=_days_affected, build_for=_build_for,
                          built_as_given=_built_as_given, reads=_reads, version=4,
                          tiles=TileSpec(_tile_source, "actual_arrival", TILE_FAMILIES,
-                                        _tile_days_affected),
+                                        _tile_days_affected, reads=_tiled_reads,
+                                        span=_tile_span),
                          horizons={"2 h before departure": timedelta(hours=2),
                                    "day ahead (24 h before)": timedelta(hours=24)}),
     model_name="flight_delay",

@@ -162,6 +162,26 @@ def tile_source(raw: RawEvents, day: date) -> pd.DataFrame:
 RECENT_DAYS = 4
 
 
+def recent_days(day: date) -> list[date]:
+    """The event dates of the arrivals a build of ``day`` reads whole when it keeps tiles."""
+    return [day + timedelta(days=1) - timedelta(days=i) for i in range(RECENT_DAYS)]
+
+
+def tile_span(day: date) -> tuple[date, date]:
+    """The first and last day of the tiles (and kept source events) a build of ``day`` reads."""
+    return min(windows(day)["arrivals"][1]), day
+
+
+def tiled_reads(day: date) -> set[tuple[date, str]]:
+    """Every raw partition ``build_day(raw, day, ...)`` reads when the reader keeps tiles: the
+    recent arrivals and their schedules instead of a month of them."""
+    w = windows(day)
+    recent = recent_days(day)
+    w["arrivals"] = ("flight_arrived", recent)
+    w["arrival_schedules"] = ("flight_scheduled", schedule_days(recent))
+    return {(d, event_type) for event_type, days in w.values() for d in days}
+
+
 def _tiled(raw: RawEvents, day: date, since: date) -> Tiled | None:
     """The tiles of the windows of ``day``'s features, when ``raw`` keeps them."""
     from streamfit.domains.flights import DOMAIN
@@ -174,9 +194,9 @@ def context(raw: RawEvents, day: date) -> Context:
     """The inputs of ``build_features`` for flights departing ``day``, from the raw events, and
     from the tiles when the reader keeps them (the same features: the tiles' parity test)."""
     w = windows(day)
-    tiled = _tiled(raw, day, min(w["arrivals"][1]))
+    tiled = _tiled(raw, day, tile_span(day)[0])
     if tiled is not None:
-        recent = [day + timedelta(days=1) - timedelta(days=i) for i in range(RECENT_DAYS)]
+        recent = recent_days(day)
         arrived = _arrivals(raw, recent, schedule_days(recent))
     else:
         arrived = _arrivals(raw, w["arrivals"][1], w["arrival_schedules"][1])

@@ -113,7 +113,10 @@ def test_spark_builds_exactly_the_features_pandas_builds(landed: Landed, spark: 
     spark_settings = s.model_copy(update={"engine": "spark", "spark_chunk_days": 3})
     summary = job(spark, spark_settings, {"keyspace": s.keyspace,
                                           "days": [d.isoformat() for d in DAYS]})
-    assert len(chunks_of(DAYS, 3)) == 3
+    chunks = chunks_of(DAYS, 3)
+    assert len(chunks) == 3
+    # the pandas build made the tiles of every date's window: each chunk read them
+    assert summary["spark_timings"]["tiled_chunks"] == 3, summary["spark_timings"]
     by_spark, spark_summary = read_all(s, DAYS)
     assert_same_features(by_pandas, by_spark)
     assert spark_summary == pandas_summary and set(spark_summary) == set(DAYS)
@@ -123,6 +126,25 @@ def test_spark_builds_exactly_the_features_pandas_builds(landed: Landed, spark: 
     outcomes = by_spark[by_spark[ENTITY_ID].isin(fixed)].groupby(ENTITY_ID)["outcome"]
     assert outcomes.size().eq(2).all() and len(outcomes.size()) > 30  # two horizons each
     assert all(outcomes.get_group(f).eq(fixed[f]).all() for f in outcomes.groups)
+
+    # A tile day only the first chunk's window holds is gone (a backfill over days no build
+    # made tiles for): that chunk reads a month of raw events and recomputes, the others
+    # still read tiles, and every feature is the same.
+    spec = FLIGHTS.features.tiles
+    assert spec is not None and spec.span is not None
+    gone = spec.span(chunks[0][0])[0]
+    assert all(spec.span(d)[0] > gone for c in chunks[1:] for d in c)
+    _truncate(s)
+    with connect(s) as session:
+        for key in FeatureStore(session, s.keyspace, FLIGHTS).tiles.cells.values():  # type: ignore[union-attr]
+            session.execute("DELETE FROM feature_tiles WHERE family = %s AND day = %s",
+                            (key, gone))
+    summary = job(spark, spark_settings, {"keyspace": s.keyspace,
+                                          "days": [d.isoformat() for d in DAYS]})
+    assert summary["spark_timings"]["tiled_chunks"] == 2, summary["spark_timings"]
+    by_spark, spark_summary = read_all(s, DAYS)
+    assert_same_features(by_pandas, by_spark)
+    assert spark_summary == pandas_summary
 
 
 def test_late_data_rebuilds_only_its_dates_on_spark_through_spark_submit(

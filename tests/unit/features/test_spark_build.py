@@ -129,3 +129,97 @@ def test_a_task_keeps_a_bounded_number_of_partitions_parsed() -> None:
     assert raw.payloads(days[0], "weather_observed") == first == [{"n": 0}]
     made = [raw.memo(d, lambda d=d: d.isoformat()) for d in days[:5]]
     assert made == [d.isoformat() for d in days[:5]] and len(raw._memo) == CACHED_DERIVED_BUILD
+
+
+def _rows(events: list[dict[str, Any]], partitions: set[tuple[date, str]] | None = None
+          ) -> pd.DataFrame:
+    """The raw_events rows of ``events`` (of ``partitions`` only, when given), as a task gets
+    them."""
+    rows = pd.DataFrame([{
+        "event_date": date.fromisoformat(str(e["event_time"])[:10]),
+        "bucket": bucket_of(str(e["entity_key"])), "event_type": e["event_type"],
+        "event_time": pd.Timestamp(e["event_time"]), "event_id": e["event_id"],
+        "payload": orjson.dumps(e["payload"]).decode()} for e in events])
+    if partitions is not None:
+        rows = rows[[(d, t) in partitions for d, t in zip(rows["event_date"], rows["event_type"],
+                                                           strict=True)]]
+    return rows
+
+
+def _tile_rows(events: list[dict[str, Any]], days: list[date]) -> pd.DataFrame:
+    """The feature_tiles cells of ``days`` (every family's and the source events'), made from
+    ``events`` as TileStore.refresh makes them, as a task gets them."""
+    from streamfit.featurestore import SOURCE, encode_source, encode_tiles
+    from streamfit.tiles import day_tiles
+
+    spec = FLIGHTS.features.tiles
+    assert spec is not None
+    raw = FrameRaw(_rows(events))
+    out = []
+    for day in days:
+        source = spec.source(raw, day)
+        for name, tiles in day_tiles(spec, raw, day, source).items():
+            out.append((name, day, encode_tiles(tiles, spec.families[name][1])))
+        out.append((SOURCE, day, encode_source(source, spec)))
+    return pd.DataFrame(out, columns=["name", "day", "tiles"])
+
+
+def test_a_tiled_chunk_builds_the_same_rows_from_a_fraction_of_the_raw_partitions(
+        march: list[dict[str, Any]]) -> None:
+    """A chunk that reads tiles is given only TileSpec.reads of its dates (a build reading
+    anything else would see nothing there) and the tile cells of TileSpec.span: its rows equal
+    the rows recomputed from a month of raw events. A tile day it was not given fails the
+    task, naming the day, instead of a silent recomputation from events it does not hold."""
+    from features.spark_build import tile_days
+
+    spec = FLIGHTS.features.tiles
+    assert spec is not None and spec.reads is not None and spec.span is not None
+    days = [DAY, DAY + timedelta(days=1)]
+    built_at = pd.Timestamp("2026-12-01", tz="UTC").to_pydatetime()
+    full, full_summary = build_chunk(FLIGHTS, days, _rows(march), built_at)
+    reads = {p for d in days for p in spec.reads(d)}
+    assert len(reads) * 3 < len({p for d in days for p in FLIGHTS.features.reads(d)})  # type: ignore[misc]
+    cells = _tile_rows(march, tile_days(spec, days))
+    tiled, tiled_summary = build_chunk(FLIGHTS, days, _rows(march, reads), built_at, cells)
+    assert tiled_summary == full_summary and len(full) > 600
+    key = ["day", ENTITY_ID, HORIZON]
+    a, b = (f.sort_values(key).reset_index(drop=True) for f in (full, tiled))
+    pd.testing.assert_frame_equal(a.drop(columns="feature_json"), b.drop(columns="feature_json"))
+    for mine, theirs in zip(b["feature_json"], a["feature_json"], strict=True):
+        x, y = (orjson.loads(v.replace("NaN", "null")) for v in (mine, theirs))
+        assert x.keys() == y.keys()
+        assert all((x[k] is None and y[k] is None) or abs(x[k] - y[k]) <= 1e-9 for k in x), \
+            [k for k in x if x[k] != y[k]]
+
+    first = min(cells["day"])
+    with pytest.raises(LookupError, match=f"no .* tiles of {first}"):
+        build_chunk(FLIGHTS, days, _rows(march, reads), built_at,
+                    cells[cells["day"] != first])
+
+
+def test_only_chunks_with_every_tile_day_made_read_tiles() -> None:
+    from features.spark_build import tile_days, tile_keys, tiled_chunks
+    from streamfit.featurestore import SOURCE
+
+    spec = FLIGHTS.features.tiles
+    assert spec is not None and spec.span is not None
+    days = [date(2013, 3, 1) + timedelta(days=i) for i in range(9)]
+    chunks = chunks_of(days, 3)
+    spans = [tile_days(spec, c) for c in chunks]
+    # each chunk's tile days run from the first date's span start to its last date
+    assert all(s[0] == spec.span(c[0])[0] and s[-1] == c[-1] for s, c in zip(spans, chunks,
+                                                                             strict=True))
+    made = set(spans[1]) | set(spans[2])
+    made.discard(spans[2][-1])  # the last chunk's last day was never made
+    assert tiled_chunks(FLIGHTS, chunks, made) == {1}
+    assert tiled_chunks(load_domain("deliveries"), chunks, made) == set()  # declares no span
+    cells = {name: f"{name}@v4" for name in [*spec.families, SOURCE]}
+    keys = tile_keys(FLIGHTS, chunks, {1}, cells)
+    assert len(keys) == len(set(keys)) == len(spans[1]) * len(cells)
+    assert {(c, d) for c, _k, d, _n in keys} == {(1, d) for d in spans[1]}
+    # a tiled chunk's raw reads are TileSpec.reads, the others' FeatureSpec.reads
+    raw = partition_keys(FLIGHTS, chunks, {1})
+    assert {(d, t) for c, d, _b, t in raw if c == 1} == {
+        p for day in chunks[1] for p in spec.reads(day)}  # type: ignore[misc]
+    assert {(d, t) for c, d, _b, t in raw if c == 0} == {
+        p for day in chunks[0] for p in FLIGHTS.features.reads(day)}  # type: ignore[misc]
