@@ -53,6 +53,9 @@ class IngestService:
         #: data-arrival signals Airflow accepted, and why the last failed one failed
         self.signals_sent = 0
         self.last_signal_error: str | None = None
+        #: failures in a row, and when the next attempt is due after them (monotonic)
+        self._failing, self._retry_at = 0, 0.0
+        self._said: str | None = None  # the failure already logged in this outage
         #: partitions reported stalled by the last check, with the reason
         self.stalled: dict[int, str] = {}
 
@@ -120,15 +123,34 @@ class IngestService:
             return
         self.stalled = watch.observe(offsets, time.monotonic())
 
+    #: the longest wait between two attempts while signals fail (the first waits 1 s, then 2,
+    #: 4, 8): Airflow down for an hour costs a few hundred attempts, not 3,600, and its return
+    #: is noticed within this many seconds
+    SIGNAL_BACKOFF_MAX_S = 10.0
+
     def _signal(self, signaller: object, force: bool = False) -> None:
+        if not force and time.monotonic() < self._retry_at:
+            return
         try:
             extra = signaller.tick(force=force)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - Airflow/Kafka down: the ledger keeps it; retry
+            error = f"{type(exc).__name__}: {exc}"
             self.signal_failures += 1
-            self.last_signal_error = f"{type(exc).__name__}: {exc}"
-            log.warning("data-arrival signal not sent yet (%s: %s); will retry",
-                        type(exc).__name__, exc)
+            self._failing += 1
+            self._retry_at = time.monotonic() + min(self.SIGNAL_BACKOFF_MAX_S,
+                                                    2.0 ** (self._failing - 1))
+            # said once per outage (and when the reason changes), not once a second
+            if error != self._said:
+                self._said = error
+                log.warning("data-arrival signal not sent yet (%s); the ledger keeps what "
+                            "landed, retrying every %.0f s at most", error,
+                            self.SIGNAL_BACKOFF_MAX_S)
+            self.last_signal_error = error
             return
+        if self._failing:
+            log.info("data-arrival signals reach Airflow again after %d failed attempts",
+                     self._failing)
+        self._failing, self._retry_at, self._said = 0, 0.0, None
         if extra and extra["rows"]:
             self.signals_sent += 1
 
