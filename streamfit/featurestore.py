@@ -36,6 +36,8 @@ from cassandra.concurrent import execute_concurrent, execute_concurrent_with_arg
 from streamfit.cassandra import FAST_ROWS, as_utc, cql_date, partition_batches, rows_per_batch
 from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, LABEL, OUTCOME, Domain, TileSpec
 from streamfit.store import RAW_BUCKETS, IngestStore
+from streamfit.tiles import TIME_NS as TILE_TIME_NS
+from streamfit.tiles import event_times
 
 #: Parsed raw partitions kept by one reader: a date's window in the flights domain is 69 of
 #: them (arrivals and schedules of 32 event dates, weather and departures of two), with room to
@@ -270,6 +272,8 @@ def encode_tiles(tiles: pd.DataFrame, value: str) -> bytes:
 #: and value columns): a window's partial hours read them instead of the raw partitions that
 #: ``TileSpec.source`` joins (a third of a tiled build went to reading and joining those).
 SOURCE = "_source"
+#: The column of a decoded source frame holding its times as int64 ns (``tiles.TIME_NS``).
+TIME_NS = TILE_TIME_NS
 
 
 def _source_columns(spec: TileSpec) -> tuple[list[str], set[str]]:
@@ -297,8 +301,12 @@ def decode_source(cells: Iterable[bytes], spec: TileSpec) -> pd.DataFrame:
         d = orjson.loads(cell)
         for c in columns:
             out[c] += d[c]
-    return pd.DataFrame({c: np.asarray(v, dtype=float) if c in values
-                         else np.asarray(v, dtype=object) for c, v in out.items()})
+    frame = pd.DataFrame({c: np.asarray(v, dtype=float) if c in values
+                          else np.asarray(v, dtype=object) for c, v in out.items()})
+    # the times parsed once here, where the reader keeps the frame, not by every window made
+    # from it (parsing them was a fifth of a chunk's tiled windows on Spark)
+    frame[TIME_NS] = event_times(frame[spec.time]) if len(frame) else np.empty(0, "int64")
+    return frame
 
 
 def decode_tiles(cells: Iterable[bytes], value: str) -> pd.DataFrame:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 #: The tile width.
 HOUR = np.int64(3_600 * 10**9)
+#: A source frame's times already parsed (int64 ns), when its reader kept them so
+#: (``featurestore.decode_source``); otherwise ``event_times`` parses the time column.
+TIME_NS = "_time_ns"
 _NAT = np.iinfo("int64").min
 
 
@@ -245,8 +248,9 @@ class Tiled:
         if held is None or not days <= held[0]:
             days |= held[0] if held is not None else set()
             e = self.edges(sorted(days))
-            window = Window(self.tiles[family], key_strings(e, list(columns)),
-                            event_times(e[self.time]) if len(e) else np.empty(0, "int64"),
+            times = (e[TIME_NS].to_numpy() if TIME_NS in e and e[TIME_NS].dtype == "int64"
+                     else event_times(e[self.time]) if len(e) else np.empty(0, "int64"))
+            window = Window(self.tiles[family], key_strings(e, list(columns)), times,
                             e[value].to_numpy(dtype=float) if len(e) else np.empty(0), value)
             held = self._windows[family] = (frozenset(days), window)
         if keys is None:
