@@ -286,9 +286,9 @@ def build_on_spark(spark: SparkSession, ws: Workspace, days: Iterable[date],
 
     # one task per chunk: repartitioning both sides by chunk puts each chunk's rows and tiles
     # in one place
-    n = len(chunks)
-    features = (raw.repartition(n, "chunk").groupBy("chunk")
-                .cogroup(tile_rows.repartition(n, "chunk").groupBy("chunk"))
+    tasks = len(chunks)
+    features = (raw.repartition(tasks, "chunk").groupBy("chunk")
+                .cogroup(tile_rows.repartition(tasks, "chunk").groupBy("chunk"))
                 .applyInPandas(build, ROW_SCHEMA)
                 .withColumn("feature_values", F.from_json(
                     "feature_json", "map<string,double>", {"allowNonNumericNumbers": "true"}))
