@@ -36,8 +36,7 @@ from cassandra.concurrent import execute_concurrent, execute_concurrent_with_arg
 from streamfit.cassandra import FAST_ROWS, as_utc, cql_date, partition_batches, rows_per_batch
 from streamfit.domains import ENTITY_ID, EVENT_TIME, HORIZON, LABEL, OUTCOME, Domain, TileSpec
 from streamfit.store import RAW_BUCKETS, IngestStore
-from streamfit.tiles import TIME_NS as TILE_TIME_NS
-from streamfit.tiles import event_times
+from streamfit.tiles import TIME_NS, event_times
 
 #: Parsed raw partitions kept by one reader: a date's window in the flights domain is 69 of
 #: them (arrivals and schedules of 32 event dates, weather and departures of two), with room to
@@ -272,8 +271,6 @@ def encode_tiles(tiles: pd.DataFrame, value: str) -> bytes:
 #: and value columns): a window's partial hours read them instead of the raw partitions that
 #: ``TileSpec.source`` joins (a third of a tiled build went to reading and joining those).
 SOURCE = "_source"
-#: The column of a decoded source frame holding its times as int64 ns (``tiles.TIME_NS``).
-TIME_NS = TILE_TIME_NS
 
 
 def _source_columns(spec: TileSpec) -> tuple[list[str], set[str]]:
