@@ -75,11 +75,12 @@ def fresh(base: Settings, name: str, served: bool = False) -> Settings:
     s = base.model_copy(update={"keyspace": f"bench_{name}_{tag}",
                                 "events_topic": f"bench.{name}.{tag}",
                                 "ingest_group": f"bench-{name}-{tag}", "ingest_metrics_port": 0})
+    # Kafka first: a benchmark started with Kafka down stops before it makes a keyspace
+    ensure_topics(s)
     with connect(s, keyspace=None) as session:
         migrate(session, s)
         if not served:
             set_retired(session, s.keyspace, True)
-    ensure_topics(s)
     return s
 
 
