@@ -98,8 +98,14 @@ class ArrivalSignaller:
     def committed(self) -> dict[int, int]:
         if self._admin is None:
             self._admin = kafka_io.admin(self.settings, client_id="streamfit-signaller")
-        return kafka_io.committed_offsets(self._admin, self.settings.ingest_group,
-                                          self.settings.events_topic)
+        offsets = kafka_io.committed_offsets(self._admin, self.settings.ingest_group,
+                                             self.settings.events_topic)
+        if not offsets:
+            # nothing committed yet, or no coordinator answered: the next tick asks with a new
+            # client, which looks everything up again
+            self._admin.close()
+            self._admin = None
+        return offsets
 
     def pending(self) -> Pending:
         s = self.settings

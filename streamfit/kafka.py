@@ -245,12 +245,34 @@ def ensure_topic(settings: Settings, name: str, partitions: int,
         client.close()
 
 
+def forget_coordinator(client: KafkaAdminClient, group: str) -> bool:
+    """Drop the admin client's cached coordinator of ``group``; True if one was cached.
+
+    kafka-python 3.0.12's admin looks a group's coordinator up once and keeps it for the
+    client's life (``ClusterMetadata._coordinators``), and nothing in it drops the entry when
+    that broker answers NOT_COORDINATOR. On several brokers the coordinator moves (a broker
+    restarts; Kafka's preferred-leader rebalance moves the __consumer_offsets partition back
+    minutes later), and a long-lived admin (the ingest signaller's) would then ask the same
+    broker on every retry. (Moving the leader by hand on the cluster topology, the old broker
+    still answered; a restarted broker was not tried.) No public call clears the cache, hence the
+    private attribute; on a client without it, nothing is dropped."""
+    cluster = getattr(getattr(client, "_manager", None), "cluster", None)
+    cached = getattr(cluster, "_coordinators", None)
+    if not isinstance(cached, dict):
+        return False
+    keys = [k for k in cached if isinstance(k, tuple) and len(k) == 2 and k[1] == group]
+    for key in keys:
+        cached.pop(key, None)
+    return bool(keys)
+
+
 def committed_offsets(client: KafkaAdminClient, group: str, topic: str) -> dict[int, int]:
     """Partition -> committed offset of ``group`` on ``topic`` ({} before its first commit).
 
     On a fresh cluster the group coordinator (the __consumer_offsets topic) may not exist yet or
-    may still be moving: retried briefly, then read as "nothing committed yet". Every caller
-    polls, so the next call sees the real offsets.
+    may still be moving: retried briefly, each time looking the coordinator up afresh
+    (``forget_coordinator``), then read as "nothing committed yet". Every caller polls, so the
+    next call sees the real offsets.
     """
     offsets: dict[Any, Any] = {}
     for attempt in range(6):
@@ -261,6 +283,7 @@ def committed_offsets(client: KafkaAdminClient, group: str, topic: str) -> dict[
             return {}
         except (CoordinatorNotAvailableError, NotCoordinatorError,
                 CoordinatorLoadInProgressError):
+            forget_coordinator(client, group)
             if attempt == 5:
                 return {}
             time.sleep(0.2 * 2**attempt)

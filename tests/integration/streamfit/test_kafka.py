@@ -37,6 +37,19 @@ def test_produce_consume_round_trip(stack: Settings, topic_name: str) -> None:
     assert received == sent
     assert sum(committed.values()) == len(sent)  # manual commit covered exactly what was read
 
+    # An admin asks the group's coordinator, which kafka-python caches for the client's life;
+    # forgetting it makes the next call look it up again, with the same answer.
+    group = f"g-{topic_name}"
+    admin = kafka_io.admin(stack)
+    try:
+        assert kafka_io.committed_offsets(admin, group, topic_name) == committed
+        assert kafka_io.forget_coordinator(admin, group)
+        assert not kafka_io.forget_coordinator(admin, group)  # nothing cached any more
+        assert kafka_io.committed_offsets(admin, group, topic_name) == committed
+        assert kafka_io.forget_coordinator(admin, group)  # looked up and cached again
+    finally:
+        admin.close()
+
 
 def test_selfcheck_reads_back_what_it_wrote(stack: Settings) -> None:
     from streamfit.selfcheck import kafka_round_trip
