@@ -55,7 +55,6 @@ class IngestService:
         self.last_signal_error: str | None = None
         #: failures in a row, and when the next attempt is due after them (monotonic)
         self._failing, self._retry_at = 0, 0.0
-        self._said: str | None = None  # the failure already logged in this outage
         #: partitions reported stalled by the last check, with the reason
         self.stalled: dict[int, str] = {}
 
@@ -135,22 +134,21 @@ class IngestService:
             extra = signaller.tick(force=force)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - Airflow/Kafka down: the ledger keeps it; retry
             error = f"{type(exc).__name__}: {exc}"
+            # said once per outage (and when the reason changes), not once a second
+            if not self._failing or error != self.last_signal_error:
+                log.warning("data-arrival signal not sent yet (%s); the ledger keeps what "
+                            "landed, retrying every %.0f s at most", error,
+                            self.SIGNAL_BACKOFF_MAX_S)
             self.signal_failures += 1
             self._failing += 1
             self._retry_at = time.monotonic() + min(self.SIGNAL_BACKOFF_MAX_S,
                                                     2.0 ** (self._failing - 1))
-            # said once per outage (and when the reason changes), not once a second
-            if error != self._said:
-                self._said = error
-                log.warning("data-arrival signal not sent yet (%s); the ledger keeps what "
-                            "landed, retrying every %.0f s at most", error,
-                            self.SIGNAL_BACKOFF_MAX_S)
             self.last_signal_error = error
             return
         if self._failing:
             log.info("data-arrival signals reach Airflow again after %d failed attempts",
                      self._failing)
-        self._failing, self._retry_at, self._said = 0, 0.0, None
+        self._failing, self._retry_at = 0, 0.0
         if extra and extra["rows"]:
             self.signals_sent += 1
 

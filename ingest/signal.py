@@ -98,14 +98,9 @@ class ArrivalSignaller:
     def committed(self) -> dict[int, int]:
         if self._admin is None:
             self._admin = kafka_io.admin(self.settings, client_id="streamfit-signaller")
-        offsets = kafka_io.committed_offsets(self._admin, self.settings.ingest_group,
-                                             self.settings.events_topic)
-        if not offsets:
-            # nothing committed yet, or no coordinator answered: the next tick asks with a new
-            # client, which looks everything up again
-            self._admin.close()
-            self._admin = None
-        return offsets
+        # committed_offsets looks the coordinator up again when it answers NOT_COORDINATOR
+        return kafka_io.committed_offsets(self._admin, self.settings.ingest_group,
+                                          self.settings.events_topic)
 
     def pending(self) -> Pending:
         s = self.settings
