@@ -139,16 +139,20 @@ def _later(iso: str, minutes: int) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def late_shift(events: list[Event], week: list[date], minutes: int = 20) -> list[Event]:
+def late_shift(events: list[Event], week: list[date], minutes: int = 20,
+               airborne: bool = False) -> list[Event]:
     """A real shift in the late rate: every arrival of the week comes 20 minutes later (a
-    runway closed), so more flights pass the 15-minute line."""
+    runway closed: the flights wait for a gate), so more flights pass the 15-minute line.
+    ``airborne``: the 20 minutes are spent in the air instead (holding), so the air time grows
+    by as much."""
     out = []
     for e in events:
         if e["event_type"] == "flight_arrived" and _in(e, week):
             p = e["payload"]
+            air = {"air_time": p["air_time"] + minutes} if airborne and p.get("air_time") else {}
             e = {**e, "event_time": _later(e["event_time"], minutes),
                  "payload": {**p, "actual_arrival": _later(p["actual_arrival"], minutes),
-                             "arr_delay": p["arr_delay"] + minutes}}
+                             "arr_delay": p["arr_delay"] + minutes, **air}}
         out.append(e)
     return out
 
@@ -165,6 +169,7 @@ TARGETS: dict[str, Callable[[list[str]], set[str]]] = {
     "schedules in local time as UTC": lambda broken: {"sched_hour", "sched_block_min",
                                                       "block_slack_min"},
     "late rate shifted (+20 min arrivals)": lambda broken: {OUTCOME, *broken},
+    "late rate shifted in the air (+20 min air time)": lambda broken: {OUTCOME, *broken},
 }
 
 FAULTS: dict[str, Callable[[list[Event], list[date]], list[Event]]] = {
@@ -173,6 +178,8 @@ FAULTS: dict[str, Callable[[list[Event], list[date]], list[Event]]] = {
     "one carrier's departures stop (EV)": carrier_stops,
     "schedules in local time as UTC": timezone_error,
     "late rate shifted (+20 min arrivals)": late_shift,
+    "late rate shifted in the air (+20 min air time)": lambda events, week: late_shift(
+        events, week, airborne=True),
 }
 
 
@@ -358,6 +365,8 @@ def main() -> None:
         with open_workspace(s) as ws:
             domain, store, registry = ws.domain, ws.feature_store(), ws.registry
             names = list(domain.features.model)
+            # what a fault can break that monitoring judges: the features and the label measures
+            judged = [*names, *domain.label.measures]
             for monday in mondays:
                 week = week_of(monday)
                 trained = train_and_maybe_promote(ws, end=monday - timedelta(days=1))
@@ -380,13 +389,13 @@ def main() -> None:
                     events = events_of_days(s, monday - timedelta(days=31),
                                             monday + timedelta(days=8))
                     clean = build_week(domain, events, week)
-                    mismatch = _parity(clean, frames, names)
+                    mismatch = _parity(clean, frames, judged)
                     for fault, inject in FAULTS.items():
                         t1 = time.time()
                         sent, refused = validated(domain, s, inject(events, week))
                         faulted = build_week(domain, sent, week)
                         entry["faults"][fault] = {
-                            "broken": broken_features(clean, faulted, names),
+                            "broken": broken_features(clean, faulted, judged),
                             "dead_lettered": dict(refused), "clean_build_mismatches": mismatch,
                             "days": days_of(domain, FrameRaw.of_events(sent), model, version.features,
                                             faulted)}

@@ -102,7 +102,7 @@ def check_day(reference: dict[str, Any], day: date, frame: pd.DataFrame,
     segment = reference.get("segment")
     seg = frame[segment].to_numpy() if segment and segment in frame else None
     # computed once: judged here, and stored for the report's charts
-    raw = {name: day_statistics(frame[name].to_numpy(dtype=float), seg)
+    raw = {name: day_statistics(frame[name].to_numpy(dtype=float), seg, "p10" in days[name])
            for name in days if name in frame}
     findings = day_findings(days, frame, day.isoformat(), margin, raw,
                             segment if seg is not None else None)

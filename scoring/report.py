@@ -257,7 +257,8 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
         ax.set_title(f"{name}", fontsize=8)
         ax.set_ylabel({"mean": "daily mean", "missing": "share missing",
                        "top_share": "share on one value",
-                       "segment_top_share": "share on one value, worst site"}[stat])
+                       "segment_top_share": "share on one value, worst site",
+                       "p10": "lower tenth of the day"}[stat])
         ax.set_xlabel("day judged")
         _fit_dates(ax, when)
         ax.legend(fontsize=6)

@@ -47,8 +47,10 @@ def quality_alert(keyspace: str, model: str, version: int, problems: list[str],
                   webhook_url: str | None) -> dict[str, Any]:
     """Log (ERROR) and send what is wrong with serving model ``version``; returns the alert."""
     alert = {"kind": "model_quality", "keyspace": keyspace, "model": model, "version": version,
+             # each problem says what to do about it (a realised-quality gap: retrain or roll
+             # back; a gap in the events: the producer); the hint says where to look
              "problems": problems, "hint": f"see `streamfit models show {version}` and "
-             "`streamfit report`; retrain (`streamfit train --force`) or roll back"}
+             "`streamfit report`"}
     log.error("streamfit model %s v%d in %s: %s; %s", model, version, keyspace,
               "; ".join(problems), alert["hint"])
     if webhook_url:

@@ -125,9 +125,9 @@ def feature_rows(domain: Domain, day: date, frame: pd.DataFrame, built_at: datet
                  ) -> tuple[list[tuple[Any, ...]], BuildResult]:
     """The ``features_by_horizon`` rows of a builder's frame for ``day`` (in INSERT_FEATURES'
     column order), and the date's summary. Both engines store exactly these."""
-    names = list(domain.features.names)
+    names = domain.stored
     columns = list(domain.entity.columns)
-    values = frame[names].to_numpy(dtype=float)
+    values = frame.reindex(columns=names).to_numpy(dtype=float)
     attrs = frame[columns].astype(str).to_numpy() if columns else None
     times = pd.to_datetime(frame[EVENT_TIME], utc=True)
     params = []
@@ -149,7 +149,7 @@ def feature_rows(domain: Domain, day: date, frame: pd.DataFrame, built_at: datet
 def feature_row_bytes(domain: Domain) -> int:
     """A ``features_by_horizon`` row's size, estimated from its names: each map entry is its
     key, an 8-byte double and two 4-byte lengths; attributes take about 16 bytes a value."""
-    names = domain.features.names
+    names = domain.stored
     return 128 + sum(len(n.encode()) + 16 for n in names) + sum(
         len(c.encode()) + 24 for c in domain.entity.columns)
 
@@ -167,9 +167,9 @@ def stored_frame(domain: Domain, entities: Iterable[Any], horizons: Iterable[Any
                  times: Iterable[Any], attributes: Iterable[Any], values: Iterable[Any],
                  outcomes: Iterable[Any], labels: Iterable[Any]) -> pd.DataFrame:
     """Stored feature rows as a frame: entity_id, horizon_min, event_time, the entity's
-    columns, every stored feature (NaN where a row lacks one), outcome and label. Both engines'
-    scoring reads rows through this."""
-    names = list(domain.features.names)
+    columns, every stored feature and label measure (NaN where a row lacks one), outcome and
+    label. Both engines' scoring reads rows through this."""
+    names = domain.stored
     nan = float("nan")
     data = pd.DataFrame([[(v or {}).get(n, nan) for n in names] for v in values], columns=names,
                         dtype=float)

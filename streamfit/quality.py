@@ -6,6 +6,7 @@ calibration) and scoring (drift of each run against that reference, realised per
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,7 +129,16 @@ DAY_STATS: dict[str, str] = {
     "top_share": "one value took over (a stuck sensor or a default filled in)",
     "segment_top_share": "one value took over where one site's rows are concerned (a stuck "
                          "sensor at that site)",
+    # judged on the label's measures only (``Label.measures``), once the outcomes are known
+    "p10": "nearly every entity's outcome moved, not a few far off as on a bad day (a delay "
+           "or change added to all of them)",
 }
+#: The statistics of a label measure: its lower tenth, which a shift of every entity moves in
+#: full and a bad day (some entities far off) hardly, so its band is narrow.
+MEASURE_STATS = ("p10",)
+#: A quantile's standard error is this many times the mean's (the 10th percentile of a normal
+#: sample: sqrt(0.1 * 0.9) / phi(1.2816) = 1.71).
+P10_SE = 1.71
 #: The statistics judged on one side only: more missing values, or one value taking over, is
 #: what breaks; fewer is inputs arriving or varying more, which no one needs woken for.
 ONE_SIDED = {"missing", "top_share", "segment_top_share"}
@@ -177,14 +187,18 @@ def segment_top(values: np.ndarray, segments: np.ndarray) -> tuple[float, str]:
     return best, where
 
 
-def day_statistics(values: np.ndarray, segments: np.ndarray | None = None) -> dict[str, float]:
+def day_statistics(values: np.ndarray, segments: np.ndarray | None = None,
+                   measure: bool = False) -> dict[str, float]:
     """A day's ``DAY_STATS`` of one feature: the mean of the finite values, the share of rows
     missing, and the share of the values present that hold the single most common value (of
     the present ones, so that more missing values do not read as fewer stuck ones); with
     ``segments`` (each row's segment), also that share within the segment where it is largest
-    (``segment_top``)."""
+    (``segment_top``). ``measure``: a label measure's ``MEASURE_STATS`` instead, over the rows
+    whose outcome is known."""
     v = np.asarray(values, dtype=float)
     finite = v[np.isfinite(v)]
+    if measure:
+        return {"p10": float(np.quantile(finite, 0.1)) if finite.size else float("nan")}
     n = max(v.size, 1)
     out = {"mean": float(finite.mean()) if finite.size else float("nan"),
            "missing": 1.0 - finite.size / n, "top_share": _top_share(finite)}
@@ -194,16 +208,21 @@ def day_statistics(values: np.ndarray, segments: np.ndarray | None = None) -> di
 
 
 def day_reference(frame: pd.DataFrame, names: list[str], day_column: str = DAY,
-                  segment: str | None = None) -> dict[str, dict[str, list[float]]]:
+                  segment: str | None = None, measures: Iterable[str] = ()
+                  ) -> dict[str, dict[str, list[float]]]:
     """Per feature, the ``[low, high]`` of each day statistic over the days of ``frame``, and
     ``sd``, the spread of its values (for the sampling allowance). ``segment``: the column
-    whose values are sites (``Domain.segment``), for ``segment_top_share``."""
+    whose values are sites (``Domain.segment``), for ``segment_top_share``. ``measures``: the
+    label's measures (``Label.measures``), judged on ``MEASURE_STATS`` (days with none known
+    left out: a day too recent for its outcomes)."""
     out: dict[str, dict[str, list[float]]] = {}
     days = [part for _d, part in frame.groupby(day_column)]
     use = segment if segment is not None and segment in frame else None
-    for name in names:
+    judged = set(measures)
+    for name in [*names, *[m for m in measures if m in frame and m not in names]]:
         stats = [day_statistics(part[name].to_numpy(dtype=float),
-                                part[use].to_numpy() if use else None) for part in days]
+                                part[use].to_numpy() if use else None, name in judged)
+                 for part in days]
         entry: dict[str, list[float]] = {}
         for stat in DAY_STATS:
             seen = [s[stat] for s in stats if np.isfinite(s.get(stat, np.nan))]
@@ -231,8 +250,8 @@ class Finding:
     where: str = ""
 
     def words(self) -> str:
-        fmt = _fmt if self.stat == "mean" else _pct
-        what = {"mean": f"mean {fmt(self.value)}",
+        fmt = _fmt if self.stat in ("mean", "p10") else _pct
+        what = {"mean": f"mean {fmt(self.value)}", "p10": f"lower tenth {fmt(self.value)}",
                 "missing": f"missing on {fmt(self.value)} of rows",
                 "top_share": f"one value in {fmt(self.value)} of the rows that have one",
                 "segment_top_share": f"one value in {fmt(self.value)} of the rows of "
@@ -263,8 +282,9 @@ def allowed(entry: dict[str, list[float]], stat: str, rows: int, widen: float = 
     lo, hi = entry[stat]
     margin = widen * (hi - lo)
     n = max(rows, 1)
-    if stat == "mean":
-        margin = max(margin, Z * entry.get("sd", [0.0])[0] / np.sqrt(n))
+    if stat in ("mean", "p10"):
+        se = entry.get("sd", [0.0])[0] / np.sqrt(n) * (P10_SE if stat == "p10" else 1.0)
+        margin = max(margin, Z * se)
     else:
         p = min(max((lo + hi) / 2, 1.0 / n), 1 - 1.0 / n)
         margin = max(margin, Z * float(np.sqrt(p * (1 - p) / n)), MIN_SHARE_CHANGE)
@@ -285,7 +305,8 @@ def day_findings(reference: dict[str, dict[str, list[float]]], frame: pd.DataFra
         if name not in frame:
             continue
         stats = (statistics[name] if statistics and name in statistics
-                 else day_statistics(frame[name].to_numpy(dtype=float), seg))
+                 else day_statistics(frame[name].to_numpy(dtype=float), seg,
+                                     measure="p10" in entry))
         for stat in DAY_STATS:
             bounds = allowed(entry, stat, len(frame), widen)
             value = stats.get(stat, np.nan)
@@ -403,9 +424,17 @@ def drift_alert(findings: list[Finding]) -> str | None:
     """One alert line naming every finding of a day (None: none)."""
     if not findings:
         return None
-    features = sorted({f.feature for f in findings})
-    return (f"{findings[0].day}: {len(features)} feature(s) left the range of the training "
-            f"days: " + "; ".join(f.words() for f in findings))
+    outcome = [f for f in findings if f.stat in MEASURE_STATS]
+    drift = [f for f in findings if f.stat not in MEASURE_STATS]
+    parts = []
+    if outcome:
+        parts.append("how the outcome came about left the range of the training days: "
+                     + "; ".join(f.words() for f in outcome))
+    if drift:
+        features = sorted({f.feature for f in drift})
+        parts.append(f"{len(features)} feature(s) left the range of the training days: "
+                     + "; ".join(f.words() for f in drift))
+    return f"{findings[0].day}: " + "; and ".join(parts)
 
 
 def quality_alerts(holdout: dict[str, float], realised: dict[str, float] | None,

@@ -32,7 +32,7 @@ model is always promoted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -311,14 +311,16 @@ def training_key(settings: Any, partitions: pd.DataFrame, dates: list[date],
 def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray,
                  p_holdout: np.ndarray, holdout: pd.DataFrame,
                  days: pd.DataFrame | None = None,
-                 segment: str | None = None) -> dict[str, Any]:
+                 segment: str | None = None,
+                 measures: Iterable[str] = ()) -> dict[str, Any]:
     """What monitoring compares later days with: the training distribution of every feature
     (PSI, for the report), the range of each feature's day statistics over the window's days
     (drift alerts), the holdout's between-day calibration spread (calibration alerts), and
     the holdout's ROC curve, calibration and prediction distribution (for the report).
     ``days``: every row of the window's days, labelled or not (default: train and holdout);
     ``segment``: the domain's site column (``Domain.segment``), whose name the reference
-    keeps so that scoring judges each feature within each site too."""
+    keeps so that scoring judges each feature within each site too; ``measures``: the label's
+    measures (``Label.measures``), whose lower tenth per day scoring judges too."""
     from streamfit.quality import (
         calibration_bins,
         calibration_reference,
@@ -333,7 +335,7 @@ def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray
     profiles = reference_profiles(train, names)
     return {"features": profiles,
             "days": day_reference(pd.concat([train, holdout], ignore_index=True)
-                                  if days is None else days, names, DAY, segment),
+                                  if days is None else days, names, DAY, segment, measures),
             "segment": segment,
             "calibration": calibration_reference(holdout[DAY].to_numpy(), y_holdout, p_holdout),
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
@@ -354,8 +356,8 @@ def window_of(dates: list[date], end: date, holdout: pd.DataFrame,
 def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: pd.DataFrame,
                        window: dict[str, str], parts: pd.DataFrame, dates: list[date],
                        metric: str, tolerance: float, champion: int | None,
-                       days: pd.DataFrame | None = None, segment: str | None = None
-                       ) -> int | None:
+                       days: pd.DataFrame | None = None, segment: str | None = None,
+                       measures: Iterable[str] = ()) -> int | None:
     """Register the naive baseline as v0 and, when there is no champion yet, make it the
     champion (recorded as a decision). Returns the champion after that."""
     from streamfit.registry import AliasConflict
@@ -369,7 +371,7 @@ def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: 
     registered = registry.register(model, "NaiveBaseline", {"feature": naive}, metrics, [naive],
                                    window, lineage_of(parts, dates),
                                    reference_of(train, [naive], y, p, holdout, days,
-                                                segment),
+                                                segment, measures),
                                    version=BASELINE_VERSION)
     if registered != BASELINE_VERSION or champion is not None:
         return champion  # a concurrent training registered it, or a champion exists already
@@ -442,14 +444,15 @@ def train_and_maybe_promote(ws: Workspace, end: date | None = None, force: bool 
                                     {**lineage_of(parts, dates), "training_key": key,
                                      "refit_with_holdout": judged is not None},
                                     reference_of(train, features, y, p_holdout, holdout,
-                                                 days, domain.segment),
+                                                 days, domain.segment,
+                                                 list(domain.label.measures)),
                                     gate_model=judged)
     metric = settings.promotion_metric
     if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
         champion = _register_baseline(registry, domain.features.naive, train, holdout,
                                       window, parts, dates, metric,
                                       settings.promotion_tolerance, champion, days,
-                                      domain.segment)
+                                      domain.segment, list(domain.label.measures))
         versions = {v.version: v for v in registry.versions()}
     champ_score = None
     if champion is not None:

@@ -84,6 +84,12 @@ class Label:
     #: the numeric outcome the label is derived from, e.g. ``arr_delay`` (minutes)
     outcome: str
     description: str = ""
+    #: name -> what it measures: numeric columns ``FeatureSpec.build_day`` returns beside the
+    #: outcome, known with it (NaN before), that say how the outcome came about (flights: the
+    #: minutes spent on the ground). Stored with the features, never a model input. Monitoring
+    #: judges each completed day's lower tenth of each against the training days: a shift of
+    #: every entity's outcome moves it, an ordinary bad day (a few entities far off) hardly.
+    measures: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,9 +196,18 @@ class Domain:
     segment: str | None = None
 
     def __post_init__(self) -> None:
+        clash = set(self.label.measures) & {*self.features.names, OUTCOME, LABEL}
+        if clash:
+            raise ValueError(f"domain {self.name}: label measure(s) {sorted(clash)} share a "
+                             "name with a feature or the outcome; rename the measure")
         if self.segment is not None and self.segment not in self.entity.columns:
             raise ValueError(f"domain {self.name}: segment {self.segment!r} is not one of the "
                              f"entity's columns {self.entity.columns}; name one of them or None")
+
+    @property
+    def stored(self) -> list[str]:
+        """The values stored per row: every feature, then the label's measures."""
+        return [*self.features.names, *self.label.measures]
 
     def payload_model(self, event_type: str, version: int) -> type[BaseModel] | None:
         return self.schemas.get(event_type, {}).get(version)

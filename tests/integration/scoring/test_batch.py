@@ -194,6 +194,55 @@ def _write_shifted_day(s: Settings, day: date) -> None:
         FeatureStore(session, s.keyspace, FLIGHTS).write_day(day, frame)
 
 
+def _write_day(s: Settings, day: date, ground_added: float) -> None:
+    """150 labelled flights like the fixture's training days, their ground time (the label's
+    measure) ``ground_added`` minutes longer."""
+    import pandas as pd
+
+    from streamfit.featurestore import FeatureStore
+    from tests.integration.training.test_registry_and_training import SIGNAL, ground_minutes
+
+    rng = np.random.default_rng(int(ground_added) + 11)
+    frame = pd.DataFrame(np.nan, index=range(150), columns=list(FLIGHTS.features.names))
+    frame[list(SIGNAL)] = rng.uniform(size=(150, len(SIGNAL)))
+    late = rng.uniform(size=150) < (0.05 + 0.35 * frame["late_rate_route_28d"]
+                                    + 0.55 * frame["wx_precip"])
+    frame = frame.assign(entity_id=[f"G{i}" for i in range(150)],
+                         event_time=[datetime(day.year, day.month, day.day, 6, tzinfo=UTC)
+                                     + timedelta(minutes=i) for i in range(150)],
+                         carrier="UA", origin="EWR", dest="ORD",
+                         outcome=np.where(late, 30.0, 0.0), label=late.astype(object),
+                         ground_min=ground_minutes(rng, 150) + ground_added)
+    frame = pd.concat([frame.assign(horizon_min=m) for m in FLIGHTS.features.horizon_minutes],
+                      ignore_index=True)
+    with connect(s) as session:
+        FeatureStore(session, s.keyspace, FLIGHTS).write_day(day, frame)
+
+
+def test_a_day_whose_every_outcome_moved_is_named_by_the_label_measure(champion: Settings
+                                                                       ) -> None:
+    """The ground time is stored with the features, kept out of the model, and judged on its
+    lower tenth: 20 minutes added to every flight is named; an ordinary day is not."""
+    from streamfit.registry import Registry
+
+    with connect(champion) as session:
+        version = next(v for v in Registry(session, champion.keyspace, "flight_delay").versions()
+                       if v.version == 1)
+    assert "ground_min" not in version.features
+    band = version.reference["days"]["ground_min"]
+    assert set(band) == {"p10", "sd", "days"} and 15 < band["p10"][0] < band["p10"][1] < 25
+    ordinary, shifted = DAY + timedelta(days=5), DAY + timedelta(days=6)
+    _write_day(champion, ordinary, 0.0)
+    _write_day(champion, shifted, 20.0)
+    # (other alerts of the model, on its realised quality, are not this test's concern)
+    calm = score_dates(ws(champion), [ordinary], evaluate=[ordinary]).alerts
+    assert not [a for a in calm if "ground_min" in a], calm
+    [alert] = [a for a in score_dates(ws(champion), [shifted], evaluate=[shifted]).alerts
+               if "ground_min" in a]
+    assert alert.startswith(f"{shifted}: how the outcome came about left the range"), alert
+    assert "ground_min lower tenth" in alert and "nearly every entity's outcome moved" in alert
+
+
 def test_a_completed_day_is_judged_once_per_build(champion: Settings) -> None:
     from scoring.monitoring import MonitoringStore
 

@@ -36,6 +36,11 @@ FLIGHTS = load_domain("flights")
 SIGNAL = ("late_rate_route_28d", "wx_precip")
 
 
+def ground_minutes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Minutes on the ground (the label's measure): 15 and a spread of taxi times."""
+    return 15.0 + rng.gamma(4.0, 2.5, size=n)
+
+
 def _write_features(settings: Settings, days: int, per_day: int = 150, seed: int = 0) -> None:
     """Synthetic labelled flight features where the route delay rate (the naive baseline) and
     the weather's precipitation both predict delays, so a model can beat the baseline; written
@@ -58,7 +63,8 @@ def _write_features(settings: Settings, days: int, per_day: int = 150, seed: int
                 event_time=[datetime(day.year, day.month, day.day, 6, tzinfo=UTC)
                             + timedelta(minutes=i) for i in range(per_day)],
                 carrier="UA", origin="EWR", dest="ORD",
-                outcome=np.where(late, 30.0, 0.0), label=late.astype(object))
+                outcome=np.where(late, 30.0, 0.0), label=late.astype(object),
+                ground_min=ground_minutes(rng, per_day))
             frame = pd.concat([frame.assign(**{HORIZON: m})
                                for m in FLIGHTS.features.horizon_minutes], ignore_index=True)
             store.write_day(day, frame, {"t": {"0": [d * 100, d * 100 + 99]}})

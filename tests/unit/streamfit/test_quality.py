@@ -221,3 +221,48 @@ def test_a_group_missing_required_events_is_a_gap() -> None:
     # a few missing (under GAP_MIN, or under 5% of the group) is no gap
     assert GAP_MIN > 5 and coverage_gaps("d", "x", {"carrier UA": done["carrier UA"]},
                                          seen) == []
+
+
+def _outcomes(rng: np.random.Generator, n_days: int = 30, rows: int = 400) -> pd.DataFrame:
+    """Days of a measure like flights' ground time: ~20 minutes for most rows, and on a third
+    of the days a storm that holds a fifth of them for an hour or more."""
+    frames = []
+    for d in range(n_days):
+        held = rng.random(rows) < (0.2 if d % 3 == 0 else 0.02)
+        ground = rng.gamma(9.0, 2.5, size=rows) + np.where(held, rng.uniform(60, 240, rows), 0)
+        frames.append(pd.DataFrame({DAY_COLUMN: d, "ground": ground,
+                                    "temp": rng.normal(50, 8, rows)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_label_measure_is_judged_on_its_lower_tenth_so_a_storm_passes_and_a_shift_does_not() -> None:
+    from streamfit.quality import day_findings, day_reference, drift_alert
+
+    ref = day_reference(_outcomes(np.random.default_rng(11)), ["temp"], measures=["ground"])
+    assert set(ref["ground"]) == {"p10", "sd", "days"}  # not the features' statistics
+    assert "p10" not in ref["temp"]
+    later = _outcomes(np.random.default_rng(12), n_days=6)
+    storm, calm = later[later[DAY_COLUMN] == 3], later[later[DAY_COLUMN] == 4]
+    # a fifth of the rows held for hours moves the mean a lot and the lower tenth hardly
+    assert storm["ground"].mean() > calm["ground"].mean() + 10
+    assert day_findings(ref, storm, "storm") == [] and day_findings(ref, calm, "calm") == []
+    # the same calm day with 20 minutes added to every row
+    [moved] = day_findings(ref, calm.assign(ground=calm["ground"] + 20), "shifted")
+    assert (moved.feature, moved.stat) == ("ground", "p10")
+    words = drift_alert([moved])
+    assert words is not None and words.startswith("shifted: how the outcome came about")
+    assert "ground lower tenth" in words and "nearly every entity's outcome moved" in words
+    assert "feature(s)" not in words
+    # outcomes not known yet: nothing to judge
+    assert day_findings(ref, calm.assign(ground=np.nan), "unknown") == []
+
+
+def test_a_label_measure_may_not_share_a_features_name() -> None:
+    import dataclasses
+
+    from streamfit.domains import Label, load_domain
+
+    flights = load_domain("flights")
+    label = Label(flights.label.name, flights.label.outcome, measures={"distance": "clash"})
+    with pytest.raises(ValueError, match="share a name with a feature"):
+        dataclasses.replace(flights, label=label)
