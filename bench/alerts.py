@@ -79,17 +79,13 @@ Event = dict[str, Any]
 
 # --- the faults: what a broken producer sends ------------------------------------------------
 
-def _entity_day(e: Event) -> date | None:
-    """The local date a flight event belongs to (its id ends in YYYYMMDD); None: weather."""
-    if e["event_type"] == "weather_observed":
-        return None
-    tail = e["entity_key"].split("~")[0][-8:]
-    return date(int(tail[:4]), int(tail[4:6]), int(tail[6:]))
-
-
-def _in(e: Event, week: list[date]) -> bool:
-    day = _entity_day(e)
-    return day is not None and day in week
+def _week_flights(events: list[Event], week: list[date]) -> set[str]:
+    """The flights of the days judged: scheduled to depart on a day of ``week`` in UTC, the
+    date that partitions a flight's features and that a scoring run judges. (Not the local
+    date in the flight's id: a fault injected by local date left the first judged day's
+    evening departures of the day before, 20:00-24:00 New York time, unfaulted.)"""
+    return {e["entity_key"] for e in events if e["event_type"] == "flight_scheduled"
+            and date.fromisoformat(e["payload"]["scheduled_departure"][:10]) in week}
 
 
 def stuck_station(events: list[Event], week: list[date]) -> list[Event]:
@@ -109,14 +105,18 @@ def stuck_station(events: list[Event], week: list[date]) -> list[Event]:
 
 def distance_km(events: list[Event], week: list[date]) -> list[Event]:
     """Schedules give the distance in kilometres instead of miles."""
+    ids = _week_flights(events, week)
     return [{**e, "payload": {**e["payload"],
                               "distance": round(e["payload"]["distance"] * 1.609344, 1)}}
-            if e["event_type"] == "flight_scheduled" and _in(e, week) else e for e in events]
+            if e["event_type"] == "flight_scheduled" and e["entity_key"] in ids else e
+            for e in events]
 
 
 def carrier_stops(events: list[Event], week: list[date], carrier: str = "EV") -> list[Event]:
     """One carrier's departure events stop (ExpressJet, about 16% of the flights)."""
-    return [e for e in events if not (e["event_type"] == "flight_departed" and _in(e, week)
+    ids = _week_flights(events, week)
+    return [e for e in events if not (e["event_type"] == "flight_departed"
+                                      and e["entity_key"] in ids
                                       and e["entity_key"].startswith(carrier))]
 
 
@@ -128,10 +128,12 @@ def _local_as_utc(iso: str) -> str:
 
 def timezone_error(events: list[Event], week: list[date]) -> list[Event]:
     """Schedules send the local departure time labelled as UTC (4-5 hours early)."""
+    ids = _week_flights(events, week)
     return [{**e, "payload": {**e["payload"],
                               "scheduled_departure": _local_as_utc(
                                   e["payload"]["scheduled_departure"])}}
-            if e["event_type"] == "flight_scheduled" and _in(e, week) else e for e in events]
+            if e["event_type"] == "flight_scheduled" and e["entity_key"] in ids else e
+            for e in events]
 
 
 def _later(iso: str, minutes: int) -> str:
@@ -145,9 +147,9 @@ def late_shift(events: list[Event], week: list[date], minutes: int = 20,
     runway closed: the flights wait for a gate), so more flights pass the 15-minute line.
     ``airborne``: the 20 minutes are spent in the air instead (holding), so the air time grows
     by as much."""
-    out = []
+    out, ids = [], _week_flights(events, week)
     for e in events:
-        if e["event_type"] == "flight_arrived" and _in(e, week):
+        if e["event_type"] == "flight_arrived" and e["entity_key"] in ids:
             p = e["payload"]
             air = {"air_time": p["air_time"] + minutes} if airborne and p.get("air_time") else {}
             e = {**e, "event_time": _later(e["event_time"], minutes),
