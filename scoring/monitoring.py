@@ -105,7 +105,7 @@ def check_day(reference: dict[str, Any], day: date, frame: pd.DataFrame,
     raw = {name: day_statistics(frame[name].to_numpy(dtype=float), seg, "p10" in days[name])
            for name in days if name in frame}
     findings = day_findings(days, frame, day.isoformat(), margin, raw,
-                            segment if seg is not None else None)
+                            segment if seg is not None else None, reference.get("measures"))
     stats = {name: {k: round(v, 6) for k, v in values.items() if v == v}
              for name, values in raw.items()}
     cal = None

@@ -248,6 +248,8 @@ class Finding:
     high: float
     #: ``segment_top_share``: the segment it is about, as ``column value`` (e.g. ``origin LGA``)
     where: str = ""
+    #: a label measure's description (``Label.measures``), said with its name
+    about: str = ""
 
     def words(self) -> str:
         fmt = _fmt if self.stat in ("mean", "p10") else _pct
@@ -258,12 +260,14 @@ class Finding:
                                      f"{self.where or 'one segment'} that have one"}
         allowed = (f"up to {fmt(self.high)}" if self.stat in ONE_SIDED
                    else f"{fmt(self.low)} to {fmt(self.high)}")
-        return (f"{self.feature} {what[self.stat]} (the training days allow {allowed}): "
+        name = f"{self.feature} ({self.about})" if self.about else self.feature
+        return (f"{name} {what[self.stat]} (the training days allow {allowed}): "
                 f"{DAY_STATS[self.stat]}")
 
     def as_dict(self) -> dict[str, object]:
         return {"day": self.day, "feature": self.feature, "stat": self.stat,
-                "value": self.value, "low": self.low, "high": self.high, "where": self.where}
+                "value": self.value, "low": self.low, "high": self.high, "where": self.where,
+                "about": self.about}
 
 
 def _fmt(x: float) -> str:
@@ -294,11 +298,13 @@ def allowed(entry: dict[str, list[float]], stat: str, rows: int, widen: float = 
 def day_findings(reference: dict[str, dict[str, list[float]]], frame: pd.DataFrame,
                  day: str, widen: float = WIDEN,
                  statistics: dict[str, dict[str, float]] | None = None,
-                 segment: str | None = None) -> list[Finding]:
+                 segment: str | None = None,
+                 about: dict[str, str] | None = None) -> list[Finding]:
     """What of one completed day (``frame``: its rows at every horizon) lies outside the
     reference days, most out of range first (by how many allowed widths). ``statistics``: the
     day's ``day_statistics`` per feature, when the caller has them already; ``segment``: the
-    column the reference's ``segment_top_share`` was measured within."""
+    column the reference's ``segment_top_share`` was measured within; ``about``: what each
+    label measure is, said in its findings."""
     found: list[tuple[float, Finding]] = []
     seg = frame[segment].to_numpy() if segment is not None and segment in frame else None
     for name, entry in reference.items():
@@ -319,7 +325,7 @@ def day_findings(reference: dict[str, dict[str, list[float]]], frame: pd.DataFra
                          if stat == "segment_top_share" and seg is not None else "")
                 found.append(((lo - value if value < lo else value - hi) / width,
                               Finding(day, name, stat, round(value, 6), round(lo, 6),
-                                      round(hi, 6), where)))
+                                      round(hi, 6), where, (about or {}).get(name, ""))))
     return [f for _s, f in sorted(found, key=lambda sf: -sf[0])]
 
 

@@ -32,7 +32,7 @@ model is always promoted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -312,7 +312,7 @@ def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray
                  p_holdout: np.ndarray, holdout: pd.DataFrame,
                  days: pd.DataFrame | None = None,
                  segment: str | None = None,
-                 measures: Iterable[str] = ()) -> dict[str, Any]:
+                 measures: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What monitoring compares later days with: the training distribution of every feature
     (PSI, for the report), the range of each feature's day statistics over the window's days
     (drift alerts), the holdout's between-day calibration spread (calibration alerts), and
@@ -320,7 +320,8 @@ def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray
     ``days``: every row of the window's days, labelled or not (default: train and holdout);
     ``segment``: the domain's site column (``Domain.segment``), whose name the reference
     keeps so that scoring judges each feature within each site too; ``measures``: the label's
-    measures (``Label.measures``), whose lower tenth per day scoring judges too."""
+    measures (``Label.measures``: name -> what it is), whose lower tenth per day scoring
+    judges too."""
     from streamfit.quality import (
         calibration_bins,
         calibration_reference,
@@ -335,8 +336,9 @@ def reference_of(train: pd.DataFrame, features: list[str], y_holdout: np.ndarray
     profiles = reference_profiles(train, names)
     return {"features": profiles,
             "days": day_reference(pd.concat([train, holdout], ignore_index=True)
-                                  if days is None else days, names, DAY, segment, measures),
-            "segment": segment,
+                                  if days is None else days, names, DAY, segment,
+                                  list(measures or {})),
+            "segment": segment, "measures": dict(measures or {}),
             "calibration": calibration_reference(holdout[DAY].to_numpy(), y_holdout, p_holdout),
             "holdout": {"roc": roc_points(y_holdout, p_holdout),
                         "calibration": calibration_bins(y_holdout, p_holdout),
@@ -357,7 +359,7 @@ def _register_baseline(registry: Any, naive: str, train: pd.DataFrame, holdout: 
                        window: dict[str, str], parts: pd.DataFrame, dates: list[date],
                        metric: str, tolerance: float, champion: int | None,
                        days: pd.DataFrame | None = None, segment: str | None = None,
-                       measures: Iterable[str] = ()) -> int | None:
+                       measures: Mapping[str, str] | None = None) -> int | None:
     """Register the naive baseline as v0 and, when there is no champion yet, make it the
     champion (recorded as a decision). Returns the champion after that."""
     from streamfit.registry import AliasConflict
@@ -444,15 +446,14 @@ def train_and_maybe_promote(ws: Workspace, end: date | None = None, force: bool 
                                     {**lineage_of(parts, dates), "training_key": key,
                                      "refit_with_holdout": judged is not None},
                                     reference_of(train, features, y, p_holdout, holdout,
-                                                 days, domain.segment,
-                                                 list(domain.label.measures)),
+                                                 days, domain.segment, domain.label.measures),
                                     gate_model=judged)
     metric = settings.promotion_metric
     if settings.promotion_beat_naive and BASELINE_VERSION not in versions:
         champion = _register_baseline(registry, domain.features.naive, train, holdout,
                                       window, parts, dates, metric,
                                       settings.promotion_tolerance, champion, days,
-                                      domain.segment, list(domain.label.measures))
+                                      domain.segment, domain.label.measures)
         versions = {v.version: v for v in registry.versions()}
     champ_score = None
     if champion is not None:

@@ -240,7 +240,10 @@ def test_a_day_whose_every_outcome_moved_is_named_by_the_label_measure(champion:
     [alert] = [a for a in score_dates(ws(champion), [shifted], evaluate=[shifted]).alerts
                if "ground_min" in a]
     assert alert.startswith(f"{shifted}: how the outcome came about left the range"), alert
-    assert "ground_min lower tenth" in alert and "nearly every entity's outcome moved" in alert
+    assert "ground_min (minutes on the ground: the block time (gate to gate) less the air " \
+        "time" in alert and "lower tenth" in alert, alert
+    assert "nearly every entity's outcome moved" in alert
+    assert version.reference["measures"] == dict(FLIGHTS.label.measures)
 
 
 def test_a_completed_day_is_judged_once_per_build(champion: Settings) -> None:

@@ -252,6 +252,9 @@ def test_a_label_measure_is_judged_on_its_lower_tenth_so_a_storm_passes_and_a_sh
     words = drift_alert([moved])
     assert words is not None and words.startswith("shifted: how the outcome came about")
     assert "ground lower tenth" in words and "nearly every entity's outcome moved" in words
+    [said] = day_findings(ref, calm.assign(ground=calm["ground"] + 20), "shifted",
+                          about={"ground": "minutes on the ground"})
+    assert said.words().startswith("ground (minutes on the ground) lower tenth")
     assert "feature(s)" not in words
     # outcomes not known yet: nothing to judge
     assert day_findings(ref, calm.assign(ground=np.nan), "unknown") == []
