@@ -139,6 +139,9 @@ MEASURE_STATS = ("p10",)
 #: A quantile's standard error is this many times the mean's (the 10th percentile of a normal
 #: sample: sqrt(0.1 * 0.9) / phi(1.2816) = 1.71).
 P10_SE = 1.71
+#: A label measure's lower tenth is judged from this many known values (a day whose outcomes
+#: have mostly not come in yet says little).
+MEASURE_MIN = 50
 #: The statistics judged on one side only: more missing values, or one value taking over, is
 #: what breaks; fewer is inputs arriving or varying more, which no one needs woken for.
 ONE_SIDED = {"missing", "top_share", "segment_top_share"}
@@ -194,11 +197,12 @@ def day_statistics(values: np.ndarray, segments: np.ndarray | None = None,
     the present ones, so that more missing values do not read as fewer stuck ones); with
     ``segments`` (each row's segment), also that share within the segment where it is largest
     (``segment_top``). ``measure``: a label measure's ``MEASURE_STATS`` instead, over the rows
-    whose outcome is known."""
+    whose outcome is known (NaN below ``MEASURE_MIN`` of them)."""
     v = np.asarray(values, dtype=float)
     finite = v[np.isfinite(v)]
     if measure:
-        return {"p10": float(np.quantile(finite, 0.1)) if finite.size else float("nan")}
+        return {"p10": float(np.quantile(finite, 0.1)) if finite.size >= MEASURE_MIN
+                else float("nan")}
     n = max(v.size, 1)
     out = {"mean": float(finite.mean()) if finite.size else float("nan"),
            "missing": 1.0 - finite.size / n, "top_share": _top_share(finite)}
@@ -218,8 +222,8 @@ def day_reference(frame: pd.DataFrame, names: list[str], day_column: str = DAY,
     out: dict[str, dict[str, list[float]]] = {}
     days = [part for _d, part in frame.groupby(day_column)]
     use = segment if segment is not None and segment in frame else None
-    judged = set(measures)
-    for name in [*names, *[m for m in measures if m in frame and m not in names]]:
+    judged = list(measures)
+    for name in [*names, *[m for m in judged if m in frame and m not in names]]:
         stats = [day_statistics(part[name].to_numpy(dtype=float),
                                 part[use].to_numpy() if use else None, name in judged)
                  for part in days]

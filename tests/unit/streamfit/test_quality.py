@@ -256,8 +256,11 @@ def test_a_label_measure_is_judged_on_its_lower_tenth_so_a_storm_passes_and_a_sh
                           about={"ground": "minutes on the ground"})
     assert said.words().startswith("ground (minutes on the ground) lower tenth")
     assert "feature(s)" not in words
-    # outcomes not known yet: nothing to judge
+    # outcomes not known yet, or too few of them: nothing to judge
     assert day_findings(ref, calm.assign(ground=np.nan), "unknown") == []
+    few = calm.assign(ground=np.where(np.arange(len(calm)) < 49, calm["ground"] + 20, np.nan))
+    assert day_findings(ref, few, "few") == []
+    assert day_findings(ref, few.assign(ground=calm["ground"] + 20), "all") != []
 
 
 def test_a_label_measure_may_not_share_a_features_name() -> None:
