@@ -254,7 +254,9 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
         if flagged:
             ax.plot(*zip(*flagged, strict=True), "o", color="red", label="alert")
         points += sum(1 for v in values if v == v)
-        ax.set_title(f"{name}", fontsize=8)
+        # a label measure is no model input: say so where it is drawn among the features
+        measure = name in champion.reference.get("measures", {})
+        ax.set_title(f"{name} (label measure)" if measure else name, fontsize=8)
         ax.set_ylabel({"mean": "daily mean", "missing": "share missing",
                        "top_share": "share on one value",
                        "segment_top_share": "share on one value, worst site",
@@ -271,6 +273,11 @@ def _drift_plots(runs: list[ScoringRun], champion: ModelVersion | None, margin: 
                   "no feature left its band; these came closest, ")
                + "with the band each day's alert used (the training days' range "
                f"widened by {margin:g} of itself, STREAMFIT_ALERT_DRIFT_MARGIN).")
+    measures = [n for n, _s in shown if n in champion.reference.get("measures", {})]
+    if measures:
+        caption += (f" {', '.join(sorted(set(measures)))}: a label measure (how the outcome "
+                    "came about, known once it is), judged on each day's lower tenth; not a "
+                    "model input.")
     return _png(fig, "drift", points, caption)
 
 

@@ -149,3 +149,32 @@ def test_the_drift_chart_shows_every_feature_that_left_its_band_or_says_which() 
             in page, out
         panels = re.search(r'<figure id="drift" data-points="(\d+)">', page)
         assert panels and int(panels.group(1)) == min(out, 12)  # one point per panel
+
+
+def test_a_label_measure_in_the_drift_chart_is_said_to_be_one() -> None:
+    from streamfit.quality import day_reference, day_statistics
+
+    rng = np.random.default_rng(5)
+    train = pd.DataFrame({"f0": rng.uniform(size=500), "ground_min": 15 + rng.gamma(4, 2.5, 500),
+                          "entity_date": np.repeat(np.arange(10), 50)})
+    data = _data([])
+    v = data.versions[1]
+    data.versions[1] = ModelVersion(
+        v.version, v.created_at, v.algorithm, v.params, v.metrics, ["f0"], v.train_window,
+        v.lineage, v.sha256,
+        {**v.reference, "days": day_reference(train, ["f0"], measures=["ground_min"]),
+         "measures": {"ground_min": "minutes on the ground"}})
+    day = "2013-01-20"
+    ground = 35 + rng.gamma(4, 2.5, 50)
+    check = DayCheck(day, 50, [Finding(day, "ground_min", "p10", float(np.quantile(ground, 0.1)),
+                                       16.0, 19.0, about="minutes on the ground")], None,
+                     {"f0": day_statistics(rng.uniform(size=50)),
+                      "ground_min": day_statistics(ground, measure=True)})
+    data.runs = [ScoringRun(datetime(2026, 1, 9, tzinfo=UTC), 2, [day], 50, {}, {}, 0.0, [check])]
+    page = html.unescape(render(data))
+    assert "ground_min: a label measure (how the outcome came about" in page
+    # a chart without one says nothing of it
+    data.runs = [ScoringRun(datetime(2026, 1, 9, tzinfo=UTC), 2, [day], 50, {}, {}, 0.0,
+                            [DayCheck(day, 50, [Finding(day, "f0", "mean", 3.0, 0.3, 0.7)], None,
+                                      {"f0": day_statistics(rng.uniform(size=50) + 3)})])]
+    assert "a label measure" not in html.unescape(render(data))
