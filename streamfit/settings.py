@@ -328,10 +328,10 @@ class Settings(BaseSettings):
         "ROC AUC (matured predictions) falls more than this below its holdout ROC AUC.")
     alert_drift_margin: float = Field(
         default=1.25, ge=0.0, le=10.0, description="Drift alert line: a completed day's feature "
-        "statistic (mean, missing share, share on one value) alerts when it is outside the "
-        "range the model's training days showed by more than this share of that range (and "
-        "more than sampling noise). Larger: fewer alerts; docs/monitoring.md has the measured "
-        "trade-off.")
+        "statistic (mean, missing share, share on one value), or a label measure's lower tenth "
+        "(flights: the time on the ground), alerts when it is outside the range the model's "
+        "training days showed by more than this share of that range (and more than sampling "
+        "noise). Larger: fewer alerts; docs/monitoring.md has the measured trade-off.")
     alert_webhook_url: str | None = Field(
         default=None, description="POST a JSON alert here when a pipeline task fails for good "
         "(e.g. a Slack-compatible incoming webhook). Empty: alerts are only logged.")
