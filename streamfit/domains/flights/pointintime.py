@@ -561,6 +561,13 @@ def _departures_frame(departures: pd.DataFrame | None) -> pd.DataFrame:
     return out.drop_duplicates("flight_id", keep="last")
 
 
+def latest_departures(departures: pd.DataFrame | None,
+                      cache: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Each flight's departure as last sent (flight_id, actual_departure, dep_delay), kept in
+    ``cache`` as ``build_features`` keeps it: the builds of a date derive it once."""
+    return _memo(cache, "departures", lambda: _departures_frame(departures))  # type: ignore[no-any-return]
+
+
 def _history_frame(history: pd.DataFrame, departures: pd.DataFrame) -> pd.DataFrame:
     """The arrivals of ``history`` with what every window reads of them, but the air time's
     excess (which depends on the flights asked): the late flag, the clipped delay and the delay
@@ -617,8 +624,7 @@ def build_features(flights: pd.DataFrame, history: pd.DataFrame, weather: pd.Dat
     # one dtype on both sides of the flight-number join; a request may not give the number
     f["flight"] = pd.to_numeric(f["flight"], errors="coerce").astype(float) if "flight" in f \
         else np.nan
-    given_departures = departures
-    departures = _memo(cache, "departures", lambda: _departures_frame(given_departures))
+    departures = latest_departures(departures, cache)
     hist = _memo(cache, "history", lambda: _history_frame(history, departures))
     routes = _memo(cache, "history_routes", lambda: _Routes.of(hist))
     # from the tiles whenever they are given (the recent arrivals may be none while the month's

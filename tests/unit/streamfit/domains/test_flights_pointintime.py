@@ -389,12 +389,13 @@ def test_ground_time_is_the_block_time_less_the_air_time() -> None:
     """Departed 10 late, arrived 25 late on a 120-minute scheduled block, 95 minutes in the
     air: the block took 135 minutes, 40 of them on the ground. A flight not arrived has none."""
     from streamfit.domains.flights.features import ground_minutes
+    from streamfit.domains.flights.pointintime import latest_departures
 
     ids = pd.Series(["A", "B", "C"])
     arrivals = pd.DataFrame({"air_time": [95.0, 100.0]}, index=pd.Index(["A", "C"]))
     departures = pd.DataFrame({"flight_id": ["A", "B", "A"], "dep_delay": [99.0, 5.0, 10.0]})
-    got = ground_minutes(np.array([25.0, np.nan, 0.0]), ids, arrivals, departures,
-                         np.array([120.0, 90.0, 150.0]))
+    got = ground_minutes(np.array([25.0, np.nan, 0.0]), ids, arrivals,
+                         latest_departures(departures), np.array([120.0, 90.0, 150.0]))
     assert got[0] == 40.0  # the departure sent last counts
     assert np.isnan(got[1])  # not arrived
     assert np.isnan(got[2])  # no departure landed
