@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -167,17 +168,32 @@ class Progress:
         return row.owner if row else None
 
     @contextmanager
-    def lease(self, stage: str, ttl_s: int = LEASE_TTL_S) -> Iterator[str]:
-        """Hold the stage's lease for the block (renewed every ttl/3 by a thread); raises
-        LeaseHeld at once if another run holds it."""
+    def lease(self, stage: str, ttl_s: int = LEASE_TTL_S, wait_s: float = 0.0,
+              on_wait: Callable[[str | None], None] = lambda _holder: None) -> Iterator[str]:
+        """Hold the stage's lease for the block (renewed every ttl/3 by a thread). If another
+        run holds it: with ``wait_s`` 0, raises LeaseHeld at once (a pipeline run: the holder
+        processes what is pending); else calls ``on_wait(holder)`` once and tries again every
+        second, raising LeaseHeld after ``wait_s`` seconds (a rebuild by hand, which must not
+        write a date while a pipeline run writes it)."""
         owner = owner_id()
-        result = self.session.execute(self._q["acquire"], (stage, owner, datetime.now(UTC),
-                                                           ttl_s))
-        if not result.was_applied:
+        deadline = time.monotonic() + wait_s
+        told = False
+        while True:
+            result = self.session.execute(self._q["acquire"], (stage, owner, datetime.now(UTC),
+                                                               ttl_s))
+            if result.was_applied:
+                break
             row = result.one()
             held_by = getattr(row, "owner", None) if row is not None else None
-            raise LeaseHeld(f"another {stage} run ({held_by}) is working on keyspace "
-                            f"{self.keyspace}; it (or the next run) processes what is pending")
+            if time.monotonic() >= deadline:
+                waited = f" (waited {wait_s:g} s)" if wait_s else ""
+                raise LeaseHeld(f"another {stage} run ({held_by}) is working on keyspace "
+                                f"{self.keyspace}{waited}; it (or the next run) processes what "
+                                "is pending")
+            if not told:
+                on_wait(held_by)
+                told = True
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         stop = threading.Event()
 
         def renew() -> None:

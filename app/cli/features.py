@@ -17,8 +17,15 @@ def features_build(
     day: Annotated[list[str] | None, typer.Option("--date", help="Entity date (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="First date of a range.")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Last date of a range (inclusive).")] = None,
+    wait: Annotated[float, typer.Option(
+        "--wait", min=0, max=3600, metavar="SECONDS",
+        help="How long to wait for a pipeline run that is building this keyspace's features "
+             "(0: fail at once).")] = 600,
 ) -> None:
-    """Build (or rebuild) the features of entity dates: --date D ... or --from D --to D."""
+    """Build (or rebuild) the features of entity dates: --date D ... or --from D --to D.
+
+    Holds the feature stage's lease while it builds, as a pipeline run does: a date written by
+    two builds at once could keep rows of the staler one."""
     from datetime import timedelta
 
     days = [parse_day(d, "--date") for d in day or []]
@@ -35,8 +42,13 @@ def features_build(
         raise typer.BadParameter("name the dates: --date D (repeatable) or --from D --to D",
                                  param_hint="--date")
     from features.build import run_build
+    from features.run import STAGE
 
-    with workspace() as ws:
+    def waiting(holder: str | None) -> None:
+        console.print(f"a features run ({holder}) is building this keyspace; waiting up to "
+                      f"{wait:g} s for it to finish")
+
+    with workspace() as ws, ws.progress.lease(STAGE, wait_s=wait, on_wait=waiting):
         summary = run_build(ws, days=days)
     console.print(f"built {summary['entities']:,} rows ({summary['labelled']:,} labelled) for "
                   f"{len(summary['dates'])} date(s)")  # type: ignore[arg-type]

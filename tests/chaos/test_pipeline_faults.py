@@ -24,7 +24,7 @@ from tests.replay import one_origin
 from tests.support.data import events_of_days
 from tests.support.ingest import running_ingest, wait_caught_up
 from tests.support.waiting import wait_for
-from tests.support.workspace import ws
+from tests.support.workspace import stages_run_here, ws
 from training.train import train_and_maybe_promote
 
 
@@ -81,6 +81,7 @@ def _trained(s: Settings) -> Settings:
     s = s.model_copy(update={"train_days": 14, "holdout_days": 4, "min_new_rows": 0,
                              "promotion_beat_naive": False})
     first = date(2013, 9, 1)
+    stages_run_here(s)
     send_events(s, one_origin(events_of_days(s, first, first + timedelta(days=13))))
     with running_ingest(s, workers=2):
         wait_caught_up(s)

@@ -35,3 +35,13 @@ def close_sessions() -> None:
     """Close every session ``ws`` opened (the test session's end, or before a stack restart)."""
     _SESSIONS.clear()
     _OPEN.close()
+
+
+def stages_run_here(settings: Settings) -> None:
+    """Retire ``settings.keyspace`` from the pipeline Airflow serves: the test runs the stages
+    itself. Else the ingest signal starts Airflow's runs for the keyspace, and their builds,
+    trainings and scorings race the test's own (a fresh clone once saw Airflow promote v1 first;
+    CI once saw the parity test fail where an Airflow run was building the same date)."""
+    from streamfit.progress import set_retired
+
+    set_retired(ws(settings).session, settings.keyspace, True)

