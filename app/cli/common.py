@@ -75,6 +75,26 @@ def workspace() -> Iterator[Workspace]:
         yield ws
 
 
+#: ``--wait`` of the commands that run a stage by hand (features build, train, score).
+WAIT_HELP = ("How long to wait, in seconds, for a pipeline run of the same stage that is "
+             "working on this keyspace (0: fail at once).")
+
+
+@contextmanager
+def stage_lease(ws: Workspace, stage: str, wait_s: float) -> Iterator[None]:
+    """Hold ``stage``'s lease on the keyspace for the block, as a pipeline run does, waiting up
+    to ``wait_s`` seconds for the run that holds it: a stage run by hand never works beside one
+    (two builds of a date at once could keep rows of the staler; two trainings race to
+    promote)."""
+
+    def waiting(holder: str | None) -> None:
+        console.print(f"a {stage} run ({holder}) is working on keyspace {ws.keyspace}; waiting "
+                      f"up to {wait_s:g} s for it to finish")
+
+    with ws.progress.lease(stage, wait_s=wait_s, on_wait=waiting):
+        yield
+
+
 def plural(ws: Workspace) -> str:
     """The domain's entity in the plural, for messages ("flights", "parcels")."""
     return f"{ws.domain.entity.name}s"

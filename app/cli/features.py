@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import console, handle_errors, parse_day, workspace
+from app.cli.common import WAIT_HELP, console, handle_errors, parse_day, stage_lease, workspace
 
 features_app = typer.Typer(help="Features in Cassandra.", no_args_is_help=True)
 
@@ -17,10 +17,8 @@ def features_build(
     day: Annotated[list[str] | None, typer.Option("--date", help="Entity date (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="First date of a range.")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Last date of a range (inclusive).")] = None,
-    wait: Annotated[float, typer.Option(
-        "--wait", min=0, max=3600, metavar="SECONDS",
-        help="How long to wait for a pipeline run that is building this keyspace's features "
-             "(0: fail at once).")] = 600,
+    wait: Annotated[float, typer.Option("--wait", min=0, max=3600, metavar="SECONDS",
+                                        help=WAIT_HELP)] = 600,
 ) -> None:
     """Build (or rebuild) the features of entity dates: --date D ... or --from D --to D.
 
@@ -44,11 +42,7 @@ def features_build(
     from features.build import run_build
     from features.run import STAGE
 
-    def waiting(holder: str | None) -> None:
-        console.print(f"a features run ({holder}) is building this keyspace; waiting up to "
-                      f"{wait:g} s for it to finish")
-
-    with workspace() as ws, ws.progress.lease(STAGE, wait_s=wait, on_wait=waiting):
+    with workspace() as ws, stage_lease(ws, STAGE, wait):
         summary = run_build(ws, days=days)
     console.print(f"built {summary['entities']:,} rows ({summary['labelled']:,} labelled) for "
                   f"{len(summary['dates'])} date(s)")  # type: ignore[arg-type]

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from app.cli.common import console, handle_errors, parse_day, plural, workspace
+from app.cli.common import (
+    WAIT_HELP,
+    console,
+    handle_errors,
+    parse_day,
+    plural,
+    stage_lease,
+    workspace,
+)
 
 if TYPE_CHECKING:
     from streamfit.workspace import Workspace
@@ -23,12 +31,16 @@ commands = typer.Typer()
 def train(
     end: Annotated[str | None, typer.Option(help="Last scheduled date of the window.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Train even without new data.")] = False,
+    wait: Annotated[float, typer.Option("--wait", min=0, max=3600, metavar="SECONDS",
+                                        help=WAIT_HELP)] = 600,
 ) -> None:
-    """Train a candidate; it becomes champion only if it beats the current one."""
+    """Train a candidate; it becomes champion only if it beats the current one. Holds the
+    training stage's lease, as a pipeline run does."""
     last = parse_day(end, "--end") if end else None
+    from training.run import STAGE
     from training.train import train_and_maybe_promote
 
-    with workspace() as ws:
+    with workspace() as ws, stage_lease(ws, STAGE, wait):
         result = train_and_maybe_promote(ws, last, force=force)
     console.print(f"{result.status}: {result.reason}")
     if result.version:

@@ -11,7 +11,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from app.cli.common import console, current_settings, err, handle_errors, parse_day, plural, workspace
+from app.cli.common import (
+    WAIT_HELP,
+    console,
+    current_settings,
+    err,
+    handle_errors,
+    parse_day,
+    plural,
+    stage_lease,
+    workspace,
+)
 
 predictions_app = typer.Typer(help="Read predictions from Cassandra.", no_args_is_help=True)
 #: top-level commands of this module
@@ -29,8 +39,12 @@ def score(
     transient: Annotated[bool, typer.Option(
         "--transient", help="Train a throw-away model for this request instead of using the "
         "champion; store its predictions under a request id (never registered).")] = False,
+    wait: Annotated[float, typer.Option("--wait", min=0, max=3600, metavar="SECONDS",
+                                        help=WAIT_HELP)] = 600,
 ) -> None:
-    """Score the entities of dates with the champion; write predictions to Cassandra."""
+    """Score the entities of dates with the champion; write predictions to Cassandra. Holds
+    the scoring stage's lease, as a pipeline run does (not with --transient, which writes
+    only its own request's predictions)."""
     from datetime import datetime
 
     days = [parse_day(d, "--date") for d in day]
@@ -59,8 +73,9 @@ def score(
             raise typer.BadParameter("give a time zone, e.g. 2013-06-01T12:00:00Z",
                                      param_hint="--as-of")
     from scoring.batch import score_dates
+    from scoring.run import STAGE
 
-    with workspace() as ws:
+    with workspace() as ws, stage_lease(ws, STAGE, wait):
         result = score_dates(ws, days, when, evaluate=days)
         entities = plural(ws)
     console.print(f"scored {result.scored:,} {entities} of {', '.join(result.dates) or 'no date'} "

@@ -123,11 +123,25 @@ def test_a_keyspace_is_listed_retired_served_again_and_dropped(
     assert missing.returncode == 1 and "not a streamfit keyspace" in missing.stderr
 
 
+@pytest.mark.parametrize(("stage", "args"), [
+    ("features", ["features", "build", "--date", "2013-02-05"]),
+    ("training", ["train", "--force"]),
+    ("scoring", ["score", "--date", "2013-02-05"]),
+])
+def test_a_stage_run_by_hand_is_refused_while_a_pipeline_run_holds_its_lease(
+        fresh_keyspace_settings: Settings, stage: str, args: list[str]) -> None:
+    s = fresh_keyspace_settings
+    with connect(s) as session, Progress(session, s.keyspace).lease(stage) as holder:
+        refused = _cli(s, *args, "--wait", "0")
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    assert refused.stderr.count("\n") == 1 and holder in refused.stderr, refused.stderr
+    assert f"another {stage} run" in refused.stderr
+
+
 def test_a_rebuild_by_hand_waits_for_the_pipeline_run_building_the_keyspace(
         fresh_keyspace_settings: Settings) -> None:
-    """`features build` holds the feature stage's lease as a pipeline run does: while another
-    run holds it, ``--wait 0`` fails in one line naming the holder, and a wait long enough sees
-    the holder finish and then builds."""
+    """`features build` holds the feature stage's lease as a pipeline run does: a wait long
+    enough sees the holder finish, then builds (and frees the lease)."""
     import threading
     import time
 
@@ -137,11 +151,7 @@ def test_a_rebuild_by_hand_waits_for_the_pipeline_run_building_the_keyspace(
     with connect(s) as session:
         progress = Progress(session, s.keyspace)
         released = threading.Event()
-        with progress.lease(STAGE) as holder:
-            refused = _cli(s, "features", "build", "--date", "2013-02-05", "--wait", "0")
-            assert refused.returncode == 1, (refused.stdout, refused.stderr)
-            assert refused.stderr.count("\n") == 1 and holder in refused.stderr, refused.stderr
-            assert "another features run" in refused.stderr
+        with progress.lease(STAGE):
 
             def release_soon() -> None:
                 time.sleep(4)
