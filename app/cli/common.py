@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -76,8 +76,10 @@ def workspace() -> Iterator[Workspace]:
 
 
 #: ``--wait`` of the commands that run a stage by hand (features build, train, score).
-WAIT_HELP = ("How long to wait, in seconds, for a pipeline run of the same stage that is "
-             "working on this keyspace (0: fail at once).")
+WaitOption = Annotated[float, typer.Option(
+    "--wait", min=0, max=3600, metavar="SECONDS",
+    help="How long to wait, in seconds, for a pipeline run of the same stage that is working "
+         "on this keyspace (0: fail at once).")]
 
 
 @contextmanager

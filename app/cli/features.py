@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import WAIT_HELP, console, handle_errors, parse_day, stage_lease, workspace
+from app.cli.common import WaitOption, console, handle_errors, parse_day, stage_lease, workspace
 
 features_app = typer.Typer(help="Features in Cassandra.", no_args_is_help=True)
 
@@ -17,8 +17,7 @@ def features_build(
     day: Annotated[list[str] | None, typer.Option("--date", help="Entity date (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="First date of a range.")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Last date of a range (inclusive).")] = None,
-    wait: Annotated[float, typer.Option("--wait", min=0, max=3600, metavar="SECONDS",
-                                        help=WAIT_HELP)] = 600,
+    wait: WaitOption = 600,
 ) -> None:
     """Build (or rebuild) the features of entity dates: --date D ... or --from D --to D.
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from app.cli.common import (
-    WAIT_HELP,
+    WaitOption,
     console,
     handle_errors,
     parse_day,
@@ -31,8 +31,7 @@ commands = typer.Typer()
 def train(
     end: Annotated[str | None, typer.Option(help="Last scheduled date of the window.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Train even without new data.")] = False,
-    wait: Annotated[float, typer.Option("--wait", min=0, max=3600, metavar="SECONDS",
-                                        help=WAIT_HELP)] = 600,
+    wait: WaitOption = 600,
 ) -> None:
     """Train a candidate; it becomes champion only if it beats the current one. Holds the
     training stage's lease, as a pipeline run does."""

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from app.cli.common import (
-    WAIT_HELP,
+    WaitOption,
     console,
     current_settings,
     err,
@@ -39,8 +39,7 @@ def score(
     transient: Annotated[bool, typer.Option(
         "--transient", help="Train a throw-away model for this request instead of using the "
         "champion; store its predictions under a request id (never registered).")] = False,
-    wait: Annotated[float, typer.Option("--wait", min=0, max=3600, metavar="SECONDS",
-                                        help=WAIT_HELP)] = 600,
+    wait: WaitOption = 600,
 ) -> None:
     """Score the entities of dates with the champion; write predictions to Cassandra. Holds
     the scoring stage's lease, as a pipeline run does (not with --transient, which writes
